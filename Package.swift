@@ -1,0 +1,61 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// One settings array for every target: Swift 6 language mode (strict concurrency) is the
+/// package default; warnings are kept at zero by review, not by flags.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Celerity",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Celerity", targets: ["Celerity"]),
+        .library(name: "CelerityBuiltins", targets: ["CelerityBuiltins"]),
+        .library(name: "RedisClient", targets: ["RedisClient"]),
+        .executable(name: "celerity", targets: ["celerity"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/attaswift/BigInt.git", from: "6.0.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // hiredis from Debian's libhiredis-dev. No pkgConfig: its include dir would leak
+        // read.h/sds.h onto the global include path.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        // OpenBLAS's CBLAS interface from Debian's libopenblas-dev.
+        .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        // Redis over hiredis. Knows Redis, nothing of tasks.
+        .target(name: "RedisClient", dependencies: ["CHiredis",
+                .product(name: "Logging", package: "swift-log")],
+                swiftSettings: swiftSettings),
+        // The library: JSON, Celery protocol, manifest, broker, worker, client, plugins.
+        // Must not link BigInt or BLAS: a program that only sends calls links this alone.
+        .target(name: "Celerity", dependencies: [
+                "RedisClient",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        // The built-in Swift handlers and their heavy dependencies.
+        .target(name: "CelerityBuiltins", dependencies: [
+                "Celerity", "COpenBLAS",
+                .product(name: "BigInt", package: "BigInt"),
+            ], swiftSettings: swiftSettings),
+        // The command line: parses, validates, calls the library. No business logic.
+        .executableTarget(name: "celerity", dependencies: [
+                "Celerity", "CelerityBuiltins",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], swiftSettings: swiftSettings),
+        .testTarget(name: "CelerityTests", dependencies: [
+                "Celerity", "CelerityBuiltins", "RedisClient", "celerity",
+                .product(name: "BigInt", package: "BigInt"),
+            ], swiftSettings: swiftSettings),
+    ]
+)
