@@ -1,4 +1,4 @@
 #ifndef CELERITY_COPENBLAS_SHIM_H
 #define CELERITY_COPENBLAS_SHIM_H
-#include <x86_64-linux-gnu/cblas.h>
+#include <cblas.h>
 #endif
