@@ -1,0 +1,174 @@
+import Dispatch
+import Foundation
+import Logging
+
+/// An async handle on one Redis connection.
+///
+/// hiredis is blocking, and Swift's cooperative pool has only as many threads as cores (2
+/// here): a blocked BLMOVE there would stall every other task. So every call runs on this
+/// handle's own serial dispatch queue (a thread outside the cooperative pool) and the caller
+/// awaits a continuation. One handle = one connection = calls in order; use several handles
+/// for parallelism (e.g. one for blocking fetches, one for result writes).
+///
+/// The connection is opened lazily and re-opened after it breaks. Reconnection attempts are
+/// spaced with exponential backoff (0.1 s doubling to `maxBackoff`): a call made while the
+/// server is away fails fast with a `.connection` error instead of hammering it. Nothing is
+/// retried behind the caller's back: a command whose connection broke may or may not have run.
+public final class Redis: @unchecked Sendable {
+    // @unchecked: all mutable state below is touched only on `queue`.
+    public let url: RedisURL
+    public let commandTimeout: Double
+    public let connectTimeout: Double
+    public let maxBackoff: Double
+    private let queue: DispatchQueue
+    private var connection: RedisConnection?
+    private var backoff: Double = 0
+    private var nextAttempt: Double = 0
+    private var scriptSHAs: [String: String] = [:]
+
+    public init(url: RedisURL, label: String = "redis", connectTimeout: Double = 2, commandTimeout: Double = 10, maxBackoff: Double = 5) {
+        self.url = url
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.maxBackoff = maxBackoff
+        self.queue = DispatchQueue(label: "celerity.redis.\(label)")
+    }
+
+    public convenience init(_ urlString: String, label: String = "redis") throws(RedisError) {
+        self.init(url: try RedisURL(string: urlString), label: label)
+    }
+
+    // MARK: - Calls
+
+    /// Sends one command; a server error reply is returned as `.error`, not thrown.
+    public func send(_ command: RedisCommand) async throws -> RedisReply {
+        try await run { c throws(RedisError) in try c.command(command) }
+    }
+
+    /// Sends one command given as strings/bytes; server error replies are thrown.
+    @discardableResult
+    public func call(_ name: String, _ args: any RedisArgument...) async throws -> RedisReply {
+        try await send(RedisCommand(name, arguments: args)).throwingError()
+    }
+
+    /// Sends all commands in one write and returns every reply in order (one round trip).
+    public func pipeline(_ commands: [RedisCommand]) async throws -> [RedisReply] {
+        if commands.isEmpty { return [] }
+        return try await run { c throws(RedisError) in try c.pipeline(commands) }
+    }
+
+    /// Sends a blocking command (BLMOVE, BRPOP, ...) whose own timeout is `seconds`; the
+    /// socket timeout is raised above it for this call.
+    public func blocking(_ command: RedisCommand, timeout seconds: Double) async throws -> RedisReply {
+        try await run { c throws(RedisError) in
+            c.setTimeout(seconds + 5)
+            defer { if !c.isBroken { c.setTimeout(self.commandTimeout) } }
+            return try c.command(command)
+        }
+    }
+
+    /// Waits for the next pushed reply (pub/sub message) up to `timeout` seconds.
+    /// Returns nil on time-out; the connection is then dropped (hiredis cannot resume after a
+    /// socket time-out) and the next call reconnects, without the subscriptions.
+    public func nextPush(timeout seconds: Double) async throws -> RedisReply? {
+        try await run { c throws(RedisError) in
+            c.setTimeout(seconds)
+            do throws(RedisError) {
+                let r = try c.readReply()
+                c.setTimeout(self.commandTimeout)
+                return r
+            } catch {
+                if error.code == .timeout { return nil }
+                throw error
+            }
+        }
+    }
+
+    /// Runs a Lua script by its SHA (EVALSHA), loading it first (SCRIPT LOAD) when the
+    /// server does not know it yet.
+    public func evalScript(_ script: RedisScript, keys: [any RedisArgument], args: [any RedisArgument]) async throws -> RedisReply {
+        try await run { c throws(RedisError) in
+            try self.evalOnQueue(c, script, keys: keys.map(\.redisBytes), args: args.map(\.redisBytes))
+        }
+    }
+
+    /// Closes the connection now (the next call reconnects).
+    public func close() async {
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            queue.async {
+                self.connection = nil
+                cont.resume()
+            }
+        }
+    }
+
+    /// Checks the server answers PING (connecting if needed).
+    public func ping() async throws {
+        let r = try await call("PING")
+        guard r.string == "PONG" else { throw RedisError(.unexpectedReply, "PING answered \(r)") }
+    }
+
+    // MARK: - Internals
+
+    private func evalOnQueue(_ c: RedisConnection, _ script: RedisScript, keys: [[UInt8]], args: [[UInt8]]) throws(RedisError) -> RedisReply {
+        let sha: String
+        if let known = scriptSHAs[script.source] {
+            sha = known
+        } else {
+            let loaded = try c.command(RedisCommand("SCRIPT", "LOAD", script.source)).throwingError()
+            guard let s = loaded.string else { throw RedisError(.unexpectedReply, "SCRIPT LOAD answered \(loaded)") }
+            scriptSHAs[script.source] = s
+            sha = s
+        }
+        let argv: [[UInt8]] = [Array("EVALSHA".utf8), Array(sha.utf8), Array(String(keys.count).utf8)] + keys + args
+        let reply = try c.command(RedisCommand(argv))
+        if case let .error(message) = reply, message.hasPrefix("NOSCRIPT") {
+            scriptSHAs[script.source] = nil
+            return try evalOnQueue(c, script, keys: keys, args: args)
+        }
+        return try reply.throwingError()
+    }
+
+    private func run<T: Sendable>(_ body: @escaping @Sendable (RedisConnection) throws(RedisError) -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
+            queue.async {
+                do {
+                    let c = try self.connected()
+                    let value = try body(c)
+                    if c.isBroken { self.connection = nil }
+                    cont.resume(returning: value)
+                } catch {
+                    if self.connection?.isBroken == true { self.connection = nil }
+                    cont.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    private func connected() throws(RedisError) -> RedisConnection {
+        if let c = connection, !c.isBroken { return c }
+        connection = nil
+        let now = Date().timeIntervalSince1970
+        if now < nextAttempt {
+            throw RedisError(.connection, "\(url) is unreachable; next reconnect attempt in \(String(format: "%.1f", nextAttempt - now)) s")
+        }
+        do {
+            let c = try RedisConnection(url: url, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+            connection = c
+            backoff = 0
+            nextAttempt = 0
+            scriptSHAs = [:]
+            return c
+        } catch {
+            backoff = backoff == 0 ? 0.1 : min(backoff * 2, maxBackoff)
+            nextAttempt = Date().timeIntervalSince1970 + backoff
+            throw error
+        }
+    }
+}
+
+/// A Lua script, run with EVALSHA (see `Redis.evalScript`).
+public struct RedisScript: Sendable, Hashable {
+    public let source: String
+    public init(_ source: String) { self.source = source }
+}

@@ -1,0 +1,180 @@
+import CHiredis
+import Foundation
+
+/// One blocking hiredis connection. Not thread-safe: `Redis` confines each instance to a
+/// serial dispatch queue of its own, so blocking reads never run on Swift's cooperative pool.
+///
+/// After an I/O error or a socket time-out hiredis leaves the context unusable; the
+/// connection then reports `isBroken` and must be replaced.
+final class RedisConnection {
+    private var context: UnsafeMutablePointer<redisContext>
+    let url: RedisURL
+    private(set) var isBroken = false
+    private var currentTimeout: Double
+
+    /// Connects, then sends AUTH and SELECT as the URL asks.
+    init(url: RedisURL, connectTimeout: Double, commandTimeout: Double) throws(RedisError) {
+        self.url = url
+        let tv = RedisConnection.timeval(connectTimeout)
+        let ctx: UnsafeMutablePointer<redisContext>?
+        switch url.endpoint {
+        case let .tcp(host, port):
+            ctx = redisConnectWithTimeout(host, Int32(port), tv)
+        case let .unix(path):
+            ctx = redisConnectUnixWithTimeout(path, tv)
+        }
+        guard let ctx else {
+            throw RedisError(.connection, "cannot allocate a Redis context for \(url)")
+        }
+        if ctx.pointee.err != 0 {
+            let why = RedisConnection.errorString(ctx)
+            redisFree(ctx)
+            throw RedisError(.connection, "cannot connect to \(url): \(why)")
+        }
+        self.context = ctx
+        self.currentTimeout = commandTimeout
+        _ = redisEnableKeepAlive(ctx)
+        _ = redisSetTimeout(ctx, RedisConnection.timeval(commandTimeout))
+        if let password = url.password {
+            var args: [[UInt8]] = [Array("AUTH".utf8)]
+            if let user = url.username { args.append(Array(user.utf8)) }
+            args.append(Array(password.utf8))
+            let reply = try command(RedisCommand(args))
+            if case let .error(message) = reply {
+                throw RedisError(.authentication, "AUTH failed at \(url): \(message)")
+            }
+        }
+        if url.db != 0 {
+            let reply = try command(RedisCommand("SELECT", url.db))
+            if case let .error(message) = reply {
+                throw RedisError(.authentication, "SELECT \(url.db) failed at \(url): \(message)")
+            }
+        }
+    }
+
+    deinit { redisFree(context) }
+
+    /// Sets the socket read/write timeout (seconds). Blocking commands need a timeout longer
+    /// than their own.
+    func setTimeout(_ seconds: Double) {
+        guard seconds != currentTimeout else { return }
+        currentTimeout = seconds
+        _ = redisSetTimeout(context, RedisConnection.timeval(seconds))
+    }
+
+    /// Sends one command and reads its reply. Server error replies come back as `.error`.
+    func command(_ command: RedisCommand) throws(RedisError) -> RedisReply {
+        try append(command)
+        return try readReply()
+    }
+
+    /// Sends all commands in one write, then reads all replies (pipelining).
+    func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
+        for c in commands { try append(c) }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands { replies.append(try readReply()) }
+        return replies
+    }
+
+    /// Queues a command in hiredis's output buffer (written on the next read).
+    func append(_ command: RedisCommand) throws(RedisError) {
+        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        let args = command.arguments
+        let count = args.count
+        // hiredis wants parallel arrays of pointers and lengths; keep the byte arrays alive
+        // for the duration of the call (hiredis copies them into its buffer).
+        let rc: Int32 = withArgv(args) { argv, lens in
+            redisAppendCommandArgv(context, Int32(count), argv, lens)
+        }
+        if rc != REDIS_OK { throw brokenError() }
+    }
+
+    /// Reads the next reply (blocking up to the socket timeout).
+    func readReply() throws(RedisError) -> RedisReply {
+        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        var raw: UnsafeMutableRawPointer?
+        if redisGetReply(context, &raw) != REDIS_OK || raw == nil {
+            throw brokenError()
+        }
+        let reply = raw!.assumingMemoryBound(to: redisReply.self)
+        defer { freeReplyObject(raw) }
+        return RedisConnection.convert(reply)
+    }
+
+    private func brokenError() -> RedisError {
+        isBroken = true
+        let errno_ = context.pointee.err
+        let text = RedisConnection.errorString(context)
+        if errno_ == REDIS_ERR_IO && (text.contains("Resource temporarily unavailable") || text.contains("timed out")) {
+            return RedisError(.timeout, "no reply from \(url) within \(currentTimeout) s")
+        }
+        if errno_ == REDIS_ERR_EOF || errno_ == REDIS_ERR_IO {
+            return RedisError(.connection, "connection to \(url) lost: \(text)")
+        }
+        return RedisError(.connection, "Redis protocol error from \(url): \(text)")
+    }
+
+    private static func convert(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
+        let reply = r.pointee
+        switch reply.type {
+        case REDIS_REPLY_STRING:
+            return .bulk(bytes(reply.str, reply.len))
+        case REDIS_REPLY_STATUS:
+            return .status(String(decoding: bytes(reply.str, reply.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: bytes(reply.str, reply.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            return .integer(Int(reply.integer))
+        case REDIS_REPLY_ARRAY:
+            var items: [RedisReply] = []
+            items.reserveCapacity(reply.elements)
+            for i in 0..<reply.elements {
+                if let e = reply.element[i] { items.append(convert(e)) } else { items.append(.null) }
+            }
+            return .array(items)
+        default:
+            return .null
+        }
+    }
+
+    private static func bytes(_ p: UnsafeMutablePointer<CChar>?, _ n: Int) -> [UInt8] {
+        guard let p, n > 0 else { return [] }
+        return p.withMemoryRebound(to: UInt8.self, capacity: n) { Array(UnsafeBufferPointer(start: $0, count: n)) }
+    }
+
+    private static func errorString(_ ctx: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafePointer(to: ctx.pointee.errstr) { p in
+            p.withMemoryRebound(to: CChar.self, capacity: 128) { String(cString: $0) }
+        }
+    }
+
+    static func timeval(_ seconds: Double) -> Foundation.timeval {
+        let s = max(seconds, 0.001)
+        return Foundation.timeval(tv_sec: Int(s), tv_usec: Int((s - Double(Int(s))) * 1_000_000))
+    }
+}
+
+/// Calls `body` with C argv/argvlen arrays pointing into one contiguous copy of `args`
+/// (hiredis copies them into its output buffer before returning).
+private func withArgv<R>(_ args: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
+    let count = args.count
+    var total = 0
+    for a in args { total += a.count }
+    let storage = UnsafeMutablePointer<CChar>.allocate(capacity: max(total, 1))
+    let argv = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: count)
+    let lens = UnsafeMutablePointer<Int>.allocate(capacity: count)
+    defer { storage.deallocate(); argv.deallocate(); lens.deallocate() }
+    var offset = 0
+    for (i, a) in args.enumerated() {
+        a.withUnsafeBytes { raw in
+            if let base = raw.baseAddress, raw.count > 0 {
+                UnsafeMutableRawPointer(storage + offset).copyMemory(from: base, byteCount: raw.count)
+            }
+        }
+        argv[i] = UnsafePointer(storage + offset)
+        lens[i] = a.count
+        offset += a.count
+    }
+    return body(argv, lens)
+}

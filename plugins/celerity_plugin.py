@@ -1,0 +1,539 @@
+"""Write a Celerity plugin in Python with a decorator and one call.
+
+    from celerity_plugin import task, run
+
+    @task("plugins.py_add")          # the task name(s) this function serves
+    def add(x, y):
+        return x + y
+
+    if __name__ == "__main__":
+        run()
+
+run() speaks Celerity plugin protocol 1 (see PLUGIN-PROTOCOL.md) in the mode the worker
+asks for through CELERITY_MODE:
+
+* "oneshot" or unset: read one JSON request from stdin until EOF, write one response
+  ({"result": ...} or {"error": {...}}) to stdout, exit 0. A task that raises
+  RetryableError (or any exception with a true `retryable` attribute) also makes the
+  process exit 75 (EX_TEMPFAIL), which asks the worker for a retry.
+* "persistent": newline-delimited JSON-RPC 2.0 on stdin/stdout: initialize, task/run,
+  $/cancel (best effort), shutdown, exit; EOF on stdin means exit once the calls
+  already received are answered.
+
+Functions receive the request's args as positional and kwargs as keyword arguments.
+When one function is registered it serves every task name; otherwise the request's
+"task" picks the function. stdout belongs to the protocol: while the plugin runs,
+print() and anything else written to file descriptor 1 go to stderr, which the worker
+logs. Only the standard library is used.
+"""
+
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+
+__all__ = ["task", "run", "RetryableError", "Cancelled", "current_request", "cancelled"]
+
+PROTOCOL = 1
+EX_TEMPFAIL = 75
+EX_USAGE = 64
+
+# JSON-RPC error codes used by the protocol.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+TASK_FAILED = -32000
+CANCELLED = -32800
+
+
+class RetryableError(Exception):
+    """Raise this (or a subclass) from a task to ask the worker to retry it."""
+
+    retryable = True
+
+
+class Cancelled(BaseException):
+    """Raised inside a running task when the worker cancels the call (persistent mode).
+
+    A BaseException, like KeyboardInterrupt, so that `except Exception` in task code does
+    not swallow it.
+    """
+
+
+class _BadRequest(Exception):
+    """A request the helper cannot dispatch; `code` is the JSON-RPC error code."""
+
+    def __init__(self, code, error_type, message):
+        super().__init__(message)
+        self.code = code
+        self.error_type = error_type
+
+
+_registry = {}   # task name -> function
+_functions = []  # distinct registered functions, in registration order
+_local = threading.local()
+
+
+def task(*names):
+    """Register a function as the handler of one or more task names.
+
+    `@task` and `@task()` use the function's own name; `@task("a.b", "c.d")` serves both.
+    """
+    if len(names) == 1 and callable(names[0]):
+        return _register(names[0], (names[0].__name__,))
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise TypeError("task names must be non-empty strings, got %r" % (name,))
+
+    def decorate(func):
+        return _register(func, names or (func.__name__,))
+
+    return decorate
+
+
+def _register(func, names):
+    for name in names:
+        other = _registry.get(name)
+        if other is not None and other is not func:
+            raise ValueError("task %r is already served by %s" % (name, other.__name__))
+        _registry[name] = func
+    if func not in _functions:
+        _functions.append(func)
+    return func
+
+
+def current_request():
+    """The request being handled by the calling thread (a dict), or None."""
+    call = getattr(_local, "call", None)
+    return call.request if call is not None else None
+
+
+def cancelled():
+    """True once the worker has cancelled the calling thread's task (persistent mode).
+
+    With max_inflight=1 a cancel also interrupts the task by raising Cancelled in it; with
+    more concurrent calls, long tasks should poll this.
+    """
+    call = getattr(_local, "call", None)
+    return call is not None and call.cancel_reason is not None
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _lift_int_limit():
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
+
+
+def _claim_stdout():
+    """Keep the real stdout for the protocol; send fd 1 and sys.stdout to stderr."""
+    sys.stdout.flush()
+    proto_fd = os.dup(1)  # not inheritable: child processes never see it
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(proto_fd, "w", encoding="utf-8", newline="\n")
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):          # numpy arrays
+        return value.tolist()
+    if hasattr(value, "item"):            # numpy scalars
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError("Object of type %s is not JSON serializable" % type(value).__name__)
+
+
+def _dumps(obj):
+    # ensure_ascii keeps every message on one line and valid UTF-8; NaN/Infinity allowed.
+    return json.dumps(obj, default=_json_default)
+
+
+def _error_info(exc, tb=True):
+    message = str(exc) or type(exc).__name__
+    return {
+        "type": type(exc).__name__,
+        "message": message,
+        "retryable": getattr(exc, "retryable", False) is True,
+        "traceback": traceback.format_exc() if tb else None,
+    }
+
+
+def _resolve(request):
+    """Check a request and find its function: returns (func, args, kwargs)."""
+    if not isinstance(request, dict):
+        raise _BadRequest(INVALID_PARAMS, "InvalidRequest", "the request must be a JSON object")
+    name = request.get("task")
+    if not isinstance(name, str):
+        raise _BadRequest(INVALID_PARAMS, "InvalidRequest", 'the request has no "task" string')
+    args = request.get("args")
+    args = [] if args is None else args
+    kwargs = request.get("kwargs")
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(args, list):
+        raise _BadRequest(INVALID_PARAMS, "InvalidRequest", '"args" must be an array')
+    if not isinstance(kwargs, dict):
+        raise _BadRequest(INVALID_PARAMS, "InvalidRequest", '"kwargs" must be an object')
+    func = _registry.get(name)
+    if func is None and len(_functions) == 1:
+        func = _functions[0]
+    if func is None:
+        raise _BadRequest(METHOD_NOT_FOUND, "NotRegistered",
+                          "task %r is not served by %s (serves: %s)"
+                          % (name, _plugin_name(), ", ".join(sorted(_registry)) or "nothing"))
+    return func, args, kwargs
+
+
+def _plugin_name():
+    return os.path.splitext(os.path.basename(sys.argv[0] or "plugin"))[0] or "plugin"
+
+
+def _log(message):
+    try:
+        sys.stderr.write("celerity_plugin: %s\n" % message)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# --------------------------------------------------------------------------- one-shot
+
+def _oneshot(out):
+    def reply(obj):
+        out.write(_dumps(obj))
+        out.write("\n")
+        out.flush()
+
+    def reply_error(error_type, message):
+        reply({"error": {"type": error_type, "message": message,
+                         "retryable": False, "traceback": None}})
+
+    raw = sys.stdin.buffer.read()
+    try:
+        request = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        reply_error("InvalidRequest", "stdin is not a JSON document: %s" % exc)
+        return 0
+    try:
+        func, args, kwargs = _resolve(request)
+    except _BadRequest as exc:
+        reply_error(exc.error_type, str(exc))
+        return 0
+
+    _local.call = _Call(request.get("id"), request)
+    try:
+        result = func(*args, **kwargs)
+    except Exception as exc:  # SystemExit/KeyboardInterrupt end the process as they would
+        info = _error_info(exc)
+        reply({"error": info})
+        return EX_TEMPFAIL if info["retryable"] else 0
+    finally:
+        _local.call = None
+    try:
+        text = _dumps({"result": result})
+    except (TypeError, ValueError, RecursionError) as exc:
+        reply({"error": {"type": type(exc).__name__,
+                         "message": "the task's result is not JSON: %s" % exc,
+                         "retryable": False, "traceback": None}})
+        return 0
+    out.write(text)
+    out.write("\n")
+    out.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------- persistent
+
+class _Call:
+    def __init__(self, rpc_id, request):
+        self.rpc_id = rpc_id
+        self.request = request
+        self.state = "queued"        # queued -> running -> done
+        self.cancel_reason = None
+        self.interruptible = False   # main thread only: the task code is on the stack
+        self.func = None
+        self.args = ()
+        self.kwargs = {}
+
+
+_STOP = object()
+
+
+class _Server:
+    def __init__(self, out, name, max_inflight):
+        self.out = out
+        self.name = name
+        self.max_inflight = max_inflight
+        self.write_lock = threading.Lock()
+        self.lock = threading.Condition()
+        self.calls = {}              # key(rpc id) -> _Call
+        self.pending = queue.Queue()
+        self.accepting = True
+        self.main_thread = threading.main_thread()
+        self.main_call = None        # the call the main thread is running
+        self.can_signal = False
+
+    # ---- output
+
+    def send(self, obj):
+        line = _dumps(obj) + "\n"
+        with self.write_lock:
+            try:
+                self.out.write(line)
+                self.out.flush()
+            except (BrokenPipeError, ValueError):
+                os._exit(0)  # the worker is gone; nobody is left to answer
+
+    def send_result(self, rpc_id, result):
+        try:
+            line = _dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result})
+        except (TypeError, ValueError, RecursionError) as exc:
+            self.send_error(rpc_id, TASK_FAILED, "the task's result is not JSON: %s" % exc,
+                            {"type": type(exc).__name__, "retryable": False, "traceback": None})
+            return
+        with self.write_lock:
+            try:
+                self.out.write(line + "\n")
+                self.out.flush()
+            except (BrokenPipeError, ValueError):
+                os._exit(0)
+
+    def send_error(self, rpc_id, code, message, data=None):
+        error = {"code": code, "message": message}
+        if data is not None:
+            error["data"] = data
+        self.send({"jsonrpc": "2.0", "id": rpc_id, "error": error})
+
+    # ---- input (reader thread)
+
+    def read_loop(self):
+        stdin = sys.stdin.buffer
+        while True:
+            line = stdin.readline()
+            if not line:
+                break
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                self.send_error(None, PARSE_ERROR, "parse error: %s" % exc)
+                continue
+            try:
+                if self.handle(message) is _STOP:
+                    return
+            except Exception:  # a bug here must not kill the reader silently
+                _log("internal error:\n" + traceback.format_exc())
+        self.pending.put(_STOP)  # EOF: answer what was received, then exit
+
+    def handle(self, message):
+        if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+            rpc_id = message.get("id") if isinstance(message, dict) else None
+            self.send_error(rpc_id, INVALID_REQUEST, "not a JSON-RPC 2.0 request")
+            return None
+        method = message["method"]
+        has_id = "id" in message
+        rpc_id = message.get("id")
+        params = message.get("params")
+
+        if method == "task/run" and has_id:
+            self.submit(rpc_id, params)
+        elif method == "$/cancel":
+            if isinstance(params, dict) and "id" in params:
+                self.cancel(params["id"], str(params.get("reason") or "cancelled"))
+        elif method == "initialize" and has_id:
+            self.initialize(rpc_id, params)
+        elif method == "shutdown" and has_id:
+            self.accepting = False
+            threading.Thread(target=self.finish_shutdown, args=(rpc_id,), daemon=True).start()
+        elif method == "exit":
+            self.accepting = False
+            self.cancel_all("shutdown")
+            self.pending.put(_STOP)
+            return _STOP
+        elif has_id:
+            self.send_error(rpc_id, METHOD_NOT_FOUND, "unknown method %r" % method)
+        # other notifications ($/…) are ignored, as JSON-RPC allows
+        return None
+
+    def initialize(self, rpc_id, params):
+        if isinstance(params, dict):
+            if params.get("protocol", PROTOCOL) != PROTOCOL:
+                _log("worker speaks protocol %r, this helper speaks %d"
+                     % (params.get("protocol"), PROTOCOL))
+            wanted = params.get("tasks")
+            if isinstance(wanted, list) and len(_functions) != 1:
+                missing = [t for t in wanted if t not in _registry]
+                if missing:
+                    _log("asked for tasks this plugin does not serve: %s" % ", ".join(map(str, missing)))
+        self.send({"jsonrpc": "2.0", "id": rpc_id,
+                   "result": {"protocol": PROTOCOL, "name": self.name,
+                              "max_inflight": self.max_inflight}})
+
+    def submit(self, rpc_id, params):
+        if not self.accepting:
+            self.send_error(rpc_id, TASK_FAILED, "the plugin is shutting down",
+                            {"type": "ShuttingDown", "retryable": True, "traceback": None})
+            return
+        try:
+            func, args, kwargs = _resolve(params)
+        except _BadRequest as exc:
+            self.send_error(rpc_id, exc.code, str(exc),
+                            {"type": exc.error_type, "retryable": False, "traceback": None})
+            return
+        key = _key(rpc_id)
+        call = _Call(rpc_id, params)
+        call.func, call.args, call.kwargs = func, args, kwargs
+        with self.lock:
+            if key in self.calls:
+                _log("ignoring a second task/run with id %s while the first is in flight" % key)
+                return
+            self.calls[key] = call
+        self.pending.put(call)
+
+    def cancel(self, rpc_id, reason):
+        with self.lock:
+            call = self.calls.get(_key(rpc_id))
+            if call is None or call.cancel_reason is not None:
+                return
+            call.cancel_reason = reason
+            if call.state == "queued":      # never started: answer now, executor skips it
+                call.state = "done"
+                del self.calls[_key(rpc_id)]
+                self.lock.notify_all()
+                answer_now = True
+            else:
+                answer_now = False
+                interrupt = call is self.main_call and self.can_signal
+        if answer_now:
+            self.send_cancelled(call)
+        elif interrupt:
+            # The handler runs in the main thread and raises Cancelled only while the
+            # task's own code is running (see _execute).
+            signal.pthread_kill(self.main_thread.ident, signal.SIGUSR1)
+
+    def cancel_all(self, reason):
+        with self.lock:
+            ids = [call.rpc_id for call in self.calls.values()]
+        for rpc_id in ids:
+            self.cancel(rpc_id, reason)
+
+    def send_cancelled(self, call):
+        self.send_error(call.rpc_id, CANCELLED, "cancelled (%s)" % call.cancel_reason,
+                        {"type": "Cancelled", "reason": call.cancel_reason,
+                         "retryable": False, "traceback": None})
+
+    def finish_shutdown(self, rpc_id):
+        with self.lock:
+            while self.calls:
+                self.lock.wait()
+        self.send({"jsonrpc": "2.0", "id": rpc_id, "result": {}})
+
+    # ---- execution
+
+    def on_cancel_signal(self, signum, frame):
+        call = self.main_call
+        if call is not None and call.interruptible and call.cancel_reason is not None:
+            call.interruptible = False
+            raise Cancelled(call.cancel_reason)
+
+    def executor_loop(self):
+        is_main = threading.current_thread() is self.main_thread
+        while True:
+            call = self.pending.get()
+            if call is _STOP:
+                self.pending.put(_STOP)  # let the other executors see it too
+                return
+            with self.lock:
+                if call.state != "queued":
+                    continue
+                call.state = "running"
+                if is_main:
+                    self.main_call = call
+            try:
+                self.execute(call, is_main)
+            finally:
+                with self.lock:
+                    if is_main:
+                        self.main_call = None
+                    call.state = "done"
+                    self.calls.pop(_key(call.rpc_id), None)
+                    self.lock.notify_all()
+
+    def execute(self, call, is_main):
+        _local.call = call
+        try:
+            try:
+                call.interruptible = is_main
+                if call.cancel_reason is not None:   # cancelled just as it started
+                    raise Cancelled(call.cancel_reason)
+                result = call.func(*call.args, **call.kwargs)
+            finally:
+                call.interruptible = False
+        except Cancelled:
+            self.send_cancelled(call)
+            return
+        except Exception as exc:
+            info = _error_info(exc)
+            self.send_error(call.rpc_id, TASK_FAILED, info["message"],
+                            {"type": info["type"], "retryable": info["retryable"],
+                             "traceback": info["traceback"]})
+            return
+        except BaseException as exc:   # sys.exit() or Ctrl-C inside a task
+            if is_main:
+                raise
+            code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
+            sys.stderr.flush()
+            os._exit(code)
+        finally:
+            _local.call = None
+        self.send_result(call.rpc_id, result)
+
+    def serve(self):
+        if hasattr(signal, "pthread_kill") and hasattr(signal, "SIGUSR1") \
+                and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, self.on_cancel_signal)
+            self.can_signal = True
+        threading.Thread(target=self.read_loop, name="celerity-reader", daemon=True).start()
+        others = [threading.Thread(target=self.executor_loop, name="celerity-exec-%d" % i,
+                                   daemon=True)
+                  for i in range(1, self.max_inflight)]
+        for thread in others:
+            thread.start()
+        self.executor_loop()
+        for thread in others:
+            thread.join()
+        return 0
+
+
+def _key(rpc_id):
+    return json.dumps(rpc_id, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- entry point
+
+def run(name=None, max_inflight=1):
+    """Serve the registered tasks in the mode CELERITY_MODE names, then exit the process.
+
+    name: what the initialize answer calls this plugin (default: the script's file name).
+    max_inflight: persistent mode only; calls run concurrently in that many threads.
+    """
+    _lift_int_limit()
+    if not _functions:
+        _log("no task registered; decorate a function with @task")
+        sys.exit(EX_USAGE)
+    mode = os.environ.get("CELERITY_MODE") or "oneshot"
+    if mode not in ("oneshot", "persistent"):
+        _log("unknown CELERITY_MODE %r (expected oneshot or persistent)" % mode)
+        sys.exit(EX_USAGE)
+    out = _claim_stdout()
+    if mode == "oneshot":
+        code = _oneshot(out)
+    else:
+        code = _Server(out, name or _plugin_name(), max(1, int(max_inflight))).serve()
+    sys.stderr.flush()
+    sys.exit(code)
