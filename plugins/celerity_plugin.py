@@ -276,6 +276,7 @@ class _Server:
         self.main_thread = threading.main_thread()
         self.main_call = None        # the call the main thread is running
         self.can_signal = False
+        self.shutdown_threads = []
 
     # ---- output
 
@@ -349,10 +350,15 @@ class _Server:
             self.initialize(rpc_id, params)
         elif method == "shutdown" and has_id:
             self.accepting = False
-            threading.Thread(target=self.finish_shutdown, args=(rpc_id,), daemon=True).start()
+            thread = threading.Thread(target=self.finish_shutdown, args=(rpc_id,), daemon=True)
+            self.shutdown_threads.append(thread)
+            thread.start()
         elif method == "exit":
+            # After a shutdown request the calls finish and get answered first (normally
+            # there are none left by now); a bare exit cancels whatever is in flight.
             self.accepting = False
-            self.cancel_all("shutdown")
+            if not self.shutdown_threads:
+                self.cancel_all("shutdown")
             self.pending.put(_STOP)
             return _STOP
         elif has_id:
@@ -483,15 +489,22 @@ class _Server:
                             {"type": info["type"], "retryable": info["retryable"],
                              "traceback": info["traceback"]})
             return
-        except BaseException as exc:   # sys.exit() or Ctrl-C inside a task
-            if is_main:
-                raise
-            code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
-            sys.stderr.flush()
+        except BaseException as exc:   # sys.exit() or Ctrl-C inside a task: end the process
+            if isinstance(exc, SystemExit):
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            else:
+                code = 130
+            _log("task %s ended the process (%s); exiting with status %d"
+                 % (call.request.get("task"), type(exc).__name__, code))
+            # os._exit: the reader thread may be blocked inside stdin, which would make a
+            # normal interpreter shutdown abort.
             os._exit(code)
         finally:
             _local.call = None
-        self.send_result(call.rpc_id, result)
+        if call.cancel_reason is not None:   # finished after the worker gave up on it
+            self.send_cancelled(call)
+        else:
+            self.send_result(call.rpc_id, result)
 
     def serve(self):
         if hasattr(signal, "pthread_kill") and hasattr(signal, "SIGUSR1") \
@@ -505,7 +518,7 @@ class _Server:
         for thread in others:
             thread.start()
         self.executor_loop()
-        for thread in others:
+        for thread in others + self.shutdown_threads:
             thread.join()
         return 0
 

@@ -1,0 +1,50 @@
+/// Every Redis key and channel name Celerity reads or writes, in one place.
+///
+/// Celery/kombu-compatible names (shared with Python Celery processes):
+/// - `<queue>`, `<queue>\x06\x163`, `<queue>\x06\x166`, `<queue>\x06\x169`: task lists,
+///   priorities 0–2, 3–5, 6–8 and 9. Producers LPUSH, consumers take from the right.
+/// - `celery-task-meta-<id>`: the Redis result backend's key *and* pub/sub channel.
+/// - `<reply_to>`: the rpc result backend's reply list for one client.
+/// - `_kombu.binding.<queue>`, `_kombu.binding_permanent.<queue>`: kombu's binding tables.
+///
+/// Celerity's own names (ignored by Python Celery):
+/// - `celerity:processing:<node>`: list of messages a worker has fetched and not yet
+///   acked. Fetch moves messages here atomically; ack removes them after the result is stored.
+/// - `celerity:dead`: the dead-letter list (JSON entries, newest first).
+/// - `celerity:worker:<node>`: a worker's heartbeat (expires when it stops beating).
+/// - `celerity:workers`: set of node names that have ever run (for recovery sweeps).
+public enum Keys {
+    /// kombu's separator between a queue name and its priority bucket.
+    public static let separator = "\u{06}\u{16}"
+
+    /// The list key for `queue` at Celery priority `priority` (0 = highest on Redis).
+    public static func queue(_ queue: String, priority: Int = 0) -> String {
+        let p = min(max(priority, 0), 9)
+        let step = p >= 9 ? 9 : p >= 6 ? 6 : p >= 3 ? 3 : 0
+        return step == 0 ? queue : queue + separator + String(step)
+    }
+
+    /// All priority lists of `queue`, in the order they are served (0–2 first).
+    public static func priorityQueues(_ queue: String) -> [String] {
+        [queue, queue + separator + "3", queue + separator + "6", queue + separator + "9"]
+    }
+
+    /// The queue name of a priority list key (strips the `\x06\x16<n>` suffix).
+    public static func queueName(fromListKey key: String) -> String {
+        if let r = key.range(of: separator) { return String(key[..<r.lowerBound]) }
+        return key
+    }
+
+    /// Result key and channel of the Redis result backend.
+    public static func resultMeta(_ taskID: String) -> String { "celery-task-meta-" + taskID }
+
+    /// kombu's binding table for a direct queue, and its member for routing key = queue.
+    public static func binding(_ queue: String) -> String { "_kombu.binding." + queue }
+    public static func bindingPermanent(_ queue: String) -> String { "_kombu.binding_permanent." + queue }
+    public static func bindingMember(_ queue: String) -> String { queue + separator + separator + queue }
+
+    public static func processing(_ node: String) -> String { "celerity:processing:" + node }
+    public static let deadLetters = "celerity:dead"
+    public static func heartbeat(_ node: String) -> String { "celerity:worker:" + node }
+    public static let workers = "celerity:workers"
+}

@@ -1,0 +1,142 @@
+import Foundation
+import RedisClient
+
+/// tasks.yaml, validated: where the broker and results live, which task runs where and how,
+/// and the worker groups `celerity up` starts.
+public struct Manifest: Sendable {
+    /// The file it was read from (nil when built in code).
+    public var path: String?
+    /// The folder relative plugin paths and working directories are resolved against.
+    public var baseDirectory: String
+    public var broker: String?
+    public var resultBackend: ResultBackendConfig?
+    public var tasks: [String: TaskSpec]
+    /// Task names in file order (for listings).
+    public var taskOrder: [String]
+    public var workers: [WorkerGroup]
+
+    public init(path: String? = nil, baseDirectory: String = FileManager.default.currentDirectoryPath, broker: String? = nil,
+                resultBackend: ResultBackendConfig? = nil, tasks: [TaskSpec] = [], workers: [WorkerGroup] = []) {
+        self.path = path
+        self.baseDirectory = baseDirectory
+        self.broker = broker
+        self.resultBackend = resultBackend
+        self.tasks = Dictionary(tasks.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
+        self.taskOrder = tasks.map(\.name)
+        self.workers = workers
+    }
+
+    /// The queue a task is routed to: the manifest's, else Celery's default `celery`.
+    public func queue(for task: String) -> String { tasks[task]?.queue ?? "celery" }
+
+    /// All queues named by tasks, in file order.
+    public var queues: [String] {
+        var seen = Set<String>()
+        return taskOrder.compactMap { tasks[$0]?.queue }.filter { seen.insert($0).inserted }
+    }
+}
+
+/// Where results go: Celery's Redis backend, its rpc backend, or nowhere.
+public enum ResultBackendKind: Sendable, Hashable {
+    case redis(String)
+    case rpc
+    case none
+}
+
+public struct ResultBackendConfig: Sendable, Hashable {
+    public var kind: ResultBackendKind
+    /// Seconds results are kept (Celery's `result_expires`); 0 keeps them forever.
+    public var expires: Int
+    public init(kind: ResultBackendKind, expires: Int = 86400) {
+        self.kind = kind
+        self.expires = expires
+    }
+
+    /// Parses `redis://…`, `unix://…`, `rpc://` or `none`.
+    public static func parse(_ text: String, expires: Int = 86400) throws(ManifestError) -> ResultBackendConfig {
+        let lower = text.lowercased()
+        if lower == "none" || lower == "disabled" || lower.isEmpty { return ResultBackendConfig(kind: .none, expires: expires) }
+        if lower.hasPrefix("rpc://") || lower == "rpc" { return ResultBackendConfig(kind: .rpc, expires: expires) }
+        if lower.hasPrefix("redis://") || lower.hasPrefix("unix://") || lower.hasPrefix("redis+unix://") {
+            return ResultBackendConfig(kind: .redis(text), expires: expires)
+        }
+        throw ManifestError(nil, "unknown result backend '\(RedisURL.redact(text))' (expected redis://…, unix://…, rpc:// or none)")
+    }
+}
+
+/// What runs a task.
+public enum HandlerSpec: Sendable, Hashable {
+    /// A Swift function registered under this name (see `celerity check --builtins`).
+    case builtin(String)
+    case plugin(PluginSpec)
+}
+
+public struct PluginSpec: Sendable, Hashable {
+    /// The program and its arguments, never passed through a shell.
+    public var argv: [String]
+    /// `argv[0]` resolved to an absolute path when the manifest was checked.
+    public var executable: String
+    public var workingDirectory: String
+    /// Names of the worker's environment variables the plugin may see (besides PATH, HOME, LANG).
+    public var environment: [String]
+    /// Extra variables set for the plugin.
+    public var setEnvironment: [String: String]
+    /// Seconds between SIGTERM and SIGKILL when the time limit is hit.
+    public var gracePeriod: Double
+    /// Largest response accepted on stdout, and largest stderr kept, in bytes.
+    public var maxOutputBytes: Int
+    public var maxStderrBytes: Int
+
+    public init(argv: [String], executable: String, workingDirectory: String, environment: [String] = [], setEnvironment: [String: String] = [:],
+                gracePeriod: Double = 5, maxOutputBytes: Int = 16 << 20, maxStderrBytes: Int = 1 << 20) {
+        self.argv = argv
+        self.executable = executable
+        self.workingDirectory = workingDirectory
+        self.environment = environment
+        self.setEnvironment = setEnvironment
+        self.gracePeriod = gracePeriod
+        self.maxOutputBytes = maxOutputBytes
+        self.maxStderrBytes = maxStderrBytes
+    }
+}
+
+public struct TaskSpec: Sendable, Hashable {
+    public var name: String
+    public var queue: String
+    public var handler: HandlerSpec
+    /// Hard time limit in seconds (nil: none). A message's own `timelimit` header wins when shorter.
+    public var timeLimit: Double?
+    /// Whether results are stored (Celery's `ignore_result` inverted).
+    public var storeResult: Bool
+
+    public init(name: String, queue: String = "celery", handler: HandlerSpec, timeLimit: Double? = nil, storeResult: Bool = true) {
+        self.name = name
+        self.queue = queue
+        self.handler = handler
+        self.timeLimit = timeLimit
+        self.storeResult = storeResult
+    }
+}
+
+/// One `celerity worker` process that `celerity up` starts.
+public struct WorkerGroup: Sendable, Hashable {
+    public var name: String
+    public var queues: [String]
+    public var concurrency: Int
+    public init(name: String, queues: [String], concurrency: Int = 4) {
+        self.name = name
+        self.queues = queues
+        self.concurrency = concurrency
+    }
+}
+
+/// A manifest problem, with `file:line:column` when it comes from a file.
+public struct ManifestError: Error, Sendable, CustomStringConvertible {
+    public var location: String?
+    public var message: String
+    public init(_ location: String?, _ message: String) {
+        self.location = location
+        self.message = message
+    }
+    public var description: String { location.map { "\($0): error: \(message)" } ?? "error: \(message)" }
+}

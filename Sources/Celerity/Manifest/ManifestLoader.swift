@@ -1,0 +1,268 @@
+import Foundation
+import Yams
+
+extension Manifest {
+    /// Reads and validates a tasks.yaml file.
+    ///
+    /// Every error names `file:line:column` and what is wrong: YAML syntax, unknown keys,
+    /// wrong types, missing fields, unknown built-ins (when `builtins` is given), plugins
+    /// that are missing or not executable.
+    public static func load(path: String, builtins: Set<String>? = nil) throws(ManifestError) -> Manifest {
+        let url = URL(fileURLWithPath: path)
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ManifestError(nil, "cannot read manifest '\(path)' (no such file or not readable)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ManifestError(path, "manifest is not UTF-8 text")
+        }
+        return try parse(text, path: path, baseDirectory: url.deletingLastPathComponent().path, builtins: builtins)
+    }
+
+    /// Parses manifest text; `path` is only used in error locations.
+    public static func parse(_ text: String, path: String = "tasks.yaml", baseDirectory: String, builtins: Set<String>? = nil) throws(ManifestError) -> Manifest {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
+            throw ManifestError(yamlLocation(path, e), "YAML syntax: \(yamlProblem(e))")
+        } catch {
+            throw ManifestError(path, "YAML: \(error)")
+        }
+        guard let root else { throw ManifestError(path, "manifest is empty") }
+        var r = Reader(path: path)
+        return try r.manifest(root, baseDirectory: baseDirectory, builtins: builtins)
+    }
+
+    private static func yamlLocation(_ path: String, _ e: YamlError) -> String {
+        switch e {
+        case let .scanner(_, _, mark, _), let .parser(_, _, mark, _), let .composer(_, _, mark, _):
+            return "\(path):\(mark.line):\(mark.column)"
+        default: return path
+        }
+    }
+    private static func yamlProblem(_ e: YamlError) -> String {
+        switch e {
+        case let .scanner(ctx, problem, _, _), let .parser(ctx, problem, _, _), let .composer(ctx, problem, _, _):
+            return ctx.map { "\(problem) (\($0.text))" } ?? problem
+        default: return "\(e)"
+        }
+    }
+}
+
+/// Walks the composed YAML node tree so every error can point at the node's mark.
+/// (Decodable would only give a coding path, and it silently ignores unknown keys.)
+private struct Reader {
+    let path: String
+
+    func loc(_ n: Node) -> String {
+        n.mark.map { "\(path):\($0.line):\($0.column)" } ?? path
+    }
+    func fail(_ n: Node, _ message: String) -> ManifestError { ManifestError(loc(n), message) }
+
+    func mapping(_ n: Node, _ what: String, allowed: Set<String>) throws(ManifestError) -> [(String, Node, Node)] {
+        guard case let .mapping(m) = n else { throw fail(n, "\(what) must be a mapping, found \(kind(n))") }
+        var out: [(String, Node, Node)] = []
+        var seen = Set<String>()
+        for (k, v) in m {
+            guard case let .scalar(s) = k else { throw fail(k, "keys of \(what) must be plain strings") }
+            if !allowed.isEmpty && !allowed.contains(s.string) {
+                throw fail(k, "unknown key '\(s.string)' in \(what) (allowed: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            guard seen.insert(s.string).inserted else { throw fail(k, "duplicate key '\(s.string)' in \(what)") }
+            out.append((s.string, k, v))
+        }
+        return out
+    }
+    func string(_ n: Node, _ what: String) throws(ManifestError) -> String {
+        guard case let .scalar(s) = n, n.null == nil || s.style != .plain else { throw fail(n, "\(what) must be a string, found \(kind(n))") }
+        return s.string
+    }
+    func number(_ n: Node, _ what: String, min: Double = 0) throws(ManifestError) -> Double {
+        guard case .scalar = n, let d = n.float ?? n.int.map(Double.init) else { throw fail(n, "\(what) must be a number, found \(kind(n))") }
+        guard d >= min, d.isFinite else { throw fail(n, "\(what) must be ≥ \(min), got \(d)") }
+        return d
+    }
+    func integer(_ n: Node, _ what: String, min: Int) throws(ManifestError) -> Int {
+        guard case .scalar = n, let i = n.int else { throw fail(n, "\(what) must be an integer, found \(kind(n))") }
+        guard i >= min else { throw fail(n, "\(what) must be ≥ \(min), got \(i)") }
+        return i
+    }
+    func bool(_ n: Node, _ what: String) throws(ManifestError) -> Bool {
+        guard case .scalar = n, let b = n.bool else { throw fail(n, "\(what) must be true or false, found \(kind(n))") }
+        return b
+    }
+    func stringList(_ n: Node, _ what: String) throws(ManifestError) -> [String] {
+        if case .scalar = n { return [try string(n, what)] }
+        guard case let .sequence(seq) = n else { throw fail(n, "\(what) must be a list of strings, found \(kind(n))") }
+        var out: [String] = []
+        for item in seq { out.append(try string(item, "each item of \(what)")) }
+        return out
+    }
+    func kind(_ n: Node) -> String {
+        switch n {
+        case let .scalar(s):
+            if n.null != nil && s.style == .plain { return "null" }
+            if n.bool != nil && s.style == .plain { return "a boolean (\(s.string))" }
+            if (n.int != nil || n.float != nil) && s.style == .plain { return "a number (\(s.string))" }
+            return "a string ('\(s.string)')"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    mutating func manifest(_ root: Node, baseDirectory: String, builtins: Set<String>?) throws(ManifestError) -> Manifest {
+        var m = Manifest(path: path, baseDirectory: baseDirectory)
+        var tasksNode: Node?
+        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "result_backend", "tasks", "workers", "defaults"]) {
+            switch key {
+            case "broker": m.broker = try string(value, "broker")
+            case "result_backend": m.resultBackend = try backend(value)
+            case "tasks": tasksNode = value
+            default: break
+            }
+        }
+        var defaultTimeLimit: Double?
+        for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "defaults" {
+            for (k, _, v) in try mapping(value, "defaults", allowed: ["time_limit"]) where k == "time_limit" {
+                defaultTimeLimit = try number(v, "defaults.time_limit")
+            }
+        }
+        guard let tasksNode else { throw ManifestError(loc(root), "the manifest has no 'tasks' mapping") }
+        var specs: [TaskSpec] = []
+        for (name, _, value) in try mapping(tasksNode, "tasks", allowed: []) {
+            specs.append(try task(name, value, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit))
+        }
+        m.tasks = Dictionary(specs.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
+        m.taskOrder = specs.map(\.name)
+        for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "workers" {
+            for (name, _, w) in try mapping(value, "workers", allowed: []) {
+                var group = WorkerGroup(name: name, queues: [])
+                var sawQueues = false
+                for (k, kn, v) in try mapping(w, "worker group '\(name)'", allowed: ["queues", "concurrency"]) {
+                    switch k {
+                    case "queues":
+                        group.queues = try stringList(v, "workers.\(name).queues")
+                        sawQueues = true
+                        if group.queues.isEmpty { throw fail(v, "workers.\(name).queues must name at least one queue") }
+                        _ = kn
+                    default: group.concurrency = try integer(v, "workers.\(name).concurrency", min: 1)
+                    }
+                }
+                if !sawQueues { throw fail(w, "worker group '\(name)' is missing the field 'queues'") }
+                m.workers.append(group)
+            }
+        }
+        return m
+    }
+
+    func backend(_ n: Node) throws(ManifestError) -> ResultBackendConfig {
+        if case .scalar = n {
+            do { return try ResultBackendConfig.parse(try string(n, "result_backend")) } catch { throw ManifestError(loc(n), error.message) }
+        }
+        var url: String?
+        var expires = 86400
+        for (k, _, v) in try mapping(n, "result_backend", allowed: ["url", "expires"]) {
+            if k == "url" { url = try string(v, "result_backend.url") } else { expires = try integer(v, "result_backend.expires", min: 0) }
+        }
+        guard let url else { throw fail(n, "result_backend is missing the field 'url' (redis://…, rpc:// or none)") }
+        do { return try ResultBackendConfig.parse(url, expires: expires) } catch { throw ManifestError(loc(n), error.message) }
+    }
+
+    func task(_ name: String, _ n: Node, baseDirectory: String, builtins: Set<String>?, defaultTimeLimit: Double?) throws(ManifestError) -> TaskSpec {
+        let what = "task '\(name)'"
+        var queue = "celery"
+        var handler: HandlerSpec?
+        var timeLimit = defaultTimeLimit
+        var storeResult = true
+        var pluginOptions: [(String, Node, Node)] = []
+        var pluginNode: Node?
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes"]) {
+            switch k {
+            case "queue":
+                queue = try string(v, "\(name).queue")
+                if queue.isEmpty { throw fail(v, "\(name).queue must not be empty") }
+            case "builtin":
+                if handler != nil { throw fail(kn, "\(what) has both 'builtin' and 'plugin'; give one") }
+                let b = try string(v, "\(name).builtin")
+                if let builtins, !builtins.contains(b) {
+                    throw fail(v, "unknown built-in '\(b)' for \(what) (known: \(builtins.sorted().joined(separator: ", ")))")
+                }
+                handler = .builtin(b)
+            case "plugin":
+                if handler != nil { throw fail(kn, "\(what) has both 'builtin' and 'plugin'; give one") }
+                pluginNode = v
+                handler = .plugin(PluginSpec(argv: [], executable: "", workingDirectory: baseDirectory))
+            case "time_limit": timeLimit = try number(v, "\(name).time_limit")
+            case "ignore_result": storeResult = !(try bool(v, "\(name).ignore_result"))
+            default: pluginOptions.append((k, kn, v))
+            }
+        }
+        guard let h = handler else { throw fail(n, "\(what) is missing a handler: add 'builtin: <name>' or 'plugin: [program, args…]'") }
+        if case .builtin = h, let (k, kn, _) = pluginOptions.first {
+            throw fail(kn, "'\(k)' applies to plugins only, but \(what) is a built-in")
+        }
+        if let pluginNode {
+            var argv = try stringList(pluginNode, "\(name).plugin")
+            if argv.isEmpty || argv[0].isEmpty { throw fail(pluginNode, "\(name).plugin must name a program") }
+            var spec = PluginSpec(argv: argv, executable: "", workingDirectory: baseDirectory)
+            for (k, kn, v) in pluginOptions {
+                switch k {
+                case "env": spec.environment = try stringList(v, "\(name).env")
+                case "set_env":
+                    for (ek, _, ev) in try mapping(v, "\(name).set_env", allowed: []) { spec.setEnvironment[ek] = try string(ev, "\(name).set_env.\(ek)") }
+                case "cwd":
+                    let c = try string(v, "\(name).cwd")
+                    spec.workingDirectory = c.hasPrefix("/") ? c : (baseDirectory as NSString).appendingPathComponent(c)
+                    var isDir: ObjCBool = false
+                    if !FileManager.default.fileExists(atPath: spec.workingDirectory, isDirectory: &isDir) || !isDir.boolValue {
+                        throw fail(v, "\(name).cwd '\(c)' is not a directory")
+                    }
+                case "grace_period": spec.gracePeriod = try number(v, "\(name).grace_period")
+                case "max_output_bytes": spec.maxOutputBytes = try integer(v, "\(name).max_output_bytes", min: 1)
+                case "mode":
+                    let mode = try string(v, "\(name).mode")
+                    if mode == "persistent" { throw fail(v, "\(name).mode: persistent mode is not implemented yet; use oneshot") }
+                    if mode != "oneshot" { throw fail(v, "\(name).mode must be 'oneshot' or 'persistent', got '\(mode)'") }
+                default: _ = kn
+                }
+            }
+            // Resolve the program: a path (relative to the working directory) or a name on PATH.
+            let program = argv[0]
+            let resolved: String?
+            if program.contains("/") {
+                let p = program.hasPrefix("/") ? program : (spec.workingDirectory as NSString).appendingPathComponent(program)
+                resolved = (p as NSString).standardizingPath
+            } else {
+                resolved = Reader.which(program)
+            }
+            guard let exe = resolved, FileManager.default.fileExists(atPath: exe) else {
+                throw fail(pluginNode, "plugin program '\(program)' of \(what) not found" + (program.contains("/") ? " (relative paths are resolved against \(spec.workingDirectory))" : " on PATH"))
+            }
+            guard FileManager.default.isExecutableFile(atPath: exe) else {
+                throw fail(pluginNode, "plugin program '\(program)' of \(what) is not executable (chmod +x \(exe))")
+            }
+            // Script arguments given to an interpreter must exist too.
+            for arg in argv.dropFirst() where Reader.looksLikeScript(arg) {
+                let p = arg.hasPrefix("/") ? arg : (spec.workingDirectory as NSString).appendingPathComponent(arg)
+                if !FileManager.default.fileExists(atPath: p) { throw fail(pluginNode, "plugin script '\(arg)' of \(what) not found (looked at \(p))") }
+            }
+            argv[0] = program
+            spec.argv = argv
+            spec.executable = exe
+            return TaskSpec(name: name, queue: queue, handler: .plugin(spec), timeLimit: timeLimit, storeResult: storeResult)
+        }
+        return TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
+    }
+
+    static func looksLikeScript(_ arg: String) -> Bool {
+        !arg.hasPrefix("-") && [".py", ".js", ".mjs", ".sh", ".rb", ".pl", ".php", ".lua"].contains { arg.hasSuffix($0) }
+    }
+
+    static func which(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let p = String(dir) + "/" + name
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+
+/// A Celery protocol-v2 task message as it sits on a kombu Redis queue: an envelope
+/// `{"body", "content-type", "content-encoding", "headers", "properties"}` whose body is
+/// (base64 of) the JSON `[args, kwargs, embed]`.
+public struct TaskMessage: Sendable {
+    public var id: String
+    public var task: String
+    public var args: [JSONValue]
+    public var kwargs: [JSONMember]
+    /// The queue (routing key) the message was published to.
+    public var queue: String
+    public var rootID: String?
+    public var parentID: String?
+    public var groupID: String?
+    public var retries: Int
+    public var eta: Date?
+    public var expires: Date?
+    /// Celery's `timelimit` header is `[hard, soft]` (seconds).
+    public var hardTimeLimit: Double?
+    public var softTimeLimit: Double?
+    public var replyTo: String?
+    public var correlationID: String
+    public var priority: Int
+    public var ignoreResult: Bool
+    public var origin: String?
+    /// Anything else the sender put in `headers`, kept for retries and monitoring.
+    public var headers: [JSONMember]
+    /// The `embed` element of the body (callbacks, errbacks, chain, chord).
+    public var embed: JSONValue
+
+    public init(id: String = UUID().uuidString.lowercased(), task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [],
+                queue: String, priority: Int = 0, eta: Date? = nil, expires: Date? = nil, replyTo: String? = nil,
+                hardTimeLimit: Double? = nil, softTimeLimit: Double? = nil, ignoreResult: Bool = false, retries: Int = 0,
+                rootID: String? = nil, parentID: String? = nil, origin: String? = nil) {
+        self.id = id
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.queue = queue
+        self.priority = priority
+        self.eta = eta
+        self.expires = expires
+        self.replyTo = replyTo
+        self.hardTimeLimit = hardTimeLimit
+        self.softTimeLimit = softTimeLimit
+        self.ignoreResult = ignoreResult
+        self.retries = retries
+        self.rootID = rootID ?? id
+        self.parentID = parentID
+        self.origin = origin
+        self.correlationID = id
+        self.headers = []
+        self.embed = .object([JSONMember("callbacks", .null), JSONMember("errbacks", .null), JSONMember("chain", .null), JSONMember("chord", .null)])
+    }
+
+    // MARK: Decoding
+
+    /// Decodes an envelope. Every failure says which field is wrong.
+    public static func decode(_ raw: [UInt8]) throws(ProtocolError) -> TaskMessage {
+        let envelope: JSONValue
+        do { envelope = try JSONValue(parsing: raw) } catch {
+            throw ProtocolError("message is not JSON (\(error.description)); starts with: \(preview(raw))")
+        }
+        guard envelope.objectValue != nil else { throw ProtocolError("message is not a JSON object; starts with: \(preview(raw))") }
+        guard let headers = envelope["headers"]?.objectValue else {
+            throw ProtocolError("message has no 'headers' object (Celery protocol v2 expected)")
+        }
+        let h = JSONValue.object(headers)
+        guard let task = h["task"]?.stringValue, !task.isEmpty else { throw ProtocolError("message headers have no 'task' name") }
+        guard let id = h["id"]?.stringValue, !id.isEmpty else { throw ProtocolError("message headers have no task 'id' (task \(task))") }
+        if let ct = envelope["content-type"]?.stringValue, ct != "application/json" {
+            throw ProtocolError("task \(id): content type '\(ct)' is not supported (only application/json)")
+        }
+        if let c = h["compression"]?.stringValue {
+            throw ProtocolError("task \(id): compressed bodies ('\(c)') are not supported")
+        }
+        let props = envelope["properties"] ?? .object([])
+        guard let bodyValue = envelope["body"] else { throw ProtocolError("task \(id): message has no 'body'") }
+        let bodyBytes: [UInt8]
+        switch bodyValue {
+        case let .string(s):
+            if props["body_encoding"]?.stringValue == "base64" {
+                guard let d = Data(base64Encoded: s, options: .ignoreUnknownCharacters) else {
+                    throw ProtocolError("task \(id): body is not valid base64")
+                }
+                bodyBytes = Array(d)
+            } else {
+                bodyBytes = Array(s.utf8)
+            }
+        case .array:
+            bodyBytes = bodyValue.serializedBytes()
+        default:
+            throw ProtocolError("task \(id): body must be a string")
+        }
+        let body: JSONValue
+        do { body = try JSONValue(parsing: bodyBytes) } catch {
+            throw ProtocolError("task \(id): body is not JSON (\(error.description))")
+        }
+        guard let parts = body.arrayValue, parts.count == 3 || parts.count == 2 else {
+            throw ProtocolError("task \(id): body must be [args, kwargs, embed] (Celery protocol v2)")
+        }
+        guard let args = parts[0].arrayValue else { throw ProtocolError("task \(id): args (body[0]) must be an array") }
+        let kwargs: [JSONMember]
+        if parts[1].isNull { kwargs = [] } else {
+            guard let k = parts[1].objectValue else { throw ProtocolError("task \(id): kwargs (body[1]) must be an object") }
+            kwargs = k
+        }
+        let deliveryInfo = props["delivery_info"]
+        let queue = deliveryInfo?["routing_key"]?.stringValue ?? ""
+        var m = TaskMessage(id: id, task: task, args: args, kwargs: kwargs, queue: queue)
+        m.embed = parts.count == 3 ? parts[2] : .null
+        m.rootID = h["root_id"]?.stringValue
+        m.parentID = h["parent_id"]?.stringValue
+        m.groupID = h["group"]?.stringValue
+        m.retries = h["retries"]?.intValue ?? 0
+        m.origin = h["origin"]?.stringValue
+        m.ignoreResult = h["ignore_result"]?.boolValue ?? false
+        if let eta = h["eta"], !eta.isNull {
+            guard let s = eta.stringValue, let d = CeleryDate.parse(s) else { throw ProtocolError("task \(id): eta \(eta) is not an ISO 8601 date") }
+            m.eta = d
+        }
+        if let exp = h["expires"], !exp.isNull {
+            if let s = exp.stringValue, let d = CeleryDate.parse(s) { m.expires = d }
+            else if let secs = exp.doubleValue { m.expires = Date(timeIntervalSince1970: secs) }
+            else { throw ProtocolError("task \(id): expires \(exp) is not an ISO 8601 date") }
+        }
+        if let tl = h["timelimit"]?.arrayValue, tl.count == 2 {
+            m.hardTimeLimit = tl[0].doubleValue
+            m.softTimeLimit = tl[1].doubleValue
+        }
+        m.replyTo = props["reply_to"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+        m.correlationID = props["correlation_id"]?.stringValue ?? id
+        m.priority = props["priority"]?.intValue ?? 0
+        let known: Set<String> = ["task", "id", "root_id", "parent_id", "group", "retries", "eta", "expires", "timelimit", "origin", "ignore_result"]
+        m.headers = headers.filter { !known.contains($0.key) }
+        return m
+    }
+
+    // MARK: Encoding
+
+    /// The envelope as JSON bytes, ready to LPUSH. `origin` defaults to this process.
+    public func encode() -> [UInt8] {
+        let bodyJSON = JSONValue.array([.array(args), .object(kwargs), embed]).serializedBytes()
+        let body = Data(bodyJSON).base64EncodedString()
+        func date(_ d: Date?) -> JSONValue { d.map { .string(CeleryDate.format($0)) } ?? .null }
+        func num(_ d: Double?) -> JSONValue { d.map { $0 == $0.rounded() && abs($0) < 1e15 ? .int(Int($0)) : .double($0) } ?? .null }
+        var h: [JSONMember] = [
+            JSONMember("lang", "py"),
+            JSONMember("task", .string(task)),
+            JSONMember("id", .string(id)),
+            JSONMember("shadow", .null),
+            JSONMember("eta", date(eta)),
+            JSONMember("expires", date(expires)),
+            JSONMember("group", groupID.map { .string($0) } ?? .null),
+            JSONMember("group_index", .null),
+            JSONMember("retries", .int(retries)),
+            JSONMember("timelimit", .array([num(hardTimeLimit), num(softTimeLimit)])),
+            JSONMember("root_id", .string(rootID ?? id)),
+            JSONMember("parent_id", parentID.map { .string($0) } ?? .null),
+            JSONMember("argsrepr", .string(TaskMessage.repr(.array(args)))),
+            JSONMember("kwargsrepr", .string(TaskMessage.repr(.object(kwargs)))),
+            JSONMember("origin", .string(origin ?? TaskMessage.defaultOrigin)),
+            JSONMember("ignore_result", .bool(ignoreResult)),
+            JSONMember("replaced_task_nesting", 0),
+            JSONMember("stamped_headers", .null),
+            JSONMember("stamps", .object([])),
+        ]
+        let reserved = Set(h.map(\.key))
+        h += headers.filter { !reserved.contains($0.key) }
+        let props: [JSONMember] = [
+            JSONMember("correlation_id", .string(correlationID)),
+            JSONMember("reply_to", .string(replyTo ?? "")),
+            JSONMember("delivery_mode", 2),
+            JSONMember("delivery_info", .object([JSONMember("exchange", ""), JSONMember("routing_key", .string(queue))])),
+            JSONMember("priority", .int(min(max(priority, 0), 9))),
+            JSONMember("body_encoding", "base64"),
+            JSONMember("delivery_tag", .string(UUID().uuidString.lowercased())),
+        ]
+        return JSONValue.object([
+            JSONMember("body", .string(body)),
+            JSONMember("content-encoding", "utf-8"),
+            JSONMember("content-type", "application/json"),
+            JSONMember("headers", .object(h)),
+            JSONMember("properties", .object(props)),
+        ]).serializedBytes()
+    }
+
+    /// A short Python-like repr for `argsrepr`/`kwargsrepr` (monitoring only), at most 1024 chars.
+    static func repr(_ v: JSONValue) -> String {
+        var s = v.serialized()
+        if case let .array(items) = v { s = "(" + items.map { $0.serialized() }.joined(separator: ", ") + (items.count == 1 ? ",)" : ")") }
+        return s.count > 1024 ? String(s.prefix(1021)) + "..." : s
+    }
+
+    /// `gen<pid>@<host>`, as Python clients write `origin`.
+    public static let defaultOrigin: String = "gen\(getpid())@\(ProcessInfo.processInfo.hostName)"
+
+    /// The first bytes of a raw message, printable, for error messages and logs.
+    public static func preview(_ raw: [UInt8], limit: Int = 120) -> String {
+        let s = String(decoding: raw.prefix(limit), as: UTF8.self)
+        let cleaned = s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "\\x" + String(format: "%02x", $0.value) : String($0) }.joined()
+        return raw.count > limit ? cleaned + "…(\(raw.count) bytes)" : cleaned
+    }
+
+    /// The queue a raw envelope was routed to, if it can be read at all (for dead letters).
+    public static func routingKey(of raw: [UInt8]) -> String? {
+        (try? JSONValue(parsing: raw))?["properties"]?["delivery_info"]?["routing_key"]?.stringValue
+    }
+}

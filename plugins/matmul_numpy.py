@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""Celerity plugin: multiply two random matrices with numpy.
+
+Task plugins.mat_mul_numpy(m, n): an m×n and an n×m matrix of uniform random floats in
+[0, 1); returns their m×m product as a list of m lists of floats.
+"""
+import numpy as np
+
+from celerity_plugin import task, run
+
+
+@task("plugins.mat_mul_numpy")
+def mat_mul(m, n):
+    for name, value in (("m", m), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("%s must be a positive integer, got %r" % (name, value))
+    rng = np.random.default_rng()
+    a = rng.random((m, n))
+    b = rng.random((n, m))
+    return (a @ b).tolist()
+
+
+if __name__ == "__main__":
+    run(name="matmul_numpy")
