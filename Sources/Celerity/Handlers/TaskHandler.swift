@@ -1,0 +1,100 @@
+import Foundation
+
+/// One call of a task, as a handler sees it.
+public struct TaskCall: Sendable {
+    public var id: String
+    public var task: String
+    public var args: [JSONValue]
+    public var kwargs: [JSONMember]
+    public var queue: String
+    /// 1 for the first run, 2 after one retry, ...
+    public var attempt: Int
+    /// When the hard time limit strikes, if any.
+    public var deadline: Date?
+    public var rootID: String?
+    public var parentID: String?
+    public var retries: Int
+    /// The worker's node name.
+    public var worker: String
+
+    public init(id: String, task: String, args: [JSONValue], kwargs: [JSONMember] = [], queue: String = "celery", attempt: Int = 1,
+                deadline: Date? = nil, rootID: String? = nil, parentID: String? = nil, retries: Int = 0, worker: String = "") {
+        self.id = id
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.queue = queue
+        self.attempt = attempt
+        self.deadline = deadline
+        self.rootID = rootID
+        self.parentID = parentID
+        self.retries = retries
+        self.worker = worker
+    }
+
+    /// Argument `i` by position, or by `name` in kwargs.
+    public func argument(_ i: Int, _ name: String) -> JSONValue? {
+        if i < args.count { return args[i] }
+        return kwargs.first { $0.key == name }?.value
+    }
+
+    /// Checks the call has exactly the named parameters (positional or keyword) and returns them in order.
+    /// Throws a Celery-style `TypeError` failure otherwise.
+    public func bind(_ names: [String]) throws(TaskFailure) -> [JSONValue] {
+        if args.count > names.count {
+            throw .badArguments("\(task)() takes \(names.count) positional argument\(names.count == 1 ? "" : "s") but \(args.count) were given")
+        }
+        for kw in kwargs where !names.contains(kw.key) {
+            throw .badArguments("\(task)() got an unexpected keyword argument '\(kw.key)'")
+        }
+        var out: [JSONValue] = []
+        var missing: [String] = []
+        for (i, n) in names.enumerated() {
+            let fromKw = kwargs.first { $0.key == n }?.value
+            if i < args.count {
+                if fromKw != nil { throw .badArguments("\(task)() got multiple values for argument '\(n)'") }
+                out.append(args[i])
+            } else if let v = fromKw { out.append(v) } else { missing.append(n) }
+        }
+        if !missing.isEmpty {
+            throw .badArguments("\(task)() missing \(missing.count) required argument\(missing.count == 1 ? "" : "s"): \(missing.map { "'\($0)'" }.joined(separator: ", "))")
+        }
+        return out
+    }
+}
+
+/// Something that runs a task: a built-in Swift function or a plugin process.
+/// A clean failure is thrown as `TaskFailure`; any other error becomes a FAILURE too.
+public protocol TaskHandler: Sendable {
+    func run(_ call: TaskCall) async throws -> JSONValue
+}
+
+/// A synchronous Swift function run as a task on a thread outside the cooperative pool,
+/// so CPU-heavy work (big factorials, matrix products) never stalls the worker's I/O.
+public struct BuiltinHandler: TaskHandler {
+    public let name: String
+    public let body: @Sendable (TaskCall) throws -> JSONValue
+    public init(_ name: String, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
+        self.name = name
+        self.body = body
+    }
+    public func run(_ call: TaskCall) async throws -> JSONValue {
+        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSONValue, any Error>) in
+            BuiltinHandler.queue.async {
+                cont.resume(with: Result { try body(call) })
+            }
+        }
+    }
+    /// Concurrent queue for built-ins: Dispatch's own threads, not Swift's cooperative pool.
+    static let queue = DispatchQueue(label: "celerity.builtins", attributes: .concurrent)
+}
+
+/// Handlers by name: the built-ins a program links, looked up from tasks.yaml.
+public struct BuiltinRegistry: Sendable {
+    public var handlers: [String: any TaskHandler]
+    public init(_ handlers: [String: any TaskHandler] = [:]) { self.handlers = handlers }
+    public var names: Set<String> { Set(handlers.keys) }
+    public mutating func register(_ name: String, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
+        handlers[name] = BuiltinHandler(name, body)
+    }
+}
