@@ -129,13 +129,24 @@ def _lift_int_limit():
         sys.set_int_max_str_digits(0)
 
 
-def _claim_stdout():
-    """Keep the real stdout for the protocol; send fd 1 and sys.stdout to stderr."""
+def _claim_stdio():
+    """Keep stdin and stdout for the protocol, out of the tasks' reach.
+
+    Returns (protocol input, binary; protocol output, text). Afterwards file descriptor 1
+    and sys.stdout lead to stderr, and descriptor 0 and sys.stdin read /dev/null, so
+    neither task code nor the processes it starts can corrupt or consume the protocol.
+    """
     sys.stdout.flush()
-    proto_fd = os.dup(1)  # not inheritable: child processes never see it
+    out_fd = os.dup(1)  # os.dup gives non-inheritable copies: child processes never see them
+    in_fd = os.dup(0)
     os.dup2(2, 1)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.close(null_fd)
     sys.stdout = sys.stderr
-    return os.fdopen(proto_fd, "w", encoding="utf-8", newline="\n")
+    sys.stdin = open(os.devnull, "r")
+    return (os.fdopen(in_fd, "rb"),
+            os.fdopen(out_fd, "w", encoding="utf-8", newline="\n"))
 
 
 def _json_default(value):
@@ -202,7 +213,7 @@ def _log(message):
 
 # --------------------------------------------------------------------------- one-shot
 
-def _oneshot(out):
+def _oneshot(proto_in, out):
     def reply(obj):
         out.write(_dumps(obj))
         out.write("\n")
@@ -212,7 +223,7 @@ def _oneshot(out):
         reply({"error": {"type": error_type, "message": message,
                          "retryable": False, "traceback": None}})
 
-    raw = sys.stdin.buffer.read()
+    raw = proto_in.read()
     try:
         request = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -264,7 +275,8 @@ _STOP = object()
 
 
 class _Server:
-    def __init__(self, out, name, max_inflight):
+    def __init__(self, proto_in, out, name, max_inflight):
+        self.proto_in = proto_in
         self.out = out
         self.name = name
         self.max_inflight = max_inflight
@@ -312,7 +324,7 @@ class _Server:
     # ---- input (reader thread)
 
     def read_loop(self):
-        stdin = sys.stdin.buffer
+        stdin = self.proto_in
         while True:
             line = stdin.readline()
             if not line:
@@ -543,10 +555,10 @@ def run(name=None, max_inflight=1):
     if mode not in ("oneshot", "persistent"):
         _log("unknown CELERITY_MODE %r (expected oneshot or persistent)" % mode)
         sys.exit(EX_USAGE)
-    out = _claim_stdout()
+    proto_in, out = _claim_stdio()
     if mode == "oneshot":
-        code = _oneshot(out)
+        code = _oneshot(proto_in, out)
     else:
-        code = _Server(out, name or _plugin_name(), max(1, int(max_inflight))).serve()
+        code = _Server(proto_in, out, name or _plugin_name(), max(1, int(max_inflight))).serve()
     sys.stderr.flush()
     sys.exit(code)

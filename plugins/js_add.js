@@ -19,7 +19,7 @@ function add(x, y) {
       throw e;
     }
     if (Number.isInteger(v) && !Number.isSafeInteger(v)) {
-      throw new RangeError(`${name} is an integer beyond 2^53 and would lose precision in JavaScript`);
+      throw new RangeError(`${name} (${v}) is an integer-valued number beyond 2^53; JavaScript cannot add it exactly`);
     }
   }
   return x + y;

@@ -13,6 +13,7 @@
 /// - `celerity:dead`: the dead-letter list (JSON entries, newest first).
 /// - `celerity:worker:<node>`: a worker's heartbeat (expires when it stops beating).
 /// - `celerity:workers`: set of node names that have ever run (for recovery sweeps).
+/// - `celerity:delayed`: sorted set of messages waiting for their eta.
 public enum Keys {
     /// kombu's separator between a queue name and its priority bucket.
     public static let separator = "\u{06}\u{16}"
@@ -47,4 +48,7 @@ public enum Keys {
     public static let deadLetters = "celerity:dead"
     public static func heartbeat(_ node: String) -> String { "celerity:worker:" + node }
     public static let workers = "celerity:workers"
+    /// Sorted set of messages waiting for their eta (score: due time, unix seconds);
+    /// members are `<list key>\0<message>`.
+    public static let delayed = "celerity:delayed"
 }

@@ -1,0 +1,160 @@
+import Foundation
+import RedisClient
+
+/// The worker's side of the broker: atomic fetch into a processing list owned by this
+/// worker, ack, dead letters, delayed messages. All state transitions are single Redis
+/// commands or Lua scripts, so a crash at any point leaves each message in exactly one list.
+public final class WorkerBroker: Sendable {
+    public let url: RedisURL
+    public let node: String
+    public let processingKey: String
+    /// Non-blocking commands (acks, scripts, dead letters). Fetchers get connections of their own.
+    public let control: Redis
+    /// Dead-letter entries kept (oldest trimmed) and their lifetime in seconds.
+    public let deadLetterCap: Int
+    public let deadLetterTTL: Int
+
+    public init(url: RedisURL, node: String, deadLetterCap: Int = 10_000, deadLetterTTL: Int = 7 * 86400) {
+        self.url = url
+        self.node = node
+        self.processingKey = Keys.processing(node)
+        self.control = Redis(url: url, label: "control-\(node)")
+        self.deadLetterCap = deadLetterCap
+        self.deadLetterTTL = deadLetterTTL
+    }
+
+    /// A connection for one fetch loop (its blocking BLMOVE must not hold up acks).
+    public func makeFetcher(_ queue: String) -> Redis { Redis(url: url, label: "fetch-\(queue)") }
+
+    /// KEYS[1] processing list, KEYS[2..] source lists in priority order; ARGV[1] max count.
+    /// Moves up to ARGV[1] messages, highest priority first, and returns them.
+    static let fetchScript = RedisScript("""
+    local out = {}
+    local n = tonumber(ARGV[1])
+    for i = 2, #KEYS do
+      while #out < n do
+        local m = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+        if not m then break end
+        out[#out + 1] = m
+      end
+      if #out >= n then break end
+    end
+    return out
+    """)
+
+    /// Takes up to `max` messages of `queue` (all priority lists, 0–2 first) into the
+    /// processing list atomically. When none is waiting, blocks up to `block` seconds on the
+    /// main list (BLMOVE) and returns what arrived.
+    public func fetch(_ queue: String, using fetcher: Redis, max: Int, block: Double) async throws -> [[UInt8]] {
+        let keys = Keys.priorityQueues(queue)
+        let r = try await fetcher.evalScript(WorkerBroker.fetchScript, keys: [processingKey] + keys, args: [max])
+        if let items = r.array, !items.isEmpty { return items.compactMap(\.bytes) }
+        let b = try await fetcher.blocking(RedisCommand("BLMOVE", keys[0], processingKey, "RIGHT", "LEFT", block), timeout: block).throwingError()
+        if let m = b.bytes { return [m] }
+        return []
+    }
+
+    /// Removes a message from the processing list: call only after its result is stored.
+    public func ack(_ raw: [UInt8]) async throws {
+        try await control.call("LREM", processingKey, -1, raw)
+    }
+
+    /// Moves a message from the processing list to the dead-letter list, with why and when.
+    public func deadLetter(_ raw: [UInt8], queue: String, reason: String) async throws {
+        let entry = JSONValue.object([
+            JSONMember("id", .string(UUID().uuidString.lowercased())),
+            JSONMember("queue", .string(queue)),
+            JSONMember("reason", .string(reason)),
+            JSONMember("worker", .string(node)),
+            JSONMember("at", .string(CeleryDate.format(Date()))),
+            JSONMember("message", .string(String(decoding: raw, as: UTF8.self))),
+        ]).serializedBytes()
+        let replies = try await control.pipeline([
+            RedisCommand("MULTI"),
+            RedisCommand("LPUSH", Keys.deadLetters, entry),
+            RedisCommand("LTRIM", Keys.deadLetters, 0, deadLetterCap - 1),
+            RedisCommand("EXPIRE", Keys.deadLetters, deadLetterTTL),
+            RedisCommand("LREM", processingKey, -1, raw),
+            RedisCommand("EXEC"),
+        ])
+        try replies.last?.throwingError()
+    }
+
+    /// Parks a message whose `eta` is ahead in the delayed sorted set (score = due time) and
+    /// removes it from the processing list, atomically. The member is `<list key>\0<message>`.
+    static let deferScript = RedisScript("""
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+    redis.call('LREM', KEYS[1], -1, ARGV[3])
+    return 1
+    """)
+
+    public func deferMessage(_ raw: [UInt8], listKey: String, until due: Date) async throws {
+        let member = Array(listKey.utf8) + [0] + raw
+        _ = try await control.evalScript(WorkerBroker.deferScript, keys: [processingKey, Keys.delayed], args: [due.timeIntervalSince1970, member, raw])
+    }
+
+    /// Moves due messages from the delayed set to the pop end of their lists. ZREM decides who
+    /// moves each one, so it happens exactly once whichever worker runs the script.
+    static let moveDueScript = RedisScript("""
+    local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+    local moved = 0
+    for _, member in ipairs(due) do
+      if redis.call('ZREM', KEYS[1], member) == 1 then
+        local sep = string.find(member, '\\0', 1, true)
+        if sep then
+          redis.call('RPUSH', string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+          moved = moved + 1
+        end
+      end
+    end
+    return moved
+    """)
+
+    @discardableResult
+    public func moveDue(limit: Int = 500) async throws -> Int {
+        let r = try await control.evalScript(WorkerBroker.moveDueScript, keys: [Keys.delayed], args: [Date().timeIntervalSince1970, limit])
+        return r.int ?? 0
+    }
+
+    /// Puts messages left in this node's processing list (by an earlier run that died) back at
+    /// the pop end of their queues. Returns how many.
+    public func recoverOwnProcessing() async throws -> Int {
+        let r = try await control.call("LRANGE", processingKey, 0, -1)
+        var n = 0
+        for item in r.array ?? [] {
+            guard let raw = item.bytes else { continue }
+            guard let key = WorkerBroker.listKey(of: raw) else {
+                try await deadLetter(raw, queue: "", reason: "unreadable message left in \(processingKey) by an earlier run (no routing key)")
+                continue
+            }
+            let replies = try await control.pipeline([
+                RedisCommand("MULTI"), RedisCommand("LREM", processingKey, -1, raw), RedisCommand("RPUSH", key, raw), RedisCommand("EXEC"),
+            ])
+            try replies.last?.throwingError()
+            n += 1
+        }
+        return n
+    }
+
+    /// The queue list a raw envelope belongs on: routing key plus priority bucket.
+    static func listKey(of raw: [UInt8]) -> String? {
+        guard let env = try? JSONValue(parsing: raw), let rk = env["properties"]?["delivery_info"]?["routing_key"]?.stringValue, !rk.isEmpty else { return nil }
+        return Keys.queue(rk, priority: env["properties"]?["priority"]?.intValue ?? 0)
+    }
+
+    /// Writes this worker's heartbeat (expires after `ttl` seconds without renewal).
+    public func heartbeat(_ info: JSONValue, ttl: Int) async throws {
+        _ = try await control.pipeline([
+            RedisCommand("SET", Keys.heartbeat(node), info.serializedBytes(), "EX", ttl),
+            RedisCommand("SADD", Keys.workers, node),
+        ])
+    }
+
+    public func currentHeartbeat() async throws -> [UInt8]? {
+        try await control.call("GET", Keys.heartbeat(node)).bytes
+    }
+
+    public func clearHeartbeat() async throws {
+        try await control.call("DEL", Keys.heartbeat(node))
+    }
+}

@@ -1,0 +1,309 @@
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+import Synchronization
+
+/// A Celerity worker: consumes queues, runs handlers concurrently, stores results, acks.
+///
+/// Lifecycle (a swift-service-lifecycle `Service`): on graceful shutdown (SIGTERM/SIGINT via
+/// `ServiceGroup`) it stops fetching, lets in-flight tasks finish (up to `shutdownGrace`),
+/// removes its heartbeat and returns. Anything not acked stays in its processing list and
+/// is requeued when a worker of the same name starts again.
+public final class Worker: Service, Sendable {
+    public let config: WorkerConfiguration
+    public let manifest: Manifest
+    public let logger: Logger
+    let broker: WorkerBroker
+    let results: any ResultBackend
+    let handlers: [String: any TaskHandler]
+    let stopping = Mutex(false)
+    let stats = Mutex(Stats())
+    let startedAt = Date()
+
+    struct Stats { var processed = 0; var failed = 0; var active = 0 }
+
+    /// Builds a worker for the tasks of `manifest` on `config.queues`, with built-ins from `builtins`.
+    public init(config: WorkerConfiguration, manifest: Manifest, builtins: BuiltinRegistry, logger: Logger) throws(ManifestError) {
+        self.config = config
+        self.manifest = manifest
+        self.logger = logger
+        self.broker = WorkerBroker(url: config.broker, node: config.node)
+        switch config.resultBackend.kind {
+        case let .redis(urlString):
+            let url: RedisURL
+            do { url = try RedisURL(string: urlString) } catch { throw ManifestError(nil, "result backend: \(error.message)") }
+            let redis = url == config.broker ? broker.control : Redis(url: url, label: "results-\(config.node)")
+            results = RedisResultBackend(redis: redis, expires: config.resultBackend.expires)
+        case .rpc:
+            results = RPCResultBackend(redis: broker.control)
+        case .none:
+            results = NoResultBackend()
+        }
+        var hs: [String: any TaskHandler] = [:]
+        for (name, spec) in manifest.tasks where config.queues.contains(spec.queue) {
+            switch spec.handler {
+            case let .builtin(b):
+                guard let h = builtins.handlers[b] else {
+                    throw ManifestError(manifest.path, "task '\(name)' names unknown built-in '\(b)' (known: \(builtins.names.sorted().joined(separator: ", ")))")
+                }
+                hs[name] = h
+            case let .plugin(p):
+                hs[name] = OneShotPlugin(spec: p, timeLimit: spec.timeLimit, logger: logger)
+            }
+        }
+        handlers = hs
+    }
+
+    /// Asks the worker to stop fetching and finish (what SIGTERM does through a ServiceGroup).
+    public func requestStop() { stopping.withLock { $0 = true } }
+    var isStopping: Bool { stopping.withLock { $0 } }
+
+    public func run() async throws {
+        logger.info("worker starting", metadata: [
+            "node": .string(config.node), "queues": .string(config.queues.joined(separator: ",")),
+            "concurrency": .stringConvertible(config.concurrency), "broker": .string(config.broker.description),
+            "tasks": .string(handlers.keys.sorted().joined(separator: ",")),
+        ])
+        try await withGracefulShutdownHandler {
+            try await self.serve()
+        } onGracefulShutdown: {
+            self.logger.info("stop requested: no new tasks; finishing those in flight")
+            self.requestStop()
+        }
+    }
+
+    private func serve() async throws {
+        // Connect (retrying with backoff while Redis is away) and claim the node name.
+        guard await waitForBroker() else { return }
+        try await claimNodeName()
+        let recovered = try await withRedisRetry("recover") { try await self.broker.recoverOwnProcessing() } ?? 0
+        if recovered > 0 { logger.warning("requeued messages left in flight by an earlier run of this node", metadata: ["count": .stringConvertible(recovered)]) }
+        try await withRedisRetry("heartbeat") { try await self.beat() }
+        logger.info("worker ready", metadata: ["node": .string(config.node)])
+
+        let slots = Slots(config.concurrency)
+        await withDiscardingTaskGroup { background in
+            background.addTask { await self.heartbeatLoop() }
+            background.addTask { await self.delayedLoop() }
+            await withDiscardingTaskGroup { fetchers in
+                for q in self.config.queues {
+                    fetchers.addTask { await self.fetchLoop(queue: q, slots: slots) }
+                }
+            }
+            background.cancelAll()
+        }
+        do { try await broker.clearHeartbeat() } catch { logger.warning("could not remove heartbeat: \(error)") }
+        let s = stats.withLock { $0 }
+        logger.info("worker stopped", metadata: ["processed": .stringConvertible(s.processed), "failed": .stringConvertible(s.failed)])
+    }
+
+    /// Waits until the broker answers PING, logging and backing off; false if stopped meanwhile.
+    private func waitForBroker() async -> Bool {
+        var delay = 0.2
+        var logged = false
+        while !isStopping {
+            do {
+                try await broker.control.ping()
+                if logged { logger.info("broker is reachable again", metadata: ["broker": .string(config.broker.description)]) }
+                return true
+            } catch {
+                if !logged || delay >= 5 { logger.error("broker unreachable; retrying", metadata: ["error": .string("\(error)"), "retry_in_s": .stringConvertible(delay)]) }
+                logged = true
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                delay = min(delay * 2, 5)
+            }
+        }
+        return false
+    }
+
+    /// Runs a Redis operation, retrying with backoff while the connection is down. Returns nil
+    /// only if the worker is asked to stop before it succeeds.
+    @discardableResult
+    func withRedisRetry<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async throws -> T? {
+        var delay = 0.1
+        while true {
+            do { return try await body() } catch let e as RedisError where e.isConnectionProblem {
+                logger.error("Redis unavailable during \(what); retrying", metadata: ["error": .string(e.description), "retry_in_s": .stringConvertible(delay)])
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                delay = min(delay * 2, 5)
+                if isStopping && what != "store result" && what != "ack" { return nil }
+            }
+        }
+    }
+
+    /// Refuses to run beside a live worker of the same name (they would share a processing list).
+    private func claimNodeName() async throws {
+        guard let first = try await broker.currentHeartbeat() else { return }
+        logger.warning("a heartbeat for this node name exists; waiting to see whether that worker is alive", metadata: ["node": .string(config.node)])
+        let deadline = Date().addingTimeInterval(Double(config.heartbeatTTL) + 1)
+        while Date() < deadline {
+            try await Task.sleep(for: .milliseconds(500))
+            guard let now = try await broker.currentHeartbeat() else { return }
+            if now != first {
+                throw WorkerError("another worker named '\(config.node)' is alive (its heartbeat is being renewed); give this one another name with -n")
+            }
+        }
+    }
+
+    func beat() async throws {
+        let s = stats.withLock { $0 }
+        let info = JSONValue.object([
+            JSONMember("node", .string(config.node)), JSONMember("pid", .int(Int(getpid()))),
+            JSONMember("queues", .array(config.queues.map { .string($0) })), JSONMember("concurrency", .int(config.concurrency)),
+            JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
+            JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),
+        ])
+        try await broker.heartbeat(info, ttl: config.heartbeatTTL)
+    }
+
+    private func heartbeatLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(Int(config.heartbeatSeconds * 1000))) } catch { return }
+            do { try await beat() } catch { logger.warning("heartbeat failed: \(error)") }
+        }
+    }
+
+    private func delayedLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
+            if isStopping { continue }
+            do {
+                let n = try await broker.moveDue()
+                if n > 0 { logger.debug("moved due delayed messages to their queues", metadata: ["count": .stringConvertible(n)]) }
+            } catch { logger.warning("moving due delayed messages failed: \(error)") }
+        }
+    }
+
+    private func fetchLoop(queue: String, slots: Slots) async {
+        let fetcher = broker.makeFetcher(queue)
+        var delay = 0.1
+        await withDiscardingTaskGroup { running in
+            while !isStopping {
+                let n = await slots.acquire(upTo: config.concurrency)
+                if isStopping { await slots.release(n); break }
+                let messages: [[UInt8]]
+                do {
+                    messages = try await broker.fetch(queue, using: fetcher, max: n, block: config.fetchBlockSeconds)
+                    delay = 0.1
+                } catch {
+                    await slots.release(n)
+                    logger.error("fetch from queue failed; retrying", metadata: ["queue": .string(queue), "error": .string("\(error)"), "retry_in_s": .stringConvertible(delay)])
+                    try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                    delay = min(delay * 2, 5)
+                    continue
+                }
+                if messages.count < n { await slots.release(n - messages.count) }
+                for raw in messages {
+                    running.addTask {
+                        await self.process(raw, queue: queue)
+                        await slots.release()
+                    }
+                }
+            }
+        }
+        await fetcher.close()
+    }
+
+    // MARK: - One message
+
+    func process(_ raw: [UInt8], queue: String) async {
+        let message: TaskMessage
+        do {
+            message = try TaskMessage.decode(raw)
+        } catch {
+            logger.error("malformed message moved to the dead-letter list", metadata: ["queue": .string(queue), "reason": .string(error.message)])
+            try? await withRedisRetry("dead-letter") { try await self.broker.deadLetter(raw, queue: queue, reason: "malformed message: \(error.message)") }
+            return
+        }
+        var log = logger
+        log[metadataKey: "task_id"] = .string(message.id)
+        log[metadataKey: "task"] = .string(message.task)
+
+        if let expires = message.expires, expires < Date() {
+            log.info("task expired before it ran: REVOKED")
+            await finish(message, raw, .failure(message.id, .revoked("expired"), state: .revoked), log)
+            return
+        }
+        if let eta = message.eta, eta.timeIntervalSinceNow > 0.01 {
+            log.debug("task has a future eta: parked in the delayed set", metadata: ["eta": .string(CeleryDate.format(eta))])
+            _ = try? await withRedisRetry("defer") { try await self.broker.deferMessage(raw, listKey: Keys.queue(queue, priority: message.priority), until: eta) }
+            return
+        }
+        guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else {
+            log.warning("unknown task: FAILURE NotRegistered")
+            await finish(message, raw, .failure(message.id, .notRegistered(message.task)), log)
+            return
+        }
+        var limit = spec.timeLimit
+        if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
+        let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
+                            attempt: message.retries + 1, deadline: limit.map { Date().addingTimeInterval($0) },
+                            rootID: message.rootID, parentID: message.parentID, retries: message.retries, worker: config.node)
+        stats.withLock { $0.active += 1 }
+        let started = ContinuousClock.now
+        let meta: ResultMeta
+        do {
+            let value = try await run(handler, call, limit: limit, isPlugin: spec.handler.isPlugin)
+            meta = .success(message.id, value)
+            log.info("task succeeded", metadata: ["runtime_ms": .string(Self.ms(ContinuousClock.now - started))])
+        } catch let f as TaskFailure {
+            meta = .failure(message.id, f)
+            log.warning("task failed", metadata: ["error": .string(f.description), "runtime_ms": .string(Self.ms(ContinuousClock.now - started))])
+        } catch {
+            let f = TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")
+            meta = .failure(message.id, f)
+            log.warning("task failed", metadata: ["error": .string(f.description)])
+        }
+        stats.withLock {
+            $0.active -= 1
+            $0.processed += 1
+            if meta.state != .success { $0.failed += 1 }
+        }
+        await finish(message, raw, spec.storeResult ? meta : nil, log)
+    }
+
+    static func ms(_ d: Duration) -> String {
+        let c = d.components
+        return String(format: "%.3f", Double(c.seconds) * 1000 + Double(c.attoseconds) / 1e15)
+    }
+
+    /// Runs a handler; built-ins are abandoned (and fail) at the hard limit, plugins enforce it
+    /// themselves by killing their process group.
+    private func run(_ handler: any TaskHandler, _ call: TaskCall, limit: Double?, isPlugin: Bool) async throws -> JSONValue {
+        guard let limit, !isPlugin else { return try await handler.run(call) }
+        return try await withThrowingTaskGroup(of: JSONValue?.self) { group in
+            group.addTask { try await handler.run(call) }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int(limit * 1000)))
+                return nil
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            guard let value = first else { throw TaskFailure.timeLimit(limit) }
+            return value
+        }
+    }
+
+    /// Stores the result (unless none is wanted), then acks. Never acks what was not stored.
+    private func finish(_ message: TaskMessage, _ raw: [UInt8], _ meta: ResultMeta?, _ log: Logger) async {
+        if let meta, !message.ignoreResult {
+            let stored: Void?? = try? await withRedisRetry("store result") { try await self.results.store(meta, for: message) }
+            if stored == nil || stored! == nil {
+                log.error("result not stored; message left unacked for redelivery")
+                return
+            }
+        }
+        _ = try? await withRedisRetry("ack") { try await self.broker.ack(raw) }
+    }
+}
+
+extension HandlerSpec {
+    var isPlugin: Bool { if case .plugin = self { return true } else { return false } }
+}
+
+public struct WorkerError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,29 @@
+import Foundation
+import RedisClient
+
+/// How one worker runs. Defaults are Celery's where Celery has one.
+public struct WorkerConfiguration: Sendable {
+    /// Node name (`-n`); also names this worker's processing list, so it should be stable
+    /// across restarts of "the same" worker and unique among live workers.
+    public var node: String
+    public var queues: [String]
+    /// Tasks run at once (`-c`).
+    public var concurrency: Int
+    public var broker: RedisURL
+    public var resultBackend: ResultBackendConfig
+    /// Longest wait of one blocking fetch; also bounds how fast a stop request is noticed.
+    public var fetchBlockSeconds: Double = 0.5
+    public var heartbeatSeconds: Double = 2
+    public var heartbeatTTL: Int = 10
+    /// Seconds to wait for in-flight tasks at a graceful stop before giving up on them
+    /// (they stay in the processing list and are requeued at the next start).
+    public var shutdownGrace: Double = 30
+
+    public init(node: String, queues: [String], concurrency: Int, broker: RedisURL, resultBackend: ResultBackendConfig) {
+        self.node = node
+        self.queues = queues
+        self.concurrency = concurrency
+        self.broker = broker
+        self.resultBackend = resultBackend
+    }
+}
