@@ -1,1 +1,128 @@
-public enum Builtins {}
+import BigInt
+import Foundation
+import Celerity
+import COpenBLAS
+
+/// The built-in Swift handlers, by the names tasks.yaml uses in `builtin:`.
+public enum Builtins {
+    /// Every built-in: `add`, `factorial`, `mat_mul`, `echo`, `sleep`, `fail`.
+    public static var registry: BuiltinRegistry {
+        var r = BuiltinRegistry()
+        r.register("add") { call in try add(call) }
+        r.register("factorial") { call in try factorial(call) }
+        r.register("mat_mul") { call in try matMul(call) }
+        r.register("echo") { call in .object([JSONMember("args", .array(call.args)), JSONMember("kwargs", .object(call.kwargs))]) }
+        r.register("sleep") { call in
+            let v = try call.bind(["seconds"])
+            guard let s = v[0].doubleValue, s >= 0 else { throw TaskFailure(type: "ValueError", message: "seconds must be a non-negative number") }
+            usleep(useconds_t(min(s, 3600) * 1_000_000))
+            return v[0]
+        }
+        r.register("fail") { call in
+            let message = call.args.first?.stringValue ?? "failed on purpose"
+            throw TaskFailure(type: "ValueError", message: message)
+        }
+        return r
+    }
+
+    /// add(x, y): exact for integers of any size; floats (or a float and an int) add as doubles.
+    public static func add(_ call: TaskCall) throws -> JSONValue {
+        let v = try call.bind(["x", "y"])
+        let (x, y) = (v[0], v[1])
+        guard case let .number(a) = x, case let .number(b) = y else {
+            throw TaskFailure(type: "TypeError", message: "add() needs two numbers, got \(kind(x)) and \(kind(y))")
+        }
+        if x.isIntegerLiteral && y.isIntegerLiteral {
+            if let i = x.intValue, let j = y.intValue {
+                let (s, overflow) = i.addingReportingOverflow(j)
+                if !overflow { return .int(s) }
+            }
+            guard let bi = BigInt(a), let bj = BigInt(b) else { throw TaskFailure(type: "ValueError", message: "add(): cannot read integers \(a.prefix(40)) and \(b.prefix(40))") }
+            let s = bi + bj
+            let text = BigMath.decimalString(s.magnitude)
+            return .number(s.sign == .minus && !s.magnitude.isZero ? "-" + text : text)
+        }
+        guard let d1 = x.doubleValue, let d2 = y.doubleValue else { throw TaskFailure(type: "ValueError", message: "add(): unreadable numbers") }
+        return .double(d1 + d2)
+    }
+
+    /// factorial(n): exact n! for 0 ≤ n ≤ 1,000,000.
+    public static func factorial(_ call: TaskCall) throws -> JSONValue {
+        let v = try call.bind(["n"])
+        guard v[0].isIntegerLiteral, let n = v[0].intValue else {
+            throw TaskFailure(type: "TypeError", message: "factorial() needs an integer n, got \(kind(v[0]))")
+        }
+        guard n >= 0 else { throw TaskFailure(type: "ValueError", message: "factorial() not defined for negative values (n = \(n))") }
+        guard n <= 1_000_000 else { throw TaskFailure(type: "ValueError", message: "factorial(): n = \(n) is above the limit of 1,000,000") }
+        return .number(BigMath.decimalString(BigMath.factorial(n)))
+    }
+
+    /// mat_mul(m, n): the product of a random m×n and a random n×m matrix (uniform [0, 1)),
+    /// by OpenBLAS's dgemm, as m rows of m floats.
+    public static func matMul(_ call: TaskCall) throws -> JSONValue {
+        let v = try call.bind(["m", "n"])
+        guard v[0].isIntegerLiteral, v[1].isIntegerLiteral, let m = v[0].intValue, let n = v[1].intValue else {
+            throw TaskFailure(type: "TypeError", message: "mat_mul() needs integers m and n, got \(kind(v[0])) and \(kind(v[1]))")
+        }
+        guard m >= 1, n >= 1 else { throw TaskFailure(type: "ValueError", message: "mat_mul(): m and n must be ≥ 1 (got \(m), \(n))") }
+        guard m * n <= 16_000_000, m * m <= 16_000_000 else { throw TaskFailure(type: "ValueError", message: "mat_mul(): \(m)×\(n) is too large (at most 16M elements per matrix)") }
+        let c = multiplyRandom(m: m, n: n)
+        var rows: [JSONValue] = []
+        rows.reserveCapacity(m)
+        for i in 0..<m {
+            var row: [JSONValue] = []
+            row.reserveCapacity(m)
+            for j in 0..<m { row.append(.double(c[i * m + j])) }
+            rows.append(.array(row))
+        }
+        return .array(rows)
+    }
+
+    /// The m×m product of random m×n and n×m matrices, row-major.
+    public static func multiplyRandom(m: Int, n: Int) -> [Double] {
+        var rng = SplitMix64(seed: UInt64.random(in: .min ... .max))
+        let a = (0..<(m * n)).map { _ in rng.nextUnitDouble() }
+        let b = (0..<(n * m)).map { _ in rng.nextUnitDouble() }
+        return multiply(a, b, m: m, n: n)
+    }
+
+    /// C (m×m) = A (m×n) · B (n×m), row-major, with cblas_dgemm.
+    public static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int) -> [Double] {
+        var c = [Double](repeating: 0, count: m * m)
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(m), Int32(n),
+                                1.0, pa.baseAddress, Int32(n), pb.baseAddress, Int32(m), 0.0, pc.baseAddress, Int32(m))
+                }
+            }
+        }
+        return c
+    }
+
+    static func kind(_ v: JSONValue) -> String {
+        switch v {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case let .number(t): return "the number \(t.prefix(30))"
+        case .string: return "a string"
+        case .array: return "a list"
+        case .object: return "an object"
+        }
+    }
+}
+
+/// A small fast PRNG for test matrices (not for secrets): 2M draws cost ~2 ms instead of
+/// tens with the system generator.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func nextUnitDouble() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+}
