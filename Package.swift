@@ -14,7 +14,7 @@ let package = Package(
         .library(name: "Celerity", targets: ["Celerity"]),
         .library(name: "CelerityBuiltins", targets: ["CelerityBuiltins"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
-        .executable(name: "celerity", targets: ["celerity"]),
+        .executable(name: "celerity", targets: ["CelerityCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
@@ -51,14 +51,16 @@ let package = Package(
                 .product(name: "BigInt", package: "BigInt"),
             ], swiftSettings: swiftSettings),
         // The command line: parses, validates, calls the library. No business logic.
-        .executableTarget(name: "celerity", dependencies: [
+        .executableTarget(name: "CelerityCLI", dependencies: [
                 "Celerity", "CelerityBuiltins",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ], swiftSettings: swiftSettings),
         .testTarget(name: "CelerityTests", dependencies: [
-                "Celerity", "CelerityBuiltins", "RedisClient", "celerity",
+                "Celerity", "CelerityBuiltins", "RedisClient", "CelerityCLI",
                 .product(name: "BigInt", package: "BigInt"),
             ], swiftSettings: swiftSettings),
     ]

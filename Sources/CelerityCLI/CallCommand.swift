@@ -1,0 +1,150 @@
+import ArgumentParser
+import Celerity
+import Foundation
+import RedisClient
+
+struct CallCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "call",
+        abstract: "Send a task call and print its result as JSON.",
+        discussion: """
+        Each argument is read as JSON when it is valid JSON (4, 2.5, "text", [1,2], {"a":1}, null, true),
+        otherwise as a plain string. Exit status: 0 on SUCCESS (the result on stdout); 1 on FAILURE or
+        REVOKED (type and message on stderr); 3 on time-out; 4 when Redis cannot be reached.
+        Example: celerity call add_module.tasks.add 4 6
+        """
+    )
+
+    @Argument(help: "The task name, e.g. add_module.tasks.add.")
+    var task: String
+
+    @Argument(parsing: .captureForPassthrough, help: "Positional arguments of the task.")
+    var args: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Keyword arguments as a JSON object.", valueName: "json"))
+    var kwargs: String?
+
+    @Option(name: .long, help: "Queue to send to (default: the manifest's route for the task, else 'celery').")
+    var queue: String?
+
+    @Option(name: .long, help: "Run no earlier than this many seconds from now.")
+    var countdown: Double?
+
+    @Option(name: .long, help: ArgumentHelp("Run no earlier than this ISO 8601 time (e.g. 2026-11-25T12:00:00+00:00).", valueName: "time"))
+    var eta: String?
+
+    @Option(name: .long, help: "Revoke the call if it has not started within this many seconds.")
+    var expires: Double?
+
+    @Option(name: .long, help: "Priority 0-9 (on Redis, 0 is served first, as in Celery).")
+    var priority: Int = 0
+
+    @Flag(name: .customLong("no-wait"), help: "Print the task id and return without waiting for the result.")
+    var noWait = false
+
+    @Option(name: .long, help: "Seconds to wait for the result.")
+    var timeout: Double = 60
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func validate() throws {
+        if !(0...9).contains(priority) { throw ValidationError("--priority must be between 0 and 9") }
+        if timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        if let k = kwargs {
+            guard let v = try? JSONValue(parsing: k), v.objectValue != nil else { throw ValidationError("--kwargs must be a JSON object, e.g. '{\"n\": 5}'") }
+        }
+        if let e = eta, CeleryDate.parse(e) == nil { throw ValidationError("--eta '\(e)' is not an ISO 8601 time") }
+    }
+
+    /// A command-line argument as JSON when it parses, else as a string.
+    static func value(_ s: String) -> JSONValue {
+        (try? JSONValue(parsing: s)) ?? .string(s)
+    }
+
+    func run() async throws {
+        let manifest: Manifest?
+        let client: CelerityClient
+        do {
+            manifest = try connection.loadManifest(required: false)
+            let backend = try connection.backend(manifest)
+            client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: backend, manifest: manifest)
+        } catch let e as ManifestError {
+            throw fail(e.description, code: 2)
+        } catch let e as RedisError {
+            throw fail("invalid URL: \(e.message)", code: 2)
+        }
+        var options = CelerityClient.SendOptions(queue: queue, countdown: countdown, priority: priority)
+        options.eta = eta.flatMap(CeleryDate.parse)
+        options.expires = expires.map { Date().addingTimeInterval($0) }
+        let kw = kwargs.flatMap { try? JSONValue(parsing: $0).objectValue } ?? []
+        let handle: AsyncResult
+        do {
+            handle = try await client.send(task, args: args.map(CallCommand.value), kwargs: kw, options: options)
+        } catch {
+            throw fail("\(error)", code: 4)
+        }
+        if noWait {
+            print(handle.id)
+            return
+        }
+        do {
+            let value = try await handle.get(timeout: .milliseconds(Int(timeout * 1000)))
+            print(value.serialized())
+        } catch let f as TaskFailure {
+            var text = "\(f.type): \(f.message)"
+            if let tb = f.traceback, !tb.isEmpty { text += "\n" + tb }
+            throw fail(text, code: 1)
+        } catch let t as TimeoutError {
+            throw fail("\(t)", code: 3)
+        } catch {
+            throw fail("\(error)", code: 4)
+        }
+    }
+}
+
+struct ResultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "result",
+        abstract: "Show the state and result of a task by id (Redis result backend).",
+        discussion: "Prints the result as JSON on SUCCESS (exit 0); the failure on stderr (exit 1); PENDING or another state on stderr (exit 5) unless --wait."
+    )
+
+    @Argument(help: "The task id.")
+    var id: String
+
+    @Flag(name: .long, help: "Wait until the task is ready.")
+    var wait = false
+
+    @Option(name: .long, help: "Seconds to wait with --wait.")
+    var timeout: Double = 60
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        let client: CelerityClient
+        do {
+            let manifest = try connection.loadManifest(required: false)
+            client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: try connection.backend(manifest), manifest: manifest)
+        } catch {
+            throw fail("\(error)", code: 2)
+        }
+        do {
+            let meta: ResultMeta?
+            if wait { meta = try await client.waitForResult(id, timeout: .milliseconds(Int(timeout * 1000))) } else { meta = try await client.meta(of: id) }
+            guard let meta else { throw fail("PENDING (no result stored for \(id))", code: 5) }
+            switch meta.state {
+            case .success: print(meta.result.serialized())
+            case .failure, .revoked:
+                let f = meta.failure!
+                throw fail("\(meta.state.rawValue) \(f.type): \(f.message)", code: 1)
+            default: throw fail(meta.state.rawValue, code: 5)
+            }
+        } catch let e as ExitCode {
+            throw e
+        } catch let t as TimeoutError {
+            throw fail("\(t)", code: 3)
+        } catch {
+            throw fail("\(error)", code: 4)
+        }
+    }
+}

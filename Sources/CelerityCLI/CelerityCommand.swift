@@ -1,0 +1,97 @@
+import ArgumentParser
+import Celerity
+import CelerityBuiltins
+import Foundation
+import Logging
+
+@main
+struct CelerityCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "celerity",
+        abstract: "A distributed task runner on Redis that speaks Celery's protocol.",
+        discussion: """
+        Tasks are declared in tasks.yaml (name → queue → built-in Swift handler or plugin program).
+        Broker: --broker > $CELERITY_BROKER_URL > the manifest's 'broker' > redis://localhost:6379/0.
+        Result backend: --result-backend > $CELERITY_RESULT_BACKEND > the manifest's 'result_backend' > the broker's Redis.
+        Manifest: --manifest > $CELERITY_MANIFEST > ./tasks.yaml.
+        """,
+        version: CelerityVersion.string,
+        subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, ResultCommand.self, CheckCommand.self]
+    )
+}
+
+/// Options shared by every command that talks to Redis.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Path of the manifest.", valueName: "file"))
+    var manifest: String?
+
+    @Option(name: .long, help: ArgumentHelp("Broker URL: redis://[user:password@]host:port/db or unix:///path.sock.", valueName: "url"))
+    var broker: String?
+
+    @Option(name: .customLong("result-backend"), help: ArgumentHelp("Result backend: redis://…, rpc:// or none.", valueName: "url"))
+    var resultBackend: String?
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// The manifest path to use, or nil if none is named and ./tasks.yaml does not exist.
+    var manifestPath: String? {
+        if let m = manifest ?? environment["CELERITY_MANIFEST"] { return m }
+        return FileManager.default.fileExists(atPath: "tasks.yaml") ? "tasks.yaml" : nil
+    }
+
+    func loadManifest(required: Bool) throws -> Manifest? {
+        guard let path = manifestPath else {
+            if required { throw ValidationError("no manifest: pass --manifest FILE, set CELERITY_MANIFEST, or run where tasks.yaml is") }
+            return nil
+        }
+        return try Manifest.load(path: path, builtins: Builtins.registry.names)
+    }
+
+    func brokerURL(_ manifest: Manifest?) -> String {
+        broker ?? environment["CELERITY_BROKER_URL"] ?? manifest?.broker ?? "redis://localhost:6379/0"
+    }
+
+    func backend(_ manifest: Manifest?) throws -> ResultBackendConfig {
+        let expires = manifest?.resultBackend?.expires ?? 86400
+        if let b = resultBackend ?? environment["CELERITY_RESULT_BACKEND"] { return try ResultBackendConfig.parse(b, expires: expires) }
+        if let b = manifest?.resultBackend { return b }
+        return ResultBackendConfig(kind: .redis(brokerURL(manifest)), expires: expires)
+    }
+}
+
+enum LogLevelOption: String, ExpressibleByArgument, CaseIterable {
+    case trace, debug, info, warning, error, critical
+    var level: Logger.Level {
+        switch self {
+        case .trace: return .trace
+        case .debug: return .debug
+        case .info: return .info
+        case .warning: return .warning
+        case .error: return .error
+        case .critical: return .critical
+        }
+    }
+}
+
+enum Logs {
+    static func bootstrap(_ level: LogLevelOption) -> Logger {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level.level
+            return h
+        }
+        return Logger(label: "celerity")
+    }
+}
+
+/// Exits with a message on stderr (no stack of "Error:" prefixes).
+struct Failure: Error, CustomStringConvertible {
+    var message: String
+    var code: Int32
+    var description: String { message }
+}
+
+func fail(_ message: String, code: Int32 = 1) -> ExitCode {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+    return ExitCode(code)
+}

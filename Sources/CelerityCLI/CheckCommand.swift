@@ -1,0 +1,42 @@
+import ArgumentParser
+import Celerity
+import CelerityBuiltins
+import Foundation
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Validate a manifest and list its tasks.",
+        discussion: "Errors name file:line:column and what is wrong. Exit status 0 when valid, 1 when not."
+    )
+
+    @Argument(help: ArgumentHelp("The manifest to check (default: $CELERITY_MANIFEST or ./tasks.yaml).", valueName: "file"))
+    var file: String?
+
+    @Flag(name: .long, help: "List the built-in handlers this build provides.")
+    var builtins = false
+
+    func run() async throws {
+        if builtins {
+            for name in Builtins.registry.names.sorted() { print(name) }
+            return
+        }
+        let path = file ?? ProcessInfo.processInfo.environment["CELERITY_MANIFEST"] ?? "tasks.yaml"
+        do {
+            let m = try Manifest.load(path: path, builtins: Builtins.registry.names)
+            print("\(path): OK, \(m.tasks.count) task\(m.tasks.count == 1 ? "" : "s"), \(m.workers.count) worker group\(m.workers.count == 1 ? "" : "s")")
+            for name in m.taskOrder {
+                guard let t = m.tasks[name] else { continue }
+                let handler: String
+                switch t.handler {
+                case let .builtin(b): handler = "builtin \(b)"
+                case let .plugin(p): handler = "plugin \(p.argv.joined(separator: " "))"
+                }
+                print("  \(name) → queue \(t.queue), \(handler)\(t.timeLimit.map { ", time limit \($0) s" } ?? "")")
+            }
+            for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
+        } catch {
+            throw fail(error.description)
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import ArgumentParser
+import Celerity
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+import Subprocess
+import Synchronization
+import SystemPackage
+
+struct UpCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Start the worker groups of the manifest (and a private Redis if none answers).",
+        discussion: """
+        Starts one `celerity worker` process per entry of the manifest's `workers:` section, with its
+        queues and concurrency, and prefixes their log lines with the group name. When the broker URL
+        is local and nothing answers there, a private redis-server is started on that port first (no
+        persistence) and stopped at the end. A worker that exits on its own is restarted with backoff.
+        SIGINT/SIGTERM stops every worker gracefully (they finish their tasks in flight), then Redis.
+        """
+    )
+
+    @Option(name: [.customShort("l"), .customLong("loglevel")], help: "Log level of the workers: trace, debug, info, warning, error, critical.")
+    var logLevel: LogLevelOption = .info
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        let logger = Logs.bootstrap(logLevel)
+        let manifest: Manifest
+        let brokerString: String
+        let broker: RedisURL
+        do {
+            manifest = try connection.loadManifest(required: true)!
+            brokerString = connection.brokerURL(manifest)
+            broker = try RedisURL(string: brokerString)
+        } catch {
+            throw fail("\(error)")
+        }
+        if manifest.workers.isEmpty { throw fail("\(manifest.path ?? "manifest"): no 'workers' section: nothing to start") }
+        let backend = try connection.backend(manifest)
+        let service = UpService(manifest: manifest, brokerString: brokerString, broker: broker, backend: backend, logLevel: logLevel, logger: logger)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
+        try await group.run()
+        if let e = service.failure.withLock({ $0 }) { throw fail(e) }
+    }
+}
+
+/// Supervises the worker processes of `celerity up` (and the private redis-server).
+final class UpService: Service, Sendable {
+    let manifest: Manifest
+    let brokerString: String
+    let broker: RedisURL
+    let backend: ResultBackendConfig
+    let logLevel: LogLevelOption
+    let logger: Logger
+    let stopping = Mutex(false)
+    let failure = Mutex<String?>(nil)
+    /// Set after every worker has stopped: then the private Redis goes too.
+    let redisStop = Mutex(false)
+
+    init(manifest: Manifest, brokerString: String, broker: RedisURL, backend: ResultBackendConfig, logLevel: LogLevelOption, logger: Logger) {
+        self.manifest = manifest
+        self.brokerString = brokerString
+        self.broker = broker
+        self.backend = backend
+        self.logLevel = logLevel
+        self.logger = logger
+    }
+
+    var isStopping: Bool { stopping.withLock { $0 } }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await self.supervise()
+        } onGracefulShutdown: {
+            self.logger.info("stopping all workers")
+            self.stopping.withLock { $0 = true }
+        }
+    }
+
+    private func supervise() async {
+        await withDiscardingTaskGroup { redisGroup in
+            if await needsPrivateRedis() {
+                guard case let .tcp(host, port) = broker.endpoint else { return }
+                logger.info("no Redis answers at \(broker); starting a private redis-server on \(host):\(port)")
+                redisGroup.addTask {
+                    await self.runChild(name: "redis", executable: "redis-server",
+                                        arguments: ["--port", String(port), "--bind", host == "localhost" ? "127.0.0.1" : host, "--save", "", "--appendonly", "no"],
+                                        restart: false, stop: { self.redisStop.withLock { $0 } })
+                }
+                if !(await waitForRedis(seconds: 10)) {
+                    failure.withLock { $0 = "the private redis-server did not answer at \(broker) within 10 s" }
+                    self.redisStop.withLock { $0 = true }
+                    return
+                }
+            }
+            let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+            await withDiscardingTaskGroup { workers in
+                for g in manifest.workers {
+                    var args = ["worker", "-Q", g.queues.joined(separator: ","), "-n", "\(g.name)@\(ProcessInfo.processInfo.hostName)",
+                                "-c", String(g.concurrency), "-l", logLevel.rawValue, "--broker", brokerString]
+                    if let path = manifest.path { args += ["--manifest", path] }
+                    switch backend.kind {
+                    case let .redis(u): args += ["--result-backend", u]
+                    case .rpc: args += ["--result-backend", "rpc://"]
+                    case .none: args += ["--result-backend", "none"]
+                    }
+                    workers.addTask {
+                        await self.runChild(name: g.name, executable: exe, arguments: args, restart: true, stop: { self.isStopping })
+                    }
+                }
+            }
+            logger.info("all workers stopped")
+            self.redisStop.withLock { $0 = true }
+        }
+    }
+
+    private func needsPrivateRedis() async -> Bool {
+        guard broker.isLocal, case .tcp = broker.endpoint else { return false }
+        let probe = Redis(url: broker, label: "up-probe", connectTimeout: 1)
+        do { try await probe.ping(); return false } catch let e as RedisError where e.code == .connection { return true } catch { return false }
+    }
+
+    private func waitForRedis(seconds: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let probe = Redis(url: broker, label: "up-probe", connectTimeout: 1)
+            if (try? await probe.ping()) != nil { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// Runs one child process with its output prefixed by `name`; restarts it with backoff when
+    /// it exits on its own (if `restart`); on `stop()` sends SIGTERM, then SIGKILL after 60 s.
+    private func runChild(name: String, executable: String, arguments: [String], restart: Bool, stop: @escaping @Sendable () -> Bool) async {
+        var backoff = 0.5
+        while !stop() {
+            let started = Date()
+            do {
+                let result = try await Subprocess.run(
+                    executable.contains("/") ? .path(FilePath(executable)) : .name(executable),
+                    arguments: Arguments(arguments),
+                    input: .none,
+                    output: .sequence,
+                    error: .combinedWithOutput
+                ) { execution in
+                    try await withThrowingTaskGroup(of: Bool.self) { group in
+                        group.addTask {
+                            for try await line in execution.standardOutput.strings() {
+                                FileHandle.standardOutput.write(Data("[\(name)] \(line)\n".utf8))
+                            }
+                            return true
+                        }
+                        group.addTask {
+                            while !stop() { try await Task.sleep(for: .milliseconds(100)) }
+                            try? execution.send(signal: .terminate)
+                            try await Task.sleep(for: .seconds(60))
+                            try? execution.send(signal: .kill)
+                            return false
+                        }
+                        _ = try await group.next()
+                        // Output ended: the process is exiting. Wait for the stopper only if it already signalled.
+                        if !stop() { group.cancelAll() }
+                        else { _ = try? await group.next(); group.cancelAll() }
+                    }
+                }
+                if stop() { return }
+                logger.error("\(name) exited unexpectedly (\(result.terminationStatus)); restarting in \(backoff) s")
+            } catch {
+                if stop() { return }
+                logger.error("\(name) could not be started: \(error); retrying in \(backoff) s")
+                if !restart { failure.withLock { $0 = "\(name) could not be started: \(error)" }; return }
+            }
+            if !restart { return }
+            if Date().timeIntervalSince(started) > 30 { backoff = 0.5 }
+            try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
+            backoff = min(backoff * 2, 30)
+        }
+    }
+}

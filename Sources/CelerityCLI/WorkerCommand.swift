@@ -1,0 +1,72 @@
+import ArgumentParser
+import Celerity
+import CelerityBuiltins
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Consume queues and run their tasks.",
+        discussion: """
+        Example: celerity worker -Q add,factorial -n worker-add -c 4 -l info
+        SIGTERM or SIGINT: stop fetching, finish the tasks in flight, exit 0.
+        """
+    )
+
+    @Option(name: [.customShort("Q"), .long], help: ArgumentHelp("Comma-separated queues to consume (default: every queue of the manifest).", valueName: "queues"))
+    var queues: String?
+
+    @Option(name: [.customShort("n"), .long], help: ArgumentHelp("Node name; also names this worker's processing list (default: celerity@<host>).", valueName: "name"))
+    var hostname: String?
+
+    @Option(name: [.customShort("c"), .long], help: "Tasks run at once (default: number of CPU cores).")
+    var concurrency: Int?
+
+    @Option(name: [.customShort("l"), .customLong("loglevel")], help: "Log level: trace, debug, info, warning, error, critical.")
+    var logLevel: LogLevelOption = .info
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func validate() throws {
+        if let c = concurrency, c < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if let q = queues, q.split(separator: ",").isEmpty { throw ValidationError("-Q needs at least one queue name") }
+    }
+
+    func run() async throws {
+        let logger = Logs.bootstrap(logLevel)
+        let manifest: Manifest
+        let backend: ResultBackendConfig
+        let brokerURL: RedisURL
+        do {
+            manifest = try connection.loadManifest(required: true)!
+            backend = try connection.backend(manifest)
+            brokerURL = try RedisURL(string: connection.brokerURL(manifest))
+        } catch let e as ManifestError {
+            throw fail(e.description)
+        } catch let e as RedisError {
+            throw fail("invalid broker URL: \(e.message)")
+        }
+        let qs = queues.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? manifest.queues
+        if qs.isEmpty { throw fail("no queues to consume: the manifest declares no tasks and -Q was not given") }
+        let node = hostname ?? "celerity@\(ProcessInfo.processInfo.hostName)"
+        var config = WorkerConfiguration(node: node, queues: qs, concurrency: concurrency ?? ProcessInfo.processInfo.activeProcessorCount,
+                                         broker: brokerURL, resultBackend: backend)
+        config.shutdownGrace = 30
+        let worker: Worker
+        do {
+            worker = try Worker(config: config, manifest: manifest, builtins: Builtins.registry, logger: logger)
+        } catch {
+            throw fail(error.description)
+        }
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
+        do {
+            try await group.run()
+        } catch let e as WorkerError {
+            throw fail("worker \(node): \(e.message)")
+        }
+    }
+}
