@@ -18,7 +18,7 @@ struct CallCommand: AsyncParsableCommand {
     @Argument(help: "The task name, e.g. add_module.tasks.add.")
     var task: String
 
-    @Argument(parsing: .captureForPassthrough, help: "Positional arguments of the task.")
+    @Argument(parsing: .allUnrecognized, help: "Positional arguments of the task (JSON when they parse as JSON; negative numbers work).")
     var args: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("Keyword arguments as a JSON object.", valueName: "json"))

@@ -53,8 +53,8 @@ struct ConnectionOptions: ParsableArguments {
 
     func backend(_ manifest: Manifest?) throws -> ResultBackendConfig {
         let expires = manifest?.resultBackend?.expires ?? 86400
-        if let b = resultBackend ?? environment["CELERITY_RESULT_BACKEND"] { return try ResultBackendConfig.parse(b, expires: expires) }
-        if let b = manifest?.resultBackend { return b }
+        if let b = resultBackend ?? environment["CELERITY_RESULT_BACKEND"] { return try ResultBackendConfig.parse(b, expires: expires).resolved(broker: brokerURL(manifest)) }
+        if let b = manifest?.resultBackend { return b.resolved(broker: brokerURL(manifest)) }
         return ResultBackendConfig(kind: .redis(brokerURL(manifest)), expires: expires)
     }
 }

@@ -107,6 +107,7 @@ final class UpService: Service, Sendable {
                     case let .redis(u): args += ["--result-backend", u]
                     case .rpc: args += ["--result-backend", "rpc://"]
                     case .none: args += ["--result-backend", "none"]
+                    case .sameAsBroker: args += ["--result-backend", brokerString]
                     }
                     workers.addTask {
                         await self.runChild(name: g.name, executable: exe, arguments: args, restart: true, stop: { self.isStopping })
@@ -162,10 +163,10 @@ final class UpService: Service, Sendable {
                             try? execution.send(signal: .kill)
                             return false
                         }
+                        // Normally the output ends first (the process is exiting); then the stopper is
+                        // cancelled. The stopper ends first only after it had to SIGKILL.
                         _ = try await group.next()
-                        // Output ended: the process is exiting. Wait for the stopper only if it already signalled.
-                        if !stop() { group.cancelAll() }
-                        else { _ = try? await group.next(); group.cancelAll() }
+                        group.cancelAll()
                     }
                 }
                 if stop() { return }

@@ -35,10 +35,13 @@ public final class CelerityClient: Sendable {
         self.manifest = manifest
         self.replyTo = UUID().uuidString.lowercased()
         self.redis = Redis(url: broker, label: "client")
-        if case let .redis(u) = backend.kind {
+        switch backend.kind {
+        case let .redis(u):
             let url = try RedisURL(string: u)
             resultRedis = url == broker ? redis : Redis(url: url, label: "client-results")
-        } else {
+        case .sameAsBroker:
+            resultRedis = redis
+        case .rpc, .none:
             resultRedis = nil
         }
         rpc = RPCReplies(redis: Redis(url: broker, label: "client-rpc"), replyTo: replyTo)
@@ -128,7 +131,7 @@ public final class CelerityClient: Sendable {
             throw ClientError("no result backend is configured; results cannot be waited for")
         case .rpc:
             return try await rpc.wait(for: id, until: deadline)
-        case .redis:
+        case .redis, .sameAsBroker:
             guard let resultRedis else { throw ClientError("no result connection") }
             // Subscribe first, then GET (covers a result stored before the subscription),
             // then wait on the channel: no polling.

@@ -41,6 +41,8 @@ public enum ResultBackendKind: Sendable, Hashable {
     case redis(String)
     case rpc
     case none
+    /// The broker's own Redis (whatever broker URL is finally used).
+    case sameAsBroker
 }
 
 public struct ResultBackendConfig: Sendable, Hashable {
@@ -52,10 +54,16 @@ public struct ResultBackendConfig: Sendable, Hashable {
         self.expires = expires
     }
 
-    /// Parses `redis://…`, `unix://…`, `rpc://` or `none`.
+    /// The configuration with `.sameAsBroker` replaced by the broker URL actually used.
+    public func resolved(broker: String) -> ResultBackendConfig {
+        kind == .sameAsBroker ? ResultBackendConfig(kind: .redis(broker), expires: expires) : self
+    }
+
+    /// Parses `redis://…`, `unix://…`, `rpc://`, `broker` (the broker's Redis) or `none`.
     public static func parse(_ text: String, expires: Int = 86400) throws(ManifestError) -> ResultBackendConfig {
         let lower = text.lowercased()
         if lower == "none" || lower == "disabled" || lower.isEmpty { return ResultBackendConfig(kind: .none, expires: expires) }
+        if lower == "broker" { return ResultBackendConfig(kind: .sameAsBroker, expires: expires) }
         if lower.hasPrefix("rpc://") || lower == "rpc" { return ResultBackendConfig(kind: .rpc, expires: expires) }
         if lower.hasPrefix("redis://") || lower.hasPrefix("unix://") || lower.hasPrefix("redis+unix://") {
             return ResultBackendConfig(kind: .redis(text), expires: expires)

@@ -163,7 +163,8 @@ private struct Reader {
         for (k, _, v) in try mapping(n, "result_backend", allowed: ["url", "expires"]) {
             if k == "url" { url = try string(v, "result_backend.url") } else { expires = try integer(v, "result_backend.expires", min: 0) }
         }
-        guard let url else { throw fail(n, "result_backend is missing the field 'url' (redis://…, rpc:// or none)") }
+        // No url: the broker's Redis (resolved when the broker URL is known).
+        guard let url else { return ResultBackendConfig(kind: .sameAsBroker, expires: expires) }
         do { return try ResultBackendConfig.parse(url, expires: expires) } catch { throw ManifestError(loc(n), error.message) }
     }
 

@@ -57,7 +57,7 @@ public struct TaskFailure: Error, Sendable, Hashable, CustomStringConvertible {
         TaskFailure(type: "TaskRevokedError", message: reason, module: "celery.exceptions")
     }
     public static func timeLimit(_ seconds: Double) -> TaskFailure {
-        TaskFailure(type: "TimeLimitExceeded", message: "task exceeded its time limit of \(seconds) s", module: "billiard.exceptions", retryable: false)
+        TaskFailure(type: "TimeLimitExceeded", message: "task exceeded its time limit of \(String(format: "%g", (seconds * 1000).rounded() / 1000)) s", module: "billiard.exceptions", retryable: false)
     }
     public static func badArguments(_ message: String) -> TaskFailure {
         TaskFailure(type: "TypeError", message: message)

@@ -17,7 +17,8 @@ public final class Worker: Service, Sendable {
     let broker: WorkerBroker
     let results: any ResultBackend
     let handlers: [String: any TaskHandler]
-    let stopping = Mutex(false)
+    /// When a stop was requested (nil while running).
+    let stopRequested = Mutex<Date?>(nil)
     let stats = Mutex(Stats())
     let startedAt = Date()
 
@@ -35,6 +36,8 @@ public final class Worker: Service, Sendable {
             do { url = try RedisURL(string: urlString) } catch { throw ManifestError(nil, "result backend: \(error.message)") }
             let redis = url == config.broker ? broker.control : Redis(url: url, label: "results-\(config.node)")
             results = RedisResultBackend(redis: redis, expires: config.resultBackend.expires)
+        case .sameAsBroker:
+            results = RedisResultBackend(redis: broker.control, expires: config.resultBackend.expires)
         case .rpc:
             results = RPCResultBackend(redis: broker.control)
         case .none:
@@ -56,8 +59,10 @@ public final class Worker: Service, Sendable {
     }
 
     /// Asks the worker to stop fetching and finish (what SIGTERM does through a ServiceGroup).
-    public func requestStop() { stopping.withLock { $0 = true } }
-    var isStopping: Bool { stopping.withLock { $0 } }
+    public func requestStop() { stopRequested.withLock { if $0 == nil { $0 = Date() } } }
+    var isStopping: Bool { stopRequested.withLock { $0 != nil } }
+    /// True once a stop was requested more than `shutdownGrace` seconds ago.
+    var graceExpired: Bool { stopRequested.withLock { $0.map { -$0.timeIntervalSinceNow > config.shutdownGrace } ?? false } }
 
     public func run() async throws {
         logger.info("worker starting", metadata: [
@@ -127,7 +132,9 @@ public final class Worker: Service, Sendable {
                 logger.error("Redis unavailable during \(what); retrying", metadata: ["error": .string(e.description), "retry_in_s": .stringConvertible(delay)])
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 delay = min(delay * 2, 5)
-                if isStopping && what != "store result" && what != "ack" { return nil }
+                // Results and acks are retried through a stop, up to the grace period; what is
+                // not acked then stays in the processing list and is requeued at the next start.
+                if isStopping && ((what != "store result" && what != "ack") || graceExpired) { return nil }
             }
         }
     }
