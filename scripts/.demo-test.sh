@@ -109,21 +109,24 @@ descendants() {
 
 stop_up() {
     [ -n "$UP_PID" ] || return 0
-    local pid=$UP_PID status=0 tree left i
+    local pid=$UP_PID status=0 tree left p i
     UP_PID=""
     tree=$(descendants "$pid" || true)
     kill -TERM "$pid" 2>/dev/null || true
     # A graceful stop finishes in-flight tasks; after 45 s the whole process group goes.
-    for ((i = 0; i < 450; i++)); do
+    for ((i = 0; i < 30; i++)); do
         alive "$pid" || break
         sleep 0.1
     done
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    if alive "$pid"; then
+        printf 'demo: celerity up did not stop within 45 s; killing its process group\n' >&2
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || status=$?
-    kill -KILL -- "-$pid" 2>/dev/null || true      # anything left in its process group
+    sleep 0.2       # let its children finish exiting before looking for stragglers
     left=""
-    for p in $tree; do
-        if kill -0 "$p" 2>/dev/null; then left="$left $p"; kill -KILL "$p" 2>/dev/null || true; fi
+    for p in $( { printf '%s\n' $tree; ps -e -o pid=,pgid= | awk -v g="$pid" '$2 == g { print $1 }'; } | sort -u); do
+        if alive "$p"; then left="$left $p"; kill -KILL "$p" 2>/dev/null || true; fi
     done
     if [ -n "$left" ]; then
         printf 'demo: celerity up left processes running; killed:%s\n' "$left" >&2

@@ -161,6 +161,12 @@ public struct AsyncResult: Sendable {
     public let id: String
     public let client: CelerityClient
 
+    /// A handle for a task sent earlier (by any client), by its id.
+    public init(id: String, client: CelerityClient) {
+        self.id = id
+        self.client = client
+    }
+
     /// The current state (PENDING while nothing is stored). Redis backend only.
     public func state() async throws -> TaskState {
         try await client.meta(of: id)?.state ?? .pending

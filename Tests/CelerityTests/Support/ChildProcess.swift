@@ -1,0 +1,118 @@
+import Foundation
+import Synchronization
+
+/// A child process for tests (redis-server, a worker, Python Celery), awaited without
+/// blocking Swift's cooperative pool (the termination handler resumes a continuation).
+final class ChildProcess: Sendable {
+    let process: Process
+    let name: String
+    /// Combined stdout+stderr, kept in a file so a failing test can show it.
+    let logPath: String
+    private let box = ExitBox()
+
+    init(name: String, executable: String, arguments: [String], environment: [String: String]? = nil, directory: String? = nil) throws {
+        self.name = name
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        if let environment {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let log = NSTemporaryDirectory() + "celerity-test-\(name)-\(UUID().uuidString.prefix(8)).log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = handle
+        p.standardError = handle
+        p.standardInput = FileHandle.nullDevice
+        logPath = log
+        process = p
+        p.terminationHandler = { [box] proc in
+            box.exit.withLock { $0 = (proc.terminationStatus, proc.terminationReason) }
+            let ws = box.waiters.withLock { w in defer { w.removeAll() }; return w }
+            for w in ws { w.resume(returning: proc.terminationStatus) }
+        }
+        try p.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { box.exit.withLock { $0 == nil } }
+
+    /// Waits for the process to end; returns its exit status (or signal number).
+    func wait() async -> Int32 {
+        await withCheckedContinuation { (c: CheckedContinuation<Int32, Never>) in
+            let done: Int32? = box.exit.withLock { e in
+                if let e { return e.status }
+                box.waiters.withLock { $0.append(c) }
+                return nil
+            }
+            if let done { c.resume(returning: done) }
+        }
+    }
+
+    /// Waits up to `seconds`; nil if still running.
+    func wait(seconds: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let e = box.exit.withLock({ $0 }) { return e.status }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return box.exit.withLock { $0?.status }
+    }
+
+    var terminatedBySignal: Bool { box.exit.withLock { $0?.reason == .uncaughtSignal } }
+
+    func signal(_ sig: Int32) { if isRunning { kill(pid, sig) } }
+
+    /// SIGTERM, then SIGKILL if it has not ended within `grace` seconds.
+    @discardableResult
+    func stop(grace: Double = 10) async -> Int32 {
+        signal(SIGTERM)
+        if let s = await wait(seconds: grace) { return s }
+        signal(SIGKILL)
+        return await wait()
+    }
+
+    var output: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Runs a program to completion and returns (status, output).
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, directory: String? = nil, name: String = "cmd") async throws -> (status: Int32, output: String) {
+        let p = try ChildProcess(name: name, executable: executable, arguments: arguments, environment: environment, directory: directory)
+        let s = await p.wait()
+        return (s, p.output)
+    }
+}
+
+final class ExitBox: Sendable {
+    let exit = Mutex<(status: Int32, reason: Process.TerminationReason)?>(nil)
+    let waiters = Mutex<[CheckedContinuation<Int32, Never>]>([])
+}
+
+enum Paths {
+    /// The package root (three levels above this file).
+    static let root: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// The `celerity` binary built next to the test bundle (or $CELERITY_BIN).
+    static let celerity: String = {
+        if let b = ProcessInfo.processInfo.environment["CELERITY_BIN"] { return b }
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        // The test runner may live inside an .xctest bundle directory on some layouts.
+        for _ in 0..<3 {
+            let candidate = dir.appendingPathComponent("celerity").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return root + "/.build/debug/celerity"
+    }()
+
+    static func which(_ name: String) -> String {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let p = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return "/usr/bin/\(name)"
+    }
+
+    static let python3 = which("python3")
+}
