@@ -109,23 +109,24 @@ descendants() {
 
 stop_up() {
     [ -n "$UP_PID" ] || return 0
-    local pid=$UP_PID status=0 tree left p i
+    local pid=$UP_PID status=0 tree=() left p i
     UP_PID=""
-    tree=$(descendants "$pid" || true)
+    mapfile -t tree < <(descendants "$pid" || true)
     kill -TERM "$pid" 2>/dev/null || true
-    # A graceful stop finishes in-flight tasks; after 45 s the whole process group goes.
-    for ((i = 0; i < 450; i++)); do
+    # A graceful stop finishes the tasks in flight (celerity up gives its workers 60 s);
+    # after 75 s the whole process group goes.
+    for ((i = 0; i < 750; i++)); do
         alive "$pid" || break
         sleep 0.1
     done
     if alive "$pid"; then
-        printf 'demo: celerity up did not stop within 45 s; killing its process group\n' >&2
+        printf 'demo: celerity up did not stop within 75 s; killing its process group\n' >&2
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || status=$?
     sleep 0.2       # let its children finish exiting before looking for stragglers
     left=""
-    for p in $( { printf '%s\n' $tree; ps -e -o pid=,pgid= | awk -v g="$pid" '$2 == g { print $1 }'; } | sort -u); do
+    for p in $( { printf '%s\n' "${tree[@]}"; ps -e -o pid=,pgid= | awk -v g="$pid" '$2 == g { print $1 }'; } | sort -u); do
         if alive "$p"; then left="$left $p"; kill -KILL "$p" 2>/dev/null || true; fi
     done
     if [ -n "$left" ]; then
@@ -179,7 +180,11 @@ CALL_OPTS=(--manifest tasks.yaml --broker "$BROKER" --result-backend "$BROKER")
 deadline=$((SECONDS + 30))
 until "$CELERITY" call "${CALL_OPTS[@]}" --timeout 2 add_module.tasks.add 1 1 >/dev/null 2>"$WORKDIR/ready.err"; do
     status=$?
-    [ "$status" -ne 2 ] || { cat "$WORKDIR/ready.err" >&2; die "celerity call rejected its arguments"; }
+    # 3: no answer in time, 4: Redis not reachable yet; 2 or 64: a usage or manifest error.
+    if [ "$status" -eq 2 ] || [ "$status" -eq 64 ]; then
+        cat "$WORKDIR/ready.err" >&2
+        die "celerity call rejected its arguments or the manifest"
+    fi
     alive "$UP_PID" || { wait "$UP_PID" || true; UP_PID=""; die "celerity up exited during start-up"; }
     if [ "$SECONDS" -ge "$deadline" ]; then
         cat "$WORKDIR/ready.err" >&2

@@ -65,7 +65,7 @@ public enum Builtins {
             throw TaskFailure(type: "TypeError", message: "mat_mul() needs integers m and n, got \(kind(v[0])) and \(kind(v[1]))")
         }
         guard m >= 1, n >= 1 else { throw TaskFailure(type: "ValueError", message: "mat_mul(): m and n must be ≥ 1 (got \(m), \(n))") }
-        guard m * n <= 16_000_000, m * m <= 16_000_000 else { throw TaskFailure(type: "ValueError", message: "mat_mul(): \(m)×\(n) is too large (at most 16M elements per matrix)") }
+        guard m <= 16_000_000, n <= 16_000_000, m * n <= 16_000_000, m * m <= 16_000_000 else { throw TaskFailure(type: "ValueError", message: "mat_mul(): \(m)×\(n) is too large (at most 16M elements per matrix)") }
         let c = multiplyRandom(m: m, n: n)
         var rows: [JSONValue] = []
         rows.reserveCapacity(m)

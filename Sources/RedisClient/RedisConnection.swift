@@ -33,7 +33,9 @@ final class RedisConnection {
         }
         self.context = ctx
         self.currentTimeout = commandTimeout
-        _ = redisEnableKeepAlive(ctx)
+        if case .tcp = url.endpoint {
+            _ = redisEnableKeepAlive(ctx)   // TCP only: on a unix socket it fails and poisons the context
+        }
         _ = redisSetTimeout(ctx, RedisConnection.timeval(commandTimeout))
         if let password = url.password {
             var args: [[UInt8]] = [Array("AUTH".utf8)]

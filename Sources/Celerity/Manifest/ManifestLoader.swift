@@ -35,6 +35,8 @@ extension Manifest {
         switch e {
         case let .scanner(_, _, mark, _), let .parser(_, _, mark, _), let .composer(_, _, mark, _):
             return "\(path):\(mark.line):\(mark.column)"
+        case let .duplicatedKeysInMapping(_, context):
+            return "\(path):\(context.mark.line):\(context.mark.column)"
         default: return path
         }
     }
@@ -42,6 +44,8 @@ extension Manifest {
         switch e {
         case let .scanner(ctx, problem, _, _), let .parser(ctx, problem, _, _), let .composer(ctx, problem, _, _):
             return ctx.map { "\(problem) (\($0.text))" } ?? problem
+        case let .duplicatedKeysInMapping(dups, _):
+            return "duplicate key\(dups.count == 1 ? "" : "s") \(dups.sorted().map { "'\($0)'" }.joined(separator: ", ")) in a mapping"
         default: return "\(e)"
         }
     }

@@ -33,6 +33,13 @@ final class ChildProcess: Sendable {
             for w in ws { w.resume(returning: proc.terminationStatus) }
         }
         try p.run()
+        // If the test process dies, nothing it started may live on: a watchdog SIGKILLs the child.
+        let watchdog = Process()
+        watchdog.executableURL = URL(fileURLWithPath: "/bin/sh")
+        watchdog.arguments = ["-c", "while kill -0 \(getpid()) 2>/dev/null && kill -0 \(p.processIdentifier) 2>/dev/null; do sleep 0.5; done; kill -9 \(p.processIdentifier) 2>/dev/null"]
+        watchdog.standardOutput = FileHandle.nullDevice
+        watchdog.standardError = FileHandle.nullDevice
+        try watchdog.run()
     }
 
     var pid: Int32 { process.processIdentifier }

@@ -25,7 +25,7 @@ final class RedisServer: Sendable {
                     "--unixsocket", sock, "--unixsocketperm", "700", "--dir", NSTemporaryDirectory()]
         args += extra
         let parent = getpid()
-        let script = "\(Paths.which("redis-server")) \(args.joined(separator: " ")) & R=$!; trap 'kill $R; exit 0' TERM; while kill -0 \(parent) 2>/dev/null && kill -0 $R 2>/dev/null; do sleep 0.3; done; kill $R 2>/dev/null; wait $R"
+        let script = "\(Paths.which("redis-server")) \(args.joined(separator: " ")) & R=$!; while kill -0 \(parent) 2>/dev/null && kill -0 $R 2>/dev/null; do sleep 0.3; done; kill -9 $R 2>/dev/null; wait $R"
         let child = try ChildProcess(name: "redis-\(port)", executable: "/bin/sh", arguments: ["-c", script])
         let server = RedisServer(port: port, unixSocket: sock, child: child)
         let deadline = Date().addingTimeInterval(10)
@@ -37,7 +37,14 @@ final class RedisServer: Sendable {
         throw TestFailure("redis-server on port \(port) did not start: \(child.output)")
     }
 
-    func stop() async { await child.stop(grace: 5) }
+    /// SHUTDOWN NOSAVE, then the watchdog goes too. (Signals are not used for redis itself:
+    /// children spawned from test threads may inherit a mask that blocks SIGTERM.)
+    func stop() async {
+        let r = Redis(url: try! RedisURL(string: url), label: "shutdown", connectTimeout: 1)
+        _ = try? await r.send(RedisCommand("SHUTDOWN", "NOSAVE"))
+        child.signal(SIGKILL)
+        _ = await child.wait()
+    }
 
     static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

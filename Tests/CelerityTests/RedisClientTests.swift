@@ -1,0 +1,159 @@
+import Foundation
+import RedisClient
+import Testing
+
+@Suite struct RedisURLTests {
+    @Test func parsesHostPortDatabaseAndACLCredentials() throws {
+        let u = try RedisURL(string: "redis://alice:s3cr%40t@example.org:6390/4")
+        #expect(u.endpoint == .tcp(host: "example.org", port: 6390))
+        #expect(u.db == 4)
+        #expect(u.username == "alice")
+        #expect(u.password == "s3cr@t")
+        #expect(u.description == "redis://alice:***@example.org:6390/4")
+        let p = try RedisURL(string: "redis://:onlypass@localhost")
+        #expect(p.username == nil && p.password == "onlypass" && p.db == 0)
+        #expect(p.endpoint == .tcp(host: "localhost", port: 6379))
+    }
+
+    @Test func parsesUnixSockets() throws {
+        let u = try RedisURL(string: "unix:///run/redis/redis.sock?db=2")
+        #expect(u.endpoint == .unix(path: "/run/redis/redis.sock"))
+        #expect(u.db == 2)
+    }
+
+    @Test func errorsNeverShowThePassword() {
+        for bad in ["redis://user:hunter2@host:99999/0", "redis://user:hunter2@host/abc", "mysql://user:hunter2@host", "rediss://user:hunter2@host"] {
+            do {
+                _ = try RedisURL(string: bad)
+                Issue.record("\(bad) was accepted")
+            } catch {
+                #expect(!error.description.contains("hunter2"), "\(error)")
+                #expect(error.code == .invalidURL)
+            }
+        }
+        #expect(RedisURL.redact("redis://u:pw@h:1/0") == "redis://u:***@h:1/0")
+    }
+}
+
+@Suite(.timeLimit(.minutes(2)))
+struct RedisClientTests {
+    @Test func commandsAreBinarySafeAndRepliesTyped() async throws {
+        let server = try await sharedRedis.value
+        let r = try Redis(server.url)
+        let key = "bin-\(UUID().uuidString)"
+        let value: [UInt8] = [0, 1, 2, 0x06, 0x16, 0xff, 0, 10, 13]
+        #expect(try await r.call("SET", key, value) == .status("OK"))
+        #expect(try await r.call("GET", key) == .bulk(value))
+        #expect(try await r.call("STRLEN", key) == .integer(value.count))
+        #expect(try await r.call("GET", "missing-\(key)") == .null)
+        #expect(try await r.call("MGET", key, "missing-\(key)") == .array([.bulk(value), .null]))
+        // Server errors come back typed (send) or thrown (call).
+        let e = try await r.send(RedisCommand("INCR", key))
+        guard case let .error(message) = e else { Issue.record("expected an error reply, got \(e)"); return }
+        #expect(message.hasPrefix("ERR"))
+        await #expect(throws: RedisError.self) { try await r.call("NOSUCHCOMMAND") }
+    }
+
+    @Test func pipelinesReturnEveryReplyInOrder() async throws {
+        let server = try await sharedRedis.value
+        let r = try Redis(server.url)
+        let key = "pipe-\(UUID().uuidString)"
+        let commands = (0..<500).map { RedisCommand("RPUSH", key, $0) }
+        let replies = try await r.pipeline(commands)
+        #expect(replies.count == 500)
+        #expect(replies.last == .integer(500))
+        #expect(try await r.call("LINDEX", key, 499).string == "499")
+    }
+
+    @Test func authenticatesAsAnACLUserAndSelectsTheDatabase() async throws {
+        let server = try await sharedRedis.value
+        let admin = try Redis(server.url)
+        let user = "u\(UUID().uuidString.prefix(6))"
+        try await admin.call("ACL", "SETUSER", user, "on", ">pa55word", "~*", "&*", "+@all")
+        let r = try Redis("redis://\(user):pa55word@127.0.0.1:\(server.port)/5")
+        #expect(try await r.call("ACL", "WHOAMI").string == user)
+        try await r.call("SET", "acl-db5", "yes")
+        #expect(try await admin.call("GET", "acl-db5") == .null)       // db 0
+        let db5 = try Redis(server.url(db: 5))
+        #expect(try await db5.call("GET", "acl-db5").string == "yes")
+        // A wrong password fails clearly, without echoing it.
+        let wrong = try Redis("redis://\(user):nottheone@127.0.0.1:\(server.port)/0")
+        do {
+            try await wrong.ping()
+            Issue.record("wrong password accepted")
+        } catch let e as RedisError {
+            #expect(e.code == .authentication)
+            #expect(!e.description.contains("nottheone"))
+        }
+    }
+
+    @Test func connectsOverAUnixSocket() async throws {
+        let server = try await sharedRedis.value
+        let r = try Redis("unix://\(server.unixSocket)?db=0")
+        try await r.ping()
+        try await r.call("SET", "via-unix", "1")
+        #expect(try await Redis(server.url).call("GET", "via-unix").string == "1")
+    }
+
+    @Test func blockingCallsDoNotStallOtherTasks() async throws {
+        let server = try await sharedRedis.value
+        // Four concurrent 1-second BLPOPs on their own connections, while another task keeps
+        // doing round trips: the cooperative pool (2 threads here) must stay free.
+        let key = "block-\(UUID().uuidString)"
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    let r = try Redis(server.url)
+                    _ = try await r.blocking(RedisCommand("BLPOP", key, 1), timeout: 1)
+                    return 0
+                }
+            }
+            group.addTask {
+                let r = try Redis(server.url)
+                var n = 0
+                while ContinuousClock.now - start < .milliseconds(800) {
+                    try await r.ping()
+                    n += 1
+                }
+                return n
+            }
+            var pings = 0
+            for try await n in group { pings += n }
+            #expect(pings > 100)
+        }
+    }
+
+    @Test func reconnectsWithBackoffWhenTheServerComesBack() async throws {
+        let server = try await RedisServer.start()
+        let port = server.port
+        let r = try Redis(server.url)
+        try await r.call("SET", "k", "v")
+        await server.stop()
+        do {
+            try await r.ping()
+            Issue.record("ping succeeded with the server down")
+        } catch let e as RedisError {
+            #expect(e.isConnectionProblem)
+        }
+        let again = try await RedisServer.start(port: port)
+        // Within the backoff window calls fail fast; then the connection is re-established.
+        let deadline = Date().addingTimeInterval(10)
+        var ok = false
+        while Date() < deadline && !ok {
+            ok = (try? await r.ping()) != nil
+            if !ok { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ok)
+        await again.stop()
+    }
+
+    @Test func scriptsRunByShaAndReloadAfterScriptFlush() async throws {
+        let server = try await sharedRedis.value
+        let r = try Redis(server.url)
+        let script = RedisScript("return tonumber(ARGV[1]) + 1")
+        #expect(try await r.evalScript(script, keys: [], args: [41]) == .integer(42))
+        try await Redis(server.url).call("SCRIPT", "FLUSH")
+        #expect(try await r.evalScript(script, keys: [], args: [1]) == .integer(2))
+    }
+}
