@@ -14,7 +14,7 @@ final class WorkerHarness: Sendable {
     let resultBackend: String
 
     /// `tasks` is the YAML of the `tasks:` mapping, with `{q}` standing for this test's queue.
-    init(redis: RedisServer, tasks: String, concurrency: Int = 2, resultBackend: String? = nil, db: Int = 0, extraArgs: [String] = [], node: String? = nil, reusing other: WorkerHarness? = nil, startWorker: Bool = true) throws {
+    init(redis: RedisServer, tasks: String, concurrency: Int = 2, resultBackend: String? = nil, db: Int = 0, extraArgs: [String] = [], node: String? = nil, reusing other: WorkerHarness? = nil, extraEnvironment: [String: String] = [:], startWorker: Bool = true) throws {
         self.redis = redis
         prefix = other?.prefix ?? "t" + UUID().uuidString.prefix(8).lowercased()
         broker = redis.url(db: db)
@@ -29,7 +29,7 @@ final class WorkerHarness: Sendable {
             worker = try ChildProcess(name: "worker-\(prefix)", executable: Paths.celerity, arguments: [
                 "worker", "-Q", prefix, "-n", self.node, "-c", String(concurrency), "-l", "debug",
                 "--manifest", manifestPath, "--broker", broker, "--result-backend", self.resultBackend,
-            ] + extraArgs)
+            ] + extraArgs, environment: extraEnvironment.isEmpty ? nil : extraEnvironment)
         } else {
             worker = try ChildProcess(name: "noop", executable: "/bin/true", arguments: [])
         }
