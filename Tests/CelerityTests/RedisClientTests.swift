@@ -97,31 +97,30 @@ struct RedisClientTests {
 
     @Test func blockingCallsDoNotStallOtherTasks() async throws {
         let server = try await sharedRedis.value
-        // Four concurrent 1-second BLPOPs on their own connections, while another task keeps
-        // doing round trips: the cooperative pool (2 threads here) must stay free.
+        // Eight concurrent 2-second BLPOPs (four times the cooperative pool's 2 threads here),
+        // then a PING on another connection: it must answer long before the BLPOPs time out.
+        // If blocking calls ran on the pool, the PING could not run until they returned.
         let key = "block-\(UUID().uuidString)"
         let start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<4 {
+        let pingAfter = try await withThrowingTaskGroup(of: Duration?.self) { group in
+            for _ in 0..<8 {
                 group.addTask {
                     let r = try Redis(server.url)
-                    _ = try await r.blocking(RedisCommand("BLPOP", key, 1), timeout: 1)
-                    return 0
+                    _ = try await r.blocking(RedisCommand("BLPOP", key, 2), timeout: 2)
+                    return nil
                 }
             }
             group.addTask {
-                let r = try Redis(server.url)
-                var n = 0
-                while ContinuousClock.now - start < .milliseconds(800) {
-                    try await r.ping()
-                    n += 1
-                }
-                return n
+                try await Task.sleep(for: .milliseconds(300))
+                try await Redis(server.url).ping()
+                return ContinuousClock.now - start
             }
-            var pings = 0
-            for try await n in group { pings += n }
-            #expect(pings > 100)
+            var ping: Duration?
+            for try await d in group { if let d { ping = d } }
+            return ping
         }
+        let elapsed = try #require(pingAfter)
+        #expect(elapsed < .milliseconds(1700), "PING took until \(elapsed) after the BLPOPs started")
     }
 
     @Test func reconnectsWithBackoffWhenTheServerComesBack() async throws {

@@ -1,7 +1,7 @@
 import Foundation
 import RedisClient
 
-/// A real redis-server on a free loopback port, started for the test run. A watchdog shell
+/// A real redis-server on a free loopback port, started for the test run. A watchdog
 /// kills it when the test process goes away, so nothing outlives the run.
 final class RedisServer: Sendable {
     let port: Int
@@ -21,12 +21,10 @@ final class RedisServer: Sendable {
     static func start(port fixedPort: Int? = nil, extra: [String] = []) async throws -> RedisServer {
         let port = fixedPort ?? freePort()
         let sock = NSTemporaryDirectory() + "celerity-redis-\(port).sock"
-        var args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "''", "--appendonly", "no",
-                    "--unixsocket", sock, "--unixsocketperm", "700", "--dir", NSTemporaryDirectory()]
-        args += extra
-        let parent = getpid()
-        let script = "\(Paths.which("redis-server")) \(args.joined(separator: " ")) & R=$!; while kill -0 \(parent) 2>/dev/null && kill -0 $R 2>/dev/null; do sleep 0.3; done; kill -9 $R 2>/dev/null; wait $R"
-        let child = try ChildProcess(name: "redis-\(port)", executable: "/bin/sh", arguments: ["-c", script])
+        let args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--unixsocket", sock, "--unixsocketperm", "700", "--dir", NSTemporaryDirectory()] + extra
+        // ChildProcess's watchdog SIGKILLs the server if this test process dies.
+        let child = try ChildProcess(name: "redis-\(port)", executable: Paths.which("redis-server"), arguments: args)
         let server = RedisServer(port: port, unixSocket: sock, child: child)
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
