@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "CelerityBuiltins", targets: ["CelerityBuiltins"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .executable(name: "celerity", targets: ["CelerityCLI"]),
+        .executable(name: "celerity-bench", targets: ["CelerityBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
@@ -59,6 +60,9 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ], swiftSettings: swiftSettings),
+        // Compute benchmarks of the built-ins against the tutorial's Python (release builds).
+        .executableTarget(name: "CelerityBench", dependencies: ["Celerity", "CelerityBuiltins",
+                .product(name: "BigInt", package: "BigInt")], swiftSettings: swiftSettings),
         .testTarget(name: "CelerityTests", dependencies: [
                 "Celerity", "CelerityBuiltins", "RedisClient", "CelerityCLI",
                 .product(name: "BigInt", package: "BigInt"),

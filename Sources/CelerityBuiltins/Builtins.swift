@@ -54,7 +54,7 @@ public enum Builtins {
         }
         guard n >= 0 else { throw TaskFailure(type: "ValueError", message: "factorial() not defined for negative values (n = \(n))") }
         guard n <= 1_000_000 else { throw TaskFailure(type: "ValueError", message: "factorial(): n = \(n) is above the limit of 1,000,000") }
-        return .number(BigMath.decimalString(BigMath.factorial(n)))
+        return .number(DecimalLimbs.decimalString(DecimalLimbs.factorial(n)))
     }
 
     /// mat_mul(m, n): the product of a random m×n and a random n×m matrix (uniform [0, 1)),
@@ -81,8 +81,14 @@ public enum Builtins {
     /// The m×m product of random m×n and n×m matrices, row-major.
     public static func multiplyRandom(m: Int, n: Int) -> [Double] {
         var rng = SplitMix64(seed: UInt64.random(in: .min ... .max))
-        let a = (0..<(m * n)).map { _ in rng.nextUnitDouble() }
-        let b = (0..<(n * m)).map { _ in rng.nextUnitDouble() }
+        func randomMatrix(_ count: Int) -> [Double] {
+            [Double](unsafeUninitializedCapacity: count) { buf, initialized in
+                for i in 0..<count { buf[i] = rng.nextUnitDouble() }
+                initialized = count
+            }
+        }
+        let a = randomMatrix(m * n)
+        let b = randomMatrix(n * m)
         return multiply(a, b, m: m, n: n)
     }
 
