@@ -80,6 +80,17 @@ public final class WorkerBroker: Sendable {
         try replies.last?.throwingError()
     }
 
+    /// Puts a fetched message back at the pop end of its list (it runs next), atomically.
+    static let requeueScript = RedisScript("""
+    redis.call('LREM', KEYS[1], -1, ARGV[1])
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    return 1
+    """)
+
+    public func requeue(_ raw: [UInt8], listKey: String) async throws {
+        _ = try await control.evalScript(WorkerBroker.requeueScript, keys: [processingKey, listKey], args: [raw])
+    }
+
     /// Parks a message whose `eta` is ahead in the delayed sorted set (score = due time) and
     /// removes it from the processing list, atomically. The member is `<list key>\0<message>`.
     static let deferScript = RedisScript("""

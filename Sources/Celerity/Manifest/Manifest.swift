@@ -94,6 +94,8 @@ public struct PluginSpec: Sendable, Hashable {
     /// Largest response accepted on stdout, and largest stderr kept, in bytes.
     public var maxOutputBytes: Int
     public var maxStderrBytes: Int
+    /// One process per call, or long-lived processes speaking JSON-RPC.
+    public var mode: PluginMode = .oneshot
 
     public init(argv: [String], executable: String, workingDirectory: String, environment: [String] = [], setEnvironment: [String: String] = [:],
                 gracePeriod: Double = 5, maxOutputBytes: Int = 16 << 20, maxStderrBytes: Int = 1 << 20) {
@@ -106,6 +108,26 @@ public struct PluginSpec: Sendable, Hashable {
         self.maxOutputBytes = maxOutputBytes
         self.maxStderrBytes = maxStderrBytes
     }
+}
+
+public enum PluginMode: Sendable, Hashable {
+    case oneshot
+    case persistent(PersistentOptions)
+}
+
+/// Supervision settings of a persistent plugin.
+public struct PersistentOptions: Sendable, Hashable {
+    /// Long-lived processes kept per plugin.
+    public var processes: Int = 1
+    /// Calls in flight per process at most (the plugin's own `max_inflight` may lower it).
+    public var maxInflight: Int?
+    /// Recycle a process after this many calls.
+    public var maxCalls: Int?
+    /// Recycle a process whose resident memory grows above this many bytes.
+    public var maxRSSBytes: Int?
+    /// Seconds the plugin has to answer `initialize`.
+    public var handshakeTimeout: Double = 10
+    public init() {}
 }
 
 public struct TaskSpec: Sendable, Hashable {

@@ -180,7 +180,7 @@ private struct Reader {
         var storeResult = true
         var pluginOptions: [(String, Node, Node)] = []
         var pluginNode: Node?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes"]) {
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -209,6 +209,9 @@ private struct Reader {
             var argv = try stringList(pluginNode, "\(name).plugin")
             if argv.isEmpty || argv[0].isEmpty { throw fail(pluginNode, "\(name).plugin must name a program") }
             var spec = PluginSpec(argv: argv, executable: "", workingDirectory: baseDirectory)
+            var persistent: PersistentOptions?
+            var modeNode: Node?
+            var persistentKeys: [(String, Node, Node)] = []
             for (k, kn, v) in pluginOptions {
                 switch k {
                 case "env": spec.environment = try stringList(v, "\(name).env")
@@ -225,10 +228,28 @@ private struct Reader {
                 case "max_output_bytes": spec.maxOutputBytes = try integer(v, "\(name).max_output_bytes", min: 1)
                 case "mode":
                     let mode = try string(v, "\(name).mode")
-                    if mode == "persistent" { throw fail(v, "\(name).mode: persistent mode is not implemented yet; use oneshot") }
-                    if mode != "oneshot" { throw fail(v, "\(name).mode must be 'oneshot' or 'persistent', got '\(mode)'") }
+                    if mode == "persistent" { persistent = persistent ?? PersistentOptions() }
+                    else if mode != "oneshot" { throw fail(v, "\(name).mode must be 'oneshot' or 'persistent', got '\(mode)'") }
+                    modeNode = v
+                case "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout":
+                    persistentKeys.append((k, kn, v))
                 default: _ = kn
                 }
+            }
+            if var options = persistent {
+                for (k, _, v) in persistentKeys {
+                    switch k {
+                    case "processes": options.processes = try integer(v, "\(name).processes", min: 1)
+                    case "max_inflight": options.maxInflight = try integer(v, "\(name).max_inflight", min: 1)
+                    case "max_calls": options.maxCalls = try integer(v, "\(name).max_calls", min: 1)
+                    case "max_rss_mb": options.maxRSSBytes = try integer(v, "\(name).max_rss_mb", min: 1) << 20
+                    default: options.handshakeTimeout = try number(v, "\(name).handshake_timeout")
+                    }
+                }
+                spec.mode = .persistent(options)
+                _ = modeNode
+            } else if let (k, kn, _) = persistentKeys.first {
+                throw fail(kn, "'\(k)' applies to persistent plugins only: add 'mode: persistent' to \(what)")
             }
             // Resolve the program: a path (relative to the working directory) or a name on PATH.
             let program = argv[0]

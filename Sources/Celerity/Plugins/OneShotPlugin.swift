@@ -21,16 +21,22 @@ public struct OneShotPlugin: TaskHandler {
 
     /// Only these variables pass through from the worker's environment, plus the ones the
     /// manifest lists; nothing in a message can add to them.
-    static let baseEnvironment = ["PATH", "HOME", "LANG"]
+    static let passThrough = ["PATH", "HOME", "LANG"]
 
-    func environment(for call: TaskCall) -> [Environment.Key: String] {
+    /// PATH, HOME, LANG and the variables the manifest lists or sets; `CELERITY_PROTOCOL=1`.
+    static func baseEnvironment(_ spec: PluginSpec) -> [Environment.Key: String] {
         let mine = ProcessInfo.processInfo.environment
         var env: [Environment.Key: String] = [:]
-        for name in OneShotPlugin.baseEnvironment + spec.environment {
+        for name in passThrough + spec.environment {
             if let v = mine[name], let k = Environment.Key(rawValue: name) { env[k] = v }
         }
         for (k, v) in spec.setEnvironment { if let key = Environment.Key(rawValue: k) { env[key] = v } }
         env["CELERITY_PROTOCOL"] = "1"
+        return env
+    }
+
+    func environment(for call: TaskCall) -> [Environment.Key: String] {
+        var env = OneShotPlugin.baseEnvironment(spec)
         env["CELERITY_MODE"] = "oneshot"
         env["CELERITY_WORKER"] = call.worker
         env["CELERITY_QUEUE"] = call.queue

@@ -17,6 +17,9 @@ public final class Worker: Service, Sendable {
     let broker: WorkerBroker
     let results: any ResultBackend
     let handlers: [String: any TaskHandler]
+    /// Persistent plugin process pools, supervised for the worker's lifetime.
+    let persistentPools: [PersistentPlugin]
+    let poolsByQueue: [String: [PersistentPlugin]]
     /// When a stop was requested (nil while running).
     let stopRequested = Mutex<Date?>(nil)
     let stats = Mutex(Stats())
@@ -44,18 +47,34 @@ public final class Worker: Service, Sendable {
             results = NoResultBackend()
         }
         var hs: [String: any TaskHandler] = [:]
-        for (name, spec) in manifest.tasks where config.queues.contains(spec.queue) {
+        var pools: [PluginSpec: PersistentPlugin] = [:]
+        let served = manifest.taskOrder.compactMap { manifest.tasks[$0] }.filter { config.queues.contains($0.queue) }
+        for spec in served {
             switch spec.handler {
             case let .builtin(b):
                 guard let h = builtins.handlers[b] else {
-                    throw ManifestError(manifest.path, "task '\(name)' names unknown built-in '\(b)' (known: \(builtins.names.sorted().joined(separator: ", ")))")
+                    throw ManifestError(manifest.path, "task '\(spec.name)' names unknown built-in '\(b)' (known: \(builtins.names.sorted().joined(separator: ", ")))")
                 }
-                hs[name] = h
+                hs[spec.name] = h
             case let .plugin(p):
-                hs[name] = OneShotPlugin(spec: p, timeLimit: spec.timeLimit, logger: logger)
+                switch p.mode {
+                case .oneshot:
+                    hs[spec.name] = OneShotPlugin(spec: p, timeLimit: spec.timeLimit, logger: logger)
+                case let .persistent(options):
+                    // Tasks naming the same program and options share one pool of processes.
+                    if pools[p] == nil {
+                        let names = served.filter { $0.handler == .plugin(p) }.map(\.name)
+                        pools[p] = PersistentPlugin(spec: p, options: options, tasks: names, worker: config.node, queue: spec.queue, logger: logger)
+                    }
+                    hs[spec.name] = pools[p]!
+                }
             }
         }
         handlers = hs
+        persistentPools = Array(pools.values)
+        var byQueue: [String: [PersistentPlugin]] = [:]
+        for spec in served { if case let .plugin(p) = spec.handler, let pool = pools[p] { byQueue[spec.queue, default: []].append(pool) } }
+        poolsByQueue = byQueue
     }
 
     /// Asks the worker to stop fetching and finish (what SIGTERM does through a ServiceGroup).
@@ -91,11 +110,16 @@ public final class Worker: Service, Sendable {
         await withDiscardingTaskGroup { background in
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.delayedLoop() }
+            for pool in self.persistentPools {
+                background.addTask { await pool.supervise() }
+            }
             await withDiscardingTaskGroup { fetchers in
                 for q in self.config.queues {
                     fetchers.addTask { await self.fetchLoop(queue: q, slots: slots) }
                 }
             }
+            // No task is in flight any more: plugin processes may go.
+            for pool in self.persistentPools { await pool.shutdown() }
             background.cancelAll()
         }
         do { try await broker.clearHeartbeat() } catch { logger.warning("could not remove heartbeat: \(error)") }
@@ -186,7 +210,19 @@ public final class Worker: Service, Sendable {
         let fetcher = broker.makeFetcher(queue)
         var delay = 0.1
         await withDiscardingTaskGroup { running in
+            var pausedFor: String?
             while !isStopping {
+                // A handler of this queue in a crash loop: pause the queue instead of burning its tasks.
+                if let why = poolsByQueue[queue]?.lazy.compactMap(\.unavailability).first {
+                    if pausedFor == nil { logger.error("queue paused: a plugin handler of it is unavailable", metadata: ["queue": .string(queue), "reason": .string(why)]) }
+                    pausedFor = why
+                    try? await Task.sleep(for: .milliseconds(500))
+                    continue
+                }
+                if pausedFor != nil {
+                    logger.info("queue resumed", metadata: ["queue": .string(queue)])
+                    pausedFor = nil
+                }
                 let n = await slots.acquire(upTo: config.concurrency)
                 if isStopping { await slots.release(n); break }
                 let messages: [[UInt8]]
@@ -242,6 +278,11 @@ public final class Worker: Service, Sendable {
             await finish(message, raw, .failure(message.id, .notRegistered(message.task)), log)
             return
         }
+        // A plugin in a crash loop: hand the message back instead of burning it.
+        if let pool = handler as? PersistentPlugin, pool.unavailability != nil {
+            await requeue(raw, queue: queue, message: message, log)
+            return
+        }
         var limit = spec.timeLimit
         if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
         let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
@@ -254,6 +295,10 @@ public final class Worker: Service, Sendable {
             let value = try await run(handler, call, limit: limit, isPlugin: spec.handler.isPlugin)
             meta = .success(message.id, value)
             log.info("task succeeded", metadata: ["runtime_ms": .string(Self.ms(ContinuousClock.now - started))])
+        } catch let f as TaskFailure where f.type == "PluginUnavailable" || f.type == "WorkerShuttingDown" {
+            stats.withLock { $0.active -= 1 }
+            await requeue(raw, queue: queue, message: message, log)
+            return
         } catch let f as TaskFailure {
             meta = .failure(message.id, f)
             log.warning("task failed", metadata: ["error": .string(f.description), "runtime_ms": .string(Self.ms(ContinuousClock.now - started))])
@@ -290,6 +335,11 @@ public final class Worker: Service, Sendable {
             guard let value = first else { throw TaskFailure.timeLimit(limit) }
             return value
         }
+    }
+
+    private func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: Logger) async {
+        log.warning("handler unavailable: message returned to the head of its queue")
+        _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: Keys.queue(queue, priority: message.priority)) }
     }
 
     /// Stores the result (unless none is wanted), then acks. Never acks what was not stored.

@@ -1,0 +1,610 @@
+import Foundation
+import Logging
+import Subprocess
+import Synchronization
+import SystemPackage
+
+/// Runs a plugin in persistent mode (docs/plugins.md): `processes` long-lived instances
+/// speaking newline-delimited JSON-RPC 2.0 on stdin/stdout.
+///
+/// - Handshake: `initialize` must be answered within `handshakeTimeout`; the answer's
+///   `max_inflight` bounds the calls in flight per process.
+/// - Calls: `task/run` with the request object; answers may come in any order.
+/// - Time limit: `$/cancel` at the deadline; no answer within the grace period and the
+///   process group is SIGKILLed (its other calls fail as crashes, retryable).
+/// - Protocol violations (non-JSON on stdout, an answer for an unknown id, a line over the
+///   size cap) kill the process: stdout is reserved for the protocol.
+/// - Supervision: a process that dies is restarted with exponential backoff; more than
+///   `crashLoopLimit` crashes within `crashWindow` seconds mark the handler unavailable for
+///   `unavailableSeconds` (the worker pauses the queue meanwhile). Processes are recycled
+///   after `maxCalls` calls or above `maxRSSBytes`.
+public final class PersistentPlugin: TaskHandler, Sendable {
+    public let spec: PluginSpec
+    public let options: PersistentOptions
+    public let logger: Logger
+    /// The task names this pool serves (sent in the handshake).
+    public let tasks: [String]
+    let worker: String
+    let queue: String
+    let crashLoopLimit = 5
+    let crashWindow: Double = 30
+    let unavailableSeconds: Double = 30
+    let state = Mutex(PoolState())
+
+    struct PoolState {
+        var live: [Int: LiveProcess] = [:]
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var crashes: [Date] = []
+        var unavailableUntil: Date?
+        var unavailableReason = ""
+        var stopping = false
+    }
+
+    public init(spec: PluginSpec, options: PersistentOptions, tasks: [String], worker: String, queue: String, logger: Logger) {
+        self.spec = spec
+        self.options = options
+        self.tasks = tasks
+        self.worker = worker
+        self.queue = queue
+        var l = logger
+        l[metadataKey: "plugin"] = .string(spec.argv.joined(separator: " "))
+        self.logger = l
+    }
+
+    var name: String { spec.argv.joined(separator: " ") }
+
+    /// Why the handler is unavailable (crash loop), or nil when it can take calls.
+    public var unavailability: String? {
+        state.withLock { s in
+            guard let until = s.unavailableUntil, until > Date() else { return nil }
+            return s.unavailableReason
+        }
+    }
+
+    // MARK: - Calls
+
+    public func run(_ call: TaskCall) async throws -> JSONValue {
+        // The time limit counts from when the plugin gets the call, not while waiting for a
+        // process to (re)start: that wait is not the task's doing.
+        let limit = call.deadline.map { max($0.timeIntervalSinceNow, 0) }
+        let process = try await acquire()
+        let rpcID = process.reserveID(call.id)
+        var sent = call
+        sent.deadline = limit.map { Date().addingTimeInterval($0) }
+        let request = JSONValue.object([
+            JSONMember("jsonrpc", "2.0"), JSONMember("id", .string(rpcID)), JSONMember("method", "task/run"),
+            JSONMember("params", (try? JSONValue(parsing: OneShotPlugin.request(sent))) ?? .null),
+        ])
+        enum Event: Sendable { case done(Result<JSONValue, TaskFailure>), timer }
+        let result: Result<JSONValue, TaskFailure> = await withTaskGroup(of: Event.self) { group in
+            group.addTask { .done(await process.call(rpcID, request.serializedBytes())) }
+            if let limit {
+                group.addTask {
+                    try? await Task.sleep(for: .milliseconds(Int(limit * 1000)))
+                    return .timer
+                }
+            }
+            var timedOut = false
+            while let event = await group.next() {
+                switch event {
+                case let .done(r):
+                    group.cancelAll()
+                    if timedOut { return .failure(TaskFailure.timeLimit(limit ?? 0)) }
+                    return r
+                case .timer:
+                    if Task.isCancelled { continue }
+                    if !timedOut {
+                        timedOut = true
+                        process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "timeout"]))
+                        let grace = spec.gracePeriod
+                        group.addTask {
+                            try? await Task.sleep(for: .milliseconds(Int(grace * 1000)))
+                            return .timer
+                        }
+                    } else {
+                        logger.warning("plugin did not answer a cancelled call within the grace period: killing its process group", metadata: ["task_id": .string(call.id)])
+                        process.kill(reason: "killed at the time limit of task \(call.id)")
+                    }
+                }
+            }
+            return .failure(TaskFailure(type: "PluginCrashed", message: "plugin '\(name)' ended without answering", module: "celerity", retryable: true))
+        }
+        process.finished(rpcID, pool: self)
+        return try result.get()
+    }
+
+    /// Waits for a live process with room for one more call.
+    private func acquire() async throws -> LiveProcess {
+        while true {
+            enum Pick { case process(LiveProcess), wait, unavailable(String), stopping }
+            let pick: Pick = state.withLock { s in
+                if s.stopping { return .stopping }
+                if let until = s.unavailableUntil, until > Date() { return .unavailable(s.unavailableReason) }
+                let candidates = s.live.values.filter { $0.hasRoom }
+                if let best = candidates.min(by: { $0.load < $1.load }), best.tryReserve() { return .process(best) }
+                return .wait
+            }
+            switch pick {
+            case let .process(p): return p
+            case .stopping:
+                throw TaskFailure(type: "WorkerShuttingDown", message: "plugin '\(name)' is shutting down", module: "celerity", retryable: true)
+            case let .unavailable(why):
+                throw TaskFailure(type: "PluginUnavailable", message: "plugin '\(name)' is unavailable: \(why)", module: "celerity", retryable: true)
+            case .wait:
+                // Woken when a process starts or a call finishes; re-checked at least every 100 ms.
+                await withTaskGroup(of: Void.self) { g in
+                    g.addTask { await withCheckedContinuation { c in self.state.withLock { $0.waiters.append(c) } } }
+                    g.addTask { try? await Task.sleep(for: .milliseconds(100)) }
+                    await g.next()
+                    g.cancelAll()
+                    self.wakeWaiters()
+                    await g.waitForAll()
+                }
+            }
+        }
+    }
+
+    func wakeWaiters() {
+        let ws = state.withLock { s in defer { s.waiters.removeAll() }; return s.waiters }
+        for w in ws { w.resume() }
+    }
+
+    static func notification(_ method: String, _ params: KeyValuePairs<String, JSONValue>) -> [UInt8] {
+        JSONValue.object([JSONMember("jsonrpc", "2.0"), JSONMember("method", .string(method)),
+                          JSONMember("params", .object(params.map { JSONMember($0.key, $0.value) }))]).serializedBytes()
+    }
+
+    // MARK: - Supervision
+
+    /// Keeps `processes` instances running until `shutdown()`; run it in a task of its own.
+    public func supervise() async {
+        await withDiscardingTaskGroup { group in
+            for slot in 0..<options.processes {
+                group.addTask { await self.runSlot(slot) }
+            }
+        }
+    }
+
+    /// Stops taking calls, asks every process to shut down (`shutdown`, `exit`, EOF), and
+    /// SIGKILLs those still alive after the grace period.
+    public func shutdown() async {
+        let live = state.withLock { s in
+            s.stopping = true
+            return Array(s.live.values)
+        }
+        wakeWaiters()
+        for p in live { p.drainAndExit() }
+        let deadline = Date().addingTimeInterval(spec.gracePeriod)
+        while Date() < deadline, state.withLock({ !$0.live.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for p in state.withLock({ Array($0.live.values) }) { p.kill(reason: "shutdown grace period over") }
+    }
+
+    private var isStopping: Bool { state.withLock { $0.stopping } }
+
+    private func runSlot(_ slot: Int) async {
+        var backoff = 0.2
+        while !isStopping {
+            let outcome = await runProcess(slot)
+            if isStopping { return }
+            switch outcome {
+            case .recycled:
+                backoff = 0.2
+            case let .crashed(why):
+                let loop: Bool = state.withLock { s in
+                    let now = Date()
+                    s.crashes = s.crashes.filter { now.timeIntervalSince($0) < crashWindow } + [now]
+                    if s.crashes.count > crashLoopLimit {
+                        s.unavailableUntil = now.addingTimeInterval(unavailableSeconds)
+                        s.unavailableReason = "crash loop: \(s.crashes.count) crashes within \(Int(crashWindow)) s; last: \(why)"
+                        s.crashes.removeAll()
+                        return true
+                    }
+                    return false
+                }
+                if loop {
+                    logger.error("plugin is in a crash loop: handler unavailable, its queue paused", metadata: [
+                        "queue": .string(queue), "for_s": .stringConvertible(unavailableSeconds), "last_error": .string(why)])
+                    wakeWaiters()
+                    try? await Task.sleep(for: .milliseconds(Int(unavailableSeconds * 1000)))
+                    backoff = 0.2
+                } else {
+                    logger.warning("plugin process ended; restarting", metadata: ["reason": .string(why), "restart_in_s": .stringConvertible(backoff)])
+                    try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
+                    backoff = min(backoff * 2, 10)
+                }
+            }
+        }
+    }
+
+    enum Outcome { case recycled, crashed(String) }
+
+    /// Starts one process, handshakes, serves calls until it ends.
+    private func runProcess(_ slot: Int) async -> Outcome {
+        var platform = PlatformOptions()
+        platform.processGroupID = 0
+        platform.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .milliseconds(Int(spec.gracePeriod * 1000)))]
+        var env = OneShotPlugin.baseEnvironment(spec)
+        env["CELERITY_MODE"] = "persistent"
+        env["CELERITY_WORKER"] = worker
+        env["CELERITY_QUEUE"] = queue
+        let (outgoing, outgoingWriter) = AsyncStream<[UInt8]>.makeStream()
+        let started = Date()
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(spec.executable)),
+                arguments: Arguments(Array(spec.argv.dropFirst())),
+                environment: .custom(env),
+                workingDirectory: FilePath(spec.workingDirectory),
+                platformOptions: platform,
+                input: .inputWriter,
+                output: .sequence,
+                error: .sequence
+            ) { execution -> Outcome in
+                let process = LiveProcess(slot: slot, pid: execution.processIdentifier.value, outgoing: outgoingWriter,
+                                          maxOutputBytes: spec.maxOutputBytes, maxCalls: options.maxCalls, maxRSSBytes: options.maxRSSBytes)
+                let writer = execution.standardInputWriter
+                return await withTaskGroup(of: Void.self) { group -> Outcome in
+                    group.addTask {
+                        for await line in outgoing {
+                            do { _ = try await writer.write(line + [10]) } catch { break }
+                        }
+                        try? await writer.finish()
+                    }
+                    group.addTask { await self.logStderr(execution.standardError) }
+                    group.addTask {
+                        await process.readResponses(execution.standardOutput, logger: self.logger)
+                        outgoingWriter.finish()
+                    }
+                    // Handshake.
+                    let hello = JSONValue.object([
+                        JSONMember("jsonrpc", "2.0"), JSONMember("id", 0), JSONMember("method", "initialize"),
+                        JSONMember("params", .object([JSONMember("protocol", 1), JSONMember("tasks", .array(self.tasks.map { .string($0) }))])),
+                    ])
+                    let outcome: Outcome
+                    switch await process.handshake(hello.serializedBytes(), timeout: self.options.handshakeTimeout, cap: self.options.maxInflight) {
+                    case let .failed(why):
+                        self.logger.error("plugin handshake failed", metadata: ["reason": .string(why)])
+                        process.kill(reason: why)
+                        outcome = .crashed("handshake failed: \(why)")
+                    case let .ok(info):
+                        self.logger.info("plugin process ready", metadata: ["pid": .stringConvertible(process.pid), "slot": .stringConvertible(slot),
+                                                                             "max_inflight": .stringConvertible(process.maxInflight), "name": .string(info)])
+                        self.state.withLock { $0.live[slot] = process }
+                        self.wakeWaiters()
+                        if self.isStopping { process.drainAndExit() }
+                        await process.waitUntilEnded()
+                        self.state.withLock { _ = $0.live.removeValue(forKey: slot) }
+                        outcome = process.wasRecycled ? .recycled : .crashed(process.endReason)
+                    }
+                    outgoingWriter.finish()
+                    await group.waitForAll()
+                    return outcome
+                }
+            }
+            var outcome = result.closureResult
+            if case .crashed = outcome {
+                let status = result.terminationStatus
+                outcome = .crashed("\(outcomeText(outcome)) (\(status), ran \(String(format: "%.1f", Date().timeIntervalSince(started))) s)")
+            }
+            return outcome
+        } catch {
+            outgoingWriter.finish()
+            state.withLock { _ = $0.live.removeValue(forKey: slot) }
+            return .crashed("cannot start '\(name)': \(error)")
+        }
+    }
+
+    private func outcomeText(_ o: Outcome) -> String {
+        if case let .crashed(s) = o { return s }
+        return "recycled"
+    }
+
+    private func logStderr(_ stream: SubprocessOutputSequence) async {
+        var kept = 0
+        var pending: [UInt8] = []
+        let cap = spec.maxStderrBytes
+        do {
+            for try await chunk in stream {
+                chunk.withUnsafeBytes { raw in
+                    let bytes = raw.bindMemory(to: UInt8.self)
+                    var start = 0
+                    while start < bytes.count {
+                        guard let nl = bytes[start...].firstIndex(of: 10) else {
+                            if pending.count < 64 * 1024 { pending.append(contentsOf: bytes[start..<min(bytes.count, start + 64 * 1024)]) }
+                            break
+                        }
+                        if kept < cap {
+                            pending.append(contentsOf: bytes[start..<nl])
+                            logger.info("plugin stderr", metadata: ["line": .string(String(decoding: pending, as: UTF8.self))])
+                        }
+                        kept += pending.count + (nl - start) + 1
+                        pending.removeAll(keepingCapacity: true)
+                        start = nl + 1
+                    }
+                }
+            }
+        } catch {}
+        if !pending.isEmpty && kept < cap { logger.info("plugin stderr", metadata: ["line": .string(String(decoding: pending, as: UTF8.self))]) }
+        if kept > cap { logger.warning("plugin stderr over the cap: lines dropped from the log", metadata: ["bytes": .stringConvertible(kept), "cap": .stringConvertible(cap)]) }
+    }
+}
+
+/// One running plugin process: its outgoing lines, its calls in flight, its bookkeeping.
+final class LiveProcess: Sendable {
+    let slot: Int
+    let pid: pid_t
+    let outgoing: AsyncStream<[UInt8]>.Continuation
+    let maxOutputBytes: Int
+    let maxCalls: Int?
+    let maxRSSBytes: Int?
+    let inner = Mutex(Inner())
+
+    struct Inner {
+        var pending: [String: CheckedContinuation<Result<JSONValue, TaskFailure>, Never>] = [:]
+        var reserved = 0
+        var maxInflight = 1
+        var calls = 0
+        var draining = false
+        var recycled = false
+        var ended = false
+        var endReason = "process exited"
+        var violation: String?
+        var handshake: CheckedContinuation<Result<JSONValue, TaskFailure>, Never>?
+        var endWaiters: [CheckedContinuation<Void, Never>] = []
+        var idCounter = 0
+        /// Ids answered lately, to tell a second answer from a wrong id.
+        var recent: [String] = []
+    }
+    /// Second answers seen (ignored, logged by the pool).
+    let duplicateAnswers = Atomic<Int>(0)
+
+    init(slot: Int, pid: pid_t, outgoing: AsyncStream<[UInt8]>.Continuation, maxOutputBytes: Int, maxCalls: Int?, maxRSSBytes: Int?) {
+        self.slot = slot
+        self.pid = pid
+        self.outgoing = outgoing
+        self.maxOutputBytes = maxOutputBytes
+        self.maxCalls = maxCalls
+        self.maxRSSBytes = maxRSSBytes
+    }
+
+    var maxInflight: Int { inner.withLock { $0.maxInflight } }
+    var load: Int { inner.withLock { $0.pending.count + $0.reserved } }
+    var hasRoom: Bool { inner.withLock { !$0.draining && !$0.ended && $0.pending.count + $0.reserved < $0.maxInflight } }
+    var wasRecycled: Bool { inner.withLock { $0.recycled } }
+    var endReason: String { inner.withLock { $0.violation ?? $0.endReason } }
+
+    func tryReserve() -> Bool {
+        inner.withLock { s in
+            guard !s.draining, !s.ended, s.pending.count + s.reserved < s.maxInflight else { return false }
+            s.reserved += 1
+            return true
+        }
+    }
+
+    /// The JSON-RPC id for a task: its task id, made unique among this process's calls.
+    func reserveID(_ taskID: String) -> String {
+        inner.withLock { s in
+            if s.pending[taskID] == nil { return taskID }
+            s.idCounter += 1
+            return "\(taskID)#\(s.idCounter)"
+        }
+    }
+
+    func send(_ line: [UInt8]) { outgoing.yield(line) }
+
+    /// Sends a call and waits for its answer (or the process's end).
+    func call(_ id: String, _ line: [UInt8]) async -> Result<JSONValue, TaskFailure> {
+        await withCheckedContinuation { c in
+            let accepted: Bool = inner.withLock { s in
+                s.reserved = max(s.reserved - 1, 0)
+                if s.ended { return false }
+                s.pending[id] = c
+                return true
+            }
+            if accepted { outgoing.yield(line) } else { c.resume(returning: .failure(crashFailure(inFlight: true))) }
+        }
+    }
+
+    /// After a call: count it, recycle when due, wake callers waiting for room.
+    func finished(_ id: String, pool: PersistentPlugin) {
+        let recycle: Bool = inner.withLock { s in
+            s.calls += 1
+            if let m = maxCalls, s.calls >= m { s.draining = true }
+            if let limit = maxRSSBytes, let rss = LiveProcess.residentBytes(pid), rss > limit { s.draining = true }
+            return s.draining && s.pending.isEmpty && s.reserved == 0 && !s.recycled
+        }
+        if recycle {
+            pool.logger.info("recycling plugin process", metadata: ["pid": .stringConvertible(pid)])
+            drainAndExit()
+        }
+        pool.wakeWaiters()
+    }
+
+    /// Marks the process as leaving on purpose: `shutdown`, then `exit`, then EOF on stdin.
+    func drainAndExit() {
+        let send: Bool = inner.withLock { s in
+            s.draining = true
+            if s.recycled || s.ended { return false }
+            s.recycled = true
+            return true
+        }
+        guard send else { return }
+        outgoing.yield(JSONValue.object([JSONMember("jsonrpc", "2.0"), JSONMember("id", "shutdown"), JSONMember("method", "shutdown")]).serializedBytes())
+        outgoing.yield(JSONValue.object([JSONMember("jsonrpc", "2.0"), JSONMember("method", "exit")]).serializedBytes())
+        outgoing.finish()
+    }
+
+    func kill(reason: String) {
+        inner.withLock { s in if s.violation == nil { s.violation = reason } }
+        _ = Glibc.kill(-pid, SIGKILL)
+    }
+
+    enum Handshake { case ok(String), failed(String) }
+
+    func handshake(_ line: [UInt8], timeout: Double, cap: Int?) async -> Handshake {
+        let answer: Result<JSONValue, TaskFailure>? = await withTaskGroup(of: Result<JSONValue, TaskFailure>?.self) { g in
+            g.addTask {
+                await withCheckedContinuation { c in
+                    self.inner.withLock { $0.handshake = c }
+                    self.outgoing.yield(line)
+                }
+            }
+            g.addTask {
+                try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
+                return nil
+            }
+            let first = await g.next()!
+            if first == nil {
+                // Time-out: resume the handshake waiter so the group can finish.
+                if let c = inner.withLock({ s -> CheckedContinuation<Result<JSONValue, TaskFailure>, Never>? in defer { s.handshake = nil }; return s.handshake }) {
+                    c.resume(returning: .failure(TaskFailure(type: "PluginProtocolError", message: "no answer to initialize within \(timeout) s")))
+                }
+            }
+            g.cancelAll()
+            return first
+        }
+        guard let answer else { return .failed("no answer to initialize within \(timeout) s") }
+        switch answer {
+        case let .failure(f): return .failed(f.message)
+        case let .success(info):
+            guard info["protocol"]?.intValue == 1 else {
+                return .failed("plugin answered initialize with protocol \(info["protocol"]?.serialized() ?? "missing"), expected 1")
+            }
+            var n = info["max_inflight"]?.intValue ?? 1
+            if n < 1 { n = 1 }
+            if let cap { n = min(n, cap) }
+            inner.withLock { $0.maxInflight = n }
+            return .ok(info["name"]?.stringValue ?? "")
+        }
+    }
+
+    func waitUntilEnded() async {
+        await withCheckedContinuation { c in
+            let ended: Bool = inner.withLock { s in
+                if s.ended { return true }
+                s.endWaiters.append(c)
+                return false
+            }
+            if ended { c.resume() }
+        }
+    }
+
+    private func crashFailure(inFlight: Bool) -> TaskFailure {
+        let why = inner.withLock { $0.violation ?? $0.endReason }
+        return TaskFailure(type: "PluginCrashed", message: "plugin process \(pid) ended with this call in flight: \(why)", module: "celerity", retryable: true)
+    }
+
+    /// Reads stdout line by line (split on "\n" bytes only: JSON may hold U+2028), dispatching
+    /// answers; returns at EOF, after failing every call still in flight.
+    func readResponses(_ stream: SubprocessOutputSequence, logger: Logger) async {
+        var line: [UInt8] = []
+        var violated = false
+        do {
+            outer: for try await chunk in stream {
+                var lines: [[UInt8]] = []
+                chunk.withUnsafeBytes { raw in
+                    let bytes = raw.bindMemory(to: UInt8.self)
+                    var start = 0
+                    while start < bytes.count {
+                        if let nl = bytes[start...].firstIndex(of: 10) {
+                            line.append(contentsOf: bytes[start..<nl])
+                            lines.append(line)
+                            line.removeAll(keepingCapacity: true)
+                            start = nl + 1
+                        } else {
+                            // Past the cap the rest of the line is not kept (it is a violation anyway).
+                            if line.count <= maxOutputBytes { line.append(contentsOf: bytes[start...]) }
+                            start = bytes.count
+                        }
+                    }
+                }
+                for l in lines where !violated {
+                    if let v = handle(l) { violated = true; logger.error("plugin broke the protocol: killing it", metadata: ["reason": .string(v)]); kill(reason: v) }
+                }
+                if !violated && line.count > maxOutputBytes {
+                    violated = true
+                    kill(reason: "plugin wrote a line of more than \(maxOutputBytes) bytes on stdout")
+                }
+            }
+        } catch {}
+        if !violated && !line.isEmpty {
+            inner.withLock { s in if s.violation == nil { s.violation = "plugin died after writing half a line: \(TaskMessage.preview(line, limit: 80))" } }
+        }
+        // EOF: the process is gone (or has closed stdout). Fail whatever is in flight.
+        let (calls, hs, waiters) = inner.withLock { s in
+            s.ended = true
+            defer { s.pending.removeAll(); s.handshake = nil; s.endWaiters.removeAll() }
+            return (Array(s.pending.values), s.handshake, s.endWaiters)
+        }
+        let failure = crashFailure(inFlight: true)
+        for c in calls { c.resume(returning: .failure(failure)) }
+        hs?.resume(returning: .failure(TaskFailure(type: "PluginCrashed", message: "plugin exited before answering initialize: \(endReason)")))
+        for w in waiters { w.resume() }
+    }
+
+    /// Handles one stdout line; returns a protocol-violation reason, or nil.
+    private func handle(_ bytes: [UInt8]) -> String? {
+        if bytes.allSatisfy({ $0 == 32 || $0 == 13 || $0 == 9 }) { return nil }
+        guard let msg = try? JSONValue(parsing: bytes), msg.objectValue != nil else {
+            return "plugin wrote something that is not a JSON-RPC message on stdout (stdout is reserved for the protocol; log to stderr): \(TaskMessage.preview(bytes, limit: 120))"
+        }
+        if msg["method"] != nil { return nil }   // a notification from the plugin: ignored
+        guard let idValue = msg["id"] else { return "plugin wrote a JSON-RPC message without an id: \(TaskMessage.preview(bytes, limit: 120))" }
+        let outcome: Result<JSONValue, TaskFailure>
+        if let r = msg["result"] {
+            outcome = .success(r)
+        } else if let e = msg["error"] {
+            let code = e["code"]?.intValue ?? -32000
+            let data = e["data"] ?? .null
+            let message = e["message"]?.stringValue ?? e.serialized()
+            switch code {
+            case -32800: outcome = .failure(TaskFailure(type: "TaskCancelled", message: message, module: "celerity"))
+            case -32601: outcome = .failure(TaskFailure(type: data["type"]?.stringValue ?? "NotRegistered", message: message, module: "celerity.plugin"))
+            case -32602, -32600, -32700: outcome = .failure(TaskFailure(type: data["type"]?.stringValue ?? "TypeError", message: message, module: "celerity.plugin"))
+            default:
+                outcome = .failure(TaskFailure(type: data["type"]?.stringValue ?? "PluginError", message: message, module: "celerity.plugin",
+                                               traceback: data["traceback"]?.stringValue, retryable: data["retryable"]?.boolValue ?? false))
+            }
+        } else {
+            return "plugin answered id \(idValue.serialized()) with neither 'result' nor 'error'"
+        }
+        if idValue == .int(0), let hs = inner.withLock({ s -> CheckedContinuation<Result<JSONValue, TaskFailure>, Never>? in defer { s.handshake = nil }; return s.handshake }) {
+            hs.resume(returning: outcome)
+            return nil
+        }
+        if idValue.stringValue == "shutdown" { return nil }
+        enum Match { case call(CheckedContinuation<Result<JSONValue, TaskFailure>, Never>), duplicate, unknown }
+        let match: Match = inner.withLock { s in
+            guard let id = idValue.stringValue else { return .unknown }
+            if let c = s.pending.removeValue(forKey: id) {
+                s.recent.append(id)
+                if s.recent.count > 256 { s.recent.removeFirst(s.recent.count - 256) }
+                return .call(c)
+            }
+            return s.recent.contains(id) ? .duplicate : .unknown
+        }
+        switch match {
+        case let .call(c):
+            c.resume(returning: outcome)
+            return nil
+        case .duplicate:
+            // A second answer to a call already answered: harmless, the first one counts.
+            duplicateAnswers.add(1, ordering: .relaxed)
+            return nil
+        case .unknown:
+            return "plugin answered id \(idValue.serialized()), which was never sent to it (a wrong id)"
+        }
+    }
+
+    /// Resident memory of a process, from /proc (Linux).
+    static func residentBytes(_ pid: pid_t) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+            return kb.map { $0 * 1024 }
+        }
+        return nil
+    }
+}
