@@ -70,4 +70,23 @@ struct CLITests {
         #expect(r.status == 1)
         #expect(r.output.contains("\(path):4:14: error: unknown built-in 'nosuch'"), "\(r.output)")
     }
+
+    @Test func pluginCheckPassesAConformingPluginAndExplainsAFailingOne() async throws {
+        let good = try await ChildProcess.run(Paths.celerity, ["plugin", "check", "--task", "plugins.py_add", "--args", "[2, 3]",
+                                                               "--slow-task", "plugins.py_sleep", "--", Paths.python3, Paths.root + "/plugins/py_tasks.py"])
+        #expect(good.status == 0, "\(good.output)")
+        #expect(good.output.contains("14 passed, 0 failed"))
+        // A one-shot-only plugin fails the persistent checks, with words a plugin author understands.
+        let oneShotOnly = try await ChildProcess.run(Paths.celerity, ["plugin", "check", "--timeout", "3", "--", Paths.python3, Paths.root + "/plugins/misbehave.py"])
+        #expect(oneShotOnly.status == 1)
+        #expect(oneShotOnly.output.contains("FAIL  persistent: answers initialize within 10 s"))
+        // Garbage on stdout in one-shot mode is named as such.
+        let dir = NSTemporaryDirectory() + "celerity-pc-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "#!/bin/sh\ncat >/dev/null\necho starting up\necho '{\"result\": 1}'\n".write(toFile: dir + "/noisy.sh", atomically: true, encoding: .utf8)
+        chmod(dir + "/noisy.sh", 0o755)
+        let noisy = try await ChildProcess.run(Paths.celerity, ["plugin", "check", "--mode", "oneshot", "--", dir + "/noisy.sh"])
+        #expect(noisy.status == 1)
+        #expect(noisy.output.contains("stdout is not one JSON document (logs belong on stderr)"), "\(noisy.output)")
+    }
 }
