@@ -12,7 +12,8 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Consume queues and run their tasks.",
         discussion: """
         Example: celerity worker -Q add,factorial -n worker-add -c 4 -l info
-        SIGTERM or SIGINT: stop fetching, finish the tasks in flight, exit 0.
+        First SIGTERM or SIGINT: warm stop (no new tasks; those in flight get 30 s, then go back to the
+        head of their queues); exit 0. A second one: cold stop (hand them back now).
         """
     )
 
@@ -27,6 +28,9 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(name: [.customShort("l"), .customLong("loglevel")], help: "Log level: trace, debug, info, warning, error, critical.")
     var logLevel: LogLevelOption = .info
+
+    @Option(name: .customLong("shutdown-grace"), help: "Seconds tasks in flight get at a warm stop before they are handed back to their queues.")
+    var shutdownGrace: Double = 30
 
     @OptionGroup var connection: ConnectionOptions
 
@@ -54,7 +58,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let node = hostname ?? "celerity@\(ProcessInfo.processInfo.hostName)"
         var config = WorkerConfiguration(node: node, queues: qs, concurrency: concurrency ?? ProcessInfo.processInfo.activeProcessorCount,
                                          broker: brokerURL, resultBackend: backend)
-        config.shutdownGrace = 30
+        config.shutdownGrace = shutdownGrace
         let worker: Worker
         do {
             worker = try Worker(config: config, manifest: manifest, builtins: Builtins.registry, logger: logger)
@@ -63,6 +67,15 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [.init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
+        // The ServiceGroup turns the first SIGTERM/SIGINT into the warm stop; a second one (it
+        // cannot list a signal as both graceful and cancelling) makes it cold: tasks handed back now.
+        let signals = [SIGTERM, SIGINT].map { sig in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { if worker.countStopSignal() >= 2 { worker.requestColdStop() } }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
         do {
             try await group.run()
         } catch let e as WorkerError {

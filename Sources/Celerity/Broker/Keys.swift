@@ -14,6 +14,8 @@
 /// - `celerity:worker:<node>`: a worker's heartbeat (expires when it stops beating).
 /// - `celerity:workers`: set of node names that have ever run (for recovery sweeps).
 /// - `celerity:delayed`: sorted set of messages waiting for their eta.
+/// - `celerity:lock:recovery`: lock of the sweep that requeues dead workers' messages.
+/// - `celerity:revoked`, `celerity:revoked:terminate`: revoked task ids (sorted by expiry).
 public enum Keys {
     /// kombu's separator between a queue name and its priority bucket.
     public static let separator = "\u{06}\u{16}"
@@ -51,4 +53,10 @@ public enum Keys {
     /// Sorted set of messages waiting for their eta (score: due time, unix seconds);
     /// members are `<list key>\0<message>`.
     public static let delayed = "celerity:delayed"
+    /// Lock held (SET NX PX) by the worker sweeping dead workers' processing lists.
+    public static let recoveryLock = "celerity:lock:recovery"
+    /// Revoked task ids: sorted set scored by the time the revocation expires (unix seconds).
+    public static let revoked = "celerity:revoked"
+    /// Revoked task ids whose running execution must also be terminated (same scoring).
+    public static let revokedTerminate = "celerity:revoked:terminate"
 }

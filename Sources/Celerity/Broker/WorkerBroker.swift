@@ -61,6 +61,13 @@ public final class WorkerBroker: Sendable {
 
     /// Moves a message from the processing list to the dead-letter list, with why and when.
     public func deadLetter(_ raw: [UInt8], queue: String, reason: String) async throws {
+        _ = try await deadLetter(raw, from: processingKey, queue: queue, reason: reason)
+    }
+
+    /// Moves a message from `source` to the dead-letter list if it is still there (atomic).
+    /// Returns whether it was moved.
+    @discardableResult
+    public func deadLetter(_ raw: [UInt8], from source: String, queue: String, reason: String) async throws -> Bool {
         let entry = JSONValue.object([
             JSONMember("id", .string(UUID().uuidString.lowercased())),
             JSONMember("queue", .string(queue)),
@@ -69,16 +76,18 @@ public final class WorkerBroker: Sendable {
             JSONMember("at", .string(CeleryDate.format(Date()))),
             JSONMember("message", .string(String(decoding: raw, as: UTF8.self))),
         ]).serializedBytes()
-        let replies = try await control.pipeline([
-            RedisCommand("MULTI"),
-            RedisCommand("LPUSH", Keys.deadLetters, entry),
-            RedisCommand("LTRIM", Keys.deadLetters, 0, deadLetterCap - 1),
-            RedisCommand("EXPIRE", Keys.deadLetters, deadLetterTTL),
-            RedisCommand("LREM", processingKey, -1, raw),
-            RedisCommand("EXEC"),
-        ])
-        try replies.last?.throwingError()
+        let r = try await control.evalScript(WorkerBroker.deadLetterScript, keys: [source, Keys.deadLetters], args: [raw, entry, deadLetterCap, deadLetterTTL])
+        return r.int == 1
     }
+
+    /// KEYS[1] source list, KEYS[2] dead letters; ARGV: message, entry, cap, ttl seconds.
+    static let deadLetterScript = RedisScript("""
+    if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
+    redis.call('LPUSH', KEYS[2], ARGV[2])
+    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+    return 1
+    """)
 
     /// Puts a fetched message back at the pop end of its list (it runs next), atomically.
     static let requeueScript = RedisScript("""
@@ -127,24 +136,93 @@ public final class WorkerBroker: Sendable {
         return r.int ?? 0
     }
 
-    /// Puts messages left in this node's processing list (by an earlier run that died) back at
-    /// the pop end of their queues. Returns how many.
-    public func recoverOwnProcessing() async throws -> Int {
-        let r = try await control.call("LRANGE", processingKey, 0, -1)
-        var n = 0
+    /// Hands back every message of a processing list (this node's, from an earlier run, or a
+    /// dead worker's) to the pop end of its queue, so it runs next. Each message's redelivery
+    /// count goes up by one; past `maxRedeliveries` it is a poison pill and is dead-lettered.
+    /// Each move is atomic (Lua): a message is in exactly one list at any time.
+    /// Returns (requeued, dead-lettered).
+    @discardableResult
+    public func redeliverAll(from processing: String, maxRedeliveries: Int) async throws -> (requeued: Int, dead: Int) {
+        let r = try await control.call("LRANGE", processing, 0, -1)
+        var requeued = 0
+        var dead = 0
         for item in r.array ?? [] {
             guard let raw = item.bytes else { continue }
-            guard let key = WorkerBroker.listKey(of: raw) else {
-                try await deadLetter(raw, queue: "", reason: "unreadable message left in \(processingKey) by an earlier run (no routing key)")
+            let count = TaskMessage.redeliveries(of: raw) + 1
+            guard let key = WorkerBroker.listKey(of: raw), let marked = TaskMessage.markRedelivered(raw, count: count) else {
+                if try await deadLetter(raw, from: processing, queue: "", reason: "unreadable message found in \(processing) (no routing key)") { dead += 1 }
                 continue
             }
-            let replies = try await control.pipeline([
-                RedisCommand("MULTI"), RedisCommand("LREM", processingKey, -1, raw), RedisCommand("RPUSH", key, raw), RedisCommand("EXEC"),
-            ])
-            try replies.last?.throwingError()
-            n += 1
+            if count > maxRedeliveries {
+                let reason = "poison pill: delivered \(count) times, each time the worker running it died (max_redeliveries \(maxRedeliveries))"
+                if try await deadLetter(raw, from: processing, queue: Keys.queueName(fromListKey: key), reason: reason) { dead += 1 }
+                continue
+            }
+            let moved = try await control.evalScript(WorkerBroker.moveScript, keys: [processing, key], args: [raw, marked])
+            if moved.int == 1 { requeued += 1 }
         }
-        return n
+        return (requeued, dead)
+    }
+
+    /// KEYS[1] source list, KEYS[2] destination list; ARGV[1] message to take, ARGV[2] what to put.
+    /// RPUSH: the pop end, so the message is served next. Returns 1 if moved, 0 if it was gone.
+    static let moveScript = RedisScript("""
+    if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
+      redis.call('RPUSH', KEYS[2], ARGV[2])
+      return 1
+    end
+    return 0
+    """)
+
+    /// Sweeps the processing lists of workers whose heartbeat has expired, under a lock so one
+    /// worker does it at a time. Returns (requeued, dead-lettered, workers swept).
+    public func recoverDeadWorkers(maxRedeliveries: Int) async throws -> (requeued: Int, dead: Int, workers: [String]) {
+        let token = UUID().uuidString
+        let got = try await control.send(RedisCommand("SET", Keys.recoveryLock, token, "NX", "PX", 10_000))
+        guard got == .status("OK") else { return (0, 0, []) }
+        var requeued = 0
+        var dead = 0
+        var swept: [String] = []
+        do {
+            let nodes = try await control.call("SMEMBERS", Keys.workers).array?.compactMap(\.string) ?? []
+            for other in nodes where other != node {
+                let alive = try await control.call("EXISTS", Keys.heartbeat(other)).int == 1
+                if alive { continue }
+                let processing = Keys.processing(other)
+                if try await control.call("LLEN", processing).int ?? 0 > 0 {
+                    let (r, d) = try await redeliverAll(from: processing, maxRedeliveries: maxRedeliveries)
+                    requeued += r
+                    dead += d
+                    swept.append(other)
+                }
+                // Forget the node once its list is empty (a restart adds it again).
+                _ = try await control.evalScript(WorkerBroker.forgetScript, keys: [Keys.workers, processing, Keys.heartbeat(other)], args: [other])
+            }
+        } catch {
+            _ = try? await control.evalScript(WorkerBroker.unlockScript, keys: [Keys.recoveryLock], args: [token])
+            throw error
+        }
+        _ = try await control.evalScript(WorkerBroker.unlockScript, keys: [Keys.recoveryLock], args: [token])
+        return (requeued, dead, swept)
+    }
+
+    static let forgetScript = RedisScript("""
+    if redis.call('LLEN', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 0 then
+      redis.call('SREM', KEYS[1], ARGV[1])
+    end
+    return 1
+    """)
+
+    static let unlockScript = RedisScript("""
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """)
+
+    /// Retries: parks `retryRaw` (the next attempt) in the delayed set until `due` and removes
+    /// the failed attempt `raw` from the processing list, atomically.
+    public func scheduleRetry(_ raw: [UInt8], retryRaw: [UInt8], listKey: String, due: Date) async throws {
+        let member = Array(listKey.utf8) + [0] + retryRaw
+        _ = try await control.evalScript(WorkerBroker.deferScript, keys: [processingKey, Keys.delayed], args: [due.timeIntervalSince1970, member, raw])
     }
 
     /// The queue list a raw envelope belongs on: routing key plus priority bucket.

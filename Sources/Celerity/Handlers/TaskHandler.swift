@@ -1,4 +1,31 @@
 import Foundation
+import Synchronization
+
+/// A continuation resumed at most once, by whichever comes first.
+final class OnceContinuation: Sendable {
+    private let state = Mutex<(cont: CheckedContinuation<JSONValue, any Error>?, early: Result<JSONValue, any Error>?, done: Bool)>((nil, nil, false))
+    func set(_ c: CheckedContinuation<JSONValue, any Error>) {
+        let early: Result<JSONValue, any Error>? = state.withLock { s in
+            if let e = s.early { s.done = true; return e }
+            s.cont = c
+            return nil
+        }
+        if let early { c.resume(with: early) }
+    }
+    func resume(with r: Result<JSONValue, any Error>) {
+        let c: CheckedContinuation<JSONValue, any Error>? = state.withLock { s in
+            if s.done { return nil }
+            guard let c = s.cont else {
+                if s.early == nil { s.early = r }
+                return nil
+            }
+            s.done = true
+            s.cont = nil
+            return c
+        }
+        c?.resume(with: r)
+    }
+}
 
 /// One call of a task, as a handler sees it.
 public struct TaskCall: Sendable {
@@ -79,10 +106,18 @@ public struct BuiltinHandler: TaskHandler {
         self.body = body
     }
     public func run(_ call: TaskCall) async throws -> JSONValue {
-        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSONValue, any Error>) in
-            BuiltinHandler.queue.async {
-                cont.resume(with: Result { try body(call) })
+        // A Swift function cannot be stopped from outside; on cancellation (time limit, revoke,
+        // shutdown) the caller stops waiting at once and the late result is dropped.
+        let once = OnceContinuation()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSONValue, any Error>) in
+                once.set(cont)
+                BuiltinHandler.queue.async {
+                    once.resume(with: Result { try body(call) })
+                }
             }
+        } onCancel: {
+            once.resume(with: .failure(CancellationError()))
         }
     }
     /// Concurrent queue for built-ins: Dispatch's own threads, not Swift's cooperative pool.

@@ -14,6 +14,8 @@ public struct Manifest: Sendable {
     /// Task names in file order (for listings).
     public var taskOrder: [String]
     public var workers: [WorkerGroup]
+    /// Deliveries after worker crashes before a message counts as a poison pill (dead-lettered).
+    public var maxRedeliveries: Int = 3
 
     public init(path: String? = nil, baseDirectory: String = FileManager.default.currentDirectoryPath, broker: String? = nil,
                 resultBackend: ResultBackendConfig? = nil, tasks: [TaskSpec] = [], workers: [WorkerGroup] = []) {
@@ -138,6 +140,18 @@ public struct TaskSpec: Sendable, Hashable {
     public var timeLimit: Double?
     /// Whether results are stored (Celery's `ignore_result` inverted).
     public var storeResult: Bool
+    /// Retries after a retryable failure (0: none).
+    public var retries: Int = 0
+    /// First retry delay in seconds; doubles each attempt up to `retryBackoffMax`, with jitter.
+    public var retryBackoff: Double = 1
+    public var retryBackoffMax: Double = 60
+
+    /// Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter"
+    /// (half fixed, half random) so a burst of failures does not retry in lockstep.
+    public func retryDelay(attempt: Int) -> Double {
+        let exp = min(retryBackoff * pow(2, Double(max(attempt - 1, 0))), retryBackoffMax)
+        return exp / 2 + Double.random(in: 0...(exp / 2))
+    }
 
     public init(name: String, queue: String = "celery", handler: HandlerSpec, timeLimit: Double? = nil, storeResult: Bool = true) {
         self.name = name

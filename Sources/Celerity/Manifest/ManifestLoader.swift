@@ -125,15 +125,22 @@ private struct Reader {
             }
         }
         var defaultTimeLimit: Double?
+        var defaultRetries = 0
         for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "defaults" {
-            for (k, _, v) in try mapping(value, "defaults", allowed: ["time_limit"]) where k == "time_limit" {
-                defaultTimeLimit = try number(v, "defaults.time_limit")
+            for (k, _, v) in try mapping(value, "defaults", allowed: ["time_limit", "max_redeliveries", "retries"]) {
+                switch k {
+                case "time_limit": defaultTimeLimit = try number(v, "defaults.time_limit")
+                case "retries": defaultRetries = try integer(v, "defaults.retries", min: 0)
+                default: m.maxRedeliveries = try integer(v, "defaults.max_redeliveries", min: 0)
+                }
             }
         }
         guard let tasksNode else { throw ManifestError(loc(root), "the manifest has no 'tasks' mapping") }
         var specs: [TaskSpec] = []
         for (name, _, value) in try mapping(tasksNode, "tasks", allowed: []) {
-            specs.append(try task(name, value, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit))
+            var t = try task(name, value, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit)
+            if t.retries == -1 { t.retries = defaultRetries }
+            specs.append(t)
         }
         m.tasks = Dictionary(specs.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
         m.taskOrder = specs.map(\.name)
@@ -178,9 +185,12 @@ private struct Reader {
         var handler: HandlerSpec?
         var timeLimit = defaultTimeLimit
         var storeResult = true
+        var retries = -1   // -1: the manifest's default
+        var backoff = 1.0
+        var backoffMax = 60.0
         var pluginOptions: [(String, Node, Node)] = []
         var pluginNode: Node?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout"]) {
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -198,6 +208,9 @@ private struct Reader {
                 handler = .plugin(PluginSpec(argv: [], executable: "", workingDirectory: baseDirectory))
             case "time_limit": timeLimit = try number(v, "\(name).time_limit")
             case "ignore_result": storeResult = !(try bool(v, "\(name).ignore_result"))
+            case "retries": retries = try integer(v, "\(name).retries", min: 0)
+            case "retry_backoff": backoff = try number(v, "\(name).retry_backoff")
+            case "retry_backoff_max": backoffMax = try number(v, "\(name).retry_backoff_max")
             default: pluginOptions.append((k, kn, v))
             }
         }
@@ -274,9 +287,17 @@ private struct Reader {
             argv[0] = program
             spec.argv = argv
             spec.executable = exe
-            return TaskSpec(name: name, queue: queue, handler: .plugin(spec), timeLimit: timeLimit, storeResult: storeResult)
+            var t = TaskSpec(name: name, queue: queue, handler: .plugin(spec), timeLimit: timeLimit, storeResult: storeResult)
+            t.retries = retries
+            t.retryBackoff = backoff
+            t.retryBackoffMax = max(backoffMax, backoff)
+            return t
         }
-        return TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
+        var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
+        t.retries = retries
+        t.retryBackoff = backoff
+        t.retryBackoffMax = max(backoffMax, backoff)
+        return t
     }
 
     static func looksLikeScript(_ arg: String) -> Bool {

@@ -76,7 +76,9 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             JSONMember("params", (try? JSONValue(parsing: OneShotPlugin.request(sent))) ?? .null),
         ])
         enum Event: Sendable { case done(Result<JSONValue, TaskFailure>), timer }
-        let result: Result<JSONValue, TaskFailure> = await withTaskGroup(of: Event.self) { group in
+        let grace = spec.gracePeriod
+        let result: Result<JSONValue, TaskFailure> = await withTaskCancellationHandler {
+          await withTaskGroup(of: Event.self) { group in
             group.addTask { .done(await process.call(rpcID, request.serializedBytes())) }
             if let limit {
                 group.addTask {
@@ -92,7 +94,6 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                     if timedOut { return .failure(TaskFailure.timeLimit(limit ?? 0)) }
                     return r
                 case .timer:
-                    if Task.isCancelled { continue }
                     if !timedOut {
                         timedOut = true
                         process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "timeout"]))
@@ -108,6 +109,14 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                 }
             }
             return .failure(TaskFailure(type: "PluginCrashed", message: "plugin '\(name)' ended without answering", module: "celerity", retryable: true))
+          }
+        } onCancel: {
+            // Revoked with terminate, or a cold shutdown: ask the plugin to cancel, and kill
+            // the process group if the call is still in flight after the grace period.
+            process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "revoked"]))
+            DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
+                if process.isPending(rpcID) { process.kill(reason: "call \(rpcID) cancelled and not answered within \(grace) s") }
+            }
         }
         process.finished(rpcID, pool: self)
         return try result.get()
@@ -182,6 +191,16 @@ public final class PersistentPlugin: TaskHandler, Sendable {
     }
 
     private var isStopping: Bool { state.withLock { $0.stopping } }
+
+    /// Cold stop: no restarts, every process group SIGKILLed now (calls in flight fail).
+    public func stopNow() {
+        let live = state.withLock { s in
+            s.stopping = true
+            return Array(s.live.values)
+        }
+        for p in live { p.kill(reason: "worker stopped") }
+        wakeWaiters()
+    }
 
     private func runSlot(_ slot: Int) async {
         var backoff = 0.2
@@ -393,6 +412,8 @@ final class LiveProcess: Sendable {
     }
 
     func send(_ line: [UInt8]) { outgoing.yield(line) }
+
+    func isPending(_ id: String) -> Bool { inner.withLock { $0.pending[id] != nil } }
 
     /// Sends a call and waits for its answer (or the process's end).
     func call(_ id: String, _ line: [UInt8]) async -> Result<JSONValue, TaskFailure> {

@@ -203,6 +203,33 @@ public struct TaskMessage: Sendable {
         return raw.count > limit ? cleaned + "…(\(raw.count) bytes)" : cleaned
     }
 
+    /// How many times a raw envelope was handed back after worker crashes
+    /// (Celerity's `celerity_redeliveries` header; absent = 0).
+    public static func redeliveries(of raw: [UInt8]) -> Int {
+        (try? JSONValue(parsing: raw))?["headers"]?["celerity_redeliveries"]?.intValue ?? 0
+    }
+
+    /// The envelope with `celerity_redeliveries` set to `count` and marked redelivered the way
+    /// kombu marks restored messages (`headers.redelivered`, `delivery_info.redelivered`).
+    /// Everything else is kept byte-exact in value (numbers stay lossless). Nil if unreadable.
+    public static func markRedelivered(_ raw: [UInt8], count: Int) -> [UInt8]? {
+        guard case var .object(env) = try? JSONValue(parsing: raw) else { return nil }
+        func set(_ members: inout [JSONMember], _ key: String, _ value: JSONValue) {
+            if let i = members.firstIndex(where: { $0.key == key }) { members[i].value = value } else { members.append(JSONMember(key, value)) }
+        }
+        guard let hi = env.firstIndex(where: { $0.key == "headers" }), case var .object(headers) = env[hi].value else { return nil }
+        set(&headers, "celerity_redeliveries", .int(count))
+        set(&headers, "redelivered", true)
+        env[hi].value = .object(headers)
+        if let pi = env.firstIndex(where: { $0.key == "properties" }), case var .object(props) = env[pi].value,
+           let di = props.firstIndex(where: { $0.key == "delivery_info" }), case var .object(info) = props[di].value {
+            set(&info, "redelivered", true)
+            props[di].value = .object(info)
+            env[pi].value = .object(props)
+        }
+        return JSONValue.object(env).serializedBytes()
+    }
+
     /// The queue a raw envelope was routed to, if it can be read at all (for dead letters).
     public static func routingKey(of raw: [UInt8]) -> String? {
         (try? JSONValue(parsing: raw))?["properties"]?["delivery_info"]?["routing_key"]?.stringValue

@@ -4,6 +4,21 @@ import RedisClient
 import ServiceLifecycle
 import Synchronization
 
+/// One message being run by this worker.
+final class InFlight: Sendable {
+    enum Fate { case running, abandoned, revoked }
+    let raw: [UInt8]
+    let taskID: String
+    let listKey: String
+    let task = Mutex<Task<JSONValue, any Error>?>(nil)
+    let fate = Mutex(Fate.running)
+    init(raw: [UInt8], taskID: String, listKey: String) {
+        self.raw = raw
+        self.taskID = taskID
+        self.listKey = listKey
+    }
+}
+
 /// A Celerity worker: consumes queues, runs handlers concurrently, stores results, acks.
 ///
 /// Lifecycle (a swift-service-lifecycle `Service`): on graceful shutdown (SIGTERM/SIGINT via
@@ -25,7 +40,14 @@ public final class Worker: Service, Sendable {
     let stats = Mutex(Stats())
     let startedAt = Date()
 
-    struct Stats { var processed = 0; var failed = 0; var active = 0 }
+    struct Stats { var processed = 0; var failed = 0; var active = 0; var retried = 0 }
+    /// Messages being run now (for warm/cold shutdown and revoke --terminate).
+    let inflight = Mutex<[Int: InFlight]>([:])
+    let inflightCounter = Atomic<Int>(0)
+    /// Revoked task ids known to this worker (refreshed from Redis twice a second).
+    let revoked = Mutex<Set<String>>([])
+    let coldStop = Mutex(false)
+    let stopSignals = Atomic<Int>(0)
 
     /// Builds a worker for the tasks of `manifest` on `config.queues`, with built-ins from `builtins`.
     public init(config: WorkerConfiguration, manifest: Manifest, builtins: BuiltinRegistry, logger: Logger) throws(ManifestError) {
@@ -79,6 +101,16 @@ public final class Worker: Service, Sendable {
 
     /// Asks the worker to stop fetching and finish (what SIGTERM does through a ServiceGroup).
     public func requestStop() { stopRequested.withLock { if $0 == nil { $0 = Date() } } }
+
+    /// Cold stop: tasks in flight are handed back to their queues now, without waiting.
+    public func requestColdStop() {
+        requestStop()
+        coldStop.withLock { $0 = true }
+    }
+    var isColdStop: Bool { coldStop.withLock { $0 } }
+
+    /// Counts stop signals (the CLI makes the second one cold); returns the count.
+    public func countStopSignal() -> Int { stopSignals.add(1, ordering: .relaxed).newValue }
     var isStopping: Bool { stopRequested.withLock { $0 != nil } }
     /// True once a stop was requested more than `shutdownGrace` seconds ago.
     var graceExpired: Bool { stopRequested.withLock { $0.map { -$0.timeIntervalSinceNow > config.shutdownGrace } ?? false } }
@@ -101,15 +133,23 @@ public final class Worker: Service, Sendable {
         // Connect (retrying with backoff while Redis is away) and claim the node name.
         guard await waitForBroker() else { return }
         try await claimNodeName()
-        let recovered = try await withRedisRetry("recover") { try await self.broker.recoverOwnProcessing() } ?? 0
-        if recovered > 0 { logger.warning("requeued messages left in flight by an earlier run of this node", metadata: ["count": .stringConvertible(recovered)]) }
+        let maxRedeliveries = manifest.maxRedeliveries
+        if let (requeued, dead) = try await withRedisRetry("recover", { try await self.broker.redeliverAll(from: self.broker.processingKey, maxRedeliveries: maxRedeliveries) }),
+           requeued + dead > 0 {
+            logger.warning("handed back messages left in flight by an earlier run of this node", metadata: [
+                "requeued": .stringConvertible(requeued), "dead_lettered_poison_pills": .stringConvertible(dead)])
+        }
         try await withRedisRetry("heartbeat") { try await self.beat() }
+        await refreshRevocations()
         logger.info("worker ready", metadata: ["node": .string(config.node)])
 
         let slots = Slots(config.concurrency)
         await withDiscardingTaskGroup { background in
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.delayedLoop() }
+            background.addTask { await self.recoveryLoop() }
+            background.addTask { await self.revocationLoop() }
+            background.addTask { await self.stopWatchdog() }
             for pool in self.persistentPools {
                 background.addTask { await pool.supervise() }
             }
@@ -211,7 +251,7 @@ public final class Worker: Service, Sendable {
         var delay = 0.1
         await withDiscardingTaskGroup { running in
             var pausedFor: String?
-            while !isStopping {
+            while !isStopping && !Task.isCancelled {
                 // A handler of this queue in a crash loop: pause the queue instead of burning its tasks.
                 if let why = poolsByQueue[queue]?.lazy.compactMap(\.unavailability).first {
                     if pausedFor == nil { logger.error("queue paused: a plugin handler of it is unavailable", metadata: ["queue": .string(queue), "reason": .string(why)]) }
@@ -237,6 +277,15 @@ public final class Worker: Service, Sendable {
                     continue
                 }
                 if messages.count < n { await slots.release(n - messages.count) }
+                if isStopping {
+                    // Fetched while a stop was requested (a blocking fetch was under way): give them back.
+                    for raw in messages {
+                        let key = WorkerBroker.listKey(of: raw) ?? queue
+                        _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: key) }
+                    }
+                    await slots.release(messages.count)
+                    break
+                }
                 for raw in messages {
                     running.addTask {
                         await self.process(raw, queue: queue)
@@ -273,6 +322,11 @@ public final class Worker: Service, Sendable {
             _ = try? await withRedisRetry("defer") { try await self.broker.deferMessage(raw, listKey: Keys.queue(queue, priority: message.priority), until: eta) }
             return
         }
+        if revoked.withLock({ $0.contains(message.id) }) {
+            log.info("task was revoked before it ran: REVOKED")
+            await finish(message, raw, .failure(message.id, .revoked("revoked"), state: .revoked), log)
+            return
+        }
         guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else {
             log.warning("unknown task: FAILURE NotRegistered")
             await finish(message, raw, .failure(message.id, .notRegistered(message.task)), log)
@@ -290,29 +344,79 @@ public final class Worker: Service, Sendable {
                             rootID: message.rootID, parentID: message.parentID, retries: message.retries, worker: config.node)
         stats.withLock { $0.active += 1 }
         let started = ContinuousClock.now
-        let meta: ResultMeta
-        do {
-            let value = try await run(handler, call, limit: limit, isPlugin: spec.handler.isPlugin)
-            meta = .success(message.id, value)
-            log.info("task succeeded", metadata: ["runtime_ms": .string(Self.ms(ContinuousClock.now - started))])
-        } catch let f as TaskFailure where f.type == "PluginUnavailable" || f.type == "WorkerShuttingDown" {
-            stats.withLock { $0.active -= 1 }
+        let entry = InFlight(raw: raw, taskID: message.id, listKey: Keys.queue(queue, priority: message.priority))
+        let token = inflightCounter.wrappingAdd(1, ordering: .relaxed).newValue
+        let isPlugin = spec.handler.isPlugin
+        let runTask = Task { try await self.run(handler, call, limit: limit, isPlugin: isPlugin) }
+        entry.task.withLock { $0 = runTask }
+        inflight.withLock { $0[token] = entry }
+        let outcome: Result<JSONValue, any Error>
+        do { outcome = .success(try await runTask.value) } catch { outcome = .failure(error) }
+        inflight.withLock { _ = $0.removeValue(forKey: token) }
+        stats.withLock { $0.active -= 1 }
+        let runtime = ["runtime_ms": Logger.MetadataValue.string(Self.ms(ContinuousClock.now - started))]
+
+        switch entry.fate.withLock({ $0 }) {
+        case .abandoned:
+            return   // handed back to the queue by a shutdown; whatever it produced is dropped
+        case .revoked:
+            log.info("task revoked while running: terminated, REVOKED")
+            var f = TaskFailure.revoked("revoked")
+            f.message = "revoked (terminated)"
+            await finish(message, raw, .failure(message.id, f, state: .revoked), log)
+            return
+        case .running:
+            break
+        }
+        let failure: TaskFailure
+        switch outcome {
+        case let .success(value):
+            stats.withLock { $0.processed += 1 }
+            log.info("task succeeded", metadata: runtime)
+            await finish(message, raw, spec.storeResult ? .success(message.id, value) : nil, log)
+            return
+        case let .failure(f as TaskFailure) where f.type == "PluginUnavailable" || f.type == "WorkerShuttingDown":
             await requeue(raw, queue: queue, message: message, log)
             return
-        } catch let f as TaskFailure {
-            meta = .failure(message.id, f)
-            log.warning("task failed", metadata: ["error": .string(f.description), "runtime_ms": .string(Self.ms(ContinuousClock.now - started))])
-        } catch {
-            let f = TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")
-            meta = .failure(message.id, f)
-            log.warning("task failed", metadata: ["error": .string(f.description)])
+        case let .failure(f as TaskFailure):
+            failure = f
+        case let .failure(error):
+            failure = TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")
         }
-        stats.withLock {
-            $0.active -= 1
-            $0.processed += 1
-            if meta.state != .success { $0.failed += 1 }
+        stats.withLock { $0.processed += 1; $0.failed += 1 }
+        if failure.retryable && message.retries < spec.retries {
+            await retry(message, raw, spec: spec, failure: failure, log)
+            return
         }
-        await finish(message, raw, spec.storeResult ? meta : nil, log)
+        log.warning("task failed", metadata: runtime.merging(["error": .string(failure.description)]) { a, _ in a })
+        await finish(message, raw, spec.storeResult ? .failure(message.id, failure) : nil, log)
+    }
+
+    /// Stores RETRY (as Celery does: same task id) and parks the next attempt in the delayed
+    /// set, removing this one from the processing list in the same script.
+    private func retry(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, failure: TaskFailure, _ log: Logger) async {
+        let attempt = message.retries + 1
+        let delay = spec.retryDelay(attempt: attempt)
+        var next = message
+        next.retries = attempt
+        next.eta = Date().addingTimeInterval(delay)
+        next.parentID = message.id
+        next.headers = message.headers.filter { $0.key != "celerity_redeliveries" && $0.key != "redelivered" }
+        var f = failure
+        f.traceback = "celerity: Retry in \(String(format: "%.2f", delay))s: \(failure.type)('\(failure.message)')\n" + (failure.traceback ?? "")
+        log.warning("task failed; retrying", metadata: ["error": .string(failure.description), "retry": .string("\(attempt)/\(spec.retries)"),
+                                                         "retry_in_s": .string(String(format: "%.2f", delay))])
+        stats.withLock { $0.retried += 1 }
+        let retryMeta = ResultMeta.failure(message.id, f, state: .retry)
+        let retryRaw = next.encode()
+        let due = next.eta!
+        let listKey = Keys.queue(message.queue.isEmpty ? spec.queue : message.queue, priority: message.priority)
+        if spec.storeResult && !message.ignoreResult {
+            _ = try? await withRedisRetry("store result") { try await self.results.store(retryMeta, for: message) }
+        }
+        _ = try? await withRedisRetry("ack") {
+            try await self.broker.scheduleRetry(raw, retryRaw: retryRaw, listKey: listKey, due: due)
+        }
     }
 
     static func ms(_ d: Duration) -> String {
@@ -343,6 +447,7 @@ public final class Worker: Service, Sendable {
     }
 
     /// Stores the result (unless none is wanted), then acks. Never acks what was not stored.
+    /// A failure of a task that had retries, after the last one, goes to the dead letters.
     private func finish(_ message: TaskMessage, _ raw: [UInt8], _ meta: ResultMeta?, _ log: Logger) async {
         if let meta, !message.ignoreResult {
             let stored: Void?? = try? await withRedisRetry("store result") { try await self.results.store(meta, for: message) }
@@ -350,6 +455,11 @@ public final class Worker: Service, Sendable {
                 log.error("result not stored; message left unacked for redelivery")
                 return
             }
+        }
+        if let meta, meta.state == .failure, let spec = manifest.tasks[message.task], spec.retries > 0 {
+            let why = "failed after \(message.retries) retr\(message.retries == 1 ? "y" : "ies"): \(meta.failure?.description ?? "")"
+            _ = try? await withRedisRetry("ack") { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
+            return
         }
         _ = try? await withRedisRetry("ack") { try await self.broker.ack(raw) }
     }

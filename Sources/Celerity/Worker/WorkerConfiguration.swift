@@ -18,6 +18,8 @@ public struct WorkerConfiguration: Sendable {
     /// Seconds to wait for in-flight tasks at a graceful stop before giving up on them
     /// (they stay in the processing list and are requeued at the next start).
     public var shutdownGrace: Double = 30
+    /// How often dead workers' processing lists are swept.
+    public var recoverySeconds: Double = 2
 
     public init(node: String, queues: [String], concurrency: Int, broker: RedisURL, resultBackend: ResultBackendConfig) {
         self.node = node

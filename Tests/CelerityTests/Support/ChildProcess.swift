@@ -13,8 +13,11 @@ final class ChildProcess: Sendable {
     init(name: String, executable: String, arguments: [String], environment: [String: String]? = nil, directory: String? = nil) throws {
         self.name = name
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
+        // Children spawned from test threads inherit their blocked-signal mask (SIGTERM blocked):
+        // a small launcher clears it and execs the program, so children see signals as in real use.
+        p.executableURL = URL(fileURLWithPath: Paths.python3)
+        p.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])",
+                       executable] + arguments
         if let environment {
             p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         }

@@ -14,9 +14,9 @@ final class WorkerHarness: Sendable {
     let resultBackend: String
 
     /// `tasks` is the YAML of the `tasks:` mapping, with `{q}` standing for this test's queue.
-    init(redis: RedisServer, tasks: String, concurrency: Int = 2, resultBackend: String? = nil, db: Int = 0, extraArgs: [String] = [], node: String? = nil, reusing other: WorkerHarness? = nil, extraEnvironment: [String: String] = [:], startWorker: Bool = true) throws {
+    init(redis: RedisServer, tasks: String, concurrency: Int = 2, resultBackend: String? = nil, db: Int = 0, extraArgs: [String] = [], node: String? = nil, reusing other: WorkerHarness? = nil, reusingQueueOf sibling: WorkerHarness? = nil, extraEnvironment: [String: String] = [:], startWorker: Bool = true) throws {
         self.redis = redis
-        prefix = other?.prefix ?? "t" + UUID().uuidString.prefix(8).lowercased()
+        prefix = other?.prefix ?? sibling?.prefix ?? "t" + UUID().uuidString.prefix(8).lowercased()
         broker = redis.url(db: db)
         self.resultBackend = resultBackend ?? broker
         let dir = NSTemporaryDirectory() + "celerity-\(prefix)"

@@ -1,0 +1,99 @@
+import Foundation
+import Logging
+import RedisClient
+
+extension Worker {
+    /// Every `recoverySeconds`: hand back the in-flight messages of workers whose heartbeat
+    /// expired (any live worker may do it; a lock keeps it to one at a time).
+    func recoveryLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(Int(config.recoverySeconds * 1000))) } catch { return }
+            if isStopping { continue }
+            do {
+                let (requeued, dead, workers) = try await broker.recoverDeadWorkers(maxRedeliveries: manifest.maxRedeliveries)
+                if requeued + dead > 0 {
+                    logger.warning("recovered the in-flight messages of dead workers", metadata: [
+                        "workers": .string(workers.joined(separator: ",")), "requeued": .stringConvertible(requeued),
+                        "dead_lettered_poison_pills": .stringConvertible(dead)])
+                }
+            } catch {
+                logger.warning("recovery sweep failed: \(error)")
+            }
+        }
+    }
+
+    /// Twice a second: the revoked ids (kept in memory for the per-task check) and the ones to
+    /// terminate (their running executions here are cancelled).
+    func revocationLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
+            await refreshRevocations()
+        }
+    }
+
+    /// Reads the revoked ids (and terminates running ones that must be); called before the
+    /// first fetch and then twice a second.
+    func refreshRevocations() async {
+            do {
+                let now = Date().timeIntervalSince1970
+                let replies = try await broker.control.pipeline([
+                    RedisCommand("ZREMRANGEBYSCORE", Keys.revoked, "-inf", now),
+                    RedisCommand("ZREMRANGEBYSCORE", Keys.revokedTerminate, "-inf", now),
+                    RedisCommand("ZRANGE", Keys.revoked, 0, 99_999),
+                    RedisCommand("ZRANGE", Keys.revokedTerminate, 0, 99_999),
+                ])
+                let ids = Set(replies[2].array?.compactMap(\.string) ?? [])
+                let terminate = Set(replies[3].array?.compactMap(\.string) ?? [])
+                revoked.withLock { $0 = ids.union(terminate) }
+                if !terminate.isEmpty {
+                    for entry in inflight.withLock({ Array($0.values) }) where terminate.contains(entry.taskID) {
+                        let first = entry.fate.withLock { f -> Bool in
+                            guard f == .running else { return false }
+                            f = .revoked
+                            return true
+                        }
+                        if first {
+                            logger.warning("terminating a revoked task", metadata: ["task_id": .string(entry.taskID)])
+                            entry.task.withLock { $0 }?.cancel()
+                        }
+                    }
+                }
+            } catch {
+                logger.debug("revocation poll failed: \(error)")
+            }
+    }
+
+    /// Warm shutdown: after a stop request, tasks in flight get `shutdownGrace` seconds; what is
+    /// still running then is handed back to the head of its queue. Cold shutdown (the task is
+    /// cancelled, e.g. a second SIGTERM/SIGINT): handed back at once.
+    func stopWatchdog() async {
+        while !isStopping && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        if Task.isCancelled && !isStopping {
+            // Cancelled without a stop request: the whole worker is going away (cold).
+            requestStop()
+        }
+        while !Task.isCancelled && !isColdStop && !graceExpired && !inflight.withLock({ $0.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        let cold = Task.isCancelled || isColdStop
+        let entries = inflight.withLock { Array($0.values) }
+        if entries.isEmpty { return }
+        for p in persistentPools { p.stopNow() }
+        logger.warning(cold ? "cold shutdown: handing tasks in flight back to their queues" : "shutdown grace period over: handing tasks in flight back to their queues",
+                       metadata: ["count": .stringConvertible(entries.count)])
+        for entry in entries {
+            let mine = entry.fate.withLock { f -> Bool in
+                guard f == .running else { return false }
+                f = .abandoned
+                return true
+            }
+            guard mine else { continue }
+            do { try await broker.requeue(entry.raw, listKey: entry.listKey) } catch {
+                logger.error("could not hand a task back (it stays in the processing list and is recovered at restart): \(error)", metadata: ["task_id": .string(entry.taskID)])
+            }
+            entry.task.withLock { $0 }?.cancel()
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Celerity
+import Foundation
+
+struct DeadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dead",
+        abstract: "Inspect and act on dead letters (messages that could not be run).",
+        subcommands: [List.self, Show.self, Retry.self, Purge.self]
+    )
+
+    static func open(_ c: ConnectionOptions) throws -> DeadLetters {
+        let manifest = try c.loadManifest(required: false)
+        return try DeadLetters(broker: c.brokerURL(manifest))
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List dead letters, newest first: id, when, queue, task, why.")
+        @Option(name: .long, help: "Only entries of this queue.") var queue: String?
+        @Option(name: .long, help: "At most this many entries.") var limit: Int = 100
+        @OptionGroup var connection: ConnectionOptions
+        func run() async throws {
+            let entries = try await DeadCommand.open(connection).list(queue: queue, limit: limit)
+            for e in entries {
+                let task = e.task.map { "\($0.name)[\($0.id)]" } ?? "(unreadable message)"
+                print("\(e.id)  \(e.at)  queue=\(e.queue.isEmpty ? "?" : e.queue)  \(task)\n    \(e.reason)")
+            }
+            print("\(entries.count) dead letter\(entries.count == 1 ? "" : "s")")
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one dead letter (by entry id or task id) with its message.")
+        @Argument(help: "Entry id or task id.") var id: String
+        @OptionGroup var connection: ConnectionOptions
+        func run() async throws {
+            guard let e = try await DeadCommand.open(connection).entry(id) else { throw fail("no dead letter \(id)") }
+            print(String(decoding: e.raw, as: UTF8.self))
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Put dead letters back on their queues.")
+        @Argument(help: "Entry ids or task ids.") var ids: [String] = []
+        @Flag(name: .long, help: "Every entry (of --queue, if given).") var all = false
+        @Option(name: .long, help: "With --all: only entries of this queue.") var queue: String?
+        @OptionGroup var connection: ConnectionOptions
+        func validate() throws {
+            if ids.isEmpty && !all { throw ValidationError("name entry ids, or pass --all") }
+        }
+        func run() async throws {
+            let dead = try DeadCommand.open(connection)
+            let entries = try await dead.list(queue: queue)
+            let chosen = all ? entries : entries.filter { ids.contains($0.id) || ($0.task.map { ids.contains($0.id) } ?? false) }
+            var n = 0
+            for e in chosen { if try await dead.retry(e) { n += 1 } }
+            print("requeued \(n) of \(chosen.count)")
+            if n < chosen.count || (!all && chosen.count < ids.count) { throw ExitCode(1) }
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete dead letters (all, or those of --queue).")
+        @Option(name: .long, help: "Only entries of this queue.") var queue: String?
+        @OptionGroup var connection: ConnectionOptions
+        func run() async throws {
+            let n = try await DeadCommand.open(connection).purge(queue: queue)
+            print("purged \(n)")
+        }
+    }
+}
+
+struct RevokeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke",
+        abstract: "Revoke tasks: queued or delayed calls never run (REVOKED is stored).",
+        discussion: "With --terminate, running executions are stopped too: plugins are killed (process group), a built-in's result is discarded."
+    )
+    @Argument(help: "Task ids.") var ids: [String]
+    @Flag(name: .long, help: "Also stop running executions.") var terminate = false
+    @OptionGroup var connection: ConnectionOptions
+    func run() async throws {
+        let manifest = try connection.loadManifest(required: false)
+        let client = try CelerityClient(broker: connection.brokerURL(manifest), resultBackend: "none", manifest: manifest)
+        do {
+            for id in ids { try await client.revoke(id, terminate: terminate) }
+        } catch {
+            throw fail("\(error)", code: 4)
+        }
+        print("revoked \(ids.count)")
+    }
+}
