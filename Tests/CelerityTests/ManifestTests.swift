@@ -258,10 +258,17 @@ import CelerityBuiltins
         }
     }
 
-    @Test func persistentModeIsRejectedForNow() throws {
+    @Test func persistentModeTakesItsOptionsAndTheyNeedIt() throws {
         try withTemporaryDirectory { dir in
-            expectError("tasks:\n  a:\n    plugin: /bin/sh\n    mode: persistent\n", in: dir, at: "4:11",
-                        ["a.mode", "persistent", "not implemented"])
+            let m = try parse("tasks:\n  a:\n    plugin: /bin/sh\n    mode: persistent\n    processes: 3\n    max_calls: 100\n    max_rss_mb: 64\n", in: dir)
+            guard case let .plugin(p)? = m.tasks["a"]?.handler, case let .persistent(o) = p.mode else {
+                Issue.record("not a persistent plugin: \(String(describing: m.tasks["a"]))")
+                return
+            }
+            #expect(o.processes == 3 && o.maxCalls == 100 && o.maxRSSBytes == 64 << 20)
+            expectError("tasks:\n  a:\n    plugin: /bin/sh\n    processes: 2\n", in: dir, at: "4:5",
+                        ["'processes' applies to persistent plugins only", "mode: persistent"])
+            expectError("tasks:\n  a:\n    plugin: /bin/sh\n    mode: sometimes\n", in: dir, at: "4:11", ["a.mode must be 'oneshot' or 'persistent'"])
         }
     }
 

@@ -121,7 +121,9 @@ public struct OneShotPlugin: TaskHandler {
             }
             throw TaskFailure(type: "PluginProtocolError", message: "plugin '\(name)' printed JSON without a 'result' or 'error' member: \(TaskMessage.preview(text, limit: 200))", module: "celerity")
         case let .exited(code) where code == 75:
-            throw TaskFailure(type: "PluginTemporaryFailure", message: "plugin '\(name)' exited 75 (EX_TEMPFAIL): \(o.stderrTail)", module: "celerity", retryable: true)
+            // The reason: an error response on stdout if there is one, else the end of stderr.
+            let said = (try? JSONValue(parsing: o.stdout))?["error"].map { e in "\(e["type"]?.stringValue ?? "Error"): \(e["message"]?.stringValue ?? "")" }
+            throw TaskFailure(type: "PluginTemporaryFailure", message: "plugin '\(name)' exited 75 (EX_TEMPFAIL): \(said ?? o.stderrTail)", module: "celerity", retryable: true)
         case let .exited(code):
             throw TaskFailure(type: "PluginExitError", message: "plugin '\(name)' exited with code \(code)" + (o.stderrTail.isEmpty ? "" : ": \(o.stderrTail)"), module: "celerity", retryable: true)
         case let .signaled(sig):

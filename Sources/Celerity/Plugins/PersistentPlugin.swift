@@ -514,7 +514,10 @@ final class LiveProcess: Sendable {
 
     private func crashFailure(inFlight: Bool) -> TaskFailure {
         let why = inner.withLock { $0.violation ?? $0.endReason }
-        return TaskFailure(type: "PluginCrashed", message: "plugin process \(pid) ended with this call in flight: \(why)", module: "celerity", retryable: true)
+        // An answer over the size cap would be just as big on a retry: not retryable.
+        let oversized = why.hasPrefix("plugin wrote a line of more than")
+        return TaskFailure(type: oversized ? "PluginProtocolError" : "PluginCrashed", message: "plugin process \(pid) ended with this call in flight: \(why)",
+                           module: "celerity", retryable: !oversized)
     }
 
     /// Reads stdout line by line (split on "\n" bytes only: JSON may hold U+2028), dispatching
@@ -573,6 +576,7 @@ final class LiveProcess: Sendable {
         }
         if msg["method"] != nil { return nil }   // a notification from the plugin: ignored
         guard let idValue = msg["id"] else { return "plugin wrote a JSON-RPC message without an id: \(TaskMessage.preview(bytes, limit: 120))" }
+        if idValue.isNull { return nil }   // an error about a line it could not parse: nothing to match
         let outcome: Result<JSONValue, TaskFailure>
         if let r = msg["result"] {
             outcome = .success(r)

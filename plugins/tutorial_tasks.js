@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// Celerity plugin: tutorial tasks in Node (no npm packages), both modes.
+//
+// plugins.js_tutorial_add(x, y)   x + y as JS doubles; like plugins.js_add, integer inputs
+//                                 beyond 2^53 are refused with a RangeError rather than
+//                                 answered with a wrong sum
+// plugins.js_factorial(n)         n! exactly, as a BigInt, for 0 <= n <= 1,000,000; the helper
+//                                 writes a BigInt result as a JSON number with all its
+//                                 digits (factorial(20000) has 77,338)
+'use strict';
+
+const { task, run } = require('./celerity_plugin');
+
+const FACTORIAL_LIMIT = 1000000;
+
+function add(x, y) {
+  for (const [name, v] of [['x', x], ['y', y]]) {
+    if (typeof v !== 'number') {
+      throw new TypeError(`${name} must be a number, got ${JSON.stringify(v)}`);
+    }
+    if (Number.isInteger(v) && !Number.isSafeInteger(v)) {
+      throw new RangeError(`${name} (${v}) is an integer-valued number beyond 2^53; JavaScript cannot add it exactly`);
+    }
+  }
+  const sum = x + y;
+  if (!Number.isFinite(sum)) throw new RangeError(`the sum is not finite (${sum})`);
+  return sum;
+}
+
+// lo * (lo + 1) * ... * hi, halving the range so that the big multiplications are
+// between numbers of similar size (much faster than a running product).
+function product(lo, hi) {
+  if (hi - lo < 16) {
+    let p = 1n;
+    for (let i = lo; i <= hi; i++) p *= BigInt(i);
+    return p;
+  }
+  const mid = Math.floor((lo + hi) / 2);
+  return product(lo, mid) * product(mid + 1, hi);
+}
+
+function factorial(n) {
+  if (typeof n !== 'number' || !Number.isInteger(n)) {
+    throw new TypeError(`factorial() needs an integer n, got ${JSON.stringify(n)}`);
+  }
+  if (n < 0) throw new RangeError(`factorial() not defined for negative values (n = ${n})`);
+  if (n > FACTORIAL_LIMIT) throw new RangeError(`factorial(): n = ${n} is above the limit of 1,000,000`);
+  return n < 2 ? 1n : product(2, n);
+}
+
+task('plugins.js_tutorial_add', add, { params: ['x', 'y'] });
+task('plugins.js_factorial', factorial, { params: ['n'] });
+run({ name: 'tutorial_tasks' });

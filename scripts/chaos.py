@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""Reliability chaos test for Celerity workers.
+
+What it proves: with workers SIGKILLed and restarted every few seconds and the Redis
+server itself restarted once mid-run (SHUTDOWN, which writes the append-only file, then
+a fresh start on the same port and directory), every one of N good tasks still ends up
+with a correct SUCCESS result (none lost, none wrong), every malformed message lands in
+the dead-letter list `celerity:dead` with a reason (and no good task does), nothing is
+left in a processing list or the delayed set, and every worker still exits 0 on SIGTERM.
+Delivery is at-least-once, so re-executions (a worker killed after running a task but
+before acking it) are counted and reported as duplicates, not treated as errors.
+
+It runs its own redis-server (AOF, fsync always) and its own workers in a temp dir:
+    scripts/chaos.py --tasks 2000 --malformed 100 --timeout 120
+Needs Python 3 with redis-py, redis-server on PATH and a built `celerity` binary.
+"""
+import argparse, base64, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, uuid
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUEUE = "chaos"
+ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server with an fsync-always AOF, restartable on the same port and dir."""
+
+    def __init__(self, tmp):
+        self.tmp, self.port, self.proc = tmp, free_port(), None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.tmp,
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--logfile", os.path.join(self.tmp, "redis.log")], start_new_session=True)
+        client = self.client()
+        deadline = time.time() + 30
+        while True:
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"redis-server did not answer PING (see {self.tmp}/redis.log)")
+                time.sleep(0.05)
+
+    def client(self, retries=3):
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30, retry=Retry(NoBackoff(), retries))
+
+    def restart(self):
+        try:
+            self.client(retries=0).shutdown()  # fsyncs the AOF; the connection drops as it exits
+        except redis.RedisError:
+            pass
+        self.proc.wait(timeout=60)
+        self.start()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Workers:
+    """W `celerity worker` processes; worker i keeps its node name and log across restarts."""
+
+    def __init__(self, args, tmp, manifest, port):
+        self.args, self.tmp, self.manifest, self.port = args, tmp, manifest, port
+        self.procs, self.log_offsets, self.kills, self.closed = {}, {}, 0, False
+        self.crashes = []  # workers that exited without being killed: [{worker, code, why}]
+        self.lock = threading.Lock()
+
+    def log_path(self, i):
+        return os.path.join(self.tmp, f"worker-{i}.log")
+
+    def start(self, i):
+        cmd = [self.args.binary, "worker", "-Q", QUEUE, "-n", f"chaos-{i}@test", "-c", str(self.args.concurrency),
+               "-l", "info", "--manifest", self.manifest, "--broker", f"redis://127.0.0.1:{self.port}/0"]
+        deadline = time.time() + 120
+        with open(self.log_path(i), "ab") as log:
+            self.log_offsets[i] = log.tell()
+            while True:
+                try:
+                    self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    return
+                except OSError:  # missing or "text file busy": the binary is being rebuilt; retry
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.5)
+
+    def kill_and_restart(self, i):
+        with self.lock:
+            if self.closed:
+                return
+            self.procs[i].kill()
+            self.procs[i].wait()
+            self.kills += 1
+            self.start(i)
+
+    def restart_crashed(self):
+        """Workers must never exit on their own: record any that did (and the log line saying why), restart it."""
+        with self.lock:
+            for i, p in list(self.procs.items()):
+                if self.closed or p.poll() is None:
+                    continue
+                with open(self.log_path(i), "rb") as f:
+                    f.seek(self.log_offsets[i])
+                    lines = f.read().decode(errors="replace").strip().splitlines()
+                causes = [l for l in lines if l.strip() and not re.match(r"\d{4}-\d\d-\d\dT", l)]  # not a log line
+                why = (causes or lines or [""])[0]
+                self.crashes.append({"worker": i, "code": p.returncode, "why": why})
+                if len(self.crashes) <= 5:
+                    print(f"chaos: worker {i} exited on its own ({p.returncode}): {why}", flush=True)
+                self.start(i)
+
+    def wait_started(self, i, timeout=15):
+        """Waits until worker i logged 'worker starting' (its SIGTERM handler is in place)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.procs[i].poll() is None:
+            with open(self.log_path(i), "rb") as f:
+                f.seek(self.log_offsets[i])
+                if b"worker starting" in f.read():
+                    return
+            time.sleep(0.1)
+
+    def terminate_all(self, grace=30.0):
+        """SIGTERM everyone; returns ({i: exit code}, [i that had to be SIGKILLed])."""
+        for i in self.procs:
+            self.wait_started(i)
+            self.procs[i].send_signal(signal.SIGTERM)
+        deadline, codes, killed = time.time() + grace, {}, []
+        for i, p in self.procs.items():
+            try:
+                codes[i] = p.wait(timeout=max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[i] = p.wait()
+                killed.append(i)
+        return codes, killed
+
+    def kill_all(self):
+        with self.lock:
+            self.closed = True
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def envelope(task, task_id, args):
+    """A Celery protocol-v2 message, built like TaskMessage.encode()."""
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body = base64.b64encode(json.dumps([args, {}, embed]).encode()).decode()
+    headers = {"lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None, "expires": None,
+               "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
+               "root_id": task_id, "parent_id": None, "argsrepr": "(" + ", ".join(map(str, args)) + ")",
+               "kwargsrepr": "{}", "origin": ORIGIN, "ignore_result": False,
+               "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}}
+    props = {"correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
+             "delivery_info": {"exchange": "", "routing_key": QUEUE}, "priority": 0,
+             "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())}
+    return json.dumps({"body": body, "content-encoding": "utf-8", "content-type": "application/json",
+                       "headers": headers, "properties": props})
+
+
+def malformed(k):
+    """Message k of four kinds of garbage, each text unique so it can be found among dead letters."""
+    props = {"delivery_info": {"exchange": "", "routing_key": QUEUE}, "body_encoding": "base64",
+             "delivery_tag": str(uuid.uuid4())}
+    kind = k % 4
+    if kind == 0:
+        return f"chaos garbage #{k}: this is not JSON {{"
+    if kind == 1:
+        return json.dumps({"body": "W1tdLCB7fSwge31d", "properties": props, "chaos": k})
+    if kind == 2:
+        return json.dumps({"headers": {"id": f"malformed-{k}"}, "body": "W1tdLCB7fSwge31d", "properties": props})
+    bad_body = base64.b64encode(json.dumps({"args": [k, k]}).encode()).decode()
+    return json.dumps({"headers": {"task": "chaos.add", "id": f"malformed-{k}"}, "content-type": "application/json",
+                       "body": bad_body, "properties": props})
+
+
+def write_manifest(tmp, token):
+    path = os.path.join(tmp, "tasks.yaml")
+    plugin = os.path.join(REPO, "plugins", "py_tasks.py")
+    with open(path, "w") as f:
+        f.write(f"""tasks:
+  chaos.add:
+    queue: {QUEUE}
+    builtin: add
+  plugins.py_add:
+    queue: {QUEUE}
+    plugin: [python3, {json.dumps(plugin)}]
+    mode: persistent
+    processes: 2
+    set_env: {{CHAOS_RUN: {json.dumps(token)}}}
+""")
+    return path
+
+
+def enqueue(r, n, m):
+    """LPUSHes n good tasks and m malformed messages (at random positions); returns what was sent."""
+    good, bad = {}, []  # good: id -> (expected result, message text)
+    items = []
+    for i in range(n):
+        tid = str(uuid.uuid4())
+        text = envelope("chaos.add" if i % 2 == 0 else "plugins.py_add", tid, [i, i])
+        good[tid] = (2 * i, text)
+        items.append(text)
+    for k in range(m):
+        bad.append(malformed(k))
+        items.insert(random.randint(0, len(items)), bad[-1])
+    for start in range(0, len(items), 500):
+        r.lpush(QUEUE, *items[start:start + 500])
+    return good, bad
+
+
+def count_results(r, pending):
+    """Removes from `pending` every id whose result document exists (EXISTS pipelined by 1000)."""
+    ids = list(pending)
+    for start in range(0, len(ids), 1000):
+        batch = ids[start:start + 1000]
+        pipe = r.pipeline(transaction=False)
+        for tid in batch:
+            pipe.exists(f"celery-task-meta-{tid}")
+        for tid, exists in zip(batch, pipe.execute()):
+            if exists:
+                pending.discard(tid)
+
+
+def scan_logs(tmp, workers):
+    """Executions per task id ("task succeeded" lines), and how often a result could not be stored."""
+    counts, not_stored = {}, 0
+    pattern = re.compile(r"task_id=([0-9a-f-]{36})")
+    for i in range(workers):
+        with open(os.path.join(tmp, f"worker-{i}.log"), errors="replace") as f:
+            for line in f:
+                if "task succeeded" in line:
+                    m = pattern.search(line)
+                    if m:
+                        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+                elif "result not stored" in line:
+                    not_stored += 1
+    return counts, not_stored
+
+
+def leftover_plugins(token):
+    """Plugin processes of this run (tagged via set_env) still alive: they are killed and counted."""
+    found = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"CHAOS_RUN={token}".encode() in f.read().split(b"\0"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    found += 1
+        except (OSError, ProcessLookupError):
+            pass
+    return found
+
+
+def verify(r, good, bad, tmp, workers):
+    rep = {"lost": 0, "wrong": 0}
+    ids = list(good)
+    for start in range(0, len(ids), 1000):
+        batch = ids[start:start + 1000]
+        for tid, raw in zip(batch, r.mget([f"celery-task-meta-{t}" for t in batch])):
+            if raw is None:
+                rep["lost"] += 1
+                continue
+            doc = json.loads(raw)
+            if doc.get("status") != "SUCCESS" or doc.get("result") != good[tid][0]:
+                rep["wrong"] += 1
+    entries = [json.loads(e) for e in r.lrange("celerity:dead", 0, -1)]
+    rep["dead_letters"] = len(entries)
+    rep["dead_letters_queue_chaos"] = sum(1 for e in entries if e.get("queue") == QUEUE)
+    by_text = {e.get("message"): e for e in entries}
+    bad_found = [by_text[b] for b in bad if b in by_text]
+    rep["malformed_dead_lettered"] = len(bad_found)
+    rep["malformed_with_reason"] = sum(1 for e in bad_found if e.get("reason"))
+    rep["malformed_dead_lettered_other_queue"] = sum(1 for e in bad_found if e.get("queue") != QUEUE)
+    good_texts = {text for _, text in good.values()}
+    rep["good_dead_lettered"] = sum(1 for e in entries if e.get("message") in good_texts)
+    counts, rep["results_not_stored_logged"] = scan_logs(tmp, workers)
+    rep["executions"] = sum(counts.get(t, 0) for t in good)
+    rep["duplicates"] = sum(max(0, counts.get(t, 0) - 1) for t in good)
+    rep["processing_lists_nonempty"] = {k.decode(): r.llen(k) for k in r.scan_iter("celerity:processing:*") if r.llen(k)}
+    rep["delayed"] = r.zcard("celerity:delayed")
+    rep["left_in_queue"] = r.llen(QUEUE)
+    return rep
+
+
+def judge(rep):
+    """The reasons the run failed (empty: PASS)."""
+    why = []
+    if rep["lost"]: why.append(f"{rep['lost']} lost")
+    if rep["wrong"]: why.append(f"{rep['wrong']} wrong")
+    if rep["malformed_dead_lettered"] != rep["malformed"]: why.append("malformed messages missing from dead letters")
+    if rep["malformed_with_reason"] != rep["malformed"]: why.append("dead letters without a reason")
+    if rep["good_dead_lettered"]: why.append(f"{rep['good_dead_lettered']} good tasks dead-lettered")
+    if rep["redis_restarts"] != 1: why.append("redis was not restarted")
+    if rep["kill_loop_errors"]: why.append(f"kill loop failed: {rep['kill_loop_errors'][0]}")
+    if rep["unexpected_worker_exits"]: why.append(f"{len(rep['unexpected_worker_exits'])} worker exits nobody asked for")
+    if rep["workers_sigkilled"]: why.append(f"workers {rep['workers_sigkilled']} ignored SIGTERM for 30 s")
+    codes = {i: c for i, c in rep["worker_exit_codes"].items() if i not in rep["workers_sigkilled"]}
+    if any(codes.values()): why.append(f"worker exit codes {codes}")
+    if rep["processing_lists_nonempty"]: why.append(f"processing lists not empty: {rep['processing_lists_nonempty']}")
+    if rep["delayed"]: why.append(f"{rep['delayed']} messages in the delayed set")
+    return why
+
+
+def print_report(rep):
+    crashes = len(rep["unexpected_worker_exits"])
+    print(f"tasks: {rep['tasks']}")
+    print(f"malformed: {rep['malformed']} (dead-lettered: {rep['malformed_dead_lettered']}, "
+          f"with reason: {rep['malformed_with_reason']}; dead letters for queue '{QUEUE}': "
+          f"{rep['dead_letters_queue_chaos']} of {rep['dead_letters']})")
+    print(f"workers: {rep['workers']}")
+    print(f"kills: {rep['kills']}" + (f" (+ {crashes} unexpected exits)" if crashes else ""))
+    print(f"redis restarts: {rep['redis_restarts']}")
+    print(f"lost: {rep['lost']}")
+    print(f"wrong: {rep['wrong']}")
+    print(f"duplicates: {rep['duplicates']}  (executions logged: {rep['executions']})")
+    if rep["results_not_stored_logged"]:
+        print(f"warning: {rep['results_not_stored_logged']} 'result not stored' log lines (message left unacked)")
+    print(f"left in queue after stop: {rep['left_in_queue']}; leftover plugin processes: {rep['leftover_plugin_processes']}")
+    print(f"time: {rep['time_s']} s")
+    print(f"throughput: {rep['throughput']} tasks/s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--binary", default=os.path.join(REPO, ".build/debug/celerity"))
+    ap.add_argument("--tasks", type=int, default=20000)
+    ap.add_argument("--malformed", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--kill-every", type=float, default=2.0)
+    ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir even on PASS")
+    args = ap.parse_args()
+    args.binary = os.path.abspath(args.binary)
+    def interrupted(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupted)
+
+    tmp = tempfile.mkdtemp(prefix="celerity-chaos-")
+    token = os.path.basename(tmp)
+    server, workers, passed = RedisServer(tmp), None, False
+    stop_chaos = threading.Event()
+    try:
+        server.start()
+        print(f"chaos: redis on port {server.port}, temp dir {tmp}", flush=True)
+        manifest = write_manifest(tmp, token)
+        workers = Workers(args, tmp, manifest, server.port)
+        for i in range(args.workers):
+            workers.start(i)
+        r = server.client()
+        t0 = time.time()
+        good, bad = enqueue(r, args.tasks, args.malformed)
+        print(f"chaos: enqueued {len(good)} tasks + {len(bad)} malformed in {time.time() - t0:.1f} s", flush=True)
+
+        chaos_errors = []
+
+        def chaos_loop():
+            try:
+                next_kill = time.time() + args.kill_every
+                while not stop_chaos.wait(0.2):
+                    workers.restart_crashed()
+                    if time.time() >= next_kill:
+                        workers.kill_and_restart(random.randrange(args.workers))
+                        next_kill += args.kill_every
+            except Exception as e:  # a worker that cannot be restarted ends the chaos (and the run fails)
+                chaos_errors.append(repr(e))
+                print(f"chaos: kill loop failed: {e!r}", flush=True)
+        killer = threading.Thread(target=chaos_loop, daemon=True)
+        killer.start()
+
+        pending, restarts, last_print = set(good), 0, 0.0
+        deadline = t0 + args.timeout
+        while pending and time.time() < deadline and len(workers.crashes) < 10 * args.workers:
+            try:
+                count_results(r, pending)
+            except redis.ConnectionError:
+                pass
+            done = len(good) - len(pending)
+            if restarts == 0 and done >= len(good) / 3:
+                print(f"chaos: {done} results: restarting redis-server", flush=True)
+                t = time.time()
+                server.restart()
+                restarts += 1
+                print(f"chaos: redis-server back after {time.time() - t:.1f} s", flush=True)
+            if time.time() - last_print >= 10:
+                print(f"chaos: {time.time() - t0:5.0f} s  {done}/{len(good)} results, {workers.kills} kills", flush=True)
+                last_print = time.time()
+            if pending:
+                time.sleep(0.5)
+        elapsed = time.time() - t0
+        stop_chaos.set()
+        killer.join()
+        codes, sigkilled = workers.terminate_all()
+        time.sleep(0.5)
+        leaked = leftover_plugins(token)
+
+        rep = verify(r, good, bad, tmp, args.workers)
+        rep.update(tasks=len(good), malformed=len(bad), workers=args.workers, kills=workers.kills,
+                   redis_restarts=restarts, time_s=round(elapsed, 1), throughput=round(len(good) / elapsed, 1),
+                   timed_out=bool(pending), worker_exit_codes=codes, workers_sigkilled=sigkilled,
+                   leftover_plugin_processes=leaked, kill_loop_errors=chaos_errors,
+                   unexpected_worker_exits=workers.crashes)
+        why = judge(rep)
+        passed = not why
+        rep["result"] = "PASS" if passed else "FAIL (" + "; ".join(why) + ")"
+        print_report(rep)
+        path = os.path.join(tmp, "report.json")
+        with open(path, "w") as f:
+            json.dump(rep, f, indent=2)
+        print(f"report: {path}" + ("" if args.keep or not passed else " (removed with the temp dir; --keep keeps it)"))
+        print(f"chaos: {rep['result']}")
+    except KeyboardInterrupt:
+        print("chaos: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        stop_chaos.set()
+        if workers:
+            workers.kill_all()
+        server.stop()
+        if passed and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"chaos: kept {tmp}", file=sys.stderr)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
