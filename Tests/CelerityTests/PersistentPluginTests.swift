@@ -2,119 +2,121 @@ import Celerity
 import Foundation
 import Testing
 
-/// Persistent plugins: long-lived processes speaking JSON-RPC, supervised by a real worker.
-@Suite(.timeLimit(.minutes(3)))
-struct PersistentPluginTests {
-    static func tasks(_ extra: String = "") -> String {
-        """
-          plugins.py_add:
-            queue: {q}
-            plugin: [python3, {root}/plugins/py_tasks.py]
-            mode: persistent
-            processes: 2
-          plugins.py_fail:
-            queue: {q}
-            plugin: [python3, {root}/plugins/py_tasks.py]
-            mode: persistent
-            processes: 2
-          plugins.py_sleep:
-            queue: {q}
-            plugin: [python3, {root}/plugins/py_tasks.py]
-            mode: persistent
-            processes: 2
-            time_limit: 1
-          m.bad:
-            queue: {q}
-            plugin: [python3, {root}/plugins/misbehave_persistent.py]
-            mode: persistent
-            time_limit: 4
-            grace_period: 0.5
-            max_output_bytes: 1000000
-        \(extra)
-        """
-    }
+extension Integration {
+    /// Persistent plugins: long-lived processes speaking JSON-RPC, supervised by a real worker.
+    @Suite(.timeLimit(.minutes(3)))
+    struct PersistentPluginTests {
+        static func tasks(_ extra: String = "") -> String {
+            """
+              plugins.py_add:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+                processes: 2
+              plugins.py_fail:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+                processes: 2
+              plugins.py_sleep:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+                processes: 2
+                time_limit: 1
+              m.bad:
+                queue: {q}
+                plugin: [python3, {root}/plugins/misbehave_persistent.py]
+                mode: persistent
+                time_limit: 4
+                grace_period: 0.5
+                max_output_bytes: 1000000
+            \(extra)
+            """
+        }
 
-    @Test func persistentPythonPluginServesCallsFailuresAndCancellation() async throws {
-        let redis = try await sharedRedis.value
-        let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 4)
-        #expect(try await h.call("plugins.py_add", [2, 3]) == .number("5"))
-        let big = String(repeating: "7", count: 6000)
-        #expect(try await h.call("plugins.py_add", [.number(big), 0]) == .number(big))
-        let f = try await h.callFailing("plugins.py_fail", [])
-        #expect(f.type == "ValueError" && f.message == "boom")
-        // The helper answers $/cancel at the limit; the process survives and serves the next call.
-        let start = Date()
-        let limited = try await h.callFailing("plugins.py_sleep", [30])
-        #expect(limited.type == "TimeLimitExceeded")
-        #expect(Date().timeIntervalSince(start) < 9)
-        #expect(try await h.call("plugins.py_sleep", [0.05]) == .number("0.05"))
-        #expect(await h.stop() == 0)
-    }
+        @Test func persistentPythonPluginServesCallsFailuresAndCancellation() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 4)
+            #expect(try await h.call("plugins.py_add", [2, 3]) == .number("5"))
+            let big = String(repeating: "7", count: 6000)
+            #expect(try await h.call("plugins.py_add", [.number(big), 0]) == .number(big))
+            let f = try await h.callFailing("plugins.py_fail", [])
+            #expect(f.type == "ValueError" && f.message == "boom")
+            // The helper answers $/cancel at the limit; the process survives and serves the next call.
+            let start = Date()
+            let limited = try await h.callFailing("plugins.py_sleep", [30])
+            #expect(limited.type == "TimeLimitExceeded")
+            #expect(Date().timeIntervalSince(start) < 9)
+            #expect(try await h.call("plugins.py_sleep", [0.05]) == .number("0.05"))
+            #expect(await h.stop() == 0)
+        }
 
-    @Test func processesAreReusedAndRecycledAfterMaxCalls() async throws {
-        let redis = try await sharedRedis.value
-        let h = try WorkerHarness(redis: redis, tasks: """
-          m.pid:
-            queue: {q}
-            plugin: [python3, {root}/plugins/misbehave_persistent.py]
-            mode: persistent
-            max_calls: 3
-        """, concurrency: 1)
-        var pids: [String] = []
-        for _ in 0..<6 { pids.append(try await h.call("m.pid", ["pid"]).serialized()) }
-        #expect(Set(pids[0..<3]).count == 1, "\(pids)")
-        #expect(Set(pids[3..<6]).count == 1, "\(pids)")
-        #expect(pids[0] != pids[3], "not recycled after 3 calls: \(pids)")
-        #expect(await h.stop() == 0)
-    }
+        @Test func processesAreReusedAndRecycledAfterMaxCalls() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              m.pid:
+                queue: {q}
+                plugin: [python3, {root}/plugins/misbehave_persistent.py]
+                mode: persistent
+                max_calls: 3
+            """, concurrency: 1)
+            var pids: [String] = []
+            for _ in 0..<6 { pids.append(try await h.call("m.pid", ["pid"]).serialized()) }
+            #expect(Set(pids[0..<3]).count == 1, "\(pids)")
+            #expect(Set(pids[3..<6]).count == 1, "\(pids)")
+            #expect(pids[0] != pids[3], "not recycled after 3 calls: \(pids)")
+            #expect(await h.stop() == 0)
+        }
 
-    @Test(arguments: [
-        ("garbage", "PluginCrashed", "not a JSON-RPC message"),
-        ("logs", "PluginCrashed", "INFO doing the work"),
-        ("half", "PluginCrashed", "half a line"),
-        ("huge", "PluginCrashed", "more than 1000000 bytes"),
-        ("exit", "PluginCrashed", "ended with this call in flight"),
-        ("wrongid", "PluginCrashed", "never sent to it"),
-        ("hang", "TimeLimitExceeded", "time limit of 4 s"),
-        ("ignoreterm", "TimeLimitExceeded", "time limit of 4 s"),
-    ])
-    func misbehavingPersistentPluginsFailClearlyAndTheNextCallWorks(mode: String, type: String, words: String) async throws {
-        let redis = try await sharedRedis.value
-        let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 2)
-        #expect(try await h.call("m.bad", ["ok"]) == .string("ok"))
-        let f = try await h.callFailing("m.bad", [.string(mode)], timeout: 20)
-        #expect(f.type == type, "\(mode): \(f)")
-        #expect(f.message.contains(words), "\(mode): \(f.message)")
-        // The process is restarted (with backoff) and serves again.
-        #expect(try await h.call("m.bad", ["ok"], timeout: 20) == .string("ok"))
-        #expect(await h.stop() == 0)
-    }
+        @Test(arguments: [
+            ("garbage", "PluginCrashed", "not a JSON-RPC message"),
+            ("logs", "PluginCrashed", "INFO doing the work"),
+            ("half", "PluginCrashed", "half a line"),
+            ("huge", "PluginProtocolError", "more than 1000000 bytes"),
+            ("exit", "PluginCrashed", "ended with this call in flight"),
+            ("wrongid", "PluginCrashed", "never sent to it"),
+            ("hang", "TimeLimitExceeded", "time limit of 4 s"),
+            ("ignoreterm", "TimeLimitExceeded", "time limit of 4 s"),
+        ])
+        func misbehavingPersistentPluginsFailClearlyAndTheNextCallWorks(mode: String, type: String, words: String) async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 2)
+            #expect(try await h.call("m.bad", ["ok"]) == .string("ok"))
+            let f = try await h.callFailing("m.bad", [.string(mode)], timeout: 20)
+            #expect(f.type == type, "\(mode): \(f)")
+            #expect(f.message.contains(words), "\(mode): \(f.message)")
+            // The process is restarted (with backoff) and serves again.
+            #expect(try await h.call("m.bad", ["ok"], timeout: 20) == .string("ok"))
+            #expect(await h.stop() == 0)
+        }
 
-    @Test func answersTwiceAndStderrFloodsDoNotLoseCalls() async throws {
-        let redis = try await sharedRedis.value
-        let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 2)
-        #expect(try await h.call("m.bad", ["twice"]) == .string("first"))
-        #expect(try await h.call("m.bad", ["flood"], timeout: 20) == .string("flooded"))
-        #expect(try await h.call("m.bad", ["ok"], timeout: 20) == .string("ok"))
-        #expect(await h.stop() == 0)
-    }
+        @Test func answersTwiceAndStderrFloodsDoNotLoseCalls() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 2)
+            #expect(try await h.call("m.bad", ["twice"]) == .string("first"))
+            #expect(try await h.call("m.bad", ["flood"], timeout: 20) == .string("flooded"))
+            #expect(try await h.call("m.bad", ["ok"], timeout: 20) == .string("ok"))
+            #expect(await h.stop() == 0)
+        }
 
-    @Test func aCrashLoopPausesTheQueueAndKeepsItsMessages() async throws {
-        let redis = try await sharedRedis.value
-        let h = try WorkerHarness(redis: redis, tasks: """
-          m.crashing:
-            queue: {q}
-            plugin: [python3, {root}/plugins/misbehave_persistent.py, crashinit]
-            mode: persistent
-        """, concurrency: 1)
-        let r = try h.redisClient()
-        #expect(try await eventually(seconds: 20) { h.worker.output.contains("queue paused") }, "\(h.worker.output.suffix(2000))")
-        let c = try h.client()
-        _ = try await c.send("m.crashing", args: [])
-        try await Task.sleep(for: .seconds(1))
-        // Not fetched while paused: the message waits in its queue, nothing is burnt.
-        #expect(try await r.call("LLEN", h.queue).int == 1)
-        #expect(h.worker.isRunning)
-        #expect(await h.stop() == 0)
+        @Test func aCrashLoopPausesTheQueueAndKeepsItsMessages() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              m.crashing:
+                queue: {q}
+                plugin: [python3, {root}/plugins/misbehave_persistent.py, crashinit]
+                mode: persistent
+            """, concurrency: 1)
+            let r = try h.redisClient()
+            #expect(try await eventually(seconds: 20) { h.worker.output.contains("queue paused") }, "\(h.worker.output.suffix(2000))")
+            let c = try h.client()
+            _ = try await c.send("m.crashing", args: [])
+            try await Task.sleep(for: .seconds(1))
+            // Not fetched while paused: the message waits in its queue, nothing is burnt.
+            #expect(try await r.call("LLEN", h.queue).int == 1)
+            #expect(h.worker.isRunning)
+            #expect(await h.stop() == 0)
+        }
     }
 }
