@@ -266,6 +266,15 @@ def leftover_plugins(token):
     return found
 
 
+def message_key(text, field="delivery_tag"):
+    """A message's delivery_tag (or task id), if it is a JSON envelope with one; else its text."""
+    try:
+        env = json.loads(text)
+        return (env["properties"] if field == "delivery_tag" else env["headers"])[field]
+    except (ValueError, KeyError, TypeError):
+        return text
+
+
 def verify(r, good, bad, tmp, workers):
     rep = {"lost": 0, "wrong": 0}
     ids = list(good)
@@ -281,13 +290,15 @@ def verify(r, good, bad, tmp, workers):
     entries = [json.loads(e) for e in r.lrange("celerity:dead", 0, -1)]
     rep["dead_letters"] = len(entries)
     rep["dead_letters_queue_chaos"] = sum(1 for e in entries if e.get("queue") == QUEUE)
-    by_text = {e.get("message"): e for e in entries}
-    bad_found = [by_text[b] for b in bad if b in by_text]
+    # Match by exact text; a message redelivered after a kill may come back re-serialized with
+    # redelivery headers added, so JSON ones also match by their (unique) delivery_tag.
+    by_key = {message_key(e.get("message", "")): e for e in entries}
+    bad_found = [(b, by_key[message_key(b)]) for b in bad if message_key(b) in by_key]
     rep["malformed_dead_lettered"] = len(bad_found)
-    rep["malformed_with_reason"] = sum(1 for e in bad_found if e.get("reason"))
-    rep["malformed_dead_lettered_other_queue"] = sum(1 for e in bad_found if e.get("queue") != QUEUE)
-    good_texts = {text for _, text in good.values()}
-    rep["good_dead_lettered"] = sum(1 for e in entries if e.get("message") in good_texts)
+    rep["malformed_rewritten"] = sum(1 for b, e in bad_found if e.get("message") != b)
+    rep["malformed_with_reason"] = sum(1 for _, e in bad_found if e.get("reason"))
+    rep["malformed_dead_lettered_other_queue"] = sum(1 for _, e in bad_found if e.get("queue") != QUEUE)
+    rep["good_dead_lettered"] = sum(1 for e in entries if message_key(e.get("message", ""), "id") in good)
     counts, rep["results_not_stored_logged"] = scan_logs(tmp, workers)
     rep["executions"] = sum(counts.get(t, 0) for t in good)
     rep["duplicates"] = sum(max(0, counts.get(t, 0) - 1) for t in good)
@@ -321,7 +332,7 @@ def print_report(rep):
     print(f"tasks: {rep['tasks']}")
     print(f"malformed: {rep['malformed']} (dead-lettered: {rep['malformed_dead_lettered']}, "
           f"with reason: {rep['malformed_with_reason']}; dead letters for queue '{QUEUE}': "
-          f"{rep['dead_letters_queue_chaos']} of {rep['dead_letters']})")
+          f"{rep['dead_letters_queue_chaos']} of {rep['dead_letters']}; re-serialized: {rep['malformed_rewritten']})")
     print(f"workers: {rep['workers']}")
     print(f"kills: {rep['kills']}" + (f" (+ {crashes} unexpected exits)" if crashes else ""))
     print(f"redis restarts: {rep['redis_restarts']}")

@@ -7,7 +7,8 @@ func pluginBenchmarks() async {
     let args = CommandLine.arguments
     let calls = args.firstIndex(of: "--calls").flatMap { Int(args[$0 + 1]) } ?? 2000
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("celerity").path
+    let me = CommandLine.arguments[0].hasPrefix("/") ? CommandLine.arguments[0] : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0]
+    let bin = URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("celerity").standardizedFileURL.path
     let port = 20000 + Int(getpid() % 20000)
     let dir = NSTemporaryDirectory() + "celerity-bench-\(getpid())"
     try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -42,7 +43,7 @@ func pluginBenchmarks() async {
         let h = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
         p.standardOutput = h
         p.standardError = h
-        try? p.run()
+        do { try p.run() } catch { print("cannot start \(exe): \(error)") }
         return p
     }
     let redis = spawn("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], log: dir + "/redis.log")
@@ -58,7 +59,10 @@ func pluginBenchmarks() async {
     }
     // Warm up: every handler answers once (persistent processes started, one-shot paths cached).
     for t in ["b.add", "plugins.add", "plugins.py_add", "plugins.js_tutorial_add", "plugins.js_add"] {
-        _ = try? await client.send(t, args: [1, 2]).get(timeout: .seconds(30))
+        do { _ = try await client.send(t, args: [1, 2]).get(timeout: .seconds(20)) } catch {
+            print("warm-up of \(t) failed: \(error) (worker log: \(dir)/worker.log)")
+            return
+        }
     }
     struct Row { var name: String; var n: Int; var p50: Double; var mean: Double; var perSecond: Double }
     func measure(_ task: String, _ label: String, _ n: Int) async -> Row {

@@ -23,7 +23,15 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     }
 
     /// True when the connection is gone and the caller should retry later.
-    public var isConnectionProblem: Bool { code == .connection || code == .timeout }
+    public var isConnectionProblem: Bool {
+        if code == .connection || code == .timeout { return true }
+        // The server is up but cannot serve yet (loading its AOF/RDB after a restart, busy
+        // running a script, a replica without its master): also worth retrying.
+        if code == .server {
+            return ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"].contains { message.hasPrefix($0) }
+        }
+        return false
+    }
 
     public var description: String { "Redis \(code.rawValue) error: \(message)" }
 }

@@ -205,13 +205,19 @@ public final class Worker: Service, Sendable {
 
     /// Refuses to run beside a live worker of the same name (they would share a processing list).
     private func claimNodeName() async throws {
-        guard let first = try await broker.currentHeartbeat() else { return }
+        guard let first = try await withRedisRetry("claim node name", { try await self.broker.currentHeartbeat() }), let seen = first else { return }
+        // The same name on this host with a process id that no longer exists: a dead run of
+        // this worker (killed and restarted): no need to wait for its heartbeat to expire.
+        if let hb = try? JSONValue(parsing: seen), hb["host"]?.stringValue == ProcessInfo.processInfo.hostName,
+           let pid = hb["pid"]?.intValue, pid != Int(getpid()), kill(pid_t(pid), 0) != 0, errno == ESRCH {
+            return
+        }
         logger.warning("a heartbeat for this node name exists; waiting to see whether that worker is alive", metadata: ["node": .string(config.node)])
         let deadline = Date().addingTimeInterval(Double(config.heartbeatTTL) + 1)
-        while Date() < deadline {
+        while Date() < deadline && !isStopping {
             try await Task.sleep(for: .milliseconds(500))
-            guard let now = try await broker.currentHeartbeat() else { return }
-            if now != first {
+            guard let now = try await withRedisRetry("claim node name", { try await self.broker.currentHeartbeat() }), let current = now else { return }
+            if current != seen {
                 throw WorkerError("another worker named '\(config.node)' is alive (its heartbeat is being renewed); give this one another name with -n")
             }
         }
@@ -221,6 +227,7 @@ public final class Worker: Service, Sendable {
         let s = stats.withLock { $0 }
         let info = JSONValue.object([
             JSONMember("node", .string(config.node)), JSONMember("pid", .int(Int(getpid()))),
+            JSONMember("host", .string(ProcessInfo.processInfo.hostName)),
             JSONMember("queues", .array(config.queues.map { .string($0) })), JSONMember("concurrency", .int(config.concurrency)),
             JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
             JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),
@@ -242,7 +249,11 @@ public final class Worker: Service, Sendable {
             do {
                 let n = try await broker.moveDue()
                 if n > 0 { logger.debug("moved due delayed messages to their queues", metadata: ["count": .stringConvertible(n)]) }
-            } catch { logger.warning("moving due delayed messages failed: \(error)") }
+            } catch {
+                // Redis away: say so once, then wait a little longer (the fetch loops log the outage).
+                logger.debug("moving due delayed messages failed: \(error)")
+                try? await Task.sleep(for: .seconds(2))
+            }
         }
     }
 
@@ -304,8 +315,12 @@ public final class Worker: Service, Sendable {
         do {
             message = try TaskMessage.decode(raw)
         } catch {
-            logger.error("malformed message moved to the dead-letter list", metadata: ["queue": .string(queue), "reason": .string(error.message)])
-            try? await withRedisRetry("dead-letter") { try await self.broker.deadLetter(raw, queue: queue, reason: "malformed message: \(error.message)") }
+            let moved: Void?? = try? await withRedisRetry("dead-letter") { try await self.broker.deadLetter(raw, queue: queue, reason: "malformed message: \(error.message)") }
+            if moved != nil && moved! != nil {
+                logger.error("malformed message moved to the dead-letter list", metadata: ["queue": .string(queue), "reason": .string(error.message)])
+            } else {
+                logger.error("malformed message could not be dead-lettered yet; it stays in the processing list", metadata: ["queue": .string(queue)])
+            }
             return
         }
         var log = logger
