@@ -51,8 +51,9 @@ func pluginBenchmarks() async {
     try? await Task.sleep(for: .milliseconds(300))
     let worker = spawn(bin, ["worker", "-Q", "b,pyo,pyp,jso,jsp", "-n", "bench@local", "-c", "8", "-l", "warning", "--manifest", manifest, "--broker", broker], log: dir + "/worker.log")
     defer {
-        worker.terminate(); worker.waitUntilExit()
-        redis.terminate(); redis.waitUntilExit()
+        // SIGKILL: a benchmark's throwaway worker and Redis need no graceful stop.
+        kill(worker.processIdentifier, SIGKILL)
+        kill(redis.processIdentifier, SIGKILL)
     }
     guard let client = try? CelerityClient(broker: broker, resultBackend: broker, manifest: try Manifest.load(path: manifest)) else {
         print("cannot set up the client"); return
@@ -85,6 +86,7 @@ func pluginBenchmarks() async {
         return Row(name: label, n: n, p50: lat[lat.count / 2], mean: lat.reduce(0, +) / Double(lat.count), perSecond: Double(n) / secs)
     }
     var rows: [Row] = []
+    print("measuring (\(calls) calls per persistent/built-in handler)…")
     rows.append(await measure("b.add", "built-in Swift add", calls))
     rows.append(await measure("plugins.py_add", "Python, persistent (1 process)", calls))
     rows.append(await measure("plugins.js_add", "Node, persistent (1 process)", calls))
