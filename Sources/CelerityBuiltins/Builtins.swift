@@ -15,7 +15,12 @@ public enum Builtins {
         r.register("sleep") { call in
             let v = try call.bind(["seconds"])
             guard let s = v[0].doubleValue, s >= 0 else { throw TaskFailure(type: "ValueError", message: "seconds must be a non-negative number") }
-            usleep(useconds_t(min(s, 3600) * 1_000_000))
+            // Sleeps in small steps so that a soft time limit (call.isCancelled) can stop it.
+            let until = Date().addingTimeInterval(min(s, 3600))
+            while Date() < until {
+                if call.isCancelled { throw TaskFailure.softTimeLimit(0) }
+                usleep(useconds_t(min(until.timeIntervalSinceNow, 0.02) * 1_000_000))
+            }
             return v[0]
         }
         r.register("fail") { call in

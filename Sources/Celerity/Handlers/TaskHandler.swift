@@ -38,6 +38,12 @@ public struct TaskCall: Sendable {
     public var attempt: Int
     /// When the hard time limit strikes, if any.
     public var deadline: Date?
+    /// When the soft time limit strikes, if any.
+    public var softDeadline: Date?
+    /// Set when the task is asked to stop (soft time limit, revoke, shutdown). Long-running
+    /// built-ins should poll `isCancelled` and throw `TaskFailure.softTimeLimit`.
+    public let cancellation = CancellationFlag()
+    public var isCancelled: Bool { cancellation.isSet }
     public var rootID: String?
     public var parentID: String?
     public var retries: Int
@@ -88,6 +94,14 @@ public struct TaskCall: Sendable {
         }
         return out
     }
+}
+
+/// A flag a synchronous built-in can poll to learn it should stop.
+public final class CancellationFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    public init() {}
+    public var isSet: Bool { flag.load(ordering: .relaxed) }
+    public func set() { flag.store(true, ordering: .relaxed) }
 }
 
 /// Something that runs a task: a built-in Swift function or a plugin process.

@@ -138,6 +138,9 @@ public struct TaskSpec: Sendable, Hashable {
     public var handler: HandlerSpec
     /// Hard time limit in seconds (nil: none). A message's own `timelimit` header wins when shorter.
     public var timeLimit: Double?
+    /// Soft time limit in seconds: handlers are asked to stop (built-ins see
+    /// `TaskCall.isCancelled`, one-shot plugins get SIGTERM, persistent ones `$/cancel`).
+    public var softTimeLimit: Double?
     /// Whether results are stored (Celery's `ignore_result` inverted).
     public var storeResult: Bool
     /// Retries after a retryable failure (0: none).

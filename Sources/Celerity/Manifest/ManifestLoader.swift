@@ -184,13 +184,14 @@ private struct Reader {
         var queue = "celery"
         var handler: HandlerSpec?
         var timeLimit = defaultTimeLimit
+        var softLimit: Double?
         var storeResult = true
         var retries = -1   // -1: the manifest's default
         var backoff = 1.0
         var backoffMax = 60.0
         var pluginOptions: [(String, Node, Node)] = []
         var pluginNode: Node?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max"]) {
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -207,6 +208,7 @@ private struct Reader {
                 pluginNode = v
                 handler = .plugin(PluginSpec(argv: [], executable: "", workingDirectory: baseDirectory))
             case "time_limit": timeLimit = try number(v, "\(name).time_limit")
+            case "soft_time_limit": softLimit = try number(v, "\(name).soft_time_limit")
             case "ignore_result": storeResult = !(try bool(v, "\(name).ignore_result"))
             case "retries": retries = try integer(v, "\(name).retries", min: 0)
             case "retry_backoff": backoff = try number(v, "\(name).retry_backoff")
@@ -289,12 +291,14 @@ private struct Reader {
             spec.executable = exe
             var t = TaskSpec(name: name, queue: queue, handler: .plugin(spec), timeLimit: timeLimit, storeResult: storeResult)
             t.retries = retries
+            t.softTimeLimit = softLimit
             t.retryBackoff = backoff
             t.retryBackoffMax = max(backoffMax, backoff)
             return t
         }
         var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
         t.retries = retries
+        t.softTimeLimit = softLimit
         t.retryBackoff = backoff
         t.retryBackoffMax = max(backoffMax, backoff)
         return t

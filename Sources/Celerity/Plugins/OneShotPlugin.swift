@@ -68,6 +68,7 @@ public struct OneShotPlugin: TaskHandler {
         var status: TerminationStatus
         var stdout: [UInt8]
         var stderrTail: String
+        var softFired = false
     }
 
     public func run(_ call: TaskCall) async throws -> JSONValue {
@@ -100,7 +101,14 @@ public struct OneShotPlugin: TaskHandler {
         guard let outcome else {
             throw TaskFailure.timeLimit(limit ?? 0)
         }
-        return try interpret(outcome, name: name)
+        do {
+            return try interpret(outcome, name: name)
+        } catch let f as TaskFailure where outcome.softFired {
+            // Stopped by the SIGTERM of the soft limit (or failed after it): say so.
+            var soft = TaskFailure.softTimeLimit(call.softDeadline.map { _ in 0 } ?? 0)
+            soft.message += " (plugin: \(f.message))"
+            throw soft
+        }
     }
 
     private func interpret(_ o: Outcome, name: String) throws -> JSONValue {
@@ -136,6 +144,7 @@ public struct OneShotPlugin: TaskHandler {
         options.processGroupID = 0   // its own group, so the whole tree can be signalled
         options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .milliseconds(Int(spec.gracePeriod * 1000)))]
         let request = OneShotPlugin.request(call)
+        let softFired = CancellationFlag()
         let cap = spec.maxStderrBytes
         let log = logger
         let id = call.id
@@ -149,6 +158,17 @@ public struct OneShotPlugin: TaskHandler {
             output: .bytes(limit: spec.maxOutputBytes),
             error: .sequence
         ) { execution in
+            // Soft time limit: SIGTERM to the process group; the plugin may still answer.
+            let pid = execution.processIdentifier.value
+            let softTimer: Task<Void, Never>? = call.softDeadline.map { soft in
+                Task {
+                    try? await Task.sleep(for: .milliseconds(Int(max(soft.timeIntervalSinceNow, 0) * 1000)))
+                    if Task.isCancelled { return }
+                    softFired.set()
+                    kill(-pid, SIGTERM)
+                }
+            }
+            defer { softTimer?.cancel() }
             // Stream stderr into the log, line by line, tagged with the task id; keep a tail
             // for the failure message; past the cap, count and drop.
             var kept = 0
@@ -176,6 +196,6 @@ public struct OneShotPlugin: TaskHandler {
             if dropped > 0 { log.warning("plugin stderr over the cap: dropped bytes", metadata: ["task_id": .string(id), "dropped": .stringConvertible(dropped), "cap": .stringConvertible(cap)]) }
             return tail.joined(separator: " | ")
         }
-        return Outcome(status: result.terminationStatus, stdout: result.standardOutput, stderrTail: result.closureResult)
+        return Outcome(status: result.terminationStatus, stdout: result.standardOutput, stderrTail: result.closureResult, softFired: softFired.isSet)
     }
 }

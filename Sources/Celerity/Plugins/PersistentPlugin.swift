@@ -75,7 +75,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             JSONMember("jsonrpc", "2.0"), JSONMember("id", .string(rpcID)), JSONMember("method", "task/run"),
             JSONMember("params", (try? JSONValue(parsing: OneShotPlugin.request(sent))) ?? .null),
         ])
-        enum Event: Sendable { case done(Result<JSONValue, TaskFailure>), timer }
+        enum Event: Sendable { case done(Result<JSONValue, TaskFailure>), timer, soft }
         let grace = spec.gracePeriod
         let result: Result<JSONValue, TaskFailure> = await withTaskCancellationHandler {
           await withTaskGroup(of: Event.self) { group in
@@ -86,13 +86,26 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                     return .timer
                 }
             }
+            if let soft = call.softDeadline {
+                // Soft time limit: ask the plugin to cancel; a -32800 answer becomes SoftTimeLimitExceeded.
+                group.addTask {
+                    try? await Task.sleep(for: .milliseconds(Int(max(soft.timeIntervalSinceNow, 0) * 1000)))
+                    return .soft
+                }
+            }
+            var softFired = false
             var timedOut = false
             while let event = await group.next() {
                 switch event {
                 case let .done(r):
                     group.cancelAll()
                     if timedOut { return .failure(TaskFailure.timeLimit(limit ?? 0)) }
+                    if softFired, case let .failure(f) = r, f.type == "TaskCancelled" { return .failure(TaskFailure.softTimeLimit(0)) }
                     return r
+                case .soft:
+                    if Task.isCancelled || timedOut { continue }
+                    softFired = true
+                    process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "soft_time_limit"]))
                 case .timer:
                     if !timedOut {
                         timedOut = true

@@ -59,6 +59,9 @@ public struct TaskFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public static func timeLimit(_ seconds: Double) -> TaskFailure {
         TaskFailure(type: "TimeLimitExceeded", message: "task exceeded its time limit of \(String(format: "%g", (seconds * 1000).rounded() / 1000)) s", module: "billiard.exceptions", retryable: false)
     }
+    public static func softTimeLimit(_ seconds: Double) -> TaskFailure {
+        TaskFailure(type: "SoftTimeLimitExceeded", message: seconds > 0 ? "task exceeded its soft time limit of \(String(format: "%g", (seconds * 1000).rounded() / 1000)) s" : "task stopped at its soft time limit", module: "billiard.exceptions")
+    }
     public static func badArguments(_ message: String) -> TaskFailure {
         TaskFailure(type: "TypeError", message: message)
     }

@@ -354,9 +354,13 @@ public final class Worker: Service, Sendable {
         }
         var limit = spec.timeLimit
         if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
-        let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
+        var soft = spec.softTimeLimit
+        if let sl = message.softTimeLimit, sl > 0 { soft = min(soft ?? sl, sl) }
+        if let s = soft, let l = limit, s >= l { soft = nil }   // a soft limit past the hard one never strikes
+        var call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
                             attempt: message.retries + 1, deadline: limit.map { Date().addingTimeInterval($0) },
                             rootID: message.rootID, parentID: message.parentID, retries: message.retries, worker: config.node)
+        call.softDeadline = soft.map { Date().addingTimeInterval($0) }
         stats.withLock { $0.active += 1 }
         let started = ContinuousClock.now
         let entry = InFlight(raw: raw, taskID: message.id, listKey: Keys.queue(queue, priority: message.priority))
@@ -442,6 +446,11 @@ public final class Worker: Service, Sendable {
     /// Runs a handler; built-ins are abandoned (and fail) at the hard limit, plugins enforce it
     /// themselves by killing their process group.
     private func run(_ handler: any TaskHandler, _ call: TaskCall, limit: Double?, isPlugin: Bool) async throws -> JSONValue {
+        // Built-ins learn of the soft limit through call.cancellation (plugins get signals).
+        if !isPlugin, let soft = call.softDeadline {
+            let flag = call.cancellation
+            DispatchQueue.global().asyncAfter(deadline: .now() + max(soft.timeIntervalSinceNow, 0)) { flag.set() }
+        }
         guard let limit, !isPlugin else { return try await handler.run(call) }
         return try await withThrowingTaskGroup(of: JSONValue?.self) { group in
             group.addTask { try await handler.run(call) }
