@@ -23,5 +23,10 @@ function add(x, y) {
   return sum;
 }
 
-task('plugins.js_add', add, { params: ['x', 'y'] });
-run({ name: 'js_add' });
+module.exports = { add };
+
+// Run as a plugin only when executed, so other plugins can reuse add() (tutorial_tasks.js).
+if (require.main === module) {
+  task('plugins.js_add', add, { params: ['x', 'y'] });
+  run({ name: 'js_add' });
+}

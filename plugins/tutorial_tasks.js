@@ -10,22 +10,9 @@
 'use strict';
 
 const { task, run } = require('./celerity_plugin');
+const { add } = require('./js_add');   // the same checks as plugins.js_add
 
 const FACTORIAL_LIMIT = 1000000;
-
-function add(x, y) {
-  for (const [name, v] of [['x', x], ['y', y]]) {
-    if (typeof v !== 'number') {
-      throw new TypeError(`${name} must be a number, got ${JSON.stringify(v)}`);
-    }
-    if (Number.isInteger(v) && !Number.isSafeInteger(v)) {
-      throw new RangeError(`${name} (${v}) is an integer-valued number beyond 2^53; JavaScript cannot add it exactly`);
-    }
-  }
-  const sum = x + y;
-  if (!Number.isFinite(sum)) throw new RangeError(`the sum is not finite (${sum})`);
-  return sum;
-}
 
 // lo * (lo + 1) * ... * hi, halving the range so that the big multiplications are
 // between numbers of similar size (much faster than a running product).

@@ -273,7 +273,7 @@ private struct Reader {
                 let p = program.hasPrefix("/") ? program : (spec.workingDirectory as NSString).appendingPathComponent(program)
                 resolved = (p as NSString).standardizingPath
             } else {
-                resolved = Reader.which(program)
+                resolved = Executables.find(program)
             }
             guard let exe = resolved, FileManager.default.fileExists(atPath: exe) else {
                 throw fail(pluginNode, "plugin program '\(program)' of \(what) not found" + (program.contains("/") ? " (relative paths are resolved against \(spec.workingDirectory))" : " on PATH"))
@@ -308,10 +308,17 @@ private struct Reader {
         !arg.hasPrefix("-") && [".py", ".js", ".mjs", ".sh", ".rb", ".pl", ".php", ".lua"].contains { arg.hasSuffix($0) }
     }
 
-    static func which(_ name: String) -> String? {
+}
+
+/// Finding programs the way a shell would, without one.
+public enum Executables {
+    /// `program` itself when it contains a slash (and is executable), else the first
+    /// executable of that name on PATH.
+    public static func find(_ program: String) -> String? {
+        if program.contains("/") { return FileManager.default.isExecutableFile(atPath: program) ? program : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
-            let p = String(dir) + "/" + name
+            let p = String(dir) + "/" + program
             if FileManager.default.isExecutableFile(atPath: p) { return p }
         }
         return nil

@@ -45,7 +45,7 @@ public struct PluginChecker: Sendable {
 
     public func run() async -> [Finding] {
         var findings: [Finding] = []
-        guard let exe = resolve(argv[0]) else {
+        guard let exe = Executables.find(argv[0]) else {
             return [Finding(passed: false, check: "program", detail: "'\(argv[0])' not found or not executable")]
         }
         if mode != .persistent { findings += await oneShotChecks(exe) }
@@ -61,14 +61,6 @@ public struct PluginChecker: Sendable {
         return platform
     }
 
-    func resolve(_ program: String) -> String? {
-        if program.contains("/") { return FileManager.default.isExecutableFile(atPath: program) ? program : nil }
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let p = "\(dir)/\(program)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return nil
-    }
 
     func request(_ id: String, task: String, args: [JSONValue]) -> JSONValue {
         .object([JSONMember("id", .string(id)), JSONMember("task", .string(task)), JSONMember("args", .array(args)),

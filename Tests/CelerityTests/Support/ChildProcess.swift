@@ -1,3 +1,4 @@
+import Celerity
 import Foundation
 import Synchronization
 
@@ -116,13 +117,7 @@ enum Paths {
         return root + "/.build/debug/celerity"
     }()
 
-    static func which(_ name: String) -> String {
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let p = "\(dir)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return "/usr/bin/\(name)"
-    }
+    static func which(_ name: String) -> String { Executables.find(name) ?? "/usr/bin/\(name)" }
 
     static let python3 = which("python3")
 }
