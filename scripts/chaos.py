@@ -84,7 +84,7 @@ class Workers:
 
     def start(self, i):
         cmd = [self.args.binary, "worker", "-Q", QUEUE, "-n", f"chaos-{i}@test", "-c", str(self.args.concurrency),
-               "-l", "info", "--manifest", self.manifest, "--broker", f"redis://127.0.0.1:{self.port}/0"]
+               "-l", "debug", "--manifest", self.manifest, "--broker", f"redis://127.0.0.1:{self.port}/0"]
         deadline = time.time() + 120
         with open(self.log_path(i), "ab") as log:
             self.log_offsets[i] = log.tell()

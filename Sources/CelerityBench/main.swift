@@ -1,6 +1,7 @@
 // celerity-bench: benchmarks, run in release builds.
 //   swift run -c release celerity-bench compute [--repeat N]   built-ins vs the tutorial's Python code
 //   swift run -c release celerity-bench plugins [--calls N]    plugin modes vs built-ins, through a worker on Redis
+//   celerity-bench e2e|latency --broker URL [--calls N]          client side of scripts/bench.sh (a worker must be running)
 import BigInt
 import Celerity
 import CelerityBuiltins
@@ -10,8 +11,9 @@ let mode = CommandLine.arguments.dropFirst().first ?? "compute"
 switch mode {
 case "compute": computeBenchmarks()
 case "plugins": await pluginBenchmarks()
+case "e2e", "latency": await clientBenchmarks(mode)
 default:
-    print("usage: celerity-bench compute [--repeat N] | plugins [--calls N]")
+    print("usage: celerity-bench compute [--repeat N] | plugins [--calls N] | e2e|latency --broker URL [--calls N]\n(the side-by-side run with Celery: scripts/bench.sh)")
     exit(2)
 }
 

@@ -12,6 +12,7 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Consume queues and run their tasks.",
         discussion: """
         Example: celerity worker -Q add,factorial -n worker-add -c 4 -l info
+        Each task's outcome is logged at debug level (-l debug); info logs a throughput summary every 10 s.
         First SIGTERM or SIGINT: warm stop (no new tasks; those in flight get 30 s, then go back to the
         head of their queues); exit 0. A second one: cold stop (hand them back now).
         """
@@ -26,6 +27,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: [.customShort("c"), .long], help: "Tasks run at once (default: number of CPU cores).")
     var concurrency: Int?
 
+    @Option(name: .customLong("prefetch-multiplier"), help: "Messages held per execution slot, fetched ahead (Celery's worker_prefetch_multiplier). Use 1 for long tasks.")
+    var prefetchMultiplier: Int = 4
+
     @Option(name: [.customShort("l"), .customLong("loglevel")], help: "Log level: trace, debug, info, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
@@ -36,6 +40,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let c = concurrency, c < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if prefetchMultiplier < 1 { throw ValidationError("--prefetch-multiplier must be at least 1") }
         if let q = queues, q.split(separator: ",").isEmpty { throw ValidationError("-Q needs at least one queue name") }
     }
 
@@ -59,6 +64,7 @@ struct WorkerCommand: AsyncParsableCommand {
         var config = WorkerConfiguration(node: node, queues: qs, concurrency: concurrency ?? ProcessInfo.processInfo.activeProcessorCount,
                                          broker: brokerURL, resultBackend: backend)
         config.shutdownGrace = shutdownGrace
+        config.prefetchMultiplier = prefetchMultiplier
         let worker: Worker
         do {
             worker = try Worker(config: config, manifest: manifest, builtins: Builtins.registry, logger: logger)

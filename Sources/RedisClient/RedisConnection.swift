@@ -104,6 +104,35 @@ final class RedisConnection {
         return RedisConnection.convert(reply)
     }
 
+    // MARK: Non-blocking use (pub/sub reader: poll the socket, then parse what arrived)
+
+    /// The socket, for poll(2).
+    var fileDescriptor: Int32 { context.pointee.fd }
+
+    /// Writes everything appended so far.
+    func flushOutput() throws(RedisError) {
+        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        var done: Int32 = 0
+        while done == 0 {
+            if redisBufferWrite(context, &done) != REDIS_OK { throw brokenError() }
+        }
+    }
+
+    /// Reads what the socket has (call when poll says it is readable; blocks otherwise).
+    func readAvailable() throws(RedisError) {
+        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        if redisBufferRead(context) != REDIS_OK { throw brokenError() }
+    }
+
+    /// The next complete reply already read, without I/O; nil when none is buffered.
+    func bufferedReply() throws(RedisError) -> RedisReply? {
+        var raw: UnsafeMutableRawPointer?
+        if redisGetReplyFromReader(context, &raw) != REDIS_OK { throw brokenError() }
+        guard let raw else { return nil }
+        defer { freeReplyObject(raw) }
+        return RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
     private func brokenError() -> RedisError {
         isBroken = true
         let errno_ = context.pointee.err

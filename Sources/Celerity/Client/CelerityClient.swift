@@ -18,6 +18,14 @@ public final class CelerityClient: Sendable {
     let resultRedis: Redis?
     let declared = Mutex<Set<String>>([])
     let rpc: RPCReplies
+    /// Task ids made by this client start with this (a random UUID's first 19 characters),
+    /// so one PSUBSCRIBE `celery-task-meta-<prefix>*` brings every result of this client's
+    /// calls: waiting costs no command per call. Ids stay UUID4-shaped.
+    public let idPrefix: String
+    let waiters = ResultWaiters()
+    /// The result subscriber (Redis backend only), started at the first call that waits.
+    let subscriber: RedisPubSub?
+    let subscribed = Mutex<Task<Void, any Error>?>(nil)
 
     /// - Parameters:
     ///   - broker: `redis://…` URL of the broker.
@@ -45,6 +53,62 @@ public final class CelerityClient: Sendable {
             resultRedis = nil
         }
         rpc = RPCReplies(redis: Redis(url: broker, label: "client-rpc"), replyTo: replyTo)
+        idPrefix = String(UUID().uuidString.lowercased().prefix(19))
+        if let resultRedis {
+            let waiters = self.waiters
+            let channelPrefix = Keys.resultMeta("").utf8.count
+            let reread = Redis(url: resultRedis.url, label: "client-reread")
+            subscriber = RedisPubSub(url: resultRedis.url, label: "client-results", onMessage: { channel, payload in
+                guard channel.count > channelPrefix, let meta = try? ResultMeta.decode(payload), meta.state.isReady else { return }
+                waiters.deliver(String(decoding: channel[channelPrefix...], as: UTF8.self), meta)
+            }, onReconnect: {
+                // Results published while the subscription was down were missed: read the keys.
+                let ids = waiters.invalidate()
+                Task { await CelerityClient.readKeys(ids, on: reread, into: waiters) }
+            })
+        } else {
+            subscriber = nil
+        }
+    }
+
+    deinit { subscriber?.shutdown() }
+
+    /// A fresh task id with this client's prefix (UUID4-shaped).
+    public func newTaskID() -> String {
+        let r = UInt64.random(in: 0...UInt64.max)
+        let hex = String(r, radix: 16)
+        let digits = String(repeating: "0", count: 16 - hex.count) + hex
+        let variant = "89ab"[("89ab".index("89ab".startIndex, offsetBy: Int(r >> 62)))]
+        return idPrefix + String(variant) + digits.dropFirst(1).prefix(3) + "-" + digits.suffix(12)
+    }
+
+    /// Starts the pattern subscription for this client's results once; later calls wait for it.
+    func ensureSubscribed() async throws {
+        guard let subscriber else { return }
+        let task = subscribed.withLock { t -> Task<Void, any Error> in
+            if let t { return t }
+            let pattern = Keys.resultMeta(idPrefix) + "*"
+            let n = Task { try await subscriber.psubscribe([pattern]) }
+            t = n
+            return n
+        }
+        do { try await task.value } catch {
+            subscribed.withLock { if $0 == task { $0 = nil } }
+            throw ClientError("cannot subscribe to results at \(subscriber.url): \(error)")
+        }
+    }
+
+    /// Reads result keys (MGET, in chunks) and hands the ready documents to their waiters.
+    static func readKeys(_ ids: [String], on redis: Redis, into waiters: ResultWaiters) async {
+        var i = 0
+        while i < ids.count {
+            let chunk = Array(ids[i..<min(i + 1000, ids.count)])
+            i += chunk.count
+            guard let r = try? await redis.send(RedisCommand("MGET", arguments: chunk.map(Keys.resultMeta))), let items = r.array else { continue }
+            for (id, item) in zip(chunk, items) {
+                if let bytes = item.bytes, let meta = try? ResultMeta.decode(bytes), meta.state.isReady { waiters.deliver(id, meta) }
+            }
+        }
     }
 
     /// Options of one call (Celery's `apply_async` keywords).
@@ -81,7 +145,7 @@ public final class CelerityClient: Sendable {
         let queue = options.queue ?? manifest?.queue(for: task) ?? "celery"
         var eta = options.eta
         if let c = options.countdown { eta = Date().addingTimeInterval(c) }
-        return TaskMessage(id: options.taskID ?? UUID().uuidString.lowercased(), task: task, args: args, kwargs: kwargs, queue: queue,
+        return TaskMessage(id: options.taskID ?? newTaskID(), task: task, args: args, kwargs: kwargs, queue: queue,
                            priority: options.priority, eta: eta, expires: options.expires, replyTo: replyTo,
                            hardTimeLimit: options.timeLimit, ignoreResult: options.ignoreResult)
     }
@@ -89,26 +153,58 @@ public final class CelerityClient: Sendable {
     /// Sends one call and returns its handle (LPUSH to the queue's list for its priority).
     public func send(_ task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [], options: SendOptions = SendOptions()) async throws -> AsyncResult {
         let m = message(task, args: args, kwargs: kwargs, options: options)
-        try await publish(m)
-        return AsyncResult(id: m.id, client: self)
+        return try await sendMany([m])[0]
     }
 
-    /// Publishes a prepared message.
-    public func publish(_ m: TaskMessage) async throws {
+    /// Sends many calls at once: one LPUSH per queue list per 1,000 messages, all pipelined
+    /// (a few round trips for any number of calls). Order within a queue is kept.
+    public func sendMany(_ messages: [TaskMessage]) async throws -> [AsyncResult] {
+        guard !messages.isEmpty else { return [] }
+        // Subscribe before publishing, so no result of ours can be published unseen.
+        if messages.contains(where: { !$0.ignoreResult && $0.id.hasPrefix(idPrefix) }) { try await ensureSubscribed() }
+        let mark = waiters.mark
+        try await publish(messages)
+        return messages.map { AsyncResult(id: $0.id, client: self, mark: $0.id.hasPrefix(idPrefix) ? mark : nil) }
+    }
+
+    /// Publishes one prepared message.
+    public func publish(_ m: TaskMessage) async throws { try await publish([m]) }
+
+    /// Publishes prepared messages in pipelined LPUSH batches.
+    public func publish(_ messages: [TaskMessage]) async throws {
         var commands: [RedisCommand] = []
-        let fresh = declared.withLock { $0.insert(m.queue).inserted }
-        if fresh {
+        var fresh: [String] = []
+        for q in Set(messages.map(\.queue)) where declared.withLock({ $0.insert(q).inserted }) {
+            fresh.append(q)
             // kombu's binding tables, so Python producers that publish via the exchange still route.
-            commands.append(RedisCommand("SADD", Keys.binding(m.queue), Keys.bindingMember(m.queue)))
-            commands.append(RedisCommand("SADD", Keys.bindingPermanent(m.queue), Keys.bindingMember(m.queue)))
+            commands.append(RedisCommand("SADD", Keys.binding(q), Keys.bindingMember(q)))
+            commands.append(RedisCommand("SADD", Keys.bindingPermanent(q), Keys.bindingMember(q)))
         }
-        commands.append(RedisCommand("LPUSH", Keys.queue(m.queue, priority: m.priority), m.encode()))
-        let replies: [RedisReply]
-        do { replies = try await redis.pipeline(commands) } catch let e as RedisError {
-            if fresh { _ = declared.withLock { $0.remove(m.queue) } }
-            throw ClientError("cannot send \(m.task) to \(broker): \(e.message)")
+        // Consecutive messages for the same list share one LPUSH (LPUSH k a b: a is popped first).
+        var key = ""
+        var batch: [[UInt8]] = []
+        func flush() {
+            if !batch.isEmpty { commands.append(RedisCommand([Array("LPUSH".utf8), Array(key.utf8)] + batch)) }
+            batch.removeAll(keepingCapacity: true)
         }
-        for r in replies { if case let .error(msg) = r { throw ClientError("broker refused \(m.task): \(msg)") } }
+        for m in messages {
+            let k = Keys.queue(m.queue, priority: m.priority)
+            if k != key || batch.count >= 1000 { flush(); key = k }
+            batch.append(m.encode())
+        }
+        flush()
+        let what = messages.count == 1 ? messages[0].task : "\(messages.count) calls"
+        var i = 0
+        while i < commands.count {
+            let chunk = Array(commands[i..<min(i + 50, commands.count)])
+            i += chunk.count
+            let replies: [RedisReply]
+            do { replies = try await redis.pipeline(chunk) } catch let e as RedisError {
+                declared.withLock { for q in fresh { $0.remove(q) } }
+                throw ClientError("cannot send \(what) to \(broker): \(e.message)")
+            }
+            for r in replies { if case let .error(msg) = r { throw ClientError("broker refused \(what): \(msg)") } }
+        }
     }
 
     /// The stored result document of a task (Redis backend), or nil while PENDING.
@@ -124,6 +220,10 @@ public final class CelerityClient: Sendable {
 
     /// Waits for a ready state (SUCCESS, FAILURE, REVOKED) of `id`.
     public func waitForResult(_ id: String, timeout: Duration) async throws -> ResultMeta {
+        try await waitForResult(id, timeout: timeout, mark: nil)
+    }
+
+    func waitForResult(_ id: String, timeout: Duration, mark: Int?) async throws -> ResultMeta {
         let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
         let deadline = Date().addingTimeInterval(seconds)
         switch backend.kind {
@@ -132,27 +232,66 @@ public final class CelerityClient: Sendable {
         case .rpc:
             return try await rpc.wait(for: id, until: deadline)
         case .redis, .sameAsBroker:
-            guard let resultRedis else { throw ClientError("no result connection") }
-            // Subscribe first, then GET (covers a result stored before the subscription),
-            // then wait on the channel: no polling.
-            let sub = Redis(url: resultRedis.url, label: "client-subscribe")
-            defer { Task { await sub.close() } }
-            let channel = Keys.resultMeta(id)
-            do {
-                _ = try await sub.send(RedisCommand("SUBSCRIBE", channel)).throwingError()
-                if let m = try await meta(of: id), m.state.isReady { return m }
-                while true {
-                    let left = deadline.timeIntervalSinceNow
-                    if left <= 0 { throw TimeoutError(id: id, seconds: seconds) }
-                    guard let push = try await sub.nextPush(timeout: left) else { throw TimeoutError(id: id, seconds: seconds) }
-                    guard let parts = push.array, parts.count == 3, parts[0].string == "message", let payload = parts[2].bytes else { continue }
-                    let m = try ResultMeta.decode(payload)
-                    if m.state.isReady { return m }
-                }
-            } catch let e as RedisError {
-                throw ClientError("lost the result backend while waiting for \(id): \(e.message)")
+            guard let resultRedis, let subscriber else { throw ClientError("no result connection") }
+            let waiters = self.waiters
+            let readKey: @Sendable () async -> Void = { await CelerityClient.readKeys([id], on: resultRedis, into: waiters) }
+            let meta: ResultMeta?
+            if id.hasPrefix(idPrefix) {
+                try await ensureSubscribed()
+                // Sent by this client under the current mark: the result cannot have been missed.
+                meta = await waiters.wait(id, until: deadline, registered: mark == waiters.mark ? nil : readKey)
+            } else {
+                // Someone else's call: subscribe to its channel, then read its key.
+                let channel = Keys.resultMeta(id)
+                do { try await subscriber.subscribe([channel]) } catch { throw ClientError("lost the result backend while waiting for \(id): \(error)") }
+                meta = await waiters.wait(id, until: deadline, registered: readKey)
+                subscriber.unsubscribe([channel])
             }
+            guard let meta else { throw TimeoutError(id: id, seconds: seconds) }
+            return meta
         }
+    }
+
+    /// Waits for many results at once (Redis or rpc backend), in the order given. Results
+    /// stream in on this client's one subscription; `progress(done, total)` is called as they
+    /// come (about every 1%). Throws `TimeoutError` for the first one not ready by the deadline.
+    public func gather(_ handles: [AsyncResult], timeout: Duration, progress: (@Sendable (Int, Int) -> Void)? = nil) async throws -> [ResultMeta] {
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let deadline = Date().addingTimeInterval(seconds)
+        var out: [ResultMeta] = []
+        out.reserveCapacity(handles.count)
+        let step = max(handles.count / 100, 1)
+        guard let resultRedis, let subscriber else {
+            // rpc backend: its replies come one list for this client; wait in order.
+            for (i, h) in handles.enumerated() {
+                out.append(try await waitForResult(h.id, timeout: .milliseconds(Int(max(deadline.timeIntervalSinceNow, 0) * 1000)), mark: h.mark))
+                if let progress, (i + 1) % step == 0 || i + 1 == handles.count { progress(i + 1, handles.count) }
+            }
+            return out
+        }
+        try await ensureSubscribed()
+        let foreign = handles.filter { !$0.id.hasPrefix(idPrefix) }.map { Keys.resultMeta($0.id) }
+        var start = 0
+        while start < foreign.count {
+            let chunk = Array(foreign[start..<min(start + 1000, foreign.count)])
+            start += chunk.count
+            do { try await subscriber.subscribe(chunk) } catch { throw ClientError("lost the result backend while waiting: \(error)") }
+        }
+        defer { subscriber.unsubscribe(foreign) }
+        // Read the keys of every result that could have been missed (published before we
+        // subscribed, dropped from the stash, or sent before a reconnect); the rest stream in.
+        var mark = waiters.mark
+        await CelerityClient.readKeys(handles.filter { $0.mark != mark }.map(\.id), on: resultRedis, into: waiters)
+        for (i, h) in handles.enumerated() {
+            if waiters.mark != mark {
+                mark = waiters.mark
+                await CelerityClient.readKeys(handles[i...].map(\.id), on: resultRedis, into: waiters)
+            }
+            guard let m = await waiters.wait(h.id, until: deadline) else { throw TimeoutError(id: h.id, seconds: seconds) }
+            out.append(m)
+            if let progress, (i + 1) % step == 0 || i + 1 == handles.count { progress(i + 1, handles.count) }
+        }
+        return out
     }
 }
 
@@ -160,11 +299,18 @@ public final class CelerityClient: Sendable {
 public struct AsyncResult: Sendable {
     public let id: String
     public let client: CelerityClient
+    /// The client's result mark when sent (nil: not sent by this client, or unknown).
+    let mark: Int?
 
     /// A handle for a task sent earlier (by any client), by its id.
     public init(id: String, client: CelerityClient) {
+        self.init(id: id, client: client, mark: nil)
+    }
+
+    init(id: String, client: CelerityClient, mark: Int?) {
         self.id = id
         self.client = client
+        self.mark = mark
     }
 
     /// The current state (PENDING while nothing is stored). Redis backend only.
@@ -175,7 +321,7 @@ public struct AsyncResult: Sendable {
     /// Waits for the result: returns the value on SUCCESS, throws the `TaskFailure` on FAILURE
     /// or REVOKED, and `TimeoutError` when nothing is ready in time.
     public func get(timeout: Duration = .seconds(60)) async throws -> JSONValue {
-        let m = try await client.waitForResult(id, timeout: timeout)
+        let m = try await client.waitForResult(id, timeout: timeout, mark: mark)
         if m.state == .success { return m.result }
         throw m.failure ?? TaskFailure(type: "Exception", message: "task ended in state \(m.state.rawValue)")
     }

@@ -1,24 +1,59 @@
-/// Counts free execution slots (the worker's concurrency) and lets fetch loops wait for one.
-actor Slots {
-    private var free: Int
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+import Synchronization
 
-    init(_ count: Int) { free = count }
+/// A counting semaphore for tasks (execution slots, prefetch room).
+///
+/// Not an actor: taking a free slot must not cost an executor hop on the hot path (tens of
+/// thousands of times a second), so the count sits behind a mutex and only a caller that
+/// finds none free suspends. A released slot goes straight to the longest waiter.
+final class Slots: Sendable {
+    private struct State {
+        var free: Int
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var head = 0
+    }
+    private let state: Mutex<State>
+
+    init(_ count: Int) { state = Mutex(State(free: count)) }
 
     /// Waits for at least one free slot, then takes up to `max` of them; returns how many.
-    func acquire(upTo max: Int) async -> Int {
-        while free == 0 {
-            await withCheckedContinuation { waiters.append($0) }
+    func acquire(upTo max: Int = 1) async -> Int {
+        let got = state.withLock { s -> Int in
+            guard s.free > 0 else { return 0 }
+            let n = Swift.min(s.free, max)
+            s.free -= n
+            return n
         }
-        let n = Swift.min(free, max)
-        free -= n
-        return n
+        if got > 0 { return got }
+        // Parked; `release` hands this waiter exactly one slot.
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let parked = state.withLock { s -> Bool in
+                if s.free > 0 { s.free -= 1; return false }
+                s.waiters.append(c)
+                return true
+            }
+            if !parked { c.resume() }
+        }
+        guard max > 1 else { return 1 }
+        let more = state.withLock { s -> Int in
+            let n = Swift.min(s.free, max - 1)
+            s.free -= n
+            return n
+        }
+        return 1 + more
     }
 
     func release(_ n: Int = 1) {
-        free += n
-        let wake = waiters
-        waiters.removeAll()
+        var wake: [CheckedContinuation<Void, Never>] = []
+        state.withLock { s in
+            var left = n
+            while left > 0 && s.head < s.waiters.count {
+                wake.append(s.waiters[s.head])
+                s.head += 1
+                left -= 1
+            }
+            if s.head == s.waiters.count { s.waiters.removeAll(keepingCapacity: true); s.head = 0 }
+            s.free += left
+        }
         for w in wake { w.resume() }
     }
 }

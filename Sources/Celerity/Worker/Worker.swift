@@ -31,12 +31,17 @@ public final class Worker: Service, Sendable {
     public let logger: Logger
     let broker: WorkerBroker
     let results: any ResultBackend
+    /// Batched result writes + acks (the hot path).
+    let completer: Completer
+    /// How a result is written by the completer.
+    let completionKind: CompletionKind
+    enum CompletionKind { case redisKey, rpcList, none }
     let handlers: [String: any TaskHandler]
     /// Persistent plugin process pools, supervised for the worker's lifetime.
     let persistentPools: [PersistentPlugin]
     let poolsByQueue: [String: [PersistentPlugin]]
     /// When a stop was requested (nil while running).
-    let stopRequested = Mutex<Date?>(nil)
+    let stopRequested: StopFlag
     let stats = Mutex(Stats())
     let startedAt = Date()
 
@@ -55,19 +60,30 @@ public final class Worker: Service, Sendable {
         self.manifest = manifest
         self.logger = logger
         self.broker = WorkerBroker(url: config.broker, node: config.node)
+        var separateResults: Redis?
         switch config.resultBackend.kind {
         case let .redis(urlString):
             let url: RedisURL
             do { url = try RedisURL(string: urlString) } catch { throw ManifestError(nil, "result backend: \(error.message)") }
-            let redis = url == config.broker ? broker.control : Redis(url: url, label: "results-\(config.node)")
-            results = RedisResultBackend(redis: redis, expires: config.resultBackend.expires)
+            if url != config.broker { separateResults = Redis(url: url, label: "results-\(config.node)") }
+            results = RedisResultBackend(redis: separateResults ?? broker.control, expires: config.resultBackend.expires)
+            completionKind = .redisKey
         case .sameAsBroker:
             results = RedisResultBackend(redis: broker.control, expires: config.resultBackend.expires)
+            completionKind = .redisKey
         case .rpc:
             results = RPCResultBackend(redis: broker.control)
+            completionKind = .rpcList
         case .none:
             results = NoResultBackend()
+            completionKind = .none
         }
+        // Its own connections: a batch in flight must not wait behind heartbeats or sweeps.
+        let stop = StopFlag(grace: config.shutdownGrace)
+        stopRequested = stop
+        completer = Completer(processingKey: broker.processingKey, broker: Redis(url: config.broker, label: "complete-\(config.node)"),
+                              resultRedis: separateResults.map { Redis(url: $0.url, label: "complete-results-\(config.node)") },
+                              ttl: config.resultBackend.expires, stop: stop, logger: logger)
         var hs: [String: any TaskHandler] = [:]
         var pools: [PluginSpec: PersistentPlugin] = [:]
         let served = manifest.taskOrder.compactMap { manifest.tasks[$0] }.filter { config.queues.contains($0.queue) }
@@ -100,7 +116,7 @@ public final class Worker: Service, Sendable {
     }
 
     /// Asks the worker to stop fetching and finish (what SIGTERM does through a ServiceGroup).
-    public func requestStop() { stopRequested.withLock { if $0 == nil { $0 = Date() } } }
+    public func requestStop() { stopRequested.request() }
 
     /// Cold stop: tasks in flight are handed back to their queues now, without waiting.
     public func requestColdStop() {
@@ -111,9 +127,9 @@ public final class Worker: Service, Sendable {
 
     /// Counts stop signals (the CLI makes the second one cold); returns the count.
     public func countStopSignal() -> Int { stopSignals.add(1, ordering: .relaxed).newValue }
-    var isStopping: Bool { stopRequested.withLock { $0 != nil } }
+    var isStopping: Bool { stopRequested.isRequested }
     /// True once a stop was requested more than `shutdownGrace` seconds ago.
-    var graceExpired: Bool { stopRequested.withLock { $0.map { -$0.timeIntervalSinceNow > config.shutdownGrace } ?? false } }
+    var graceExpired: Bool { stopRequested.graceExpired }
 
     public func run() async throws {
         logger.info("worker starting", metadata: [
@@ -144,7 +160,10 @@ public final class Worker: Service, Sendable {
         logger.info("worker ready", metadata: ["node": .string(config.node)])
 
         let slots = Slots(config.concurrency)
+        // Messages fetched and not yet acked: Celery's prefetch (concurrency × multiplier).
+        let prefetch = Slots(config.concurrency * max(config.prefetchMultiplier, 1))
         await withDiscardingTaskGroup { background in
+            background.addTask { await self.completer.run() }
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.delayedLoop() }
             background.addTask { await self.recoveryLoop() }
@@ -155,9 +174,11 @@ public final class Worker: Service, Sendable {
             }
             await withDiscardingTaskGroup { fetchers in
                 for q in self.config.queues {
-                    fetchers.addTask { await self.fetchLoop(queue: q, slots: slots) }
+                    fetchers.addTask { await self.fetchLoop(queue: q, prefetch: prefetch, slots: slots) }
                 }
             }
+            // Every task has finished: write what is left, then stop the flusher.
+            self.completer.close()
             // No task is in flight any more: plugin processes may go.
             for pool in self.persistentPools { await pool.shutdown() }
             background.cancelAll()
@@ -236,9 +257,27 @@ public final class Worker: Service, Sendable {
     }
 
     private func heartbeatLoop() async {
+        var lastSummary = ContinuousClock.now
+        var last = stats.withLock { $0 }
         while !Task.isCancelled {
             do { try await Task.sleep(for: .milliseconds(Int(config.heartbeatSeconds * 1000))) } catch { return }
             do { try await beat() } catch { logger.warning("heartbeat failed: \(error)") }
+            // Per-task lines are debug-level (they would cost more than the tasks at full speed);
+            // info gets a summary every 10 s when something ran.
+            let elapsed = ContinuousClock.now - lastSummary
+            if elapsed >= .seconds(10) {
+                let now = stats.withLock { $0 }
+                if now.processed != last.processed {
+                    let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                    logger.info("tasks done", metadata: [
+                        "processed": .stringConvertible(now.processed - last.processed), "failed": .stringConvertible(now.failed - last.failed),
+                        "retried": .stringConvertible(now.retried - last.retried),
+                        "per_s": .string(String(format: "%.0f", Double(now.processed - last.processed) / secs)),
+                        "total": .stringConvertible(now.processed)])
+                }
+                last = now
+                lastSummary = ContinuousClock.now
+            }
         }
     }
 
@@ -257,7 +296,7 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    private func fetchLoop(queue: String, slots: Slots) async {
+    private func fetchLoop(queue: String, prefetch: Slots, slots: Slots) async {
         let fetcher = broker.makeFetcher(queue)
         var delay = 0.1
         await withDiscardingTaskGroup { running in
@@ -274,33 +313,33 @@ public final class Worker: Service, Sendable {
                     logger.info("queue resumed", metadata: ["queue": .string(queue)])
                     pausedFor = nil
                 }
-                let n = await slots.acquire(upTo: config.concurrency)
-                if isStopping { await slots.release(n); break }
+                let n = await prefetch.acquire(upTo: config.concurrency * max(config.prefetchMultiplier, 1))
+                if isStopping { prefetch.release(n); break }
                 let messages: [[UInt8]]
                 do {
                     messages = try await broker.fetch(queue, using: fetcher, max: n, block: config.fetchBlockSeconds)
                     delay = 0.1
                 } catch {
-                    await slots.release(n)
+                    prefetch.release(n)
                     logger.error("fetch from queue failed; retrying", metadata: ["queue": .string(queue), "error": .string("\(error)"), "retry_in_s": .stringConvertible(delay)])
                     try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                     delay = min(delay * 2, 5)
                     continue
                 }
-                if messages.count < n { await slots.release(n - messages.count) }
+                if messages.count < n { prefetch.release(n - messages.count) }
                 if isStopping {
                     // Fetched while a stop was requested (a blocking fetch was under way): give them back.
                     for raw in messages {
                         let key = WorkerBroker.listKey(of: raw) ?? queue
                         _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: key) }
                     }
-                    await slots.release(messages.count)
+                    prefetch.release(messages.count)
                     break
                 }
                 for raw in messages {
                     running.addTask {
-                        await self.process(raw, queue: queue)
-                        await slots.release()
+                        await self.process(raw, queue: queue, slots: slots)
+                        prefetch.release()
                     }
                 }
             }
@@ -310,7 +349,7 @@ public final class Worker: Service, Sendable {
 
     // MARK: - One message
 
-    func process(_ raw: [UInt8], queue: String) async {
+    func process(_ raw: [UInt8], queue: String, slots: Slots) async {
         let message: TaskMessage
         do {
             message = try TaskMessage.decode(raw)
@@ -352,6 +391,14 @@ public final class Worker: Service, Sendable {
             await requeue(raw, queue: queue, message: message, log)
             return
         }
+        // Prefetched messages wait here for an execution slot (the worker's concurrency).
+        _ = await slots.acquire()
+        if isStopping {
+            // Not started when the stop came: back to the head of its queue for another worker.
+            slots.release()
+            await requeue(raw, queue: queue, message: message, log, why: "worker stopping: message not started, returned to the head of its queue")
+            return
+        }
         var limit = spec.timeLimit
         if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
         var soft = spec.softTimeLimit
@@ -371,6 +418,7 @@ public final class Worker: Service, Sendable {
         inflight.withLock { $0[token] = entry }
         let outcome: Result<JSONValue, any Error>
         do { outcome = .success(try await runTask.value) } catch { outcome = .failure(error) }
+        slots.release()
         inflight.withLock { _ = $0.removeValue(forKey: token) }
         stats.withLock { $0.active -= 1 }
         let runtime = ["runtime_ms": Logger.MetadataValue.string(Self.ms(ContinuousClock.now - started))]
@@ -391,7 +439,7 @@ public final class Worker: Service, Sendable {
         switch outcome {
         case let .success(value):
             stats.withLock { $0.processed += 1 }
-            log.info("task succeeded", metadata: runtime)
+            log.debug("task succeeded", metadata: runtime)
             await finish(message, raw, spec.storeResult ? .success(message.id, value) : nil, log)
             return
         case let .failure(f as TaskFailure) where f.type == "PluginUnavailable" || f.type == "WorkerShuttingDown":
@@ -465,14 +513,31 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    private func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: Logger) async {
-        log.warning("handler unavailable: message returned to the head of its queue")
+    private func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: Logger,
+                         why: String = "handler unavailable: message returned to the head of its queue") async {
+        log.warning("\(why)")
         _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: Keys.queue(queue, priority: message.priority)) }
     }
 
     /// Stores the result (unless none is wanted), then acks. Never acks what was not stored.
     /// A failure of a task that had retries, after the last one, goes to the dead letters.
     private func finish(_ message: TaskMessage, _ raw: [UInt8], _ meta: ResultMeta?, _ log: Logger) async {
+        let deadLetter = meta?.state == .failure && (manifest.tasks[message.task]?.retries ?? 0) > 0
+        if !deadLetter {
+            // The hot path: stored and acked in the completer's next batch.
+            var store: Completer.Store?
+            if let meta, !message.ignoreResult {
+                switch completionKind {
+                case .redisKey: store = .redisKey(Keys.resultMeta(meta.taskID), meta.encode())
+                case .rpcList: store = message.replyTo.map { .rpcList($0, meta.rpcEnvelope(replyTo: $0, correlationID: message.correlationID)) }
+                case .none: store = nil
+                }
+            }
+            if await !completer.complete(raw, store: store) {
+                log.error("result not stored; message left unacked for redelivery")
+            }
+            return
+        }
         if let meta, !message.ignoreResult {
             let stored: Void?? = try? await withRedisRetry("store result") { try await self.results.store(meta, for: message) }
             if stored == nil || stored! == nil {
@@ -497,4 +562,14 @@ public struct WorkerError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// A worker's stop request: when it came, and whether the grace period has run out.
+final class StopFlag: Sendable {
+    private let requestedAt = Mutex<Date?>(nil)
+    let grace: Double
+    init(grace: Double) { self.grace = grace }
+    func request() { requestedAt.withLock { if $0 == nil { $0 = Date() } } }
+    var isRequested: Bool { requestedAt.withLock { $0 != nil } }
+    var graceExpired: Bool { requestedAt.withLock { $0.map { -$0.timeIntervalSinceNow > grace } ?? false } }
 }

@@ -9,6 +9,10 @@ public struct WorkerConfiguration: Sendable {
     public var queues: [String]
     /// Tasks run at once (`-c`).
     public var concurrency: Int
+    /// Messages fetched ahead of execution: up to `concurrency × prefetchMultiplier` are held
+    /// (in this worker's processing list) at once. Celery's `worker_prefetch_multiplier`, same
+    /// default (4); use 1 for long tasks so idle workers get them instead.
+    public var prefetchMultiplier: Int = 4
     public var broker: RedisURL
     public var resultBackend: ResultBackendConfig
     /// Longest wait of one blocking fetch; also bounds how fast a stop request is noticed.

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Celerity vs Celery, side by side on one private redis-server, in one run.
+
+    scripts/bench.sh            (builds the release binaries, then runs this)
+    python3 bench/run.py [--tasks N] [--e2e N] [--latency N] [--concurrency C] [--celery-pool P]
+
+Measures, each with the same task names, queues and Redis:
+  a. drain: N add tasks pre-enqueued by the real Python Celery client, drained once by a
+     Celery worker and once by a Celerity worker (same concurrency): tasks/s and the ratio;
+  b. end to end: Celerity's client sends N calls at once (bulk) and collects every result;
+  c. latency of sequential single calls, p50/p99: Celerity client -> Celerity worker,
+     Python client -> Celery worker, Python client -> Celerity worker;
+  d. factorial(20000) and mat_mul(1000, 1000) through a worker: Celerity's built-ins vs
+     the tutorial's Python code in a Celery worker (round trip from a client);
+  e. worker memory (RSS) idle and peak under load, Celerity vs Celery.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(REPO, ".build", "release")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def rss_kb(pids, field):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def process_tree(pid):
+    """pid and all its descendants (prefork children)."""
+    out = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    except OSError:
+        kids = []
+    for k in kids:
+        out += process_tree(int(k))
+    return out
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="celerity-bench-")
+        self.port = free_port()
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+        self.env = dict(os.environ, CELERITY_BROKER_URL=self.url, CELERITY_RESULT_BACKEND=self.url,
+                        PYTHONPATH=os.path.join(REPO, "bench") + os.pathsep + os.path.join(REPO, "interop"))
+        self.procs = []
+        self.rows = []
+        self.notes = []
+
+    # -- processes -------------------------------------------------------------------------
+    def spawn(self, argv, log, **kw):
+        f = open(os.path.join(self.tmp, log), "w")
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=self.env, cwd=REPO, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def cleanup(self):
+        for p in self.procs:
+            self.stop(p, signal.SIGKILL)
+
+    def start_redis(self):
+        self.redis_proc = self.spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--maxmemory-policy", "noeviction"], "redis.log")
+        import redis
+        self.r = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                self.r.ping()
+                return
+            except Exception:
+                time.sleep(0.05)
+        sys.exit("redis-server did not start (see %s/redis.log)" % self.tmp)
+
+    def celery_worker(self, queues, name):
+        a = self.args
+        argv = [sys.executable, "-m", "celery", "-A", "celery_tutorial_app", "worker", "-Q", queues, "-n", name + "@%h",
+                "-P", a.celery_pool, "-c", str(a.concurrency), "-l", "warning",
+                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        p = self.spawn(argv, name + ".log")
+        self.wait_until(lambda: self.celery_ready(name), "Celery worker %s" % name, 60)
+        return p
+
+    def celery_ready(self, name):
+        from celery_tutorial_app import app
+        r = app.control.ping(destination=["%s@%s" % (name, socket.gethostname())], timeout=0.5)
+        return bool(r)
+
+    def celerity_worker(self, queues, name):
+        argv = [os.path.join(BIN, "celerity"), "worker", "-Q", queues, "-n", name, "-c", str(self.args.concurrency),
+                "-l", "warning", "--manifest", os.path.join(REPO, "tasks.yaml"), "--broker", self.url]
+        p = self.spawn(argv, name + ".log")
+        self.wait_until(lambda: self.r.exists("celerity:worker:" + name), "Celerity worker %s" % name, 30)
+        return p
+
+    def wait_until(self, cond, what, timeout):
+        end = time.time() + timeout
+        while time.time() < end:
+            if cond():
+                return
+            time.sleep(0.05)
+        sys.exit("%s did not become ready within %d s (logs in %s)" % (what, timeout, self.tmp))
+
+    def clear_results(self):
+        keys = list(self.r.scan_iter("celery-task-meta-*", count=10000))
+        for i in range(0, len(keys), 10000):
+            self.r.unlink(*keys[i:i + 10000])
+
+    # -- a. drain ----------------------------------------------------------------------------
+    def enqueue(self, n):
+        """The real Celery client publishes n add calls; they are kept aside in bench:add."""
+        code = (
+            "import sys, celery_tutorial_app as t\n"
+            "n = int(sys.argv[1]); ids = []\n"
+            "for i in range(n): ids.append(t.add.apply_async((i, i)).id)\n"
+            "open(sys.argv[2], 'w').write('\\n'.join(ids))\n")
+        ids_file = os.path.join(self.tmp, "ids.txt")
+        t0 = time.time()
+        subprocess.run([sys.executable, "-c", code, str(n), ids_file], env=self.env, cwd=REPO, check=True)
+        took = time.time() - t0
+        self.r.rename("add", "bench:add")
+        self.ids = open(ids_file).read().split("\n")
+        self.notes.append("enqueue: the Python Celery client published %d add calls in %.1f s (%.0f/s)" % (n, took, n / took))
+
+    def drain(self, worker_pid_fn):
+        """Hands the kept messages to the queue of a ready, idle worker; times until every result is stored."""
+        self.clear_results()
+        keys = ["celery-task-meta-" + i for i in self.ids]
+        t0 = time.time()
+        self.r.copy("bench:add", "add")
+        peak = 0
+        while self.r.llen("add") > 0:
+            peak = max(peak, rss_kb(worker_pid_fn(), "VmRSS"))
+            time.sleep(0.01)
+        done = 0
+        while True:
+            done = sum(self.r.exists(*keys[i:i + 20000]) for i in range(0, len(keys), 20000))
+            if done >= len(keys):
+                break
+            if time.time() - t0 > 1800:
+                sys.exit("drain did not finish in 30 minutes (%d of %d results)" % (done, len(keys)))
+            time.sleep(0.02)
+        took = time.time() - t0
+        sample = json.loads(self.r.get(keys[-1]))
+        assert sample["status"] == "SUCCESS" and sample["result"] == 2 * (len(keys) - 1), sample
+        return took, max(peak, rss_kb(worker_pid_fn(), "VmHWM"))
+
+    # -- c. latency from Python --------------------------------------------------------------
+    def python_latency(self, n):
+        code = (
+            "import sys, time, json, celery_tutorial_app as t\n"
+            "n = int(sys.argv[1])\n"
+            "for i in range(20): t.add.delay(i, i).get(timeout=30)\n"
+            "lat = []\n"
+            "for i in range(n):\n"
+            "    t0 = time.perf_counter(); r = t.add.delay(i, i).get(timeout=30); lat.append((time.perf_counter() - t0) * 1000)\n"
+            "    assert r == 2 * i\n"
+            "lat.sort(); print(json.dumps({'p50_ms': lat[len(lat)//2], 'p99_ms': lat[min(int(len(lat)*0.99), len(lat)-1)]}))\n")
+        out = subprocess.run([sys.executable, "-c", code, str(n)], env=self.env, cwd=REPO, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def python_compute(self, repeats):
+        """factorial(20000) and mat_mul(1000, 1000) round trips from the Python client (median)."""
+        code = (
+            "import sys, time, json, statistics, celery_tutorial_app as t\n"
+            "sys.set_int_max_str_digits(0)\n"
+            "reps = int(sys.argv[1]); out = {}\n"
+            "for name, call in [('factorial', lambda: t.factorial.delay(20000)), ('mat_mul', lambda: t.mat_mul.delay(1000, 1000))]:\n"
+            "    call().get(timeout=120)\n"
+            "    times = []\n"
+            "    for _ in range(reps):\n"
+            "        t0 = time.perf_counter(); v = call().get(timeout=120); times.append((time.perf_counter() - t0) * 1000)\n"
+            "    out[name] = statistics.median(times)\n"
+            "    if name == 'factorial': assert len(str(v)) == 77338\n"
+            "    else: assert len(v) == 1000 and len(v[0]) == 1000\n"
+            "print(json.dumps(out))\n")
+        out = subprocess.run([sys.executable, "-c", code, str(repeats)], env=self.env, cwd=REPO, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def swift_bench(self, mode, n, extra=()):
+        out = subprocess.run([os.path.join(BIN, "celerity-bench"), mode, "--broker", self.url, "--calls", str(n)] + list(extra),
+                             cwd=REPO, check=True, capture_output=True, text=True)
+        sys.stderr.write(out.stderr)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self):
+        a = self.args
+        self.start_redis()
+        print("Redis: %s; concurrency %d for both workers (Celery pool: %s); %d tasks to drain" % (self.url, a.concurrency, a.celery_pool, a.tasks), flush=True)
+        self.enqueue(a.tasks)
+        print(self.notes[-1], flush=True)
+
+        # Celery worker: drain, latency, compute, memory.
+        cel = self.celery_worker("add,factorial,mat_mul", "celery")
+        cel_idle = rss_kb(process_tree(cel.pid), "VmRSS")
+        print("a. draining with the Celery worker…", flush=True)
+        cel_drain, cel_peak = self.drain(lambda: process_tree(cel.pid))
+        print("   %.1f s (%.0f tasks/s)" % (cel_drain, a.tasks / cel_drain), flush=True)
+        print("c. latency Python -> Celery…", flush=True)
+        py_cel = self.python_latency(a.latency)
+        print("d. factorial / mat_mul in the Celery worker…", flush=True)
+        cel_compute = self.python_compute(a.repeats)
+        cel_peak = max(cel_peak, rss_kb(process_tree(cel.pid), "VmHWM"))
+        self.stop(cel)
+
+        # Celerity worker: the same.
+        cy = self.celerity_worker("add,factorial,mat_mul", "celerity-bench")
+        time.sleep(0.5)
+        cy_idle = rss_kb([cy.pid], "VmRSS")
+        print("a. draining with the Celerity worker…", flush=True)
+        cy_drain, cy_peak = self.drain(lambda: [cy.pid])
+        print("   %.2f s (%.0f tasks/s)" % (cy_drain, a.tasks / cy_drain), flush=True)
+        self.clear_results()
+        print("b. end to end from the Celerity client…", flush=True)
+        e2e = self.swift_bench("e2e", a.e2e)
+        print("c. latency Celerity client -> Celerity, Python -> Celerity…", flush=True)
+        cy_lat = self.swift_bench("latency", a.latency)
+        py_cy = self.python_latency(a.latency)
+        print("d. factorial / mat_mul in the Celerity worker…", flush=True)
+        cy_fact = self.swift_bench("latency", a.repeats, ["--task", "factorial_module.tasks.factorial", "--queue", "factorial", "--args", "[20000]"])
+        cy_mm = self.swift_bench("latency", a.repeats, ["--task", "mat_mul_module.tasks.mat_mul", "--queue", "mat_mul", "--args", "[1000, 1000]"])
+        cy_peak = max(cy_peak, rss_kb([cy.pid], "VmHWM"))
+        self.stop(cy)
+
+        def ratio(x, y):
+            return "%.1f×" % (x / y) if y else "n/a"
+        rows = [
+            ("a. drain %d add tasks (tasks/s)" % a.tasks, "%.0f" % (a.tasks / cy_drain), "%.0f" % (a.tasks / cel_drain), ratio(cel_drain, cy_drain)),
+            ("b. end to end, bulk send + gather (calls/s)", "%.0f" % e2e["per_second"], "-", "target ≥30,000"),
+            ("c. latency, own client: p50 ms", "%.3f" % cy_lat["p50_ms"], "%.3f" % py_cel["p50_ms"], ratio(py_cel["p50_ms"], cy_lat["p50_ms"])),
+            ("c. latency, own client: p99 ms", "%.3f" % cy_lat["p99_ms"], "%.3f" % py_cel["p99_ms"], ratio(py_cel["p99_ms"], cy_lat["p99_ms"])),
+            ("c. latency, Python client: p50 ms", "%.3f" % py_cy["p50_ms"], "%.3f" % py_cel["p50_ms"], ratio(py_cel["p50_ms"], py_cy["p50_ms"])),
+            ("c. latency, Python client: p99 ms", "%.3f" % py_cy["p99_ms"], "%.3f" % py_cel["p99_ms"], ratio(py_cel["p99_ms"], py_cy["p99_ms"])),
+            ("d. factorial(20000) round trip ms (median)", "%.1f" % cy_fact["p50_ms"], "%.1f" % cel_compute["factorial"], ratio(cel_compute["factorial"], cy_fact["p50_ms"])),
+            ("d. mat_mul(1000, 1000) round trip ms (median)", "%.1f" % cy_mm["p50_ms"], "%.1f" % cel_compute["mat_mul"], ratio(cel_compute["mat_mul"], cy_mm["p50_ms"])),
+            ("e. worker RSS idle (MB)", "%.1f" % (cy_idle / 1024), "%.1f" % (cel_idle / 1024), ratio(cel_idle, cy_idle)),
+            ("e. worker RSS peak under load (MB)", "%.1f" % (cy_peak / 1024), "%.1f" % (cel_peak / 1024), ratio(cel_peak, cy_peak)),
+        ]
+        print()
+        print("%-48s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
+        for r in rows:
+            print("%-48s %12s %12s %10s" % r)
+        print()
+        print("ratio: how many times better Celerity is (Celery's time or size / Celerity's; rate / rate for drain).")
+        print("c. 'own client' compares Celerity's Swift client -> Celerity worker with Python client -> Celery worker.")
+        print("Workers: Celerity `celerity worker -c %d`; Celery `celery worker -P %s -c %d` (without gossip/mingle/heartbeat)."
+              % (a.concurrency, a.celery_pool, a.concurrency))
+        print("Logs: %s" % self.tmp)
+        bad = e2e.get("wrong", 0)
+        if bad:
+            print("ERROR: %d wrong end-to-end results" % bad)
+            return 1
+        return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=100_000, help="add tasks to drain (a)")
+    ap.add_argument("--e2e", type=int, default=100_000, help="calls for the end-to-end run (b)")
+    ap.add_argument("--latency", type=int, default=2000, help="sequential calls per latency run (c)")
+    ap.add_argument("--repeats", type=int, default=5, help="calls of factorial and mat_mul (d)")
+    ap.add_argument("--concurrency", type=int, default=8, help="worker concurrency, both workers")
+    ap.add_argument("--celery-pool", default="threads", help="Celery worker pool: threads, prefork or solo")
+    args = ap.parse_args()
+    if not os.path.exists(os.path.join(BIN, "celerity-bench")):
+        sys.exit("release binaries missing: run scripts/bench.sh (or swift build -c release) first")
+    b = Bench(args)
+    try:
+        sys.exit(b.run())
+    finally:
+        b.cleanup()
+
+
+if __name__ == "__main__":
+    main()
