@@ -70,6 +70,9 @@ class Bench:
         self.url = "redis://127.0.0.1:%d/0" % self.port
         self.env = dict(os.environ, CELERITY_BROKER_URL=self.url, CELERITY_RESULT_BACKEND=self.url,
                         PYTHONPATH=os.path.join(REPO, "bench") + os.pathsep + os.path.join(REPO, "interop"))
+        # The orchestrator itself talks to Celery (ping) through the same app module.
+        os.environ.update(CELERITY_BROKER_URL=self.url, CELERITY_RESULT_BACKEND=self.url)
+        sys.path.insert(0, os.path.join(REPO, "bench"))
         self.procs = []
         self.rows = []
         self.notes = []

@@ -8,10 +8,10 @@ public enum Builtins {
     /// Every built-in: `add`, `factorial`, `mat_mul`, `echo`, `sleep`, `fail`.
     public static var registry: BuiltinRegistry {
         var r = BuiltinRegistry()
-        r.register("add") { call in try add(call) }
+        r.register("add", inline: true) { call in try add(call) }
         r.register("factorial") { call in try factorial(call) }
         r.register("mat_mul") { call in try matMul(call) }
-        r.register("echo") { call in .object([JSONMember("args", .array(call.args)), JSONMember("kwargs", .object(call.kwargs))]) }
+        r.register("echo", inline: true) { call in .object([JSONMember("args", .array(call.args)), JSONMember("kwargs", .object(call.kwargs))]) }
         r.register("sleep") { call in
             let v = try call.bind(["seconds"])
             guard let s = v[0].doubleValue, s >= 0 else { throw TaskFailure(type: "ValueError", message: "seconds must be a non-negative number") }

@@ -108,6 +108,13 @@ public final class CancellationFlag: Sendable {
 /// A clean failure is thrown as `TaskFailure`; any other error becomes a FAILURE too.
 public protocol TaskHandler: Sendable {
     func run(_ call: TaskCall) async throws -> JSONValue
+    /// A function cheap enough to run right where the message is processed (no thread hop,
+    /// no time-limit timer): tiny built-ins such as add. nil for everything else.
+    var inlineBody: (@Sendable (TaskCall) throws -> JSONValue)? { get }
+}
+
+extension TaskHandler {
+    public var inlineBody: (@Sendable (TaskCall) throws -> JSONValue)? { nil }
 }
 
 /// A synchronous Swift function run as a task on a thread outside the cooperative pool,
@@ -115,10 +122,14 @@ public protocol TaskHandler: Sendable {
 public struct BuiltinHandler: TaskHandler {
     public let name: String
     public let body: @Sendable (TaskCall) throws -> JSONValue
-    public init(_ name: String, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
+    /// Runs in place (see `TaskHandler.inlineBody`): only for functions that take microseconds.
+    public let inline: Bool
+    public init(_ name: String, inline: Bool = false, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
         self.name = name
+        self.inline = inline
         self.body = body
     }
+    public var inlineBody: (@Sendable (TaskCall) throws -> JSONValue)? { inline ? body : nil }
     public func run(_ call: TaskCall) async throws -> JSONValue {
         // A Swift function cannot be stopped from outside; on cancellation (time limit, revoke,
         // shutdown) the caller stops waiting at once and the late result is dropped.
@@ -143,7 +154,9 @@ public struct BuiltinRegistry: Sendable {
     public var handlers: [String: any TaskHandler]
     public init(_ handlers: [String: any TaskHandler] = [:]) { self.handlers = handlers }
     public var names: Set<String> { Set(handlers.keys) }
-    public mutating func register(_ name: String, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
-        handlers[name] = BuiltinHandler(name, body)
+    /// `inline`: the function always takes microseconds (it then runs without a thread hop and
+    /// cannot be stopped by a time limit); leave false for anything that may compute for long.
+    public mutating func register(_ name: String, inline: Bool = false, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
+        handlers[name] = BuiltinHandler(name, inline: inline, body)
     }
 }

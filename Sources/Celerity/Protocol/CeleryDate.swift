@@ -12,8 +12,23 @@ public enum CeleryDate {
         var tt = time_t(secs)
         var tmv = tm()
         gmtime_r(&tt, &tmv)
-        let base = String(format: "%04d-%02d-%02dT%02d:%02d:%02d", Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1, Int(tmv.tm_mday), Int(tmv.tm_hour), Int(tmv.tm_min), Int(tmv.tm_sec))
-        return micros == 0 ? base + "+00:00" : base + String(format: ".%06d", micros) + "+00:00"
+        // Digits written by hand: String(format:) costs microseconds, and every result has a date.
+        var out: [UInt8] = []
+        out.reserveCapacity(32)
+        func put(_ v: Int, _ width: Int) {
+            var div = 1
+            for _ in 1..<width { div *= 10 }
+            while div > 0 { out.append(UInt8(48 + (v / div) % 10)); div /= 10 }
+        }
+        put(Int(tmv.tm_year) + 1900, 4); out.append(45)
+        put(Int(tmv.tm_mon) + 1, 2); out.append(45)
+        put(Int(tmv.tm_mday), 2); out.append(84)
+        put(Int(tmv.tm_hour), 2); out.append(58)
+        put(Int(tmv.tm_min), 2); out.append(58)
+        put(Int(tmv.tm_sec), 2)
+        if micros != 0 { out.append(46); put(micros, 6) }
+        out.append(contentsOf: Array("+00:00".utf8))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM]` (a space may replace `T`). A naive time

@@ -57,6 +57,91 @@ public struct TaskMessage: Sendable {
     // MARK: Decoding
 
     /// Decodes an envelope. Every failure says which field is wrong.
+    /// The worker's fast path: reads only the fields needed to run a plain call (task, id,
+    /// ids of the workflow, retries, limits, result routing, args, kwargs), checking the rest
+    /// without building it. Unknown headers are not kept (`headers` is empty), so a message
+    /// that must be re-sent (retry) is decoded again with `decode`. Returns nil whenever the
+    /// message needs more than that (eta, expiry, compression, anything unusual) or is
+    /// malformed: `decode` then says why.
+    static func decodeForRun(_ raw: [UInt8]) -> TaskMessage? {
+        var task: String?, id: String?, rootID: String?, parentID: String?, groupID: String?
+        var retries = 0, ignoreResult = false, usual = true
+        var hard: Double?, soft: Double?
+        var replyTo: String?, correlationID: String?, priority = 0, base64 = false, routingKey = ""
+        var body: String?
+        let ok: Bool? = raw.withUnsafeBufferPointer { buf in
+            do throws(JSONError) {
+                try JSONReader.readObject(buf) { (key, r) throws(JSONError) in
+                    if key.is("body") {
+                        body = try r.value().stringValue
+                    } else if key.is("content-type") {
+                        if try r.value().stringValue != "application/json" { usual = false }
+                    } else if key.is("headers") {
+                        try r.object { (k, r) throws(JSONError) in
+                            if k.is("task") { task = try r.value().stringValue }
+                            else if k.is("id") { id = try r.value().stringValue }
+                            else if k.is("root_id") { rootID = try r.value().stringValue }
+                            else if k.is("parent_id") { parentID = try r.value().stringValue }
+                            else if k.is("group") { groupID = try r.value().stringValue }
+                            else if k.is("retries") { retries = try r.value().intValue ?? 0 }
+                            else if k.is("ignore_result") { ignoreResult = try r.value().boolValue ?? false }
+                            else if k.is("eta") || k.is("expires") || k.is("compression") { if !r.isNull() { usual = false } }
+                            else if k.is("timelimit") {
+                                if let tl = try r.value().arrayValue, tl.count == 2 { hard = tl[0].doubleValue; soft = tl[1].doubleValue }
+                            }
+                        }
+                    } else if key.is("properties") {
+                        try r.object { (k, r) throws(JSONError) in
+                            if k.is("reply_to") { replyTo = try r.value().stringValue }
+                            else if k.is("correlation_id") { correlationID = try r.value().stringValue }
+                            else if k.is("priority") { priority = try r.value().intValue ?? 0 }
+                            else if k.is("body_encoding") { base64 = try r.value().stringValue == "base64" }
+                            else if k.is("delivery_info") {
+                                try r.object { (k, r) throws(JSONError) in
+                                    if k.is("routing_key") { routingKey = try r.value().stringValue ?? "" }
+                                }
+                            }
+                        }
+                    }
+                }
+                return true
+            } catch {
+                return false
+            }
+        }
+        guard ok == true, usual, let task, !task.isEmpty, let id, !id.isEmpty, let body else { return nil }
+        let bodyBytes: [UInt8]
+        if base64 {
+            guard let d = Data(base64Encoded: body, options: .ignoreUnknownCharacters) else { return nil }
+            bodyBytes = Array(d)
+        } else {
+            bodyBytes = Array(body.utf8)
+        }
+        guard let parts = (try? JSONValue(parsing: bodyBytes))?.arrayValue, parts.count == 3 || parts.count == 2,
+              let args = parts[0].arrayValue else { return nil }
+        let kwargs: [JSONMember]
+        if parts[1].isNull { kwargs = [] } else {
+            guard let k = parts[1].objectValue else { return nil }
+            kwargs = k
+        }
+        var m = TaskMessage(id: id, task: task, args: args, kwargs: kwargs, queue: routingKey)
+        m.embed = parts.count == 3 ? parts[2] : .null
+        m.rootID = rootID
+        m.parentID = parentID
+        m.groupID = groupID
+        m.retries = retries
+        m.ignoreResult = ignoreResult
+        m.hardTimeLimit = hard
+        m.softTimeLimit = soft
+        m.replyTo = replyTo.flatMap { $0.isEmpty ? nil : $0 }
+        m.correlationID = correlationID ?? id
+        m.priority = priority
+        return m
+    }
+
+    /// Headers decoded into fields (the rest are kept in `headers`).
+    static let knownHeaders: Set<String> = ["task", "id", "root_id", "parent_id", "group", "retries", "eta", "expires", "timelimit", "origin", "ignore_result"]
+
     public static func decode(_ raw: [UInt8]) throws(ProtocolError) -> TaskMessage {
         let envelope: JSONValue
         do { envelope = try JSONValue(parsing: raw) } catch {
@@ -132,8 +217,7 @@ public struct TaskMessage: Sendable {
         m.replyTo = props["reply_to"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
         m.correlationID = props["correlation_id"]?.stringValue ?? id
         m.priority = props["priority"]?.intValue ?? 0
-        let known: Set<String> = ["task", "id", "root_id", "parent_id", "group", "retries", "eta", "expires", "timelimit", "origin", "ignore_result"]
-        m.headers = headers.filter { !known.contains($0.key) }
+        m.headers = headers.filter { !knownHeaders.contains($0.key) }
         return m
     }
 

@@ -54,6 +54,13 @@ public final class Worker: Service, Sendable {
     let coldStop = Mutex(false)
     let stopSignals = Atomic<Int>(0)
 
+    /// Batches of results written at once (each flusher its own connection), and fetch loops
+    /// per queue: two of each, so a round trip under way never leaves Redis or the worker idle.
+    static let completerLanes = 2
+    static let fetchersPerQueue = 2
+    /// Prefetch room of a queue of inline built-ins only (fetched 64 at a time).
+    static let lightRoom = 1024
+
     /// Builds a worker for the tasks of `manifest` on `config.queues`, with built-ins from `builtins`.
     public init(config: WorkerConfiguration, manifest: Manifest, builtins: BuiltinRegistry, logger: Logger) throws(ManifestError) {
         self.config = config
@@ -81,8 +88,9 @@ public final class Worker: Service, Sendable {
         // Its own connections: a batch in flight must not wait behind heartbeats or sweeps.
         let stop = StopFlag(grace: config.shutdownGrace)
         stopRequested = stop
-        completer = Completer(processingKey: broker.processingKey, broker: Redis(url: config.broker, label: "complete-\(config.node)"),
-                              resultRedis: separateResults.map { Redis(url: $0.url, label: "complete-results-\(config.node)") },
+        let lanes = 0..<Worker.completerLanes
+        completer = Completer(processingKey: broker.processingKey, brokers: lanes.map { Redis(url: config.broker, label: "complete-\($0)-\(config.node)") },
+                              resultRedis: separateResults.map { r in lanes.map { Redis(url: r.url, label: "complete-results-\($0)-\(config.node)") } },
                               ttl: config.resultBackend.expires, stop: stop, logger: logger)
         var hs: [String: any TaskHandler] = [:]
         var pools: [PluginSpec: PersistentPlugin] = [:]
@@ -163,7 +171,7 @@ public final class Worker: Service, Sendable {
         // Messages fetched and not yet acked: Celery's prefetch (concurrency × multiplier).
         let prefetch = Slots(config.concurrency * max(config.prefetchMultiplier, 1))
         await withDiscardingTaskGroup { background in
-            background.addTask { await self.completer.run() }
+            for lane in 0..<Worker.completerLanes { background.addTask { await self.completer.run(lane: lane) } }
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.delayedLoop() }
             background.addTask { await self.recoveryLoop() }
@@ -174,7 +182,15 @@ public final class Worker: Service, Sendable {
             }
             await withDiscardingTaskGroup { fetchers in
                 for q in self.config.queues {
-                    fetchers.addTask { await self.fetchLoop(queue: q, prefetch: prefetch, slots: slots) }
+                    // A queue whose every task is a tiny built-in gets a prefetch room of its own,
+                    // large: its messages never wait for an execution slot, and the worker keeps
+                    // many batches in flight (fetch, run, store) to keep Redis and both cores busy.
+                    let light = self.isLight(q)
+                    let pool = light ? Slots(Worker.lightRoom) : prefetch
+                    let room = light ? Worker.lightRoom : self.config.concurrency * max(self.config.prefetchMultiplier, 1)
+                    for _ in 0..<Worker.fetchersPerQueue {
+                        fetchers.addTask { await self.fetchLoop(queue: q, prefetch: pool, room: room, batchesInFlight: light ? 16 : 4, slots: slots) }
+                    }
                 }
             }
             // Every task has finished: write what is left, then stop the flusher.
@@ -296,7 +312,13 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    private func fetchLoop(queue: String, prefetch: Slots, slots: Slots) async {
+    /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`).
+    func isLight(_ queue: String) -> Bool {
+        let tasks = manifest.tasks.values.filter { $0.queue == queue }
+        return !tasks.isEmpty && tasks.allSatisfy { handlers[$0.name]?.inlineBody != nil }
+    }
+
+    private func fetchLoop(queue: String, prefetch: Slots, room: Int, batchesInFlight: Int, slots: Slots) async {
         let fetcher = broker.makeFetcher(queue)
         var delay = 0.1
         await withDiscardingTaskGroup { running in
@@ -313,7 +335,14 @@ public final class Worker: Service, Sendable {
                     logger.info("queue resumed", metadata: ["queue": .string(queue)])
                     pausedFor = nil
                 }
-                let n = await prefetch.acquire(upTo: config.concurrency * max(config.prefetchMultiplier, 1))
+                // Fetch in batches of a part of the prefetch room, so that a busy worker pays one
+                // round trip per many messages and has several batches under way at once (one
+                // being fetched, others being run or stored); wait until a whole batch is free,
+                // but never let fewer than 2 × concurrency be fetched. Idle: everything is free.
+                let most = max(1, room / batchesInFlight)
+                let batch = max(1, min(most, room - 2 * config.concurrency))
+                var n = await prefetch.acquire(upTo: most)
+                while n < batch && !isStopping { n += await prefetch.acquire(upTo: most - n) }
                 if isStopping { prefetch.release(n); break }
                 let messages: [[UInt8]]
                 do {
@@ -336,18 +365,84 @@ public final class Worker: Service, Sendable {
                     prefetch.release(messages.count)
                     break
                 }
-                for raw in messages {
+                // The batch is worked on in a task of its own, so the next fetch overlaps it.
+                let fetched = messages
+                running.addTask { await self.work(fetched, queue: queue, prefetch: prefetch, slots: slots) }
+            }
+        }
+        await fetcher.close()
+    }
+
+    /// Works on one fetched batch. Tiny built-ins (add) run right here and their results go to
+    /// the completer as one group: no task, no thread hop, no wake-up per message. Everything
+    /// else gets a task of its own.
+    private func work(_ messages: [[UInt8]], queue: String, prefetch: Slots, slots: Slots) async {
+        await withDiscardingTaskGroup { running in
+            var quick: [Completer.Item] = []
+            for raw in messages {
+                switch quickRun(raw, queue: queue) {
+                case let .done(item):
+                    quick.append(item)
+                case let .settle(outcome, quick, spec):
+                    // The fast decode keeps no unknown headers: a retry re-sends the full message.
+                    let message = (try? TaskMessage.decode(raw)) ?? quick
+                    running.addTask {
+                        await self.settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: self.logger, id: message.id, task: message.task), runtime: [:])
+                        prefetch.release()
+                    }
+                case .slow:
                     running.addTask {
                         await self.process(raw, queue: queue, slots: slots)
                         prefetch.release()
                     }
                 }
             }
+            if !quick.isEmpty {
+                stats.withLock { $0.processed += quick.count }
+                if await !completer.complete(quick) {
+                    logger.error("results not stored; messages left unacked for redelivery", metadata: ["count": .stringConvertible(quick.count)])
+                }
+                prefetch.release(quick.count)
+            }
         }
-        await fetcher.close()
     }
 
     // MARK: - One message
+
+    enum QuickRun {
+        /// Ran successfully here: store and ack.
+        case done(Completer.Item)
+        /// Ran here and failed: the usual failure path (retry, dead letter, store).
+        case settle(Result<JSONValue, any Error>, TaskMessage, TaskSpec)
+        /// Needs the full path (`process`).
+        case slow
+    }
+
+    /// Runs a message at once when it is a plain call of an inline built-in (no eta, expiry,
+    /// revocation, soft limit, or stop in the way); anything else is `.slow`.
+    func quickRun(_ raw: [UInt8], queue: String) -> QuickRun {
+        guard !isStopping, let message = TaskMessage.decodeForRun(raw), message.eta == nil, message.expires == nil,
+              message.softTimeLimit == nil || message.softTimeLimit == 0,
+              let spec = manifest.tasks[message.task], spec.softTimeLimit == nil,
+              let body = handlers[message.task]?.inlineBody,
+              !revoked.withLock({ $0.contains(message.id) })
+        else { return .slow }
+        let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
+                            attempt: message.retries + 1, deadline: nil, rootID: message.rootID, parentID: message.parentID,
+                            retries: message.retries, worker: config.node)
+        let value: JSONValue
+        do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
+        if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
+        guard spec.storeResult, !message.ignoreResult else { return .done(Completer.Item(raw: raw, store: nil)) }
+        let meta = ResultMeta.success(message.id, value)
+        switch completionKind {
+        case .redisKey: return .done(Completer.Item(raw: raw, store: .redisKey(Keys.resultMeta(message.id), meta.encode(), success: true)))
+        case .rpcList:
+            guard let to = message.replyTo else { return .done(Completer.Item(raw: raw, store: nil)) }
+            return .done(Completer.Item(raw: raw, store: .rpcList(to, meta.rpcEnvelope(replyTo: to, correlationID: message.correlationID))))
+        case .none: return .done(Completer.Item(raw: raw, store: nil))
+        }
+    }
 
     func process(_ raw: [UInt8], queue: String, slots: Slots) async {
         let message: TaskMessage
@@ -362,9 +457,7 @@ public final class Worker: Service, Sendable {
             }
             return
         }
-        var log = logger
-        log[metadataKey: "task_id"] = .string(message.id)
-        log[metadataKey: "task"] = .string(message.task)
+        let log = TaskLog(base: logger, id: message.id, task: message.task)
 
         if let expires = message.expires, expires < Date() {
             log.info("task expired before it ran: REVOKED")
@@ -404,6 +497,16 @@ public final class Worker: Service, Sendable {
         var soft = spec.softTimeLimit
         if let sl = message.softTimeLimit, sl > 0 { soft = min(soft ?? sl, sl) }
         if let s = soft, let l = limit, s >= l { soft = nil }   // a soft limit past the hard one never strikes
+        if let body = handler.inlineBody, soft == nil {
+            // A tiny built-in: run here, no thread hop, nothing to interrupt.
+            let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
+                                attempt: message.retries + 1, deadline: nil, rootID: message.rootID, parentID: message.parentID,
+                                retries: message.retries, worker: config.node)
+            let outcome = Result<JSONValue, any Error> { try body(call) }
+            slots.release()
+            await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: [:])
+            return
+        }
         var call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
                             attempt: message.retries + 1, deadline: limit.map { Date().addingTimeInterval($0) },
                             rootID: message.rootID, parentID: message.parentID, retries: message.retries, worker: config.node)
@@ -421,7 +524,7 @@ public final class Worker: Service, Sendable {
         slots.release()
         inflight.withLock { _ = $0.removeValue(forKey: token) }
         stats.withLock { $0.active -= 1 }
-        let runtime = ["runtime_ms": Logger.MetadataValue.string(Self.ms(ContinuousClock.now - started))]
+        var runtime: Logger.Metadata { ["runtime_ms": .string(Self.ms(ContinuousClock.now - started))] }
 
         switch entry.fate.withLock({ $0 }) {
         case .abandoned:
@@ -435,11 +538,17 @@ public final class Worker: Service, Sendable {
         case .running:
             break
         }
+        await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: runtime)
+    }
+
+    /// Stores the outcome of a run (or retries it) and acks.
+    func settle(_ outcome: Result<JSONValue, any Error>, _ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, queue: String,
+                        _ log: TaskLog, runtime: @autoclosure () -> Logger.Metadata) async {
         let failure: TaskFailure
         switch outcome {
         case let .success(value):
             stats.withLock { $0.processed += 1 }
-            log.debug("task succeeded", metadata: runtime)
+            log.debug("task succeeded", metadata: runtime())
             await finish(message, raw, spec.storeResult ? .success(message.id, value) : nil, log)
             return
         case let .failure(f as TaskFailure) where f.type == "PluginUnavailable" || f.type == "WorkerShuttingDown":
@@ -455,13 +564,13 @@ public final class Worker: Service, Sendable {
             await retry(message, raw, spec: spec, failure: failure, log)
             return
         }
-        log.warning("task failed", metadata: runtime.merging(["error": .string(failure.description)]) { a, _ in a })
+        log.warning("task failed", metadata: runtime().merging(["error": .string(failure.description)]) { a, _ in a })
         await finish(message, raw, spec.storeResult ? .failure(message.id, failure) : nil, log)
     }
 
     /// Stores RETRY (as Celery does: same task id) and parks the next attempt in the delayed
     /// set, removing this one from the processing list in the same script.
-    private func retry(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, failure: TaskFailure, _ log: Logger) async {
+    private func retry(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, failure: TaskFailure, _ log: TaskLog) async {
         let attempt = message.retries + 1
         let delay = spec.retryDelay(attempt: attempt)
         var next = message
@@ -513,7 +622,7 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    private func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: Logger,
+    private func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: TaskLog,
                          why: String = "handler unavailable: message returned to the head of its queue") async {
         log.warning("\(why)")
         _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: Keys.queue(queue, priority: message.priority)) }
@@ -521,14 +630,14 @@ public final class Worker: Service, Sendable {
 
     /// Stores the result (unless none is wanted), then acks. Never acks what was not stored.
     /// A failure of a task that had retries, after the last one, goes to the dead letters.
-    private func finish(_ message: TaskMessage, _ raw: [UInt8], _ meta: ResultMeta?, _ log: Logger) async {
+    private func finish(_ message: TaskMessage, _ raw: [UInt8], _ meta: ResultMeta?, _ log: TaskLog) async {
         let deadLetter = meta?.state == .failure && (manifest.tasks[message.task]?.retries ?? 0) > 0
         if !deadLetter {
             // The hot path: stored and acked in the completer's next batch.
             var store: Completer.Store?
             if let meta, !message.ignoreResult {
                 switch completionKind {
-                case .redisKey: store = .redisKey(Keys.resultMeta(meta.taskID), meta.encode())
+                case .redisKey: store = .redisKey(Keys.resultMeta(meta.taskID), meta.encode(), success: meta.state == .success)
                 case .rpcList: store = message.replyTo.map { .rpcList($0, meta.rpcEnvelope(replyTo: $0, correlationID: message.correlationID)) }
                 case .none: store = nil
                 }
@@ -572,4 +681,23 @@ final class StopFlag: Sendable {
     func request() { requestedAt.withLock { if $0 == nil { $0 = Date() } } }
     var isRequested: Bool { requestedAt.withLock { $0 != nil } }
     var graceExpired: Bool { requestedAt.withLock { $0.map { -$0.timeIntervalSinceNow > grace } ?? false } }
+}
+
+/// A task's log lines: the worker's logger with the task's id and name, built only for lines
+/// that pass the log level (copying a Logger's metadata costs more than a trivial task).
+struct TaskLog {
+    let base: Logger
+    let id: String
+    let task: String
+    func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]) {
+        guard base.logLevel <= level else { return }
+        var m = metadata()
+        m["task_id"] = .string(id)
+        m["task"] = .string(task)
+        base.log(level: level, message(), metadata: m)
+    }
+    func debug(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]) { log(.debug, message(), metadata: metadata()) }
+    func info(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]) { log(.info, message(), metadata: metadata()) }
+    func warning(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]) { log(.warning, message(), metadata: metadata()) }
+    func error(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata = [:]) { log(.error, message(), metadata: metadata()) }
 }
