@@ -16,7 +16,7 @@ struct CelerityCommand: AsyncParsableCommand {
         Manifest: --manifest > $CELERITY_MANIFEST > ./tasks.yaml.
         """,
         version: CelerityVersion.string,
-        subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, CheckCommand.self, PluginCommand.self]
+        subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, CheckCommand.self, PluginCommand.self]
     )
 }
 
