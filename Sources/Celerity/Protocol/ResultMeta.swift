@@ -133,7 +133,7 @@ public struct ResultMeta: Sendable {
                 JSONMember("delivery_info", .object([JSONMember("exchange", ""), JSONMember("routing_key", .string(replyTo))])),
                 JSONMember("priority", 0),
                 JSONMember("body_encoding", "base64"),
-                JSONMember("delivery_tag", .string(UUID().uuidString.lowercased())),
+                JSONMember("delivery_tag", .string(FastUUID.string())),
             ])),
         ]).serializedBytes()
     }

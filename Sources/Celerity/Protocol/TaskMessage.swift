@@ -29,7 +29,7 @@ public struct TaskMessage: Sendable {
     /// The `embed` element of the body (callbacks, errbacks, chain, chord).
     public var embed: JSONValue
 
-    public init(id: String = UUID().uuidString.lowercased(), task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [],
+    public init(id: String = FastUUID.string(), task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [],
                 queue: String, priority: Int = 0, eta: Date? = nil, expires: Date? = nil, replyTo: String? = nil,
                 hardTimeLimit: Double? = nil, softTimeLimit: Double? = nil, ignoreResult: Bool = false, retries: Int = 0,
                 rootID: String? = nil, parentID: String? = nil, origin: String? = nil) {
@@ -250,8 +250,7 @@ public struct TaskMessage: Sendable {
             JSONMember("stamped_headers", .null),
             JSONMember("stamps", .object([])),
         ]
-        let reserved = Set(h.map(\.key))
-        h += headers.filter { !reserved.contains($0.key) }
+        if !headers.isEmpty { h += headers.filter { !TaskMessage.writtenHeaders.contains($0.key) } }
         let props: [JSONMember] = [
             JSONMember("correlation_id", .string(correlationID)),
             JSONMember("reply_to", .string(replyTo ?? "")),
@@ -259,7 +258,7 @@ public struct TaskMessage: Sendable {
             JSONMember("delivery_info", .object([JSONMember("exchange", ""), JSONMember("routing_key", .string(queue))])),
             JSONMember("priority", .int(min(max(priority, 0), 9))),
             JSONMember("body_encoding", "base64"),
-            JSONMember("delivery_tag", .string(UUID().uuidString.lowercased())),
+            JSONMember("delivery_tag", .string(FastUUID.string())),
         ]
         return JSONValue.object([
             JSONMember("body", .string(body)),
@@ -278,6 +277,11 @@ public struct TaskMessage: Sendable {
     }
 
     /// `gen<pid>@<host>`, as Python clients write `origin`.
+    /// The headers `encode` writes itself (others in `headers` are added after them).
+    static let writtenHeaders: Set<String> = ["lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
+                                              "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+                                              "replaced_task_nesting", "stamped_headers", "stamps"]
+
     public static let defaultOrigin: String = "gen\(getpid())@\(ProcessInfo.processInfo.hostName)"
 
     /// The first bytes of a raw message, printable, for error messages and logs.
