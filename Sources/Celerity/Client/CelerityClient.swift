@@ -26,6 +26,8 @@ public final class CelerityClient: Sendable {
     /// The result subscriber (Redis backend only), started at the first call that waits.
     let subscriber: RedisPubSub?
     let subscribed = Mutex<Task<Void, any Error>?>(nil)
+    /// Set once the pattern subscription is confirmed (the fast path of `ensureSubscribed`).
+    let isSubscribed = Atomic<Bool>(false)
 
     /// - Parameters:
     ///   - broker: `redis://…` URL of the broker.
@@ -80,7 +82,7 @@ public final class CelerityClient: Sendable {
 
     /// Starts the pattern subscription for this client's results once; later calls wait for it.
     func ensureSubscribed() async throws {
-        guard let subscriber else { return }
+        guard let subscriber, !isSubscribed.load(ordering: .acquiring) else { return }
         let task = subscribed.withLock { t -> Task<Void, any Error> in
             if let t { return t }
             let pattern = Keys.resultMeta(idPrefix) + "*"
@@ -88,7 +90,10 @@ public final class CelerityClient: Sendable {
             t = n
             return n
         }
-        do { try await task.value } catch {
+        do {
+            try await task.value
+            isSubscribed.store(true, ordering: .releasing)
+        } catch {
             subscribed.withLock { if $0 == task { $0 = nil } }
             throw ClientError("cannot subscribe to results at \(subscriber.url): \(error)")
         }

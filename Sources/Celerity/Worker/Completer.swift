@@ -42,7 +42,7 @@ final class Completer: Sendable {
         var groups: [Group] = []
         var head = 0
         /// Flushers parked for want of work.
-        var idle: [CheckedContinuation<Void, Never>] = []
+        var idle: [(lane: Int, flusher: CheckedContinuation<Void, Never>)] = []
         var closed = false
     }
 
@@ -97,11 +97,19 @@ final class Completer: Sendable {
 
     /// The same for many messages at once (one wake-up, one continuation).
     func complete(_ items: [Item]) async -> Bool {
-        await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+        // A flusher is idle: borrow its lane and write from here (one thread hop less on the
+        // path of a lone task), then let the flusher look for more.
+        let borrowed = state.withLock { s in s.closed ? nil : s.idle.popLast() }
+        if let (lane, flusher) = borrowed {
+            let ok = await write(items, lane: lane)
+            flusher.resume()
+            return ok
+        }
+        return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
             let (accepted, wake) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?) in
                 if s.closed { return (false, nil) }
                 s.groups.append(Group(items: items, continuation: c))
-                return (true, s.idle.popLast())
+                return (true, s.idle.popLast()?.flusher)
             }
             if !accepted { c.resume(returning: false) }
             wake?.resume()
@@ -133,7 +141,7 @@ final class Completer: Sendable {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let parked = state.withLock { s -> Bool in
                     if s.head < s.groups.count || s.closed { return false }
-                    s.idle.append(c)
+                    s.idle.append((lane, c))
                     return true
                 }
                 if !parked { c.resume() }
@@ -146,7 +154,7 @@ final class Completer: Sendable {
         let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             s.closed = true
             defer { s.idle.removeAll() }
-            return s.idle
+            return s.idle.map(\.flusher)
         }
         for w in wake { w.resume() }
     }

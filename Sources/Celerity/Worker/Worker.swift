@@ -321,6 +321,7 @@ public final class Worker: Service, Sendable {
     private func fetchLoop(queue: String, prefetch: Slots, room: Int, batchesInFlight: Int, slots: Slots) async {
         let fetcher = broker.makeFetcher(queue)
         var delay = 0.1
+        var lastGot = 1   // what the last fetch brought: the next one asks for up to twice that
         await withDiscardingTaskGroup { running in
             var pausedFor: String?
             while !isStopping && !Task.isCancelled {
@@ -346,7 +347,8 @@ public final class Worker: Service, Sendable {
                 if isStopping { prefetch.release(n); break }
                 let messages: [[UInt8]]
                 do {
-                    messages = try await broker.fetch(queue, using: fetcher, max: n, block: config.fetchBlockSeconds)
+                    messages = try await broker.fetch(queue, using: fetcher, max: n, expect: lastGot * 2, block: config.fetchBlockSeconds)
+                    lastGot = max(messages.count, 1)
                     delay = 0.1
                 } catch {
                     prefetch.release(n)
