@@ -234,6 +234,7 @@ class Bench:
         # Celery worker: drain, latency, compute, memory.
         cel = self.celery_worker("add,factorial,mat_mul", "celery")
         cel_idle = rss_kb(process_tree(cel.pid), "VmRSS")
+        self.cel_idle_anon = rss_kb(process_tree(cel.pid), "RssAnon")
         print("a. draining with the Celery worker…", flush=True)
         cel_drain, cel_peak = self.drain(lambda: process_tree(cel.pid))
         print("   %.1f s (%.0f tasks/s)" % (cel_drain, a.tasks / cel_drain), flush=True)
@@ -241,13 +242,15 @@ class Bench:
         py_cel = self.python_latency(a.latency)
         print("d. factorial / mat_mul in the Celery worker…", flush=True)
         cel_compute = self.python_compute(a.repeats)
-        cel_peak = max(cel_peak, rss_kb(process_tree(cel.pid), "VmHWM"))
+        cel_peak_all = rss_kb(process_tree(cel.pid), "VmHWM")
         self.stop(cel)
 
         # Celerity worker: the same.
         cy = self.celerity_worker("add,factorial,mat_mul", "celerity-bench")
         time.sleep(0.5)
         cy_idle = rss_kb([cy.pid], "VmRSS")
+        cy_idle_anon = rss_kb([cy.pid], "RssAnon")
+        cel_idle_anon = self.cel_idle_anon
         print("a. draining with the Celerity worker…", flush=True)
         cy_drain, cy_peak = self.drain(lambda: [cy.pid])
         print("   %.2f s (%.0f tasks/s)" % (cy_drain, a.tasks / cy_drain), flush=True)
@@ -260,7 +263,7 @@ class Bench:
         print("d. factorial / mat_mul in the Celerity worker…", flush=True)
         cy_fact = self.swift_bench("latency", a.repeats, ["--task", "factorial_module.tasks.factorial", "--queue", "factorial", "--args", "[20000]"])
         cy_mm = self.swift_bench("latency", a.repeats, ["--task", "mat_mul_module.tasks.mat_mul", "--queue", "mat_mul", "--args", "[1000, 1000]"])
-        cy_peak = max(cy_peak, rss_kb([cy.pid], "VmHWM"))
+        cy_peak_all = rss_kb([cy.pid], "VmHWM")
         self.stop(cy)
 
         def ratio(x, y):
@@ -275,12 +278,14 @@ class Bench:
             ("d. factorial(20000) round trip ms (median)", "%.1f" % cy_fact["p50_ms"], "%.1f" % cel_compute["factorial"], ratio(cel_compute["factorial"], cy_fact["p50_ms"])),
             ("d. mat_mul(1000, 1000) round trip ms (median)", "%.1f" % cy_mm["p50_ms"], "%.1f" % cel_compute["mat_mul"], ratio(cel_compute["mat_mul"], cy_mm["p50_ms"])),
             ("e. worker RSS idle (MB)", "%.1f" % (cy_idle / 1024), "%.1f" % (cel_idle / 1024), ratio(cel_idle, cy_idle)),
-            ("e. worker RSS peak under load (MB)", "%.1f" % (cy_peak / 1024), "%.1f" % (cel_peak / 1024), ratio(cel_peak, cy_peak)),
+            ("e.   of which private, not shared libraries (MB)", "%.1f" % (cy_idle_anon / 1024), "%.1f" % (cel_idle_anon / 1024), ratio(cel_idle_anon, cy_idle_anon)),
+            ("e. worker RSS peak, draining add (MB)", "%.1f" % (cy_peak / 1024), "%.1f" % (cel_peak / 1024), ratio(cel_peak, cy_peak)),
+            ("e. worker RSS peak, incl. mat_mul(1000, 1000) (MB)", "%.1f" % (cy_peak_all / 1024), "%.1f" % (cel_peak_all / 1024), ratio(cel_peak_all, cy_peak_all)),
         ]
         print()
-        print("%-48s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
+        print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
         for r in rows:
-            print("%-48s %12s %12s %10s" % r)
+            print("%-52s %12s %12s %10s" % r)
         print()
         print("ratio: how many times better Celerity is (Celery's time or size / Celerity's; rate / rate for drain).")
         print("c. 'own client' compares Celerity's Swift client -> Celerity worker with Python client -> Celery worker.")
