@@ -76,11 +76,10 @@ func pluginBenchmarks() async {
             lat.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
         }
         lat.sort()
-        // Throughput: n calls sent at once, then every result collected.
+        // Throughput: n calls sent at once (one pipeline), then every result collected (gather).
         let t0 = ContinuousClock.now
-        var handles: [AsyncResult] = []
-        for i in 0..<n { if let h = try? await client.send(task, args: [.int(i), 1]) { handles.append(h) } }
-        for h in handles { _ = try? await h.get(timeout: .seconds(120)) }
+        let handles = (try? await client.sendMany((0..<n).map { client.message(task, args: [.int($0), 1]) })) ?? []
+        _ = try? await client.gather(handles, timeout: .seconds(300))
         let d = ContinuousClock.now - t0
         let secs = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
         return Row(name: label, n: n, p50: lat[lat.count / 2], mean: lat.reduce(0, +) / Double(lat.count), perSecond: Double(n) / secs)

@@ -73,6 +73,33 @@ extension Integration {
             do { _ = try await c.gather(handles, timeout: .milliseconds(300)) } catch let t as TimeoutError { #expect(t.id == handles[0].id) }
         }
 
+        /// Regression: fetch loops of several queues share one prefetch room; they once waited
+        /// for whole batches while each held part of it, and none fetched again.
+        @Test func manyQueuesSharingAPrefetchRoomAreAllServed() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              m.a:
+                queue: {q}
+                builtin: factorial
+              m.b:
+                queue: {q}-b
+                builtin: factorial
+              m.c:
+                queue: {q}-c
+                builtin: factorial
+              m.d:
+                queue: {q}-d
+                builtin: factorial
+            """, concurrency: 8, extraArgs: ["-Q", "{q},{q}-b,{q}-c,{q}-d"])
+            let c = try h.client()
+            for round in 0..<3 {
+                let handles = try await c.sendMany(["m.a", "m.b", "m.c", "m.d"].flatMap { t in (0..<40).map { c.message(t, args: [.int(500 + $0 + round)]) } })
+                let metas = try await c.gather(handles, timeout: .seconds(20))
+                #expect(metas.allSatisfy { $0.state == .success })
+            }
+            #expect(await h.stop() == 0)
+        }
+
         @Test func mapSendsEveryLineAndPrintsResultsInOrder() async throws {
             let redis = try await sharedRedis.value
             let h = try WorkerHarness(redis: redis, tasks: Self.tasks)

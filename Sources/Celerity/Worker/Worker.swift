@@ -189,7 +189,7 @@ public final class Worker: Service, Sendable {
                     let pool = light ? Slots(Worker.lightRoom) : prefetch
                     let room = light ? Worker.lightRoom : self.config.concurrency * max(self.config.prefetchMultiplier, 1)
                     for _ in 0..<Worker.fetchersPerQueue {
-                        fetchers.addTask { await self.fetchLoop(queue: q, prefetch: pool, room: room, batchesInFlight: light ? 16 : 4, slots: slots) }
+                        fetchers.addTask { await self.fetchLoop(queue: q, prefetch: pool, room: room, ownRoom: light, batchesInFlight: light ? 16 : 4, slots: slots) }
                     }
                 }
             }
@@ -318,7 +318,7 @@ public final class Worker: Service, Sendable {
         return !tasks.isEmpty && tasks.allSatisfy { handlers[$0.name]?.inlineBody != nil }
     }
 
-    private func fetchLoop(queue: String, prefetch: Slots, room: Int, batchesInFlight: Int, slots: Slots) async {
+    private func fetchLoop(queue: String, prefetch: Slots, room: Int, ownRoom: Bool, batchesInFlight: Int, slots: Slots) async {
         let fetcher = broker.makeFetcher(queue)
         var delay = 0.1
         var lastGot = 1   // what the last fetch brought: the next one asks for up to twice that
@@ -338,12 +338,12 @@ public final class Worker: Service, Sendable {
                 }
                 // Fetch in batches of a part of the prefetch room, so that a busy worker pays one
                 // round trip per many messages and has several batches under way at once (one
-                // being fetched, others being run or stored); wait until a whole batch is free,
-                // but never let fewer than 2 × concurrency be fetched. Idle: everything is free.
+                // being fetched, others being run or stored). A queue with a room of its own
+                // waits until a whole batch is free; fetch loops that share a room take what is
+                // free (waiting while holding part of a shared room could deadlock them).
                 let most = max(1, room / batchesInFlight)
-                let batch = max(1, min(most, room - 2 * config.concurrency))
                 var n = await prefetch.acquire(upTo: most)
-                while n < batch && !isStopping { n += await prefetch.acquire(upTo: most - n) }
+                if ownRoom { while n < most && !isStopping { n += await prefetch.acquire(upTo: most - n) } }
                 if isStopping { prefetch.release(n); break }
                 let messages: [[UInt8]]
                 do {

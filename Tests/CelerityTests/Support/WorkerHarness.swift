@@ -29,7 +29,7 @@ final class WorkerHarness: Sendable {
             worker = try ChildProcess(name: "worker-\(prefix)", executable: Paths.celerity, arguments: [
                 "worker", "-Q", prefix, "-n", self.node, "-c", String(concurrency), "-l", "debug",
                 "--manifest", manifestPath, "--broker", broker, "--result-backend", self.resultBackend,
-            ] + extraArgs, environment: extraEnvironment.isEmpty ? nil : extraEnvironment)
+            ] + extraArgs.map { [prefix] in $0.replacingOccurrences(of: "{q}", with: prefix) }, environment: extraEnvironment.isEmpty ? nil : extraEnvironment)
         } else {
             worker = try ChildProcess(name: "noop", executable: "/bin/true", arguments: [])
         }
