@@ -392,9 +392,9 @@ public final class Worker: Service, Sendable {
                         await self.settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: self.logger, id: message.id, task: message.task), runtime: [:])
                         prefetch.release()
                     }
-                case .slow:
+                case let .slow(decoded):
                     running.addTask {
-                        await self.process(raw, queue: queue, slots: slots)
+                        await self.process(raw, queue: queue, slots: slots, decoded: decoded)
                         prefetch.release()
                     }
                 }
@@ -416,19 +416,20 @@ public final class Worker: Service, Sendable {
         case done(Completer.Item)
         /// Ran here and failed: the usual failure path (retry, dead letter, store).
         case settle(Result<JSONValue, any Error>, TaskMessage, TaskSpec)
-        /// Needs the full path (`process`).
-        case slow
+        /// Needs the full path (`process`); with what the fast read found, if anything.
+        case slow(TaskMessage?)
     }
 
     /// Runs a message at once when it is a plain call of an inline built-in (no eta, expiry,
     /// revocation, soft limit, or stop in the way); anything else is `.slow`.
     func quickRun(_ raw: [UInt8], queue: String) -> QuickRun {
-        guard !isStopping, let message = TaskMessage.decodeForRun(raw), message.eta == nil, message.expires == nil,
+        guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
+        guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
               let spec = manifest.tasks[message.task], spec.softTimeLimit == nil,
               let body = handlers[message.task]?.inlineBody,
               !revoked.withLock({ $0.contains(message.id) })
-        else { return .slow }
+        else { return .slow(message) }
         let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
                             attempt: message.retries + 1, deadline: nil, rootID: message.rootID, parentID: message.parentID,
                             retries: message.retries, worker: config.node)
@@ -446,10 +447,12 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    func process(_ raw: [UInt8], queue: String, slots: Slots) async {
+    /// `decoded`: the message as the fast read found it (no unknown headers; `retry` reads
+    /// the full message again), or nil to decode it here.
+    func process(_ raw: [UInt8], queue: String, slots: Slots, decoded: TaskMessage? = nil) async {
         let message: TaskMessage
-        do {
-            message = try TaskMessage.decode(raw)
+        do throws(ProtocolError) {
+            if let decoded { message = decoded } else { message = try TaskMessage.decode(raw) }
         } catch {
             let moved: Void?? = try? await withRedisRetry("dead-letter") { try await self.broker.deadLetter(raw, queue: queue, reason: "malformed message: \(error.message)") }
             if moved != nil && moved! != nil {
@@ -575,7 +578,8 @@ public final class Worker: Service, Sendable {
     private func retry(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, failure: TaskFailure, _ log: TaskLog) async {
         let attempt = message.retries + 1
         let delay = spec.retryDelay(attempt: attempt)
-        var next = message
+        // The full message (the fast read keeps no unknown headers), so the retry carries them.
+        var next = (try? TaskMessage.decode(raw)) ?? message
         next.retries = attempt
         next.eta = Date().addingTimeInterval(delay)
         next.parentID = message.id
