@@ -5,9 +5,9 @@ import Synchronization
 
 /// Stores results and acks messages in batches: the worker's hot path.
 ///
-/// A finished task hands its result document and raw message here and waits. One flusher
-/// task takes everything that has piled up since its last round trip and writes it in one
-/// pipeline: per message SET (with TTL) + PUBLISH of the result, then LREM of the message
+/// A finished task hands its result document and raw message here and waits. A flusher (one
+/// per lane, each lane its own connection) takes everything that has piled up since its last
+/// round trip and writes it in one pipeline: per message SET (with TTL) + PUBLISH of the result, then LREM of the message
 /// from the processing list. So a busy worker pays one round trip per batch instead of two
 /// per task, and an idle one adds no latency (a lone task is flushed at once). Commands of
 /// one connection run in order, so a message is never acked before its result is stored;
