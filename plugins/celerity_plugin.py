@@ -115,7 +115,7 @@ def current_request():
 def cancelled():
     """True once the worker has cancelled the calling thread's task (persistent mode).
 
-    With max_inflight=1 a cancel also interrupts the task by raising Cancelled in it; with
+    With one thread (threads=1) a cancel also interrupts the task by raising Cancelled in it; with
     more concurrent calls, long tasks should poll this.
     """
     call = getattr(_local, "call", None)
@@ -275,11 +275,12 @@ _STOP = object()
 
 
 class _Server:
-    def __init__(self, proto_in, out, name, max_inflight):
+    def __init__(self, proto_in, out, name, max_inflight, threads):
         self.proto_in = proto_in
         self.out = out
         self.name = name
         self.max_inflight = max_inflight
+        self.threads = threads
         self.write_lock = threading.Lock()
         self.lock = threading.Condition()
         self.calls = {}              # key(rpc id) -> _Call
@@ -526,7 +527,7 @@ class _Server:
         threading.Thread(target=self.read_loop, name="celerity-reader", daemon=True).start()
         others = [threading.Thread(target=self.executor_loop, name="celerity-exec-%d" % i,
                                    daemon=True)
-                  for i in range(1, self.max_inflight)]
+                  for i in range(1, self.threads)]
         for thread in others:
             thread.start()
         self.executor_loop()
@@ -541,11 +542,18 @@ def _key(rpc_id):
 
 # --------------------------------------------------------------------------- entry point
 
-def run(name=None, max_inflight=1):
+def run(name=None, max_inflight=1, threads=None):
     """Serve the registered tasks in the mode CELERITY_MODE names, then exit the process.
 
     name: what the initialize answer calls this plugin (default: the script's file name).
-    max_inflight: persistent mode only; calls run concurrently in that many threads.
+    max_inflight: persistent mode only; how many calls the worker may have in flight in
+        this process at once.
+    threads: persistent mode only; how many of those run at the same time, each in a
+        thread (default: max_inflight). With fewer threads than max_inflight the other
+        calls wait their turn inside the process, in order: the worker sends the next
+        call while one runs, so a process serving short tasks never sits idle waiting for
+        a round trip through the worker (pipelining). Their time limit counts from when
+        the worker sent them, so keep this for short tasks.
     """
     _lift_int_limit()
     if not _functions:
@@ -559,6 +567,8 @@ def run(name=None, max_inflight=1):
     if mode == "oneshot":
         code = _oneshot(proto_in, out)
     else:
-        code = _Server(proto_in, out, name or _plugin_name(), max(1, int(max_inflight))).serve()
+        inflight = max(1, int(max_inflight))
+        workers = inflight if threads is None else min(max(1, int(threads)), inflight)
+        code = _Server(proto_in, out, name or _plugin_name(), inflight, workers).serve()
     sys.stderr.flush()
     sys.exit(code)

@@ -26,6 +26,11 @@ func pluginBenchmarks() async {
         plugin: [python3, \(root)/plugins/py_tasks.py]
         mode: persistent
         processes: 1
+      plugins.py_quick_add:
+        queue: pyq
+        plugin: [python3, \(root)/plugins/py_quick.py]
+        mode: persistent
+        processes: 1
       plugins.js_tutorial_add:
         queue: jso
         plugin: [node, \(root)/plugins/tutorial_tasks.js]
@@ -49,7 +54,7 @@ func pluginBenchmarks() async {
     let redis = spawn("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], log: dir + "/redis.log")
     let broker = "redis://127.0.0.1:\(port)/0"
     try? await Task.sleep(for: .milliseconds(300))
-    let worker = spawn(bin, ["worker", "-Q", "b,pyo,pyp,jso,jsp", "-n", "bench@local", "-c", "8", "-l", "warning", "--manifest", manifest, "--broker", broker], log: dir + "/worker.log")
+    let worker = spawn(bin, ["worker", "-Q", "b,pyo,pyp,pyq,jso,jsp", "-n", "bench@local", "-c", "8", "-l", "warning", "--manifest", manifest, "--broker", broker], log: dir + "/worker.log")
     defer {
         // SIGKILL: a benchmark's throwaway worker and Redis need no graceful stop.
         kill(worker.processIdentifier, SIGKILL)
@@ -59,7 +64,7 @@ func pluginBenchmarks() async {
         print("cannot set up the client"); return
     }
     // Warm up: every handler answers once (persistent processes started, one-shot paths cached).
-    for t in ["b.add", "plugins.add", "plugins.py_add", "plugins.js_tutorial_add", "plugins.js_add"] {
+    for t in ["b.add", "plugins.add", "plugins.py_add", "plugins.py_quick_add", "plugins.js_tutorial_add", "plugins.js_add"] {
         do { _ = try await client.send(t, args: [1, 2]).get(timeout: .seconds(20)) } catch {
             print("warm-up of \(t) failed: \(error) (worker log: \(dir)/worker.log)")
             return
@@ -88,6 +93,7 @@ func pluginBenchmarks() async {
     print("measuring (\(calls) calls per persistent/built-in handler)…")
     rows.append(await measure("b.add", "built-in Swift add", calls))
     rows.append(await measure("plugins.py_add", "Python, persistent (1 process)", calls))
+    rows.append(await measure("plugins.py_quick_add", "Python, 1 process, pipelined", calls))
     rows.append(await measure("plugins.js_add", "Node, persistent (1 process)", calls))
     rows.append(await measure("plugins.add", "Python, one-shot", max(calls / 40, 20)))
     rows.append(await measure("plugins.js_tutorial_add", "Node, one-shot", max(calls / 40, 20)))
