@@ -284,7 +284,7 @@ class _Server:
         self.write_lock = threading.Lock()
         self.lock = threading.Condition()
         self.calls = {}              # key(rpc id) -> _Call
-        self.pending = queue.Queue()
+        self.pending = queue.SimpleQueue()
         self.accepting = True
         self.main_thread = threading.main_thread()
         self.main_call = None        # the call the main thread is running
@@ -409,7 +409,7 @@ class _Server:
         call.func, call.args, call.kwargs = func, args, kwargs
         with self.lock:
             if key in self.calls:
-                _log("ignoring a second task/run with id %s while the first is in flight" % key)
+                _log("ignoring a second task/run with id %s while the first is in flight" % json.dumps(rpc_id))
                 return
             self.calls[key] = call
         self.pending.put(call)
@@ -537,7 +537,11 @@ class _Server:
 
 
 def _key(rpc_id):
-    return json.dumps(rpc_id, sort_keys=True)
+    # Ids are strings (Celerity sends the task id) or numbers: cheap keys that keep "1" and 1 apart.
+    kind = type(rpc_id)
+    if kind is str or kind is int:
+        return (kind, rpc_id)
+    return (None, json.dumps(rpc_id, sort_keys=True))
 
 
 # --------------------------------------------------------------------------- entry point

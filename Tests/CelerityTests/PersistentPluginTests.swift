@@ -52,6 +52,34 @@ extension Integration {
             #expect(await h.stop() == 0)
         }
 
+        /// Requests bigger than a pipe's buffer (64 KiB) go out in pieces without blocking
+        /// anyone; a pipelined process (max_inflight 32, one thread) answers many calls at once.
+        @Test func bigRequestsAndPipelinedCallsArriveWhole() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks("""
+              plugins.py_echo:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+              plugins.py_quick_add:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_quick.py]
+                mode: persistent
+                processes: 1
+            """), concurrency: 16)
+            let big = String(repeating: "abcdefghij", count: 300_000)   // 3 MB in one request line
+            let echoed = try await h.call("plugins.py_echo", [.string(big), 1])
+            #expect(echoed["args"]?.arrayValue?.first?.stringValue == big)
+            let client = try h.client()
+            let handles = try await client.sendMany((0..<2000).map { client.message("plugins.py_quick_add", args: [.int($0), 1]) })
+            let results = try await client.gather(handles, timeout: .seconds(60))
+            let wrong = results.enumerated().filter { i, m in m.state != .success || m.result.intValue != i + 1 }
+            #expect(wrong.isEmpty, "\(wrong.prefix(3))")
+            // Another call after the flood works, and a big one too (the writer is not stuck).
+            #expect(try await h.call("plugins.py_quick_add", [.number(String(repeating: "9", count: 100_000)), 1]) == .number("1" + String(repeating: "0", count: 100_000)))
+            #expect(await h.stop() == 0)
+        }
+
         @Test func processesAreReusedAndRecycledAfterMaxCalls() async throws {
             let redis = try await sharedRedis.value
             let h = try WorkerHarness(redis: redis, tasks: """

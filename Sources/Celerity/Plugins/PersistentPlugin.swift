@@ -75,54 +75,34 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             JSONMember("jsonrpc", "2.0"), JSONMember("id", .string(rpcID)), JSONMember("method", "task/run"),
             JSONMember("params", (try? JSONValue(parsing: OneShotPlugin.request(sent))) ?? .null),
         ])
-        enum Event: Sendable { case done(Result<JSONValue, TaskFailure>), timer, soft }
         let grace = spec.gracePeriod
+        // The limits are timers on a global queue, not child tasks: the answer then resumes
+        // this task directly (each task hand-off costs tens of µs on a 2-core machine).
+        let watch = CallWatch()
+        if let limit {
+            watch.schedule(after: limit) {
+                guard watch.mark(.timedOut) else { return }
+                process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "timeout"]))
+                watch.schedule(after: grace) {
+                    guard process.isPending(rpcID) else { return }
+                    self.logger.warning("plugin did not answer a cancelled call within the grace period: killing its process group", metadata: ["task_id": .string(call.id)])
+                    process.kill(reason: "killed at the time limit of task \(call.id)")
+                }
+            }
+        }
+        if let soft = call.softDeadline {
+            // Soft time limit: ask the plugin to cancel; a -32800 answer becomes SoftTimeLimitExceeded.
+            watch.schedule(after: max(soft.timeIntervalSinceNow, 0)) {
+                guard watch.mark(.softFired) else { return }
+                process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "soft_time_limit"]))
+            }
+        }
         let result: Result<JSONValue, TaskFailure> = await withTaskCancellationHandler {
-          await withTaskGroup(of: Event.self) { group in
-            group.addTask { .done(await process.call(rpcID, request.serializedBytes())) }
-            if let limit {
-                group.addTask {
-                    try? await Task.sleep(for: .milliseconds(Int(limit * 1000)))
-                    return .timer
-                }
-            }
-            if let soft = call.softDeadline {
-                // Soft time limit: ask the plugin to cancel; a -32800 answer becomes SoftTimeLimitExceeded.
-                group.addTask {
-                    try? await Task.sleep(for: .milliseconds(Int(max(soft.timeIntervalSinceNow, 0) * 1000)))
-                    return .soft
-                }
-            }
-            var softFired = false
-            var timedOut = false
-            while let event = await group.next() {
-                switch event {
-                case let .done(r):
-                    group.cancelAll()
-                    if timedOut { return .failure(TaskFailure.timeLimit(limit ?? 0)) }
-                    if softFired, case let .failure(f) = r, f.type == "TaskCancelled" { return .failure(TaskFailure.softTimeLimit(0)) }
-                    return r
-                case .soft:
-                    if Task.isCancelled || timedOut { continue }
-                    softFired = true
-                    process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "soft_time_limit"]))
-                case .timer:
-                    if !timedOut {
-                        timedOut = true
-                        process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "timeout"]))
-                        let grace = spec.gracePeriod
-                        group.addTask {
-                            try? await Task.sleep(for: .milliseconds(Int(grace * 1000)))
-                            return .timer
-                        }
-                    } else {
-                        logger.warning("plugin did not answer a cancelled call within the grace period: killing its process group", metadata: ["task_id": .string(call.id)])
-                        process.kill(reason: "killed at the time limit of task \(call.id)")
-                    }
-                }
-            }
-            return .failure(TaskFailure(type: "PluginCrashed", message: "plugin '\(name)' ended without answering", module: "celerity", retryable: true))
-          }
+            let r = await process.call(rpcID, request.serializedBytes())
+            let (timedOut, softFired) = watch.finish()
+            if timedOut { return .failure(TaskFailure.timeLimit(limit ?? 0)) }
+            if softFired, case let .failure(f) = r, f.type == "TaskCancelled" { return .failure(TaskFailure.softTimeLimit(0)) }
+            return r
         } onCancel: {
             // Revoked with terminate, or a cold shutdown: ask the plugin to cancel, and kill
             // the process group if the call is still in flight after the grace period.
@@ -261,7 +241,14 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         env["CELERITY_MODE"] = "persistent"
         env["CELERITY_WORKER"] = worker
         env["CELERITY_QUEUE"] = queue
-        let (outgoing, outgoingWriter) = AsyncStream<[UInt8]>.makeStream()
+        PipeWriter.ignoreSIGPIPE
+        guard let toPlugin = makeCloexecPipe() else { return .crashed("cannot make a pipe for the plugin's stdin: \(String(cString: strerror(errno)))") }
+        guard let fromPlugin = makeCloexecPipe() else {
+            _ = close(toPlugin.read); _ = close(toPlugin.write)
+            return .crashed("cannot make a pipe for the plugin's stdout: \(String(cString: strerror(errno)))")
+        }
+        let stdin = PipeWriter(fd: toPlugin.write)
+        let readerStarted = Mutex(false)
         let started = Date()
         do {
             let result = try await Subprocess.run(
@@ -270,24 +257,18 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                 environment: .custom(env),
                 workingDirectory: FilePath(spec.workingDirectory),
                 platformOptions: platform,
-                input: .inputWriter,
-                output: .sequence,
+                input: .fileDescriptor(FileDescriptor(rawValue: toPlugin.read), closeAfterSpawningProcess: true),
+                output: .fileDescriptor(FileDescriptor(rawValue: fromPlugin.write), closeAfterSpawningProcess: true),
                 error: .sequence
             ) { execution -> Outcome in
-                let process = LiveProcess(slot: slot, pid: execution.processIdentifier.value, outgoing: outgoingWriter,
+                let process = LiveProcess(slot: slot, pid: execution.processIdentifier.value, stdin: stdin,
                                           maxOutputBytes: spec.maxOutputBytes, maxCalls: options.maxCalls, maxRSSBytes: options.maxRSSBytes)
-                let writer = execution.standardInputWriter
+                readerStarted.withLock { $0 = true }
                 return await withTaskGroup(of: Void.self) { group -> Outcome in
-                    group.addTask {
-                        for await line in outgoing {
-                            do { _ = try await writer.write(line + [10]) } catch { break }
-                        }
-                        try? await writer.finish()
-                    }
                     group.addTask { await self.logStderr(execution.standardError) }
                     group.addTask {
-                        await process.readResponses(execution.standardOutput, logger: self.logger)
-                        outgoingWriter.finish()
+                        await process.readResponses(fd: fromPlugin.read, logger: self.logger)
+                        stdin.closeNow()   // nobody reads it any more
                     }
                     // Handshake.
                     let hello = JSONValue.object([
@@ -310,7 +291,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                         self.state.withLock { _ = $0.live.removeValue(forKey: slot) }
                         outcome = process.wasRecycled ? .recycled : .crashed(process.endReason)
                     }
-                    outgoingWriter.finish()
+                    stdin.finish()
                     await group.waitForAll()
                     return outcome
                 }
@@ -322,7 +303,10 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             }
             return outcome
         } catch {
-            outgoingWriter.finish()
+            stdin.closeNow()
+            // Not spawned: the reader never took its end of the pipe (the child's ends are
+            // closed by swift-subprocess, as asked).
+            if !readerStarted.withLock({ $0 }) { _ = close(fromPlugin.read) }
             state.withLock { _ = $0.live.removeValue(forKey: slot) }
             return .crashed("cannot start '\(name)': \(error)")
         }
@@ -367,7 +351,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
 final class LiveProcess: Sendable {
     let slot: Int
     let pid: pid_t
-    let outgoing: AsyncStream<[UInt8]>.Continuation
+    let stdin: PipeWriter
     let maxOutputBytes: Int
     let maxCalls: Int?
     let maxRSSBytes: Int?
@@ -392,10 +376,10 @@ final class LiveProcess: Sendable {
     /// Second answers seen (ignored, logged by the pool).
     let duplicateAnswers = Atomic<Int>(0)
 
-    init(slot: Int, pid: pid_t, outgoing: AsyncStream<[UInt8]>.Continuation, maxOutputBytes: Int, maxCalls: Int?, maxRSSBytes: Int?) {
+    init(slot: Int, pid: pid_t, stdin: PipeWriter, maxOutputBytes: Int, maxCalls: Int?, maxRSSBytes: Int?) {
         self.slot = slot
         self.pid = pid
-        self.outgoing = outgoing
+        self.stdin = stdin
         self.maxOutputBytes = maxOutputBytes
         self.maxCalls = maxCalls
         self.maxRSSBytes = maxRSSBytes
@@ -424,7 +408,7 @@ final class LiveProcess: Sendable {
         }
     }
 
-    func send(_ line: [UInt8]) { outgoing.yield(line) }
+    func send(_ line: [UInt8]) { stdin.send(line) }
 
     func isPending(_ id: String) -> Bool { inner.withLock { $0.pending[id] != nil } }
 
@@ -437,7 +421,7 @@ final class LiveProcess: Sendable {
                 s.pending[id] = c
                 return true
             }
-            if accepted { outgoing.yield(line) } else { c.resume(returning: .failure(crashFailure(inFlight: true))) }
+            if accepted { stdin.send(line) } else { c.resume(returning: .failure(crashFailure(inFlight: true))) }
         }
     }
 
@@ -465,9 +449,9 @@ final class LiveProcess: Sendable {
             return true
         }
         guard send else { return }
-        outgoing.yield(JSONValue.object([JSONMember("jsonrpc", "2.0"), JSONMember("id", "shutdown"), JSONMember("method", "shutdown")]).serializedBytes())
-        outgoing.yield(JSONValue.object([JSONMember("jsonrpc", "2.0"), JSONMember("method", "exit")]).serializedBytes())
-        outgoing.finish()
+        stdin.send(JSONValue.object([JSONMember("jsonrpc", "2.0"), JSONMember("id", "shutdown"), JSONMember("method", "shutdown")]).serializedBytes())
+        stdin.send(JSONValue.object([JSONMember("jsonrpc", "2.0"), JSONMember("method", "exit")]).serializedBytes())
+        stdin.finish()
     }
 
     func kill(reason: String) {
@@ -482,7 +466,7 @@ final class LiveProcess: Sendable {
             g.addTask {
                 await withCheckedContinuation { c in
                     self.inner.withLock { $0.handshake = c }
-                    self.outgoing.yield(line)
+                    self.stdin.send(line)
                 }
             }
             g.addTask {
@@ -535,37 +519,52 @@ final class LiveProcess: Sendable {
 
     /// Reads stdout line by line (split on "\n" bytes only: JSON may hold U+2028), dispatching
     /// answers; returns at EOF, after failing every call still in flight.
-    func readResponses(_ stream: SubprocessOutputSequence, logger: Logger) async {
+    func readResponses(fd: Int32, logger: Logger) async {
+        // A thread of its own: blocking reads never run on the cooperative pool, and an
+        // answer resumes its caller straight from here (one hand-off).
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let t = Thread {
+                self.readResponsesBlocking(fd: fd, logger: logger)
+                _ = close(fd)
+                done.resume()
+            }
+            t.name = "celerity-plugin-stdout"
+            t.start()
+        }
+    }
+
+    private func readResponsesBlocking(fd: Int32, logger: Logger) {
         var line: [UInt8] = []
         var violated = false
-        do {
-            outer: for try await chunk in stream {
-                var lines: [[UInt8]] = []
-                chunk.withUnsafeBytes { raw in
-                    let bytes = raw.bindMemory(to: UInt8.self)
-                    var start = 0
-                    while start < bytes.count {
-                        if let nl = bytes[start...].firstIndex(of: 10) {
-                            line.append(contentsOf: bytes[start..<nl])
-                            lines.append(line)
-                            line.removeAll(keepingCapacity: true)
-                            start = nl + 1
-                        } else {
-                            // Past the cap the rest of the line is not kept (it is a violation anyway).
-                            if line.count <= maxOutputBytes { line.append(contentsOf: bytes[start...]) }
-                            start = bytes.count
-                        }
-                    }
-                }
-                for l in lines where !violated {
-                    if let v = handle(l) { violated = true; logger.error("plugin broke the protocol: killing it", metadata: ["reason": .string(v)]); kill(reason: v) }
-                }
-                if !violated && line.count > maxOutputBytes {
-                    violated = true
-                    kill(reason: "plugin wrote a line of more than \(maxOutputBytes) bytes on stdout")
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 1)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            var lines: [[UInt8]] = []
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<n]).bindMemory(to: UInt8.self)
+            var start = 0
+            while start < bytes.count {
+                if let nl = bytes[start...].firstIndex(of: 10) {
+                    line.append(contentsOf: bytes[start..<nl])
+                    lines.append(line)
+                    line.removeAll(keepingCapacity: true)
+                    start = nl + 1
+                } else {
+                    // Past the cap the rest of the line is not kept (it is a violation anyway).
+                    if line.count <= maxOutputBytes { line.append(contentsOf: bytes[start...]) }
+                    start = bytes.count
                 }
             }
-        } catch {}
+            for l in lines where !violated {
+                if let v = handle(l) { violated = true; logger.error("plugin broke the protocol: killing it", metadata: ["reason": .string(v)]); kill(reason: v) }
+            }
+            if !violated && line.count > maxOutputBytes {
+                violated = true
+                kill(reason: "plugin wrote a line of more than \(maxOutputBytes) bytes on stdout")
+            }
+        }
         if !violated && !line.isEmpty {
             inner.withLock { s in if s.violation == nil { s.violation = "plugin died after writing half a line: \(TaskMessage.preview(line, limit: 80))" } }
         }
@@ -644,5 +643,53 @@ final class LiveProcess: Sendable {
             return kb.map { $0 * 1024 }
         }
         return nil
+    }
+}
+
+/// The timers of one plugin call (hard limit, grace, soft limit) and what they did.
+final class CallWatch: Sendable {
+    struct Flags { var timedOut = false; var softFired = false; var done = false }
+    enum Flag { case timedOut, softFired }
+    /// DispatchWorkItem is documented thread-safe (cancel may be called from any thread)
+    /// but not marked Sendable.
+    private final class Item: @unchecked Sendable {
+        let work: DispatchWorkItem
+        init(_ body: @escaping @Sendable () -> Void) { work = DispatchWorkItem(block: body) }
+    }
+    private let state = Mutex<(flags: Flags, items: [Item])>((Flags(), []))
+
+    /// Runs `body` after `seconds` unless the call is answered first.
+    func schedule(after seconds: Double, _ body: @escaping @Sendable () -> Void) {
+        let item = Item(body)
+        let accepted = state.withLock { s -> Bool in
+            if s.flags.done { return false }
+            s.items.append(item)
+            return true
+        }
+        if accepted { DispatchQueue.global().asyncAfter(deadline: .now() + max(seconds, 0), execute: item.work) }
+    }
+
+    /// Sets a flag unless the call is over or the hard limit already struck; false if not set.
+    func mark(_ flag: Flag) -> Bool {
+        state.withLock { s in
+            if s.flags.done || s.flags.timedOut { return false }
+            switch flag {
+            case .timedOut: s.flags.timedOut = true
+            case .softFired: s.flags.softFired = true
+            }
+            return true
+        }
+    }
+
+    /// The call is answered: cancels the timers (none is left pending for the whole time
+    /// limit); returns whether the limits struck.
+    func finish() -> (timedOut: Bool, softFired: Bool) {
+        let (f, items) = state.withLock { s in
+            s.flags.done = true
+            defer { s.items = [] }
+            return (s.flags, s.items)
+        }
+        for item in items { item.work.cancel() }
+        return (f.timedOut, f.softFired)
     }
 }

@@ -347,7 +347,16 @@ public final class Worker: Service, Sendable {
                 if isStopping { prefetch.release(n); break }
                 let messages: [[UInt8]]
                 do {
-                    messages = try await broker.fetch(queue, using: fetcher, max: n, expect: lastGot * 2, block: config.fetchBlockSeconds)
+                    var got = try await broker.fetch(queue, using: fetcher, max: n, expect: lastGot * 2, block: n == 1 ? config.fetchBlockSeconds : nil)
+                    if got.isEmpty && n > 1 {
+                        // Nothing waiting: block for one message, holding one slot of the room
+                        // only. An idle queue's fetch loops must not sit on the room while
+                        // they wait: in a worker of several queues they starved the busy one.
+                        prefetch.release(n - 1)
+                        n = 1
+                        got = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds)
+                    }
+                    messages = got
                     lastGot = max(messages.count, 1)
                     delay = 0.1
                 } catch {
