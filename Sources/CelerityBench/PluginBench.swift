@@ -71,40 +71,118 @@ func pluginBenchmarks() async {
         }
     }
     struct Row { var name: String; var n: Int; var p50: Double; var mean: Double; var perSecond: Double }
-    func measure(_ task: String, _ label: String, _ n: Int) async -> Row {
-        // Latency: one call at a time.
-        var lat: [Double] = []
+    func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
+    /// Latency of sequential calls, the handlers taking turns call by call, so that the
+    /// machine's ups and downs fall on all of them alike (the overhead is a difference).
+    func latencies(_ tasks: [String], _ n: Int) async -> [[Double]] {
+        var lat = Array(repeating: [Double](), count: tasks.count)
         for i in 0..<n {
-            let t0 = ContinuousClock.now
-            _ = try? await client.send(task, args: [.int(i), 1]).get(timeout: .seconds(30))
-            let d = ContinuousClock.now - t0
-            lat.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+            for (k, task) in tasks.enumerated() {
+                let t0 = ContinuousClock.now
+                _ = try? await client.send(task, args: [.int(i), 1]).get(timeout: .seconds(30))
+                lat[k].append(ms(ContinuousClock.now - t0))
+            }
         }
-        lat.sort()
-        // Throughput: n calls sent at once (one pipeline), then every result collected (gather).
+        return lat.map { $0.sorted() }
+    }
+    /// Throughput: n calls sent at once (one pipeline), then every result collected (gather).
+    func throughput(_ task: String, _ n: Int) async -> Double {
         let t0 = ContinuousClock.now
         let handles = (try? await client.sendMany((0..<n).map { client.message(task, args: [.int($0), 1]) })) ?? []
-        _ = try? await client.gather(handles, timeout: .seconds(300))
-        let d = ContinuousClock.now - t0
-        let secs = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-        return Row(name: label, n: n, p50: lat[lat.count / 2], mean: lat.reduce(0, +) / Double(lat.count), perSecond: Double(n) / secs)
+        let results = (try? await client.gather(handles, timeout: .seconds(300))) ?? []
+        let secs = ms(ContinuousClock.now - t0) / 1000
+        let right = results.enumerated().filter { i, m in m.state == .success && m.result.intValue == i + 1 }.count
+        if right != n { print("warning: \(task): \(n - right) of \(n) results missing or wrong") }
+        return Double(n) / secs
     }
-    var rows: [Row] = []
+    let handlers: [(task: String, label: String, oneShot: Bool)] = [
+        ("b.add", "built-in Swift add", false),
+        ("plugins.py_add", "Python, persistent (1 process)", false),
+        ("plugins.py_quick_add", "Python, 1 process, pipelined", false),
+        ("plugins.js_add", "Node, persistent (1 process)", false),
+        ("plugins.add", "Python, one-shot", true),
+        ("plugins.js_tutorial_add", "Node, one-shot", true),
+    ]
     print("measuring (\(calls) calls per persistent/built-in handler)…")
-    rows.append(await measure("b.add", "built-in Swift add", calls))
-    rows.append(await measure("plugins.py_add", "Python, persistent (1 process)", calls))
-    rows.append(await measure("plugins.py_quick_add", "Python, 1 process, pipelined", calls))
-    rows.append(await measure("plugins.js_add", "Node, persistent (1 process)", calls))
-    rows.append(await measure("plugins.add", "Python, one-shot", max(calls / 40, 20)))
-    rows.append(await measure("plugins.js_tutorial_add", "Node, one-shot", max(calls / 40, 20)))
+    let small = max(calls / 40, 20)
+    let fast = handlers.filter { !$0.oneShot }
+    let slow = handlers.filter { $0.oneShot }
+    let fastLat = await latencies(fast.map(\.task), calls)
+    let slowLat = await latencies(slow.map(\.task), small)
+    var rows: [Row] = []
+    for (k, h) in fast.enumerated() {
+        let l = fastLat[k]
+        rows.append(Row(name: h.label, n: calls, p50: l[l.count / 2], mean: l.reduce(0, +) / Double(l.count), perSecond: await throughput(h.task, calls)))
+    }
+    for (k, h) in slow.enumerated() {
+        let l = slowLat[k]
+        rows.append(Row(name: h.label, n: small, p50: l[l.count / 2], mean: l.reduce(0, +) / Double(l.count), perSecond: await throughput(h.task, small)))
+    }
+    // The plugin's own cost per call: the same calls sent straight to one process over its
+    // pipes (a blocking loop on a thread of its own), no worker and no Redis in between.
+    var alone: [String: Double] = [:]
+    alone["plugins.py_add"] = await pluginAlone(["python3", root + "/plugins/py_tasks.py"], task: "plugins.py_add", calls)
+    alone["plugins.py_quick_add"] = await pluginAlone(["python3", root + "/plugins/py_quick.py"], task: "plugins.py_quick_add", calls)
+    alone["plugins.js_add"] = await pluginAlone(["node", root + "/plugins/js_add.js"], task: "plugins.js_add", calls)
     let base = rows[0].p50
     func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
     func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
     print("add(i, 1) through one worker (-c 8) on one redis-server; latency = send + wait for the result, one call at a time")
-    print(pad("handler", 34) + lpad("calls", 7) + lpad("p50 ms", 10) + lpad("mean ms", 10) + lpad("overhead", 11) + lpad("calls/s", 10))
-    for r in rows {
+    print(pad("handler", 34) + lpad("calls", 7) + lpad("p50 ms", 10) + lpad("mean ms", 10) + lpad("overhead", 11)
+          + lpad("plugin", 9) + lpad("worker", 9) + lpad("calls/s", 10))
+    for (k, r) in rows.enumerated() {
+        let own = alone[handlers[k].task]
+        let overhead = r.p50 - base
         print(pad(r.name, 34) + lpad(String(r.n), 7) + lpad(String(format: "%.3f", r.p50), 10) + lpad(String(format: "%.3f", r.mean), 10)
-              + lpad(String(format: "%+.3f", r.p50 - base), 11) + lpad(String(format: "%.0f", r.perSecond), 10))
+              + lpad(String(format: "%+.3f", overhead), 11) + lpad(own.map { String(format: "%.3f", $0) } ?? "-", 9)
+              + lpad(own.map { String(format: "%+.3f", overhead - $0) } ?? "-", 9) + lpad(String(format: "%.0f", r.perSecond), 10))
     }
-    print("overhead = p50 minus the built-in's p50: the plugin's per-call cost beyond the worker's own path")
+    print("overhead = p50 minus the built-in's p50: the plugin's per-call cost beyond the worker's own path;")
+    print("plugin = p50 of the same call sent straight to one plugin process over its pipes (its own work: reading,")
+    print("parsing, running, answering); worker = overhead minus that: what the worker adds for a plugin call")
+}
+
+/// p50 (ms) of `n` sequential calls sent straight to a persistent plugin process over its pipes.
+func pluginAlone(_ argv: [String], task: String, _ n: Int) async -> Double {
+    await withCheckedContinuation { (done: CheckedContinuation<Double, Never>) in
+        let t = Thread {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = argv
+            p.environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "CELERITY_MODE": "persistent"]
+            let input = Pipe(), output = Pipe()
+            p.standardInput = input
+            p.standardOutput = output
+            p.standardError = FileHandle.nullDevice
+            do { try p.run() } catch { done.resume(returning: .nan); return }
+            let w = input.fileHandleForWriting.fileDescriptor, r = output.fileHandleForReading.fileDescriptor
+            var pending: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            func roundTrip(_ line: String) -> Bool {
+                let bytes = Array((line + "\n").utf8)
+                guard bytes.withUnsafeBytes({ write(w, $0.baseAddress, $0.count) }) == bytes.count else { return false }
+                while true {
+                    if let nl = pending.firstIndex(of: 10) { pending.removeSubrange(...nl); return true }
+                    let got = buffer.withUnsafeMutableBytes { read(r, $0.baseAddress, $0.count) }
+                    if got <= 0 { return false }
+                    pending.append(contentsOf: buffer[0..<got])
+                }
+            }
+            var lat: [Double] = []
+            if roundTrip(#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocol":1}}"#) {
+                for i in 0..<(n + 100) {
+                    let line = #"{"jsonrpc":"2.0","id":"c\#(i)","method":"task/run","params":{"id":"c\#(i)","task":"\#(task)","args":[\#(i),1],"kwargs":{},"attempt":1,"deadline":null,"meta":{"queue":"q","root_id":null,"parent_id":null,"retries":0}}}"#
+                    let t0 = ContinuousClock.now
+                    guard roundTrip(line) else { break }
+                    let d = ContinuousClock.now - t0
+                    if i >= 100 { lat.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15) }   // the first 100 warm up
+                }
+            }
+            try? input.fileHandleForWriting.close()
+            p.waitUntilExit()
+            lat.sort()
+            done.resume(returning: lat.isEmpty ? .nan : lat[lat.count / 2])
+        }
+        t.start()
+    }
 }

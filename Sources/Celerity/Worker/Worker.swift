@@ -401,6 +401,10 @@ public final class Worker: Service, Sendable {
                         await self.settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: self.logger, id: message.id, task: message.task), runtime: [:])
                         prefetch.release()
                     }
+                case let .slow(decoded) where messages.count == 1:
+                    // A lone message (a quiet queue): run it in this task, one hand-off less.
+                    await process(raw, queue: queue, slots: slots, decoded: decoded)
+                    prefetch.release()
                 case let .slow(decoded):
                     running.addTask {
                         await self.process(raw, queue: queue, slots: slots, decoded: decoded)
