@@ -92,6 +92,14 @@ public final class Redis: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on this handle's own thread with its connection, for commands that must
+    /// follow one another without a hand-off between threads (a blocking fetch, then at once
+    /// the writes it leads to). They block this handle's thread only, never Swift's
+    /// cooperative pool. The session must not outlive `body`.
+    public func withSession<T: Sendable>(_ body: @escaping @Sendable (RedisSession) throws(RedisError) -> T) async throws -> T {
+        try await run { c throws(RedisError) in try body(RedisSession(connection: c, commandTimeout: self.commandTimeout)) }
+    }
+
     /// Closes the connection now (the next call reconnects).
     public func close() async {
         await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
@@ -171,4 +179,25 @@ public final class Redis: @unchecked Sendable {
 public struct RedisScript: Sendable, Hashable {
     public let source: String
     public init(_ source: String) { self.source = source }
+}
+
+/// A connection lent to `Redis.withSession`'s body, on that handle's thread: calls block.
+public struct RedisSession {
+    let connection: RedisConnection
+    let commandTimeout: Double
+
+    /// Sends one command; a server error reply is returned as `.error`, not thrown.
+    public func send(_ command: RedisCommand) throws(RedisError) -> RedisReply { try connection.command(command) }
+
+    /// Sends all commands in one write and reads every reply in order.
+    public func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
+        commands.isEmpty ? [] : try connection.pipeline(commands)
+    }
+
+    /// A blocking command whose own timeout is `seconds` (the socket timeout is raised above it).
+    public func blocking(_ command: RedisCommand, timeout seconds: Double) throws(RedisError) -> RedisReply {
+        connection.setTimeout(seconds + 5)
+        defer { if !connection.isBroken { connection.setTimeout(commandTimeout) } }
+        return try connection.command(command)
+    }
 }

@@ -84,6 +84,20 @@ public final class WorkerBroker: Sendable {
         return []
     }
 
+    /// The same, then hands the message to `then` at once, on the fetcher's own thread and
+    /// connection (so `then` can run a tiny task and write its result with no hand-off
+    /// between threads: the latency path of a quiet queue). nil when nothing came.
+    public func waitForOne<T: Sendable>(_ queue: String, using fetcher: Redis, block: Double,
+                                        then: @escaping @Sendable ([UInt8], RedisSession) -> T) async throws -> T? {
+        let main = Keys.priorityQueues(queue)[0]
+        let processing = processingKey
+        return try await fetcher.withSession { s throws(RedisError) -> T? in
+            let b = try s.blocking(RedisCommand("BLMOVE", main, processing, "RIGHT", "LEFT", block), timeout: block).throwingError()
+            guard let m = b.bytes else { return nil }
+            return then(m, s)
+        }
+    }
+
     /// Removes a message from the processing list: call only after its result is stored.
     public func ack(_ raw: [UInt8]) async throws {
         try await control.call("LREM", processingKey, -1, raw)

@@ -174,6 +174,19 @@ final class Completer: Sendable {
     }
 
     private func send(_ items: [Item], on redis: Redis, ack: Bool) async throws {
+        // Documents that must not replace a stored SUCCESS are checked in a script (rare path).
+        for item in items {
+            if case let .redisKey(key, doc, success)? = item.store, !success {
+                _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [key], args: [doc, self.ttl])
+            }
+        }
+        try Self.check(try await redis.pipeline(commands(for: items, ack: ack)))
+    }
+
+    /// The pipeline that stores and acks `items`: per message SET (with TTL) + PUBLISH of a
+    /// SUCCESS document (or LPUSH of an rpc reply), then LREM of the message. Documents that
+    /// are not SUCCESS are left out (`send` stores them with a script first).
+    func commands(for items: [Item], ack: Bool) -> [RedisCommand] {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(items.count * 3)
         let ttl = Array(String(self.ttl).utf8)
@@ -186,9 +199,6 @@ final class Completer: Sendable {
                     let k = Array(key.utf8)
                     commands.append(RedisCommand(self.ttl > 0 ? [set, k, doc, ex, ttl] : [set, k, doc]))
                     commands.append(RedisCommand([publish, k, doc]))
-                } else {
-                    // Must not replace a stored SUCCESS: checked in a script (rare path).
-                    _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [key], args: [doc, self.ttl])
                 }
             case let .rpcList(key, doc)?:
                 commands.append(RedisCommand([lpush, Array(key.utf8), doc]))
@@ -197,8 +207,16 @@ final class Completer: Sendable {
             }
             if ack { commands.append(RedisCommand([lrem, processing, minusOne, item.raw])) }
         }
-        for reply in try await redis.pipeline(commands) {
+        return commands
+    }
+
+    static func check(_ replies: [RedisReply]) throws(RedisError) {
+        for reply in replies {
             if case let .error(message) = reply { throw RedisError(.unexpectedReply, "storing a result or acking failed: \(message)") }
         }
     }
+
+    /// Whether results can be written on the broker's connection right after a fetch (they
+    /// live on the broker's Redis).
+    var storesOnBroker: Bool { resultRedis == nil }
 }

@@ -354,7 +354,33 @@ public final class Worker: Service, Sendable {
                         // they wait: in a worker of several queues they starved the busy one.
                         prefetch.release(n - 1)
                         n = 1
-                        got = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds)
+                        if ownRoom && completer.storesOnBroker {
+                            // A queue of tiny built-ins: the message that ends the wait is run and
+                            // its result stored and acked right where it arrives.
+                            let handled = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds) { raw, session in
+                                self.runAndStore(raw, queue: queue, session)
+                            }
+                            switch handled {
+                            case nil:
+                                got = []
+                            case .stored?:
+                                stats.withLock { $0.processed += 1 }
+                                prefetch.release(1)
+                                continue
+                            case let .unstored(item)?:
+                                // The write failed (Redis away): the completer retries it.
+                                stats.withLock { $0.processed += 1 }
+                                if await !completer.complete([item]) {
+                                    logger.error("result not stored; message left unacked for redelivery")
+                                }
+                                prefetch.release(1)
+                                continue
+                            case let .other(raw)?:
+                                got = [raw]
+                            }
+                        } else {
+                            got = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds)
+                        }
                     }
                     messages = got
                     lastGot = max(messages.count, 1)
@@ -376,9 +402,15 @@ public final class Worker: Service, Sendable {
                     prefetch.release(messages.count)
                     break
                 }
-                // The batch is worked on in a task of its own, so the next fetch overlaps it.
+                // The batch is worked on in a task of its own, so the next fetch overlaps it;
+                // a lone message of a queue of tiny built-ins (a quiet queue: the other fetch
+                // loop is waiting for the next one) is run here, one hand-off less on its way.
                 let fetched = messages
-                running.addTask { await self.work(fetched, queue: queue, prefetch: prefetch, slots: slots) }
+                if ownRoom && fetched.count == 1 {
+                    await work(fetched, queue: queue, prefetch: prefetch, slots: slots)
+                } else {
+                    running.addTask { await self.work(fetched, queue: queue, prefetch: prefetch, slots: slots) }
+                }
             }
         }
         await fetcher.close()
@@ -423,6 +455,28 @@ public final class Worker: Service, Sendable {
     }
 
     // MARK: - One message
+
+    enum Handled: Sendable {
+        /// Ran, stored and acked.
+        case stored
+        /// Ran; the write failed: still to store and ack.
+        case unstored(Completer.Item)
+        /// Not a plain call of a tiny built-in: the usual path.
+        case other([UInt8])
+    }
+
+    /// On a fetcher's thread, right after its blocking fetch: runs a tiny built-in and writes
+    /// its result and ack on the same connection (never an ack before the store: one
+    /// connection's commands run in order).
+    func runAndStore(_ raw: [UInt8], queue: String, _ session: RedisSession) -> Handled {
+        guard case let .done(item) = quickRun(raw, queue: queue) else { return .other(raw) }
+        do throws(RedisError) {
+            try Completer.check(try session.pipeline(completer.commands(for: [item], ack: true)))
+            return .stored
+        } catch {
+            return .unstored(item)
+        }
+    }
 
     enum QuickRun {
         /// Ran successfully here: store and ack.
