@@ -57,6 +57,13 @@ public final class Redis: @unchecked Sendable {
         return try await run { c throws(RedisError) in try c.pipeline(commands) }
     }
 
+    /// Sends all commands in one write and returns the messages of the error replies only
+    /// (empty when all succeeded): the other replies are read but never built.
+    public func pipelineErrors(_ commands: [RedisCommand]) async throws -> [String] {
+        if commands.isEmpty { return [] }
+        return try await run { c throws(RedisError) in try c.pipelineErrors(commands) }
+    }
+
     /// Sends a blocking command (BLMOVE, BRPOP, ...) whose own timeout is `seconds`; the
     /// socket timeout is raised above it for this call.
     public func blocking(_ command: RedisCommand, timeout seconds: Double) async throws -> RedisReply {
@@ -192,6 +199,11 @@ public struct RedisSession {
     /// Sends all commands in one write and reads every reply in order.
     public func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
         commands.isEmpty ? [] : try connection.pipeline(commands)
+    }
+
+    /// Like `Redis.pipelineErrors`: the error replies' messages only.
+    public func pipelineErrors(_ commands: [RedisCommand]) throws(RedisError) -> [String] {
+        commands.isEmpty ? [] : try connection.pipelineErrors(commands)
     }
 
     /// A blocking command whose own timeout is `seconds` (the socket timeout is raised above it).

@@ -72,11 +72,69 @@ final class RedisConnection {
 
     /// Sends all commands in one write, then reads all replies (pipelining).
     func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
-        for c in commands { try append(c) }
+        try appendAll(commands)
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
         for _ in commands { replies.append(try readReply()) }
         return replies
+    }
+
+    /// Sends all commands in one write and reads their replies without building them:
+    /// returns the error replies' messages only (empty when every command succeeded). For
+    /// writes whose answers are "OK" or counts nobody reads (results and acks).
+    func pipelineErrors(_ commands: [RedisCommand]) throws(RedisError) -> [String] {
+        try appendAll(commands)
+        var errors: [String] = []
+        for _ in commands {
+            guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+            var raw: UnsafeMutableRawPointer?
+            if redisGetReply(context, &raw) != REDIS_OK || raw == nil { throw brokenError() }
+            let reply = raw!.assumingMemoryBound(to: redisReply.self)
+            if reply.pointee.type == REDIS_REPLY_ERROR { errors.append(String(decoding: RedisConnection.bytes(reply.pointee.str, reply.pointee.len), as: UTF8.self)) }
+            freeReplyObject(raw)
+        }
+        return errors
+    }
+
+    /// Queues many commands at once, encoded here in the Redis protocol (RESP) into one
+    /// buffer that hiredis takes as it is: one copy, instead of an argv array per command
+    /// that hiredis formats again argument by argument (measured: ~8% of a busy worker's
+    /// CPU went to that formatting).
+    func appendAll(_ commands: [RedisCommand]) throws(RedisError) {
+        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        var size = 0
+        for c in commands {
+            size += 16
+            for a in c.arguments { size += a.count + 24 }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(size)
+        func number(_ prefix: UInt8, _ n: Int) {
+            out.append(prefix)
+            if n == 0 { out.append(48) } else {
+                var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+                    (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                var count = 0
+                var v = n
+                withUnsafeMutableBytes(of: &digits) { d in
+                    while v > 0 { d[count] = UInt8(48 + v % 10); v /= 10; count += 1 }
+                    while count > 0 { count -= 1; out.append(d[count]) }
+                }
+            }
+            out.append(13); out.append(10)
+        }
+        for c in commands {
+            number(42, c.arguments.count)          // *argc
+            for a in c.arguments {
+                number(36, a.count)                // $len
+                out.append(contentsOf: a)
+                out.append(13); out.append(10)
+            }
+        }
+        let rc: Int32 = out.withUnsafeBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { redisAppendFormattedCommand(context, $0, b.count) }
+        }
+        if rc != REDIS_OK { throw brokenError() }
     }
 
     /// Queues a command in hiredis's output buffer (written on the next read).
@@ -169,7 +227,7 @@ final class RedisConnection {
         }
     }
 
-    private static func bytes(_ p: UnsafeMutablePointer<CChar>?, _ n: Int) -> [UInt8] {
+    static func bytes(_ p: UnsafeMutablePointer<CChar>?, _ n: Int) -> [UInt8] {
         guard let p, n > 0 else { return [] }
         return p.withMemoryRebound(to: UInt8.self, capacity: n) { Array(UnsafeBufferPointer(start: $0, count: n)) }
     }

@@ -231,13 +231,13 @@ import BigInt
         #expect(keywords.arrayValue?.allSatisfy { $0.arrayValue?.count == 2 } == true)
     }
 
-    @Test func multiplyKnownMatrices() {
+    @Test func multiplyKnownMatrices() throws {
         // [[1,2,3],[4,5,6]] · [[7,8],[9,10],[11,12]] = [[58,64],[139,154]]
-        #expect(Builtins.multiply([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12], m: 2, n: 3) == [58, 64, 139, 154])
+        #expect(try Builtins.multiply([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12], m: 2, n: 3) == [58, 64, 139, 154])
         // Column · row: the 3×3 outer product.
-        #expect(Builtins.multiply([1, 2, 3], [4, 5, 6], m: 3, n: 1) == [4, 5, 6, 8, 10, 12, 12, 15, 18])
+        #expect(try Builtins.multiply([1, 2, 3], [4, 5, 6], m: 3, n: 1) == [4, 5, 6, 8, 10, 12, 12, 15, 18])
         // Row · column: 1×1.
-        #expect(Builtins.multiply([1, 2, 3], [4, 5, 6], m: 1, n: 3) == [32])
+        #expect(try Builtins.multiply([1, 2, 3], [4, 5, 6], m: 1, n: 3) == [32])
     }
 
     @Test func matMulRejectsBadArguments() throws {

@@ -180,7 +180,7 @@ final class Completer: Sendable {
                 _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [key], args: [doc, self.ttl])
             }
         }
-        try Self.check(try await redis.pipeline(commands(for: items, ack: ack)))
+        try Self.check(try await redis.pipelineErrors(commands(for: items, ack: ack)))
     }
 
     /// The pipeline that stores and acks `items`: per message SET (with TTL) + PUBLISH of a
@@ -210,10 +210,8 @@ final class Completer: Sendable {
         return commands
     }
 
-    static func check(_ replies: [RedisReply]) throws(RedisError) {
-        for reply in replies {
-            if case let .error(message) = reply { throw RedisError(.unexpectedReply, "storing a result or acking failed: \(message)") }
-        }
+    static func check(_ errors: [String]) throws(RedisError) {
+        if let message = errors.first { throw RedisError(.unexpectedReply, "storing a result or acking failed: \(message)") }
     }
 
     /// Whether results can be written on the broker's connection right after a fetch (they

@@ -59,7 +59,7 @@ public final class Worker: Service, Sendable {
     static let completerLanes = 2
     static let fetchersPerQueue = 2
     /// Prefetch room of a queue of inline built-ins only (fetched 64 at a time).
-    static let lightRoom = 1024
+    static let lightRoom = 256
 
     /// Builds a worker for the tasks of `manifest` on `config.queues`, with built-ins from `builtins`.
     public init(config: WorkerConfiguration, manifest: Manifest, builtins: BuiltinRegistry, logger: Logger) throws(ManifestError) {
@@ -189,7 +189,7 @@ public final class Worker: Service, Sendable {
                     let pool = light ? Slots(Worker.lightRoom) : prefetch
                     let room = light ? Worker.lightRoom : self.config.concurrency * max(self.config.prefetchMultiplier, 1)
                     for _ in 0..<Worker.fetchersPerQueue {
-                        fetchers.addTask { await self.fetchLoop(queue: q, prefetch: pool, room: room, ownRoom: light, batchesInFlight: light ? 16 : 4, slots: slots) }
+                        fetchers.addTask { await self.fetchLoop(queue: q, prefetch: pool, room: room, ownRoom: light, batchesInFlight: light ? 8 : 4, slots: slots) }
                     }
                 }
             }
@@ -471,7 +471,7 @@ public final class Worker: Service, Sendable {
     func runAndStore(_ raw: [UInt8], queue: String, _ session: RedisSession) -> Handled {
         guard case let .done(item) = quickRun(raw, queue: queue) else { return .other(raw) }
         do throws(RedisError) {
-            try Completer.check(try session.pipeline(completer.commands(for: [item], ack: true)))
+            try Completer.check(try session.pipelineErrors(completer.commands(for: [item], ack: true)))
             return .stored
         } catch {
             return .unstored(item)
