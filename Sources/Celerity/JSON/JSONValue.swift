@@ -86,7 +86,7 @@ extension JSONValue {
     }
 }
 
-private enum ASCII {
+enum ASCII {
     static let quote: UInt8 = 0x22        // "
     static let backslash: UInt8 = 0x5C    // \
     static let slash: UInt8 = 0x2F        // /

@@ -225,48 +225,56 @@ public struct TaskMessage: Sendable {
 
     /// The envelope as JSON bytes, ready to LPUSH. `origin` defaults to this process.
     public func encode() -> [UInt8] {
-        let bodyJSON = JSONValue.array([.array(args), .object(kwargs), embed]).serializedBytes()
+        // Written straight into bytes, field by field, rather than built as a JSONValue tree
+        // and serialized: sending is the client's hot path (profiled: the tree took a third
+        // of a bulk sender's CPU). Same fields, same order, same JSON as before.
+        var bodyJSON: [UInt8] = []
+        bodyJSON.reserveCapacity(64)
+        bodyJSON.append(ASCII.openBracket)
+        JSONValue.array(args).write(into: &bodyJSON)
+        bodyJSON.append(ASCII.comma)
+        JSONValue.object(kwargs).write(into: &bodyJSON)
+        bodyJSON.append(ASCII.comma)
+        embed.write(into: &bodyJSON)
+        bodyJSON.append(ASCII.closeBracket)
         let body = Data(bodyJSON).base64EncodedString()
-        func date(_ d: Date?) -> JSONValue { d.map { .string(CeleryDate.format($0)) } ?? .null }
-        func num(_ d: Double?) -> JSONValue { d.map { $0 == $0.rounded() && abs($0) < 1e15 ? .int(Int($0)) : .double($0) } ?? .null }
-        var h: [JSONMember] = [
-            JSONMember("lang", "py"),
-            JSONMember("task", .string(task)),
-            JSONMember("id", .string(id)),
-            JSONMember("shadow", .null),
-            JSONMember("eta", date(eta)),
-            JSONMember("expires", date(expires)),
-            JSONMember("group", groupID.map { .string($0) } ?? .null),
-            JSONMember("group_index", .null),
-            JSONMember("retries", .int(retries)),
-            JSONMember("timelimit", .array([num(hardTimeLimit), num(softTimeLimit)])),
-            JSONMember("root_id", .string(rootID ?? id)),
-            JSONMember("parent_id", parentID.map { .string($0) } ?? .null),
-            JSONMember("argsrepr", .string(TaskMessage.repr(.array(args)))),
-            JSONMember("kwargsrepr", .string(TaskMessage.repr(.object(kwargs)))),
-            JSONMember("origin", .string(origin ?? TaskMessage.defaultOrigin)),
-            JSONMember("ignore_result", .bool(ignoreResult)),
-            JSONMember("replaced_task_nesting", 0),
-            JSONMember("stamped_headers", .null),
-            JSONMember("stamps", .object([])),
-        ]
-        if !headers.isEmpty { h += headers.filter { !TaskMessage.writtenHeaders.contains($0.key) } }
-        let props: [JSONMember] = [
-            JSONMember("correlation_id", .string(correlationID)),
-            JSONMember("reply_to", .string(replyTo ?? "")),
-            JSONMember("delivery_mode", 2),
-            JSONMember("delivery_info", .object([JSONMember("exchange", ""), JSONMember("routing_key", .string(queue))])),
-            JSONMember("priority", .int(min(max(priority, 0), 9))),
-            JSONMember("body_encoding", "base64"),
-            JSONMember("delivery_tag", .string(FastUUID.string())),
-        ]
-        return JSONValue.object([
-            JSONMember("body", .string(body)),
-            JSONMember("content-encoding", "utf-8"),
-            JSONMember("content-type", "application/json"),
-            JSONMember("headers", .object(h)),
-            JSONMember("properties", .object(props)),
-        ]).serializedBytes()
+
+        var out: [UInt8] = []
+        out.reserveCapacity(body.utf8.count + 900)
+        func raw(_ text: StaticString) { out.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
+        func str(_ text: String) { JSONValue.writeString(text, into: &out) }
+        func optStr(_ text: String?) { if let text { str(text) } else { raw("null") } }
+        func int(_ v: Int) { out.append(contentsOf: String(v).utf8) }
+        func date(_ d: Date?) { if let d { str(CeleryDate.format(d)) } else { raw("null") } }
+        func num(_ d: Double?) {
+            guard let d else { raw("null"); return }
+            (d == d.rounded() && abs(d) < 1e15 ? JSONValue.int(Int(d)) : JSONValue.double(d)).write(into: &out)
+        }
+        raw(#"{"body":"#); str(body)
+        raw(#","content-encoding":"utf-8","content-type":"application/json","headers":{"lang":"py","task":"#); str(task)
+        raw(#","id":"#); str(id)
+        raw(#","shadow":null,"eta":"#); date(eta)
+        raw(#","expires":"#); date(expires)
+        raw(#","group":"#); optStr(groupID)
+        raw(#","group_index":null,"retries":"#); int(retries)
+        raw(#","timelimit":["#); num(hardTimeLimit); out.append(ASCII.comma); num(softTimeLimit)
+        raw(#"],"root_id":"#); str(rootID ?? id)
+        raw(#","parent_id":"#); optStr(parentID)
+        raw(#","argsrepr":"#); str(TaskMessage.repr(.array(args)))
+        raw(#","kwargsrepr":"#); str(TaskMessage.repr(.object(kwargs)))
+        raw(#","origin":"#); str(origin ?? TaskMessage.defaultOrigin)
+        raw(#","ignore_result":"#); raw(ignoreResult ? "true" : "false")
+        raw(#","replaced_task_nesting":0,"stamped_headers":null,"stamps":{}"#)
+        for h in headers where !TaskMessage.writtenHeaders.contains(h.key) {
+            out.append(ASCII.comma); str(h.key); out.append(ASCII.colon); h.value.write(into: &out)
+        }
+        raw(#"},"properties":{"correlation_id":"#); str(correlationID)
+        raw(#","reply_to":"#); str(replyTo ?? "")
+        raw(#","delivery_mode":2,"delivery_info":{"exchange":"","routing_key":"#); str(queue)
+        raw(#"},"priority":"#); int(min(max(priority, 0), 9))
+        raw(#","body_encoding":"base64","delivery_tag":"#); str(FastUUID.string())
+        raw("}}")
+        return out
     }
 
     /// A short Python-like repr for `argsrepr`/`kwargsrepr` (monitoring only), at most 1024 chars.
