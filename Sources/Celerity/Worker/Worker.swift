@@ -58,7 +58,8 @@ public final class Worker: Service, Sendable {
     /// per queue: two of each, so a round trip under way never leaves Redis or the worker idle.
     static let completerLanes = 2
     static let fetchersPerQueue = 2
-    /// Prefetch room of a queue of inline built-ins only (fetched 64 at a time).
+    /// Prefetch room of a queue of inline built-ins only (fetched 32 at a time: 8 batches in
+    /// flight). Larger rooms measured no faster and made each LREM ack scan further.
     static let lightRoom = 256
 
     /// Builds a worker for the tasks of `manifest` on `config.queues`, with built-ins from `builtins`.
