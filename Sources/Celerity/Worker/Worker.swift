@@ -348,13 +348,14 @@ public final class Worker: Service, Sendable {
                 if isStopping { prefetch.release(n); break }
                 let messages: [[UInt8]]
                 do {
-                    var got = try await broker.fetch(queue, using: fetcher, max: n, expect: lastGot * 2, block: n == 1 ? config.fetchBlockSeconds : nil)
-                    if got.isEmpty && n > 1 {
-                        // Nothing waiting: block for one message, holding one slot of the room
-                        // only. An idle queue's fetch loops must not sit on the room while
-                        // they wait: in a worker of several queues they starved the busy one.
-                        prefetch.release(n - 1)
-                        n = 1
+                    var got = try await broker.fetch(queue, using: fetcher, max: n, expect: lastGot * 2, block: nil)
+                    if got.isEmpty {
+                        // Nothing waiting: block for one message holding no slot of the room, then
+                        // wait for a slot before working on it (a worker can hold one message
+                        // more than its room per fetch loop). Idle loops that sat on the room
+                        // while they waited starved the busy queue of a multi-queue worker.
+                        prefetch.release(n)
+                        n = 0
                         if ownRoom && completer.storesOnBroker {
                             // A queue of tiny built-ins: the message that ends the wait is run and
                             // its result stored and acked right where it arrives.
@@ -366,7 +367,6 @@ public final class Worker: Service, Sendable {
                                 got = []
                             case .stored?:
                                 stats.withLock { $0.processed += 1 }
-                                prefetch.release(1)
                                 continue
                             case let .unstored(item)?:
                                 // The write failed (Redis away): the completer retries it.
@@ -374,7 +374,6 @@ public final class Worker: Service, Sendable {
                                 if await !completer.complete([item]) {
                                     logger.error("result not stored; message left unacked for redelivery")
                                 }
-                                prefetch.release(1)
                                 continue
                             case let .other(raw)?:
                                 got = [raw]
@@ -382,6 +381,7 @@ public final class Worker: Service, Sendable {
                         } else {
                             got = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds)
                         }
+                        if !got.isEmpty { n = await prefetch.acquire(upTo: 1) }
                     }
                     messages = got
                     lastGot = max(messages.count, 1)
