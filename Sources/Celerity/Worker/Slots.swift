@@ -42,10 +42,22 @@ final class Slots: Sendable {
         return 1 + more
     }
 
+    /// Takes one slot now, free or not (the count may go below zero: a debt that the next
+    /// releases pay back before anyone waiting gets a slot). For a message already fetched,
+    /// which must not queue behind loops that only want to look for more.
+    func take() {
+        state.withLock { $0.free -= 1 }
+    }
+
     func release(_ n: Int = 1) {
         var wake: [CheckedContinuation<Void, Never>] = []
         state.withLock { s in
             var left = n
+            if s.free < 0 {
+                let paid = Swift.min(left, -s.free)
+                s.free += paid
+                left -= paid
+            }
             while left > 0 && s.head < s.waiters.count {
                 wake.append(s.waiters[s.head])
                 s.head += 1

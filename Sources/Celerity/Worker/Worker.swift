@@ -351,9 +351,10 @@ public final class Worker: Service, Sendable {
                     var got = try await broker.fetch(queue, using: fetcher, max: n, expect: lastGot * 2, block: nil)
                     if got.isEmpty {
                         // Nothing waiting: block for one message holding no slot of the room, then
-                        // wait for a slot before working on it (a worker can hold one message
-                        // more than its room per fetch loop). Idle loops that sat on the room
-                        // while they waited starved the busy queue of a multi-queue worker.
+                        // take a slot for it at once, even past the room (a worker may hold one
+                        // message more than its room per fetch loop; the debt is paid back
+                        // before other loops fetch again). Idle loops that sat on the room while
+                        // they waited starved the busy queue of a multi-queue worker.
                         prefetch.release(n)
                         n = 0
                         if ownRoom && completer.storesOnBroker {
@@ -381,7 +382,7 @@ public final class Worker: Service, Sendable {
                         } else {
                             got = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds)
                         }
-                        if !got.isEmpty { n = await prefetch.acquire(upTo: 1) }
+                        if !got.isEmpty { prefetch.take(); n = 1 }
                     }
                     messages = got
                     lastGot = max(messages.count, 1)
