@@ -13,6 +13,8 @@ how it misbehaves:
   hang        never answers, ignores $/cancel (the worker must kill it)
   ignoreterm  like hang, and ignores SIGTERM too
   exit        exits with the call in flight
+  orphan      starts a child in a session of its own that keeps stdout open, then exits
+              with the call in flight
   wrongid     answers with an id that was never sent
   twice       answers the call twice
   crashinit   (as argv[1]) exits before answering initialize
@@ -79,6 +81,10 @@ for raw in sys.stdin:
         while True:
             time.sleep(3600)
     elif mode == "exit":
+        os._exit(2)
+    elif mode == "orphan":
+        import subprocess
+        subprocess.Popen(["sleep", "15"], start_new_session=True)  # inherits stdout
         os._exit(2)
     elif mode == "wrongid":
         send({"jsonrpc": "2.0", "id": "not-" + str(cid), "result": "ok"})

@@ -103,6 +103,7 @@ extension Integration {
             ("half", "PluginCrashed", "half a line"),
             ("huge", "PluginProtocolError", "more than 1000000 bytes"),
             ("exit", "PluginCrashed", "ended with this call in flight"),
+            ("orphan", "PluginCrashed", "ended with this call in flight"),
             ("wrongid", "PluginCrashed", "never sent to it"),
             ("hang", "TimeLimitExceeded", "time limit of 4 s"),
             ("ignoreterm", "TimeLimitExceeded", "time limit of 4 s"),

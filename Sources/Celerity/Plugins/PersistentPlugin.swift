@@ -538,7 +538,23 @@ final class LiveProcess: Sendable {
         var violated = false
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 1)
         defer { buffer.deallocate() }
+        // EOF normally tells that the process is gone. A child the plugin started may keep
+        // its stdout open after it died, though: so wait in slices and stop once the process
+        // itself no longer exists (reaped), after taking what is already in the pipe.
+        var processGone = false
         while true {
+            if !processGone {
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&p, 1, 250)
+                if ready < 0 && errno == EINTR { continue }
+                if ready == 0 {
+                    if LiveProcess.hasExited(pid) {
+                        processGone = true
+                        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                    }
+                    continue
+                }
+            }
             let n = read(fd, buffer.baseAddress, buffer.count)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
@@ -635,6 +651,16 @@ final class LiveProcess: Sendable {
         }
     }
 
+    /// Whether a process has ended: gone, or a zombie not reaped yet (swift-subprocess reaps
+    /// it only once the body that serves it returns). From /proc (Linux).
+    static func hasExited(_ pid: pid_t) -> Bool {
+        if Glibc.kill(pid, 0) != 0 && errno == ESRCH { return true }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        // "pid (comm) S ...": the state follows the last ')' (comm may hold parentheses).
+        return stat[stat.index(after: close)...].dropFirst().first == "Z"
+    }
+
     /// Resident memory of a process, from /proc (Linux).
     static func residentBytes(_ pid: pid_t) -> Int? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
@@ -650,23 +676,31 @@ final class LiveProcess: Sendable {
 final class CallWatch: Sendable {
     struct Flags { var timedOut = false; var softFired = false; var done = false }
     enum Flag { case timedOut, softFired }
-    /// DispatchWorkItem is documented thread-safe (cancel may be called from any thread)
+    /// A one-shot timer. A dispatch source, not `asyncAfter` with a work item: a cancelled
+    /// work item keeps its closure (and all it captures: the call's arguments, the process)
+    /// until its deadline, which at thousands of calls a second and a 300 s limit is a
+    /// lot of memory; a cancelled source lets go at once. Dispatch sources are thread-safe
     /// but not marked Sendable.
     private final class Item: @unchecked Sendable {
-        let work: DispatchWorkItem
-        init(_ body: @escaping @Sendable () -> Void) { work = DispatchWorkItem(block: body) }
+        let timer: any DispatchSourceTimer
+        init(after seconds: Double, _ body: @escaping @Sendable () -> Void) {
+            timer = DispatchSource.makeTimerSource(queue: .global())
+            timer.setEventHandler(handler: body)
+            timer.schedule(deadline: .now() + max(seconds, 0))
+        }
     }
     private let state = Mutex<(flags: Flags, items: [Item])>((Flags(), []))
 
     /// Runs `body` after `seconds` unless the call is answered first.
     func schedule(after seconds: Double, _ body: @escaping @Sendable () -> Void) {
-        let item = Item(body)
+        let item = Item(after: seconds, body)
         let accepted = state.withLock { s -> Bool in
             if s.flags.done { return false }
             s.items.append(item)
             return true
         }
-        if accepted { DispatchQueue.global().asyncAfter(deadline: .now() + max(seconds, 0), execute: item.work) }
+        item.timer.activate()   // (libdispatch must never release a source that is still inactive)
+        if !accepted { item.timer.cancel() }
     }
 
     /// Sets a flag unless the call is over or the hard limit already struck; false if not set.
@@ -689,7 +723,7 @@ final class CallWatch: Sendable {
             defer { s.items = [] }
             return (s.flags, s.items)
         }
-        for item in items { item.work.cancel() }
+        for item in items { item.timer.cancel() }
         return (f.timedOut, f.softFired)
     }
 }

@@ -35,7 +35,8 @@ final class Slots: Sendable {
         }
         guard max > 1 else { return 1 }
         let more = state.withLock { s -> Int in
-            let n = Swift.min(s.free, max - 1)
+            // `take` may have left the count below zero meanwhile: then nothing more.
+            let n = Swift.max(0, Swift.min(s.free, max - 1))
             s.free -= n
             return n
         }

@@ -376,6 +376,15 @@ public final class Worker: Service, Sendable {
                                     logger.error("result not stored; message left unacked for redelivery")
                                 }
                                 continue
+                            case let .failed(raw, outcome, quick, spec)?:
+                                prefetch.take()
+                                running.addTask {
+                                    // The fast read keeps no unknown headers: a retry re-sends the full message.
+                                    let message = (try? TaskMessage.decode(raw)) ?? quick
+                                    await self.settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: self.logger, id: message.id, task: message.task), runtime: [:])
+                                    prefetch.release()
+                                }
+                                continue
                             case let .other(raw)?:
                                 got = [raw]
                             }
@@ -409,9 +418,9 @@ public final class Worker: Service, Sendable {
                 // loop is waiting for the next one) is run here, one hand-off less on its way.
                 let fetched = messages
                 if ownRoom && fetched.count == 1 {
-                    await work(fetched, queue: queue, prefetch: prefetch, slots: slots)
+                    await work(fetched, queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: true)
                 } else {
-                    running.addTask { await self.work(fetched, queue: queue, prefetch: prefetch, slots: slots) }
+                    running.addTask { await self.work(fetched, queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: false) }
                 }
             }
         }
@@ -421,7 +430,9 @@ public final class Worker: Service, Sendable {
     /// Works on one fetched batch. Tiny built-ins (add) run right here and their results go to
     /// the completer as one group: no task, no thread hop, no wake-up per message. Everything
     /// else gets a task of its own.
-    private func work(_ messages: [[UInt8]], queue: String, prefetch: Slots, slots: Slots) async {
+    /// `inFetchLoop`: called by the fetch loop itself, which must not wait here for an
+    /// execution slot (so everything but tiny built-ins gets a task of its own).
+    private func work(_ messages: [[UInt8]], queue: String, prefetch: Slots, slots: Slots, inFetchLoop: Bool) async {
         await withDiscardingTaskGroup { running in
             var quick: [Completer.Item] = []
             for raw in messages {
@@ -435,7 +446,7 @@ public final class Worker: Service, Sendable {
                         await self.settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: self.logger, id: message.id, task: message.task), runtime: [:])
                         prefetch.release()
                     }
-                case let .slow(decoded) where messages.count == 1:
+                case let .slow(decoded) where messages.count == 1 && !inFetchLoop:
                     // A lone message (a quiet queue): run it in this task, one hand-off less.
                     await process(raw, queue: queue, slots: slots, decoded: decoded)
                     prefetch.release()
@@ -463,6 +474,8 @@ public final class Worker: Service, Sendable {
         case stored
         /// Ran; the write failed: still to store and ack.
         case unstored(Completer.Item)
+        /// Ran and failed: the usual failure path (retry, dead letter, store), not run again.
+        case failed([UInt8], Result<JSONValue, any Error>, TaskMessage, TaskSpec)
         /// Not a plain call of a tiny built-in: the usual path.
         case other([UInt8])
     }
@@ -471,7 +484,12 @@ public final class Worker: Service, Sendable {
     /// its result and ack on the same connection (never an ack before the store: one
     /// connection's commands run in order).
     func runAndStore(_ raw: [UInt8], queue: String, _ session: RedisSession) -> Handled {
-        guard case let .done(item) = quickRun(raw, queue: queue) else { return .other(raw) }
+        let item: Completer.Item
+        switch quickRun(raw, queue: queue) {
+        case let .done(done): item = done
+        case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec)
+        case .slow: return .other(raw)
+        }
         do throws(RedisError) {
             try Completer.check(try session.pipelineErrors(completer.commands(for: [item], ack: true)))
             return .stored
