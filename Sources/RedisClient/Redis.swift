@@ -67,11 +67,7 @@ public final class Redis: @unchecked Sendable {
     /// Sends a blocking command (BLMOVE, BRPOP, ...) whose own timeout is `seconds`; the
     /// socket timeout is raised above it for this call.
     public func blocking(_ command: RedisCommand, timeout seconds: Double) async throws -> RedisReply {
-        try await run { c throws(RedisError) in
-            c.setTimeout(seconds + 5)
-            defer { if !c.isBroken { c.setTimeout(self.commandTimeout) } }
-            return try c.command(command)
-        }
+        try await withSession { s throws(RedisError) in try s.blocking(command, timeout: seconds) }
     }
 
     /// Waits for the next pushed reply (pub/sub message) up to `timeout` seconds.

@@ -66,7 +66,7 @@ final class RedisConnection {
 
     /// Sends one command and reads its reply. Server error replies come back as `.error`.
     func command(_ command: RedisCommand) throws(RedisError) -> RedisReply {
-        try append(command)
+        try appendAll([command])
         return try readReply()
     }
 
@@ -86,22 +86,21 @@ final class RedisConnection {
         try appendAll(commands)
         var errors: [String] = []
         for _ in commands {
-            guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
-            var raw: UnsafeMutableRawPointer?
-            if redisGetReply(context, &raw) != REDIS_OK || raw == nil { throw brokenError() }
-            let reply = raw!.assumingMemoryBound(to: redisReply.self)
-            if reply.pointee.type == REDIS_REPLY_ERROR { errors.append(String(decoding: RedisConnection.bytes(reply.pointee.str, reply.pointee.len), as: UTF8.self)) }
-            freeReplyObject(raw)
+            let error = try withNextReply { r -> String? in
+                r.pointee.type == REDIS_REPLY_ERROR ? String(decoding: RedisConnection.bytes(r.pointee.str, r.pointee.len), as: UTF8.self) : nil
+            }
+            if let error { errors.append(error) }
         }
         return errors
     }
 
-    /// Queues many commands at once, encoded here in the Redis protocol (RESP) into one
+    /// Queues commands (one or many), encoded here in the Redis protocol (RESP) into one
     /// buffer that hiredis takes as it is: one copy, instead of an argv array per command
     /// that hiredis formats again argument by argument (measured: ~8% of a busy worker's
     /// CPU went to that formatting).
     func appendAll(_ commands: [RedisCommand]) throws(RedisError) {
         guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        if commands.isEmpty { return }
         var size = 0
         for c in commands {
             size += 16
@@ -111,16 +110,7 @@ final class RedisConnection {
         out.reserveCapacity(size)
         func number(_ prefix: UInt8, _ n: Int) {
             out.append(prefix)
-            if n == 0 { out.append(48) } else {
-                var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-                    (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-                var count = 0
-                var v = n
-                withUnsafeMutableBytes(of: &digits) { d in
-                    while v > 0 { d[count] = UInt8(48 + v % 10); v /= 10; count += 1 }
-                    while count > 0 { count -= 1; out.append(d[count]) }
-                }
-            }
+            out.append(contentsOf: String(n).utf8)   // a small string: no allocation
             out.append(13); out.append(10)
         }
         for c in commands {
@@ -137,29 +127,19 @@ final class RedisConnection {
         if rc != REDIS_OK { throw brokenError() }
     }
 
-    /// Queues a command in hiredis's output buffer (written on the next read).
-    func append(_ command: RedisCommand) throws(RedisError) {
-        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
-        let args = command.arguments
-        let count = args.count
-        // hiredis wants parallel arrays of pointers and lengths; keep the byte arrays alive
-        // for the duration of the call (hiredis copies them into its buffer).
-        let rc: Int32 = withArgv(args) { argv, lens in
-            redisAppendCommandArgv(context, Int32(count), argv, lens)
-        }
-        if rc != REDIS_OK { throw brokenError() }
-    }
-
     /// Reads the next reply (blocking up to the socket timeout).
     func readReply() throws(RedisError) -> RedisReply {
+        try withNextReply(RedisConnection.convert)
+    }
+
+    /// Reads the next reply (blocking up to the socket timeout) and hands hiredis's object
+    /// to `body`, freeing it afterwards.
+    private func withNextReply<T>(_ body: (UnsafeMutablePointer<redisReply>) -> T) throws(RedisError) -> T {
         guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
         var raw: UnsafeMutableRawPointer?
-        if redisGetReply(context, &raw) != REDIS_OK || raw == nil {
-            throw brokenError()
-        }
-        let reply = raw!.assumingMemoryBound(to: redisReply.self)
+        if redisGetReply(context, &raw) != REDIS_OK || raw == nil { throw brokenError() }
         defer { freeReplyObject(raw) }
-        return RedisConnection.convert(reply)
+        return body(raw!.assumingMemoryBound(to: redisReply.self))
     }
 
     // MARK: Non-blocking use (pub/sub reader: poll the socket, then parse what arrived)
@@ -242,28 +222,4 @@ final class RedisConnection {
         let s = max(seconds, 0.001)
         return Foundation.timeval(tv_sec: Int(s), tv_usec: Int((s - Double(Int(s))) * 1_000_000))
     }
-}
-
-/// Calls `body` with C argv/argvlen arrays pointing into one contiguous copy of `args`
-/// (hiredis copies them into its output buffer before returning).
-private func withArgv<R>(_ args: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
-    let count = args.count
-    var total = 0
-    for a in args { total += a.count }
-    let storage = UnsafeMutablePointer<CChar>.allocate(capacity: max(total, 1))
-    let argv = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: count)
-    let lens = UnsafeMutablePointer<Int>.allocate(capacity: count)
-    defer { storage.deallocate(); argv.deallocate(); lens.deallocate() }
-    var offset = 0
-    for (i, a) in args.enumerated() {
-        a.withUnsafeBytes { raw in
-            if let base = raw.baseAddress, raw.count > 0 {
-                UnsafeMutableRawPointer(storage + offset).copyMemory(from: base, byteCount: raw.count)
-            }
-        }
-        argv[i] = UnsafePointer(storage + offset)
-        lens[i] = a.count
-        offset += a.count
-    }
-    return body(argv, lens)
 }

@@ -169,7 +169,7 @@ public final class RedisPubSub: Sendable {
             }
             if closed { return }
             if !commands.isEmpty {
-                for command in commands { try c.append(command) }
+                try c.appendAll(commands)
                 try c.flushOutput()
             }
             while let reply = try c.bufferedReply() { handle(reply) }

@@ -78,10 +78,7 @@ public final class WorkerBroker: Sendable {
     /// Blocks up to `block` seconds for one message on `queue`'s main list (BLMOVE into the
     /// processing list); call it when `fetch` just found every list of the queue empty.
     public func waitForOne(_ queue: String, using fetcher: Redis, block: Double) async throws -> [[UInt8]] {
-        let main = Keys.priorityQueues(queue)[0]
-        let b = try await fetcher.blocking(RedisCommand("BLMOVE", main, processingKey, "RIGHT", "LEFT", block), timeout: block).throwingError()
-        if let m = b.bytes { return [m] }
-        return []
+        try await waitForOne(queue, using: fetcher, block: block) { message, _ in message }.map { [$0] } ?? []
     }
 
     /// The same, then hands the message to `then` at once, on the fetcher's own thread and

@@ -378,12 +378,7 @@ public final class Worker: Service, Sendable {
                                 continue
                             case let .failed(raw, outcome, quick, spec)?:
                                 prefetch.take()
-                                running.addTask {
-                                    // The fast read keeps no unknown headers: a retry re-sends the full message.
-                                    let message = (try? TaskMessage.decode(raw)) ?? quick
-                                    await self.settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: self.logger, id: message.id, task: message.task), runtime: [:])
-                                    prefetch.release()
-                                }
+                                running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch) }
                                 continue
                             case let .other(raw)?:
                                 got = [raw]
@@ -440,12 +435,7 @@ public final class Worker: Service, Sendable {
                 case let .done(item):
                     quick.append(item)
                 case let .settle(outcome, quick, spec):
-                    // The fast decode keeps no unknown headers: a retry re-sends the full message.
-                    let message = (try? TaskMessage.decode(raw)) ?? quick
-                    running.addTask {
-                        await self.settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: self.logger, id: message.id, task: message.task), runtime: [:])
-                        prefetch.release()
-                    }
+                    running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch) }
                 case let .slow(decoded) where messages.count == 1 && !inFetchLoop:
                     // A lone message (a quiet queue): run it in this task, one hand-off less.
                     await process(raw, queue: queue, slots: slots, decoded: decoded)
@@ -468,6 +458,16 @@ public final class Worker: Service, Sendable {
     }
 
     // MARK: - One message
+
+    /// The usual failure path (retry, dead letter, store) for a tiny built-in that failed
+    /// where it was fetched; then its prefetch slot is given back.
+    private func settleQuickFailure(_ raw: [UInt8], _ outcome: Result<JSONValue, any Error>, _ quick: TaskMessage, spec: TaskSpec,
+                                    queue: String, prefetch: Slots) async {
+        // The fast read keeps no unknown headers: a retry re-sends the full message.
+        let message = (try? TaskMessage.decode(raw)) ?? quick
+        await settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: logger, id: message.id, task: message.task), runtime: [:])
+        prefetch.release()
+    }
 
     enum Handled: Sendable {
         /// Ran, stored and acked.
