@@ -193,20 +193,24 @@ extension Integration {
             #expect(await h.stop() == 0)
         }
 
-        @Test func priorityListsAreServedHighestFirst() async throws {
+        @Test func priorityListsAreServedHighestFirstAndOneAtATimeWithOneSlot() async throws {
             let redis = try await sharedRedis.value
             let pre = try WorkerHarness(redis: redis, tasks: Self.builtinTasks, startWorker: false)
             let c = try pre.client()
-            // Enqueue before any worker runs: priority 9 first, then 0. With one slot, 0 must run first.
-            let low = try await c.send("t.add", args: [1, 0], options: .init(priority: 9))
-            let high = try await c.send("t.add", args: [0, 1], options: .init(priority: 0))
+            // Enqueue before any worker runs: six calls at priority 9 first, then six at 0.
+            // With one slot, every priority-0 call runs first, and each list in the order sent.
+            var low: [AsyncResult] = [], high: [AsyncResult] = []
+            for i in 0..<6 { low.append(try await c.send("t.add", args: [.number("\(i)"), 0], options: .init(priority: 9))) }
+            for i in 0..<6 { high.append(try await c.send("t.add", args: [0, .number("\(i)")], options: .init(priority: 0))) }
             let r = try pre.redisClient()
-            #expect(try await r.call("LLEN", Keys.queue(pre.queue, priority: 9)).int == 1)
+            #expect(try await r.call("LLEN", Keys.queue(pre.queue, priority: 9)).int == 6)
             let h = try WorkerHarness(redis: redis, tasks: Self.builtinTasks, concurrency: 1, reusing: pre)
-            _ = try await low.get(timeout: .seconds(15))
-            let lowDone = try #require(try await c.meta(of: low.id)?.dateDone)
-            let highDone = try #require(try await c.meta(of: high.id)?.dateDone)
-            #expect(highDone <= lowDone)
+            for call in low + high { _ = try await call.get(timeout: .seconds(15)) }
+            var done: [(call: String, at: Date)] = []
+            for (i, call) in high.enumerated() { done.append(("p0#\(i)", try #require(try await c.meta(of: call.id)?.dateDone))) }
+            for (i, call) in low.enumerated() { done.append(("p9#\(i)", try #require(try await c.meta(of: call.id)?.dateDone))) }
+            let finished = done.sorted { $0.at < $1.at }.map(\.call)
+            #expect(finished == done.map(\.call), "the order the calls finished in")
             #expect(await h.stop() == 0)
         }
     }

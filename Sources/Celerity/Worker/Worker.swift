@@ -186,10 +186,14 @@ public final class Worker: Service, Sendable {
                     // A queue whose every task is a tiny built-in gets a prefetch room of its own,
                     // large: its messages never wait for an execution slot, and the worker keeps
                     // many batches in flight (fetch, run, store) to keep Redis and both cores busy.
-                    let light = self.isLight(q)
+                    // `-c 1` promises one task at a time, in the order fetched (priority first):
+                    // then every queue takes the usual path with a single fetch loop, since
+                    // light batches and a second loop would run messages side by side.
+                    let serial = self.config.concurrency == 1
+                    let light = !serial && self.isLight(q)
                     let pool = light ? Slots(Worker.lightRoom) : prefetch
                     let room = light ? Worker.lightRoom : self.config.concurrency * max(self.config.prefetchMultiplier, 1)
-                    for _ in 0..<Worker.fetchersPerQueue {
+                    for _ in 0..<(serial ? 1 : Worker.fetchersPerQueue) {
                         fetchers.addTask { await self.fetchLoop(queue: q, prefetch: pool, room: room, ownRoom: light, batchesInFlight: light ? 8 : 4, slots: slots) }
                     }
                 }
@@ -324,6 +328,19 @@ public final class Worker: Service, Sendable {
         var delay = 0.1
         var lastGot = 1   // what the last fetch brought: the next one asks for up to twice that
         await withDiscardingTaskGroup { running in
+            // `-c 1`: one task works the fetched messages one by one, in the order fetched,
+            // while the loop fetches ahead (spawning a task per batch would race them).
+            var inOrder: AsyncStream<[[UInt8]]>.Continuation?
+            if config.concurrency == 1 {
+                let (stream, feed) = AsyncStream.makeStream(of: [[UInt8]].self)
+                inOrder = feed
+                running.addTask {
+                    for await batch in stream {
+                        for raw in batch { await self.work([raw], queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: false) }
+                    }
+                }
+            }
+            defer { inOrder?.finish() }
             var pausedFor: String?
             while !isStopping && !Task.isCancelled {
                 // A handler of this queue in a crash loop: pause the queue instead of burning its tasks.
@@ -412,7 +429,9 @@ public final class Worker: Service, Sendable {
                 // a lone message of a queue of tiny built-ins (a quiet queue: the other fetch
                 // loop is waiting for the next one) is run here, one hand-off less on its way.
                 let fetched = messages
-                if ownRoom && fetched.count == 1 {
+                if let inOrder {
+                    inOrder.yield(fetched)
+                } else if ownRoom && fetched.count == 1 {
                     await work(fetched, queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: true)
                 } else {
                     running.addTask { await self.work(fetched, queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: false) }
