@@ -103,6 +103,24 @@ public final class Redis: @unchecked Sendable {
         try await run { c throws(RedisError) in try body(RedisSession(connection: c, commandTimeout: self.commandTimeout)) }
     }
 
+    /// `withSession` for threads of our own (a plugin's stdout reader, ...): `body` runs on
+    /// the calling thread when the handle is idle (dispatch_sync), after the work queued
+    /// before it otherwise. It blocks the caller: never call it from Swift's cooperative pool.
+    public func withSessionNow<T>(_ body: (RedisSession) throws(RedisError) -> T) throws(RedisError) -> T {
+        let r: Result<T, RedisError> = queue.sync {
+            do throws(RedisError) {
+                let c = try connected()
+                let value = try body(RedisSession(connection: c, commandTimeout: commandTimeout))
+                if c.isBroken { connection = nil }
+                return .success(value)
+            } catch {
+                if connection?.isBroken == true { connection = nil }
+                return .failure(error)
+            }
+        }
+        return try r.get()
+    }
+
     /// Closes the connection now (the next call reconnects).
     public func close() async {
         await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in

@@ -49,6 +49,12 @@ public struct TaskCall: Sendable {
     public var retries: Int
     /// The worker's node name.
     public var worker: String
+    /// Set by the worker when a successful value may be settled (result stored, message
+    /// acked) right where it arrives: a handler that receives its answer on a thread of its
+    /// own (a persistent plugin's stdout reader) calls it there, synchronously, before
+    /// returning the value as usual. The hook may block on Redis: never call it from
+    /// Swift's cooperative pool. The worker learns by itself whether it settled.
+    public var settleOnAnswer: (@Sendable (JSONValue) -> Void)?
 
     public init(id: String, task: String, args: [JSONValue], kwargs: [JSONMember] = [], queue: String = "celery", attempt: Int = 1,
                 deadline: Date? = nil, rootID: String? = nil, parentID: String? = nil, retries: Int = 0, worker: String = "") {

@@ -47,7 +47,10 @@ public struct OneShotPlugin: TaskHandler {
         return env
     }
 
-    static func request(_ call: TaskCall) -> [UInt8] {
+    static func request(_ call: TaskCall) -> [UInt8] { requestValue(call).serializedBytes() }
+
+    /// The request document (persistent mode sends it as a call's params).
+    static func requestValue(_ call: TaskCall) -> JSONValue {
         JSONValue.object([
             JSONMember("id", .string(call.id)),
             JSONMember("task", .string(call.task)),
@@ -61,7 +64,7 @@ public struct OneShotPlugin: TaskHandler {
                 JSONMember("parent_id", call.parentID.map { .string($0) } ?? .null),
                 JSONMember("retries", .int(call.retries)),
             ])),
-        ]).serializedBytes()
+        ])
     }
 
     private struct Outcome: Sendable {

@@ -73,7 +73,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         sent.deadline = limit.map { Date().addingTimeInterval($0) }
         let request = JSONValue.object([
             JSONMember("jsonrpc", "2.0"), JSONMember("id", .string(rpcID)), JSONMember("method", "task/run"),
-            JSONMember("params", (try? JSONValue(parsing: OneShotPlugin.request(sent))) ?? .null),
+            JSONMember("params", OneShotPlugin.requestValue(sent)),
         ])
         let grace = spec.gracePeriod
         // The limits are timers on a global queue, not child tasks: the answer then resumes
@@ -98,7 +98,12 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             }
         }
         let result: Result<JSONValue, TaskFailure> = await withTaskCancellationHandler {
-            let r = await process.call(rpcID, request.serializedBytes())
+            // A quiet answer may be stored right on the reader thread (one hand-off less for
+            // the result; see `TaskCall.settleOnAnswer`), unless a time limit struck first.
+            let settle = call.settleOnAnswer.map { hook in
+                { @Sendable (value: JSONValue) in if !watch.finish().timedOut { hook(value) } }
+            }
+            let r = await process.call(rpcID, request.serializedBytes(), onSuccess: settle)
             let (timedOut, softFired) = watch.finish()
             if timedOut { return .failure(TaskFailure.timeLimit(limit ?? 0)) }
             if softFired, case let .failure(f) = r, f.type == "TaskCancelled" { return .failure(TaskFailure.softTimeLimit(0)) }
@@ -359,6 +364,9 @@ final class LiveProcess: Sendable {
 
     struct Inner {
         var pending: [String: CheckedContinuation<Result<JSONValue, TaskFailure>, Never>] = [:]
+        /// Per call, what to do with a successful answer on the reader thread before resuming
+        /// the caller (see `TaskCall.settleOnAnswer`).
+        var onSuccess: [String: @Sendable (JSONValue) -> Void] = [:]
         var reserved = 0
         var maxInflight = 1
         var calls = 0
@@ -412,13 +420,16 @@ final class LiveProcess: Sendable {
 
     func isPending(_ id: String) -> Bool { inner.withLock { $0.pending[id] != nil } }
 
-    /// Sends a call and waits for its answer (or the process's end).
-    func call(_ id: String, _ line: [UInt8]) async -> Result<JSONValue, TaskFailure> {
+    /// Sends a call and waits for its answer (or the process's end). `onSuccess` runs on the
+    /// reader thread with a successful answer that came when no other line was waiting
+    /// behind it and no other call was in flight, before the caller resumes.
+    func call(_ id: String, _ line: [UInt8], onSuccess: (@Sendable (JSONValue) -> Void)? = nil) async -> Result<JSONValue, TaskFailure> {
         await withCheckedContinuation { c in
             let accepted: Bool = inner.withLock { s in
                 s.reserved = max(s.reserved - 1, 0)
                 if s.ended { return false }
                 s.pending[id] = c
+                if let onSuccess { s.onSuccess[id] = onSuccess }
                 return true
             }
             if accepted { stdin.send(line) } else { c.resume(returning: .failure(crashFailure(inFlight: true))) }
@@ -573,8 +584,11 @@ final class LiveProcess: Sendable {
                     start = bytes.count
                 }
             }
-            for l in lines where !violated {
-                if let v = handle(l) { violated = true; logger.error("plugin broke the protocol: killing it", metadata: ["reason": .string(v)]); kill(reason: v) }
+            for (i, l) in lines.enumerated() where !violated {
+                // The last complete line with nothing more read: a quiet moment, when the
+                // answer may be settled right here (see `call`).
+                let quiet = i == lines.count - 1 && line.isEmpty
+                if let v = handle(l, quiet: quiet) { violated = true; logger.error("plugin broke the protocol: killing it", metadata: ["reason": .string(v)]); kill(reason: v) }
             }
             if !violated && line.count > maxOutputBytes {
                 violated = true
@@ -587,7 +601,7 @@ final class LiveProcess: Sendable {
         // EOF: the process is gone (or has closed stdout). Fail whatever is in flight.
         let (calls, hs, waiters) = inner.withLock { s in
             s.ended = true
-            defer { s.pending.removeAll(); s.handshake = nil; s.endWaiters.removeAll() }
+            defer { s.pending.removeAll(); s.onSuccess.removeAll(); s.handshake = nil; s.endWaiters.removeAll() }
             return (Array(s.pending.values), s.handshake, s.endWaiters)
         }
         let failure = crashFailure(inFlight: true)
@@ -597,7 +611,7 @@ final class LiveProcess: Sendable {
     }
 
     /// Handles one stdout line; returns a protocol-violation reason, or nil.
-    private func handle(_ bytes: [UInt8]) -> String? {
+    private func handle(_ bytes: [UInt8], quiet: Bool = false) -> String? {
         if bytes.allSatisfy({ $0 == 32 || $0 == 13 || $0 == 9 }) { return nil }
         guard let msg = try? JSONValue(parsing: bytes), msg.objectValue != nil else {
             return "plugin wrote something that is not a JSON-RPC message on stdout (stdout is reserved for the protocol; log to stderr): \(TaskMessage.preview(bytes, limit: 120))"
@@ -628,18 +642,22 @@ final class LiveProcess: Sendable {
             return nil
         }
         if idValue.stringValue == "shutdown" { return nil }
-        enum Match { case call(CheckedContinuation<Result<JSONValue, TaskFailure>, Never>), duplicate, unknown }
+        enum Match { case call(CheckedContinuation<Result<JSONValue, TaskFailure>, Never>, (@Sendable (JSONValue) -> Void)?), duplicate, unknown }
         let match: Match = inner.withLock { s in
             guard let id = idValue.stringValue else { return .unknown }
             if let c = s.pending.removeValue(forKey: id) {
                 s.recent.append(id)
                 if s.recent.count > 256 { s.recent.removeFirst(s.recent.count - 256) }
-                return .call(c)
+                // Settled here only when no other call of this process is in flight: a
+                // process that is kept busy (pipelined calls) leaves storing to the batches.
+                let hook = s.onSuccess.removeValue(forKey: id)
+                return .call(c, s.pending.isEmpty ? hook : nil)
             }
             return s.recent.contains(id) ? .duplicate : .unknown
         }
         switch match {
-        case let .call(c):
+        case let .call(c, onSuccess):
+            if quiet, let onSuccess, case let .success(value) = outcome { onSuccess(value) }
             c.resume(returning: outcome)
             return nil
         case .duplicate:

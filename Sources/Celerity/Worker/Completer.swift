@@ -214,6 +214,21 @@ final class Completer: Sendable {
         if let message = errors.first { throw RedisError(.unexpectedReply, "storing a result or acking failed: \(message)") }
     }
 
+    /// Stores and acks `items` now, on the calling thread, through an idle lane (a quiet
+    /// moment: nothing waits to be batched). For threads of our own only (it blocks on
+    /// Redis). False when no lane is idle, the stores go to another Redis, or the write
+    /// failed: then hand the items in the usual way (everything here is idempotent).
+    func writeNow(_ items: [Item]) -> Bool {
+        guard storesOnBroker, let (lane, flusher) = state.withLock({ s in s.closed ? nil : s.idle.popLast() }) else { return false }
+        defer { flusher.resume() }
+        do throws(RedisError) {
+            try brokers[lane].withSessionNow { s throws(RedisError) in try Completer.check(try s.pipelineErrors(commands(for: items, ack: true))) }
+            return true
+        } catch {
+            return false
+        }
+    }
+
     /// Whether results can be written on the broker's connection right after a fetch (they
     /// live on the broker's Redis).
     var storesOnBroker: Bool { resultRedis == nil }
