@@ -52,6 +52,37 @@ extension Integration {
             #expect(await h.stop() == 0)
         }
 
+        /// A queue of persistent plugins only: a message that ends the wait goes to its plugin
+        /// from the fetcher's thread, and a quiet answer is stored and acked on the plugin's
+        /// reader thread. The same guarantees hold there: every result stored and acked, a
+        /// revocation with terminate stops the call, the time limit strikes, the next call works.
+        @Test func quietCallsTakenWhereTheyArriveKeepEveryGuarantee() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 4)
+            let r = try h.redisClient()
+            for i in 0..<20 {
+                #expect(try await h.call("plugins.py_add", [.number("\(i)"), 1]) == .number("\(i + 1)"))
+            }
+            #expect(try await eventually { try await r.call("LLEN", Keys.processing(h.node)).int == 0 })
+            let c = try h.client()
+            let running = try await c.send("plugins.py_sleep", args: [30])
+            try await Task.sleep(for: .milliseconds(500))
+            let start = Date()
+            try await c.revoke(running.id, terminate: true)
+            do {
+                _ = try await running.get(timeout: .seconds(15))
+                Issue.record("a terminated call succeeded")
+            } catch let f as TaskFailure {
+                #expect(f.type == "TaskRevokedError")
+            }
+            #expect(Date().timeIntervalSince(start) < 8)
+            let limited = try await h.callFailing("plugins.py_sleep", [30])
+            #expect(limited.type == "TimeLimitExceeded")
+            #expect(try await h.call("plugins.py_add", [40, 2]) == .number("42"))
+            #expect(try await eventually { try await r.call("LLEN", Keys.processing(h.node)).int == 0 })
+            #expect(await h.stop() == 0)
+        }
+
         /// Requests bigger than a pipe's buffer (64 KiB) go out in pieces without blocking
         /// anyone; a pipelined process (max_inflight 32, one thread) answers many calls at once.
         @Test func bigRequestsAndPipelinedCallsArriveWhole() async throws {

@@ -68,6 +68,28 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         // process to (re)start: that wait is not the task's doing.
         let limit = call.deadline.map { max($0.timeIntervalSinceNow, 0) }
         let process = try await acquire()
+        return try await finish(start(call, on: process, limit: limit))
+    }
+
+    /// Sends `call` at once, from the calling thread, when a live process has room for it
+    /// now; nil otherwise (then use `run`). For a worker that takes a message on a thread of
+    /// its own and wants it on its way to the plugin before any hand-off. Await `finish`.
+    public func tryStart(_ call: TaskCall) -> StartedCall? {
+        let limit = call.deadline.map { max($0.timeIntervalSinceNow, 0) }
+        guard case let .process(process) = pick() else { return nil }
+        return start(call, on: process, limit: limit)
+    }
+
+    /// A call sent to a plugin process, its answer not awaited yet.
+    public struct StartedCall: Sendable {
+        fileprivate let process: LiveProcess
+        fileprivate let rpcID: String
+        fileprivate let reply: PendingReply
+        fileprivate let watch: CallWatch
+        fileprivate let limit: Double?
+    }
+
+    private func start(_ call: TaskCall, on process: LiveProcess, limit: Double?) -> StartedCall {
         let rpcID = process.reserveID(call.id)
         var sent = call
         sent.deadline = limit.map { Date().addingTimeInterval($0) }
@@ -77,7 +99,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         ])
         let grace = spec.gracePeriod
         // The limits are timers on a global queue, not child tasks: the answer then resumes
-        // this task directly (each task hand-off costs tens of µs on a 2-core machine).
+        // the waiting task directly (each task hand-off costs tens of µs on a 2-core machine).
         let watch = CallWatch()
         if let limit {
             watch.schedule(after: limit) {
@@ -97,20 +119,30 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                 process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "soft_time_limit"]))
             }
         }
-        let result: Result<JSONValue, TaskFailure> = await withTaskCancellationHandler {
-            // A quiet answer may be stored right on the reader thread (one hand-off less for
-            // the result; see `TaskCall.settleOnAnswer`), unless a time limit struck first.
-            let settle = call.settleOnAnswer.map { hook in
-                { @Sendable (value: JSONValue) in if !watch.finish().timedOut { hook(value) } }
+        // A quiet answer may be stored right on the reader thread (one hand-off less for the
+        // result; see `TaskCall.settleOnAnswer`), unless a time limit struck first. Not while
+        // other calls wait for room in this pool: the process would sit idle during the write.
+        let settle = call.settleOnAnswer.map { hook in
+            { @Sendable (value: JSONValue) in
+                if self.state.withLock({ $0.waiters.isEmpty }) && !watch.finish().timedOut { hook(value) }
             }
-            let r = await process.call(rpcID, request.serializedBytes(), onSuccess: settle)
+        }
+        let reply = process.start(rpcID, request.serializedBytes(), onSuccess: settle)
+        return StartedCall(process: process, rpcID: rpcID, reply: reply, watch: watch, limit: limit)
+    }
+
+    /// Waits for the answer of a started call. Cancelling the waiting task (a revocation with
+    /// terminate, a cold stop) asks the plugin to cancel the call, then kills the process
+    /// group if the call is still in flight after the grace period.
+    public func finish(_ started: StartedCall) async throws -> JSONValue {
+        let (process, rpcID, watch, grace) = (started.process, started.rpcID, started.watch, spec.gracePeriod)
+        let result: Result<JSONValue, TaskFailure> = await withTaskCancellationHandler {
+            let r = await started.reply.value
             let (timedOut, softFired) = watch.finish()
-            if timedOut { return .failure(TaskFailure.timeLimit(limit ?? 0)) }
+            if timedOut { return .failure(TaskFailure.timeLimit(started.limit ?? 0)) }
             if softFired, case let .failure(f) = r, f.type == "TaskCancelled" { return .failure(TaskFailure.softTimeLimit(0)) }
             return r
         } onCancel: {
-            // Revoked with terminate, or a cold shutdown: ask the plugin to cancel, and kill
-            // the process group if the call is still in flight after the grace period.
             process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "revoked"]))
             DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
                 if process.isPending(rpcID) { process.kill(reason: "call \(rpcID) cancelled and not answered within \(grace) s") }
@@ -120,18 +152,23 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         return try result.get()
     }
 
+    private enum Pick { case process(LiveProcess), wait, unavailable(String), stopping }
+
+    /// A live process with room for one more call, reserved, if there is one now.
+    private func pick() -> Pick {
+        state.withLock { s in
+            if s.stopping { return .stopping }
+            if let until = s.unavailableUntil, until > Date() { return .unavailable(s.unavailableReason) }
+            let candidates = s.live.values.filter { $0.hasRoom }
+            if let best = candidates.min(by: { $0.load < $1.load }), best.tryReserve() { return .process(best) }
+            return .wait
+        }
+    }
+
     /// Waits for a live process with room for one more call.
     private func acquire() async throws -> LiveProcess {
         while true {
-            enum Pick { case process(LiveProcess), wait, unavailable(String), stopping }
-            let pick: Pick = state.withLock { s in
-                if s.stopping { return .stopping }
-                if let until = s.unavailableUntil, until > Date() { return .unavailable(s.unavailableReason) }
-                let candidates = s.live.values.filter { $0.hasRoom }
-                if let best = candidates.min(by: { $0.load < $1.load }), best.tryReserve() { return .process(best) }
-                return .wait
-            }
-            switch pick {
+            switch pick() {
             case let .process(p): return p
             case .stopping:
                 throw TaskFailure(type: "WorkerShuttingDown", message: "plugin '\(name)' is shutting down", module: "celerity", retryable: true)
@@ -352,6 +389,35 @@ public final class PersistentPlugin: TaskHandler, Sendable {
     }
 }
 
+/// The answer to one call: resolved once (by the reader thread, or by the process's end),
+/// awaited by one task, in either order.
+final class PendingReply: Sendable {
+    private let state = Mutex<(result: Result<JSONValue, TaskFailure>?, waiter: CheckedContinuation<Result<JSONValue, TaskFailure>, Never>?)>((nil, nil))
+
+    func resolve(_ r: Result<JSONValue, TaskFailure>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Result<JSONValue, TaskFailure>, Never>? in
+            guard s.result == nil else { return nil }
+            s.result = r
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: r)
+    }
+
+    var value: Result<JSONValue, TaskFailure> {
+        get async {
+            await withCheckedContinuation { c in
+                let ready = state.withLock { s -> Result<JSONValue, TaskFailure>? in
+                    if let r = s.result { return r }
+                    s.waiter = c
+                    return nil
+                }
+                if let ready { c.resume(returning: ready) }
+            }
+        }
+    }
+}
+
 /// One running plugin process: its outgoing lines, its calls in flight, its bookkeeping.
 final class LiveProcess: Sendable {
     let slot: Int
@@ -363,7 +429,7 @@ final class LiveProcess: Sendable {
     let inner = Mutex(Inner())
 
     struct Inner {
-        var pending: [String: CheckedContinuation<Result<JSONValue, TaskFailure>, Never>] = [:]
+        var pending: [String: PendingReply] = [:]
         /// Per call, what to do with a successful answer on the reader thread before resuming
         /// the caller (see `TaskCall.settleOnAnswer`).
         var onSuccess: [String: @Sendable (JSONValue) -> Void] = [:]
@@ -420,20 +486,21 @@ final class LiveProcess: Sendable {
 
     func isPending(_ id: String) -> Bool { inner.withLock { $0.pending[id] != nil } }
 
-    /// Sends a call and waits for its answer (or the process's end). `onSuccess` runs on the
-    /// reader thread with a successful answer that came when no other line was waiting
-    /// behind it and no other call was in flight, before the caller resumes.
-    func call(_ id: String, _ line: [UInt8], onSuccess: (@Sendable (JSONValue) -> Void)? = nil) async -> Result<JSONValue, TaskFailure> {
-        await withCheckedContinuation { c in
-            let accepted: Bool = inner.withLock { s in
-                s.reserved = max(s.reserved - 1, 0)
-                if s.ended { return false }
-                s.pending[id] = c
-                if let onSuccess { s.onSuccess[id] = onSuccess }
-                return true
-            }
-            if accepted { stdin.send(line) } else { c.resume(returning: .failure(crashFailure(inFlight: true))) }
+    /// Sends a call; its answer (or the process's end) resolves the reply. Synchronous: the
+    /// line is written from the calling thread. `onSuccess` runs on the reader thread with a
+    /// successful answer that came when no other line was waiting behind it and no other call
+    /// was in flight, before the reply resolves.
+    func start(_ id: String, _ line: [UInt8], onSuccess: (@Sendable (JSONValue) -> Void)? = nil) -> PendingReply {
+        let reply = PendingReply()
+        let accepted: Bool = inner.withLock { s in
+            s.reserved = max(s.reserved - 1, 0)
+            if s.ended { return false }
+            s.pending[id] = reply
+            if let onSuccess { s.onSuccess[id] = onSuccess }
+            return true
         }
+        if accepted { stdin.send(line) } else { reply.resolve(.failure(crashFailure(inFlight: true))) }
+        return reply
     }
 
     /// After a call: count it, recycle when due, wake callers waiting for room.
@@ -605,7 +672,7 @@ final class LiveProcess: Sendable {
             return (Array(s.pending.values), s.handshake, s.endWaiters)
         }
         let failure = crashFailure(inFlight: true)
-        for c in calls { c.resume(returning: .failure(failure)) }
+        for c in calls { c.resolve(.failure(failure)) }
         hs?.resume(returning: .failure(TaskFailure(type: "PluginCrashed", message: "plugin exited before answering initialize: \(endReason)")))
         for w in waiters { w.resume() }
     }
@@ -642,7 +709,7 @@ final class LiveProcess: Sendable {
             return nil
         }
         if idValue.stringValue == "shutdown" { return nil }
-        enum Match { case call(CheckedContinuation<Result<JSONValue, TaskFailure>, Never>, (@Sendable (JSONValue) -> Void)?), duplicate, unknown }
+        enum Match { case call(PendingReply, (@Sendable (JSONValue) -> Void)?), duplicate, unknown }
         let match: Match = inner.withLock { s in
             guard let id = idValue.stringValue else { return .unknown }
             if let c = s.pending.removeValue(forKey: id) {
@@ -658,7 +725,7 @@ final class LiveProcess: Sendable {
         switch match {
         case let .call(c, onSuccess):
             if quiet, let onSuccess, case let .success(value) = outcome { onSuccess(value) }
-            c.resume(returning: outcome)
+            c.resolve(outcome)
             return nil
         case .duplicate:
             // A second answer to a call already answered: harmless, the first one counts.

@@ -43,6 +43,15 @@ final class Slots: Sendable {
         return 1 + more
     }
 
+    /// Takes one free slot if there is one (never waits).
+    func tryAcquire() -> Bool {
+        state.withLock { s in
+            guard s.free > 0 else { return false }
+            s.free -= 1
+            return true
+        }
+    }
+
     /// Takes one slot now, free or not (the count may go below zero: a debt that the next
     /// releases pay back before anyone waiting gets a slot). For a message already fetched,
     /// which must not queue behind loops that only want to look for more.

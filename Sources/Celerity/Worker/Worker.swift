@@ -328,9 +328,16 @@ public final class Worker: Service, Sendable {
         return !tasks.isEmpty && tasks.allSatisfy { handlers[$0.name]?.inlineBody != nil }
     }
 
+    /// Whether every task routed to `queue` runs in a persistent plugin.
+    func isPersistentPluginQueue(_ queue: String) -> Bool {
+        let tasks = manifest.tasks.values.filter { $0.queue == queue }
+        return !tasks.isEmpty && tasks.allSatisfy { handlers[$0.name] is PersistentPlugin }
+    }
+
     private func fetchLoop(queue: String, prefetch: Slots, room: Int, ownRoom: Bool, batchesInFlight: Int, slots: Slots) async {
         let fetcher = broker.makeFetcher(queue)
         var delay = 0.1
+        let pluginQueue = isPersistentPluginQueue(queue)
         var lastGot = 1   // what the last fetch brought: the next one asks for up to twice that
         await withDiscardingTaskGroup { running in
             // `-c 1`: one task works the fetched messages one by one, in the order fetched,
@@ -401,6 +408,25 @@ public final class Worker: Service, Sendable {
                             case let .failed(raw, outcome, quick, spec)?:
                                 prefetch.take()
                                 running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch) }
+                                continue
+                            case let .other(raw)?:
+                                got = [raw]
+                            }
+                        } else if pluginQueue && inOrder == nil {
+                            // A queue of persistent plugins: the message that ends the wait goes
+                            // to its plugin right where it arrives.
+                            let arrival = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds) { raw, _ in
+                                self.startOnArrival(raw, queue: queue, slots: slots)
+                            }
+                            switch arrival {
+                            case nil:
+                                got = []
+                            case let .started(l, plugin, call)?:
+                                prefetch.take()
+                                running.addTask {
+                                    await self.runAndSettle(l, slots: slots) { try await plugin.finish(call) }
+                                    prefetch.release()
+                                }
                                 continue
                             case let .other(raw)?:
                                 got = [raw]
@@ -608,11 +634,7 @@ public final class Worker: Service, Sendable {
             await requeue(raw, queue: queue, message: message, log, why: "worker stopping: message not started, returned to the head of its queue")
             return
         }
-        var limit = spec.timeLimit
-        if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
-        var soft = spec.softTimeLimit
-        if let sl = message.softTimeLimit, sl > 0 { soft = min(soft ?? sl, sl) }
-        if let s = soft, let l = limit, s >= l { soft = nil }   // a soft limit past the hard one never strikes
+        let (limit, soft) = limits(message, spec)
         if let body = handler.inlineBody, soft == nil {
             // A tiny built-in: run here, no thread hop, nothing to interrupt.
             let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
@@ -623,19 +645,49 @@ public final class Worker: Service, Sendable {
             await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: [:])
             return
         }
+        let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)
+        let isPlugin = spec.handler.isPlugin
+        await runAndSettle(l, slots: slots) { try await self.run(handler, l.call, limit: limit, isPlugin: isPlugin) }
+    }
+
+    /// The hard and soft time limits of a message (the task's, or the message's if shorter).
+    private func limits(_ message: TaskMessage, _ spec: TaskSpec) -> (hard: Double?, soft: Double?) {
+        var limit = spec.timeLimit
+        if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
+        var soft = spec.softTimeLimit
+        if let sl = message.softTimeLimit, sl > 0 { soft = min(soft ?? sl, sl) }
+        if let s = soft, let l = limit, s >= l { soft = nil }   // a soft limit past the hard one never strikes
+        return (limit, soft)
+    }
+
+    /// A message about to run (its execution slot taken): its call and its in-flight entry.
+    struct Launch: Sendable {
+        let message: TaskMessage
+        let raw: [UInt8]
+        let spec: TaskSpec
+        let queue: String
+        let log: TaskLog
+        let call: TaskCall
+        let entry: InFlight
+        let token: Int
+        let started: ContinuousClock.Instant
+    }
+
+    /// Builds the call and registers the message as in flight (undo with `unlaunch`).
+    private func launch(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, handler: any TaskHandler, queue: String, _ log: TaskLog,
+                        limit: Double?, soft: Double?) -> Launch {
         var call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
                             attempt: message.retries + 1, deadline: limit.map { Date().addingTimeInterval($0) },
                             rootID: message.rootID, parentID: message.parentID, retries: message.retries, worker: config.node)
         call.softDeadline = soft.map { Date().addingTimeInterval($0) }
         stats.withLock { $0.active += 1 }
-        let started = ContinuousClock.now
         let entry = InFlight(raw: raw, taskID: message.id, listKey: Keys.queue(queue, priority: message.priority))
         if handler is PersistentPlugin && completer.storesOnBroker {
             // A quiet answer is stored and acked on the plugin's reader thread, where it
             // arrives: two hand-offs less on the result's way (reader to the cooperative pool,
             // pool to a Redis connection's thread: ~35 µs each here, seen with `perf sched`).
             // Only SUCCESS, only when nobody revoked or handed the task back meanwhile, only
-            // through an idle completer lane; anything else takes the usual path below.
+            // through an idle completer lane; anything else takes the usual path.
             let store = spec.storeResult
             call.settleOnAnswer = { value in
                 guard entry.fate.withLock({ f in guard f == .running else { return false }; f = .settling; return true }) else { return }
@@ -648,22 +700,31 @@ public final class Worker: Service, Sendable {
             }
         }
         let token = inflightCounter.wrappingAdd(1, ordering: .relaxed).newValue
-        let isPlugin = spec.handler.isPlugin
-        var runtime: Logger.Metadata { ["runtime_ms": .string(Self.ms(ContinuousClock.now - started))] }
+        inflight.withLock { $0[token] = entry }
+        return Launch(message: message, raw: raw, spec: spec, queue: queue, log: log, call: call, entry: entry, token: token, started: .now)
+    }
+
+    private func unlaunch(_ l: Launch) {
+        inflight.withLock { _ = $0.removeValue(forKey: l.token) }
+        stats.withLock { $0.active -= 1 }
+    }
+
+    /// Runs `body` (the handler) for a launched message, then stores its outcome and acks.
+    private func runAndSettle(_ l: Launch, slots: Slots, body: @escaping @Sendable () async throws -> JSONValue) async {
+        let (message, raw, spec, queue, log, entry) = (l.message, l.raw, l.spec, l.queue, l.log, l.entry)
+        var runtime: Logger.Metadata { ["runtime_ms": .string(Self.ms(ContinuousClock.now - l.started))] }
         let ran = { @Sendable in
             slots.release()
-            self.inflight.withLock { _ = $0.removeValue(forKey: token) }
-            self.stats.withLock { $0.active -= 1 }
+            self.unlaunch(l)
         }
         // The handler runs in a task of its own, so a revocation with terminate (or a cold
         // stop) can cancel it. When it returns and nobody revoked or handed it back meanwhile,
         // that task also stores the outcome: the store then leaves from where the answer
         // resumed, not after one more hand-off back to this task (tens of µs per call on a
         // 2-core machine, measured with `perf sched` on a persistent plugin's calls).
-        inflight.withLock { $0[token] = entry }   // before the task starts: `ran` removes it
         let runTask = Task { () -> Result<JSONValue, any Error>? in
             let outcome: Result<JSONValue, any Error>
-            do { outcome = .success(try await self.run(handler, call, limit: limit, isPlugin: isPlugin)) } catch { outcome = .failure(error) }
+            do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
             if entry.settled.load(ordering: .acquiring) {
                 ran()
                 self.stats.withLock { $0.processed += 1 }
@@ -698,6 +759,33 @@ public final class Worker: Service, Sendable {
             break
         }
         await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: runtime)
+    }
+
+    /// A message of a queue of persistent plugins, taken where it arrived (the fetcher's own
+    /// thread): sent to a plugin process right there when nothing stands in the way (no eta
+    /// or expiry due, not revoked, a free execution slot and a process with room now), with
+    /// no hand-off between its arrival and the plugin. `.other`: take the usual path.
+    enum Arrival: Sendable {
+        case started(Launch, PersistentPlugin, PersistentPlugin.StartedCall)
+        case other([UInt8])
+    }
+
+    func startOnArrival(_ raw: [UInt8], queue: String, slots: Slots) -> Arrival {
+        guard !isStopping, let message = try? TaskMessage.decode(raw),
+              message.expires.map({ $0 >= Date() }) ?? true,
+              message.eta.map({ $0.timeIntervalSinceNow <= 0.01 }) ?? true,
+              !revoked.withLock({ $0.contains(message.id) }),
+              let spec = manifest.tasks[message.task], let plugin = handlers[message.task] as? PersistentPlugin,
+              plugin.unavailability == nil, slots.tryAcquire() else { return .other(raw) }
+        let (limit, soft) = limits(message, spec)
+        let l = launch(message, raw, spec: spec, handler: plugin, queue: queue, TaskLog(base: logger, id: message.id, task: message.task),
+                       limit: limit, soft: soft)
+        guard let started = plugin.tryStart(l.call) else {
+            unlaunch(l)
+            slots.release()
+            return .other(raw)
+        }
+        return .started(l, plugin, started)
     }
 
     /// Stores the outcome of a run (or retries it) and acks.
