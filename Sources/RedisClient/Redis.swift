@@ -107,6 +107,7 @@ public final class Redis: @unchecked Sendable {
     /// the calling thread when the handle is idle (dispatch_sync), after the work queued
     /// before it otherwise. It blocks the caller: never call it from Swift's cooperative pool.
     public func withSessionNow<T>(_ body: (RedisSession) throws(RedisError) -> T) throws(RedisError) -> T {
+        dispatchPrecondition(condition: .notOnQueue(queue))
         let r: Result<T, RedisError> = queue.sync {
             do throws(RedisError) {
                 let c = try connected()

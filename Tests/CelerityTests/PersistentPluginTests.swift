@@ -111,7 +111,10 @@ extension Integration {
             #expect(await h.stop() == 0)
         }
 
-        @Test func processesAreReusedAndRecycledAfterMaxCalls() async throws {
+        /// With room for more than one call at a time too: a call sent as soon as the previous
+        /// result is out must not land on a process that has just used up its max_calls.
+        @Test(arguments: [1, 4])
+        func processesAreReusedAndRecycledAfterMaxCalls(concurrency: Int) async throws {
             let redis = try await sharedRedis.value
             let h = try WorkerHarness(redis: redis, tasks: """
               m.pid:
@@ -119,7 +122,7 @@ extension Integration {
                 plugin: [python3, {root}/plugins/misbehave_persistent.py]
                 mode: persistent
                 max_calls: 3
-            """, concurrency: 1)
+            """, concurrency: concurrency)
             var pids: [String] = []
             for _ in 0..<6 { pids.append(try await h.call("m.pid", ["pid"]).serialized()) }
             #expect(Set(pids[0..<3]).count == 1, "\(pids)")

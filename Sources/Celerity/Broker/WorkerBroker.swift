@@ -130,9 +130,11 @@ public final class WorkerBroker: Sendable {
     return 1
     """)
 
-    /// Puts a fetched message back at the pop end of its list (it runs next), atomically.
+    /// Puts a fetched message back at the pop end of its list (it runs next), atomically;
+    /// only if it is still in the processing list (not acked meanwhile, not handed back by
+    /// an earlier attempt whose reply was lost), so a message is never put back twice.
     static let requeueScript = RedisScript("""
-    redis.call('LREM', KEYS[1], -1, ARGV[1])
+    if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
     redis.call('RPUSH', KEYS[2], ARGV[1])
     return 1
     """)

@@ -434,6 +434,9 @@ final class LiveProcess: Sendable {
         /// the caller (see `TaskCall.settleOnAnswer`).
         var onSuccess: [String: @Sendable (JSONValue) -> Void] = [:]
         var reserved = 0
+        /// Answers being settled on the reader thread right now (see `call`): they hold
+        /// their room until done, so no call is placed here while the reader is busy.
+        var settling = 0
         var maxInflight = 1
         var calls = 0
         var draining = false
@@ -460,14 +463,14 @@ final class LiveProcess: Sendable {
     }
 
     var maxInflight: Int { inner.withLock { $0.maxInflight } }
-    var load: Int { inner.withLock { $0.pending.count + $0.reserved } }
-    var hasRoom: Bool { inner.withLock { !$0.draining && !$0.ended && $0.pending.count + $0.reserved < $0.maxInflight } }
+    var load: Int { inner.withLock { $0.pending.count + $0.reserved + $0.settling } }
+    var hasRoom: Bool { inner.withLock { !$0.draining && !$0.ended && $0.pending.count + $0.reserved + $0.settling < $0.maxInflight } }
     var wasRecycled: Bool { inner.withLock { $0.recycled } }
     var endReason: String { inner.withLock { $0.violation ?? $0.endReason } }
 
     func tryReserve() -> Bool {
         inner.withLock { s in
-            guard !s.draining, !s.ended, s.pending.count + s.reserved < s.maxInflight else { return false }
+            guard !s.draining, !s.ended, s.pending.count + s.reserved + s.settling < s.maxInflight else { return false }
             s.reserved += 1
             return true
         }
@@ -506,8 +509,7 @@ final class LiveProcess: Sendable {
     /// After a call: count it, recycle when due, wake callers waiting for room.
     func finished(_ id: String, pool: PersistentPlugin) {
         let recycle: Bool = inner.withLock { s in
-            s.calls += 1
-            if let m = maxCalls, s.calls >= m { s.draining = true }
+            // (Answered calls are counted against max_calls where the answer is read.)
             if let limit = maxRSSBytes, let rss = LiveProcess.residentBytes(pid), rss > limit { s.draining = true }
             return s.draining && s.pending.isEmpty && s.reserved == 0 && !s.recycled
         }
@@ -715,16 +717,25 @@ final class LiveProcess: Sendable {
             if let c = s.pending.removeValue(forKey: id) {
                 s.recent.append(id)
                 if s.recent.count > 256 { s.recent.removeFirst(s.recent.count - 256) }
+                // Counted here, with the call leaving `pending`: a call placed on this
+                // process right after (its result may already be out) sees it draining.
+                s.calls += 1
+                if let m = maxCalls, s.calls >= m { s.draining = true }
                 // Settled here only when no other call of this process is in flight: a
                 // process that is kept busy (pipelined calls) leaves storing to the batches.
                 let hook = s.onSuccess.removeValue(forKey: id)
-                return .call(c, s.pending.isEmpty ? hook : nil)
+                guard quiet, s.pending.isEmpty, let hook, case .success = outcome else { return .call(c, nil) }
+                s.settling += 1
+                return .call(c, hook)
             }
             return s.recent.contains(id) ? .duplicate : .unknown
         }
         switch match {
         case let .call(c, onSuccess):
-            if quiet, let onSuccess, case let .success(value) = outcome { onSuccess(value) }
+            if let onSuccess, case let .success(value) = outcome {
+                onSuccess(value)
+                inner.withLock { $0.settling -= 1 }
+            }
             c.resolve(outcome)
             return nil
         case .duplicate:

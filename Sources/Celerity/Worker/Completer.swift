@@ -214,18 +214,21 @@ final class Completer: Sendable {
         if let message = errors.first { throw RedisError(.unexpectedReply, "storing a result or acking failed: \(message)") }
     }
 
+    enum WriteNow { case written, notTried, failed }
+
     /// Stores and acks `items` now, on the calling thread, through an idle lane (a quiet
     /// moment: nothing waits to be batched). For threads of our own only (it blocks on
-    /// Redis). False when no lane is idle, the stores go to another Redis, or the write
-    /// failed: then hand the items in the usual way (everything here is idempotent).
-    func writeNow(_ items: [Item]) -> Bool {
-        guard storesOnBroker, let (lane, flusher) = state.withLock({ s in s.closed ? nil : s.idle.popLast() }) else { return false }
+    /// Redis). `notTried` when no lane is idle or the stores go to another Redis; `failed`
+    /// when the write was sent and failed, perhaps in part (the ack may have gone through).
+    /// Either way, hand the items in the usual way (everything here is idempotent).
+    func writeNow(_ items: [Item]) -> WriteNow {
+        guard storesOnBroker, let (lane, flusher) = state.withLock({ s in s.closed ? nil : s.idle.popLast() }) else { return .notTried }
         defer { flusher.resume() }
         do throws(RedisError) {
             try brokers[lane].withSessionNow { s throws(RedisError) in try Completer.check(try s.pipelineErrors(commands(for: items, ack: true))) }
-            return true
+            return .written
         } catch {
-            return false
+            return .failed
         }
     }
 

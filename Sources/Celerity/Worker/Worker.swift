@@ -12,7 +12,7 @@ final class InFlight: Sendable {
     let raw: [UInt8]
     let taskID: String
     let listKey: String
-    /// Runs the handler; nil when it also settled the outcome (see `Worker.process`).
+    /// Runs the handler; nil when it also settled the outcome (see `Worker.runAndSettle`).
     let task = Mutex<Task<Result<JSONValue, any Error>?, Never>?>(nil)
     let fate = Mutex(Fate.running)
     /// The outcome was stored and acked where the handler got it (`TaskCall.settleOnAnswer`).
@@ -461,7 +461,15 @@ public final class Worker: Service, Sendable {
                 // loop is waiting for the next one) is run here, one hand-off less on its way.
                 let fetched = messages
                 if let inOrder {
-                    inOrder.yield(fetched)
+                    if case .terminated = inOrder.yield(fetched) {
+                        // The worker is going away (its consumer was cancelled): hand them back.
+                        for raw in fetched {
+                            let key = WorkerBroker.listKey(of: raw) ?? queue
+                            _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: key) }
+                        }
+                        prefetch.release(fetched.count)
+                        break
+                    }
                 } else if ownRoom && fetched.count == 1 {
                     await work(fetched, queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: true)
                 } else {
@@ -692,10 +700,15 @@ public final class Worker: Service, Sendable {
             call.settleOnAnswer = { value in
                 guard entry.fate.withLock({ f in guard f == .running else { return false }; f = .settling; return true }) else { return }
                 let item = Completer.Item(raw: raw, store: store ? self.completionStore(.success(message.id, value), message) : nil)
-                if self.completer.writeNow([item]) {
+                switch self.completer.writeNow([item]) {
+                case .written:
                     entry.settled.store(true, ordering: .releasing)
-                } else {
+                case .notTried:
                     entry.fate.withLock { f in if f == .settling { f = .running } }
+                case .failed:
+                    // Perhaps acked already: stays `settling` (never handed back or revoked
+                    // now); the run task returns the outcome and it is settled the usual way.
+                    break
                 }
             }
         }
@@ -741,7 +754,13 @@ public final class Worker: Service, Sendable {
             await self.settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: runtime)
             return nil
         }
-        entry.task.withLock { $0 = runTask }
+        // A revocation or a stop that came before the task was known here could not cancel
+        // it: they mark the fate first, then look for the task, so one side sees the other.
+        let late = entry.task.withLock { t -> Bool in
+            t = runTask
+            return entry.fate.withLock { $0 == .revoked || $0 == .abandoned }
+        }
+        if late { runTask.cancel() }
         guard let outcome = await runTask.value else { return }
         ran()
 
@@ -755,7 +774,8 @@ public final class Worker: Service, Sendable {
             await finish(message, raw, .failure(message.id, f, state: .revoked), log)
             return
         case .running, .settling:
-            // (`running` cannot be seen here: the run task settles those itself.)
+            // `settling`: a write on the reader thread failed (see `launch`). (`running`
+            // cannot be seen here: the run task settles those itself.)
             break
         }
         await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: runtime)
