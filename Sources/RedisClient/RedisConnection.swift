@@ -87,7 +87,15 @@ final class RedisConnection {
         var errors: [String] = []
         for _ in commands {
             let error = try withNextReply { r -> String? in
-                r.pointee.type == REDIS_REPLY_ERROR ? String(decoding: RedisConnection.bytes(r.pointee.str, r.pointee.len), as: UTF8.self) : nil
+                func text(_ r: UnsafeMutablePointer<redisReply>) -> String? {
+                    r.pointee.type == REDIS_REPLY_ERROR ? String(decoding: RedisConnection.bytes(r.pointee.str, r.pointee.len), as: UTF8.self) : nil
+                }
+                if let e = text(r) { return e }
+                // EXEC answers with the replies of its commands: an error may sit among them.
+                if r.pointee.type == REDIS_REPLY_ARRAY, let elements = r.pointee.element {
+                    for i in 0..<r.pointee.elements { if let e = elements[i].flatMap(text) { return e } }
+                }
+                return nil
             }
             if let error { errors.append(error) }
         }

@@ -186,9 +186,16 @@ final class Completer: Sendable {
     /// The pipeline that stores and acks `items`: per message SET (with TTL) + PUBLISH of a
     /// SUCCESS document (or LPUSH of an rpc reply), then LREM of the message. Documents that
     /// are not SUCCESS are left out (`send` stores them with a script first).
+    ///
+    /// When it both stores and acks, it is one transaction (MULTI … EXEC): a store that Redis
+    /// refuses when queued (OOM under `maxmemory`) aborts the whole of it, so no message is
+    /// acked without its result (a plain pipeline went on to the LREM after a refused SET).
+    /// MULTI and EXEC are two commands per batch, not per message.
     func commands(for items: [Item], ack: Bool) -> [RedisCommand] {
         var commands: [RedisCommand] = []
-        commands.reserveCapacity(items.count * 3)
+        commands.reserveCapacity(items.count * 3 + 2)
+        let transaction = ack && items.contains { $0.store != nil }
+        if transaction { commands.append(RedisCommand("MULTI")) }
         let ttl = Array(String(self.ttl).utf8)
         let set = Array("SET".utf8), ex = Array("EX".utf8), publish = Array("PUBLISH".utf8), lpush = Array("LPUSH".utf8)
         let lrem = Array("LREM".utf8), processing = Array(processingKey.utf8), minusOne = Array("-1".utf8)
@@ -207,6 +214,7 @@ final class Completer: Sendable {
             }
             if ack { commands.append(RedisCommand([lrem, processing, minusOne, item.raw])) }
         }
+        if transaction { commands.append(RedisCommand("EXEC")) }
         return commands
     }
 
