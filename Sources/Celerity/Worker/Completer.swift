@@ -218,8 +218,10 @@ final class Completer: Sendable {
         return commands
     }
 
+    /// Throws the first error reply as a server error, so that the ones worth waiting out
+    /// (OOM, LOADING, ...: `RedisError.isConnectionProblem`) are retried with backoff.
     static func check(_ errors: [String]) throws(RedisError) {
-        if let message = errors.first { throw RedisError(.unexpectedReply, "storing a result or acking failed: \(message)") }
+        if let message = errors.first { throw RedisError(.server, message) }
     }
 
     enum WriteNow { case written, notTried, failed }
