@@ -392,6 +392,11 @@ public final class PersistentPlugin: TaskHandler, Sendable {
 /// The answer to one call: resolved once (by the reader thread, or by the process's end),
 /// awaited by one task, in either order.
 final class PendingReply: Sendable {
+    /// What to do with a successful answer on the reader thread before resolving (see
+    /// `LiveProcess.start`).
+    let onSuccess: (@Sendable (JSONValue) -> Void)?
+    init(onSuccess: (@Sendable (JSONValue) -> Void)?) { self.onSuccess = onSuccess }
+
     private let state = Mutex<(result: Result<JSONValue, TaskFailure>?, waiter: CheckedContinuation<Result<JSONValue, TaskFailure>, Never>?)>((nil, nil))
 
     func resolve(_ r: Result<JSONValue, TaskFailure>) {
@@ -430,9 +435,6 @@ final class LiveProcess: Sendable {
 
     struct Inner {
         var pending: [String: PendingReply] = [:]
-        /// Per call, what to do with a successful answer on the reader thread before resuming
-        /// the caller (see `TaskCall.settleOnAnswer`).
-        var onSuccess: [String: @Sendable (JSONValue) -> Void] = [:]
         var reserved = 0
         /// Answers being settled on the reader thread right now (see `call`): they hold
         /// their room until done, so no call is placed here while the reader is busy.
@@ -494,12 +496,11 @@ final class LiveProcess: Sendable {
     /// successful answer that came when no other line was waiting behind it and no other call
     /// was in flight, before the reply resolves.
     func start(_ id: String, _ line: [UInt8], onSuccess: (@Sendable (JSONValue) -> Void)? = nil) -> PendingReply {
-        let reply = PendingReply()
+        let reply = PendingReply(onSuccess: onSuccess)
         let accepted: Bool = inner.withLock { s in
             s.reserved = max(s.reserved - 1, 0)
             if s.ended { return false }
             s.pending[id] = reply
-            if let onSuccess { s.onSuccess[id] = onSuccess }
             return true
         }
         if accepted { stdin.send(line) } else { reply.resolve(.failure(crashFailure(inFlight: true))) }
@@ -670,7 +671,7 @@ final class LiveProcess: Sendable {
         // EOF: the process is gone (or has closed stdout). Fail whatever is in flight.
         let (calls, hs, waiters) = inner.withLock { s in
             s.ended = true
-            defer { s.pending.removeAll(); s.onSuccess.removeAll(); s.handshake = nil; s.endWaiters.removeAll() }
+            defer { s.pending.removeAll(); s.handshake = nil; s.endWaiters.removeAll() }
             return (Array(s.pending.values), s.handshake, s.endWaiters)
         }
         let failure = crashFailure(inFlight: true)
@@ -711,7 +712,7 @@ final class LiveProcess: Sendable {
             return nil
         }
         if idValue.stringValue == "shutdown" { return nil }
-        enum Match { case call(PendingReply, (@Sendable (JSONValue) -> Void)?), duplicate, unknown }
+        enum Match { case call(PendingReply, settleHere: Bool), duplicate, unknown }
         let match: Match = inner.withLock { s in
             guard let id = idValue.stringValue else { return .unknown }
             if let c = s.pending.removeValue(forKey: id) {
@@ -723,16 +724,15 @@ final class LiveProcess: Sendable {
                 if let m = maxCalls, s.calls >= m { s.draining = true }
                 // Settled here only when no other call of this process is in flight: a
                 // process that is kept busy (pipelined calls) leaves storing to the batches.
-                let hook = s.onSuccess.removeValue(forKey: id)
-                guard quiet, s.pending.isEmpty, let hook, case .success = outcome else { return .call(c, nil) }
+                guard quiet, s.pending.isEmpty, c.onSuccess != nil, case .success = outcome else { return .call(c, settleHere: false) }
                 s.settling += 1
-                return .call(c, hook)
+                return .call(c, settleHere: true)
             }
             return s.recent.contains(id) ? .duplicate : .unknown
         }
         switch match {
-        case let .call(c, onSuccess):
-            if let onSuccess, case let .success(value) = outcome {
+        case let .call(c, settleHere):
+            if settleHere, let onSuccess = c.onSuccess, case let .success(value) = outcome {
                 onSuccess(value)
                 inner.withLock { $0.settling -= 1 }
             }

@@ -324,14 +324,18 @@ public final class Worker: Service, Sendable {
 
     /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`).
     func isLight(_ queue: String) -> Bool {
+        everyTask(of: queue) { $0?.inlineBody != nil }
+    }
+
+    /// Whether `queue` has tasks and `test` holds for the handler of each.
+    private func everyTask(of queue: String, _ test: ((any TaskHandler)?) -> Bool) -> Bool {
         let tasks = manifest.tasks.values.filter { $0.queue == queue }
-        return !tasks.isEmpty && tasks.allSatisfy { handlers[$0.name]?.inlineBody != nil }
+        return !tasks.isEmpty && tasks.allSatisfy { test(handlers[$0.name]) }
     }
 
     /// Whether every task routed to `queue` runs in a persistent plugin.
     func isPersistentPluginQueue(_ queue: String) -> Bool {
-        let tasks = manifest.tasks.values.filter { $0.queue == queue }
-        return !tasks.isEmpty && tasks.allSatisfy { handlers[$0.name] is PersistentPlugin }
+        everyTask(of: queue) { $0 is PersistentPlugin }
     }
 
     private func fetchLoop(queue: String, prefetch: Slots, room: Int, ownRoom: Bool, batchesInFlight: Int, slots: Slots) async {
@@ -449,11 +453,7 @@ public final class Worker: Service, Sendable {
                 if messages.count < n { prefetch.release(n - messages.count) }
                 if isStopping {
                     // Fetched while a stop was requested (a blocking fetch was under way): give them back.
-                    for raw in messages {
-                        let key = WorkerBroker.listKey(of: raw) ?? queue
-                        _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: key) }
-                    }
-                    prefetch.release(messages.count)
+                    await handBack(messages, queue: queue, prefetch: prefetch)
                     break
                 }
                 // The batch is worked on in a task of its own, so the next fetch overlaps it;
@@ -463,11 +463,7 @@ public final class Worker: Service, Sendable {
                 if let inOrder {
                     if case .terminated = inOrder.yield(fetched) {
                         // The worker is going away (its consumer was cancelled): hand them back.
-                        for raw in fetched {
-                            let key = WorkerBroker.listKey(of: raw) ?? queue
-                            _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: key) }
-                        }
-                        prefetch.release(fetched.count)
+                        await handBack(fetched, queue: queue, prefetch: prefetch)
                         break
                     }
                 } else if ownRoom && fetched.count == 1 {
@@ -478,6 +474,15 @@ public final class Worker: Service, Sendable {
             }
         }
         await fetcher.close()
+    }
+
+    /// Puts fetched messages that will not run here back on their lists, and frees their room.
+    private func handBack(_ messages: [[UInt8]], queue: String, prefetch: Slots) async {
+        for raw in messages {
+            let key = WorkerBroker.listKey(of: raw) ?? queue
+            _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: key) }
+        }
+        prefetch.release(messages.count)
     }
 
     /// Works on one fetched batch. Tiny built-ins (add) run right here and their results go to
@@ -575,9 +580,7 @@ public final class Worker: Service, Sendable {
               let body = handlers[message.task]?.inlineBody,
               !revoked.withLock({ $0.contains(message.id) })
         else { return .slow(message) }
-        let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
-                            attempt: message.retries + 1, deadline: nil, rootID: message.rootID, parentID: message.parentID,
-                            retries: message.retries, worker: config.node)
+        let call = taskCall(message, queue: queue)
         let value: JSONValue
         do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
         if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
@@ -608,31 +611,30 @@ public final class Worker: Service, Sendable {
             return
         }
         let log = TaskLog(base: logger, id: message.id, task: message.task)
-
-        if let expires = message.expires, expires < Date() {
+        let spec: TaskSpec, handler: any TaskHandler
+        switch triage(message) {
+        case .expired:
             log.info("task expired before it ran: REVOKED")
             await finish(message, raw, .failure(message.id, .revoked("expired"), state: .revoked), log)
             return
-        }
-        if let eta = message.eta, eta.timeIntervalSinceNow > 0.01 {
+        case let .parked(eta):
             log.debug("task has a future eta: parked in the delayed set", metadata: ["eta": .string(CeleryDate.format(eta))])
             _ = try? await withRedisRetry("defer") { try await self.broker.deferMessage(raw, listKey: Keys.queue(queue, priority: message.priority), until: eta) }
             return
-        }
-        if revoked.withLock({ $0.contains(message.id) }) {
+        case .revoked:
             log.info("task was revoked before it ran: REVOKED")
             await finish(message, raw, .failure(message.id, .revoked("revoked"), state: .revoked), log)
             return
-        }
-        guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else {
+        case .unknown:
             log.warning("unknown task: FAILURE NotRegistered")
             await finish(message, raw, .failure(message.id, .notRegistered(message.task)), log)
             return
-        }
-        // A plugin in a crash loop: hand the message back instead of burning it.
-        if let pool = handler as? PersistentPlugin, pool.unavailability != nil {
+        case .unavailable:
+            // A plugin in a crash loop: hand the message back instead of burning it.
             await requeue(raw, queue: queue, message: message, log)
             return
+        case let .run(s, h):
+            (spec, handler) = (s, h)
         }
         // Prefetched messages wait here for an execution slot (the worker's concurrency).
         _ = await slots.acquire()
@@ -645,9 +647,7 @@ public final class Worker: Service, Sendable {
         let (limit, soft) = limits(message, spec)
         if let body = handler.inlineBody, soft == nil {
             // A tiny built-in: run here, no thread hop, nothing to interrupt.
-            let call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
-                                attempt: message.retries + 1, deadline: nil, rootID: message.rootID, parentID: message.parentID,
-                                retries: message.retries, worker: config.node)
+            let call = taskCall(message, queue: queue)
             let outcome = Result<JSONValue, any Error> { try body(call) }
             slots.release()
             await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: [:])
@@ -656,6 +656,28 @@ public final class Worker: Service, Sendable {
         let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)
         let isPlugin = spec.handler.isPlugin
         await runAndSettle(l, slots: slots) { try await self.run(handler, l.call, limit: limit, isPlugin: isPlugin) }
+    }
+
+    /// What a handler gets for `message`.
+    private func taskCall(_ message: TaskMessage, queue: String, deadline: Date? = nil) -> TaskCall {
+        TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
+                 attempt: message.retries + 1, deadline: deadline, rootID: message.rootID, parentID: message.parentID,
+                 retries: message.retries, worker: config.node)
+    }
+
+    /// What becomes of a message before it may run.
+    enum Triage {
+        case expired, parked(Date), revoked, unknown, unavailable
+        case run(TaskSpec, any TaskHandler)
+    }
+
+    func triage(_ message: TaskMessage) -> Triage {
+        if let expires = message.expires, expires < Date() { return .expired }
+        if let eta = message.eta, eta.timeIntervalSinceNow > 0.01 { return .parked(eta) }
+        if revoked.withLock({ $0.contains(message.id) }) { return .revoked }
+        guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else { return .unknown }
+        if let pool = handler as? PersistentPlugin, pool.unavailability != nil { return .unavailable }
+        return .run(spec, handler)
     }
 
     /// The hard and soft time limits of a message (the task's, or the message's if shorter).
@@ -684,9 +706,7 @@ public final class Worker: Service, Sendable {
     /// Builds the call and registers the message as in flight (undo with `unlaunch`).
     private func launch(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, handler: any TaskHandler, queue: String, _ log: TaskLog,
                         limit: Double?, soft: Double?) -> Launch {
-        var call = TaskCall(id: message.id, task: message.task, args: message.args, kwargs: message.kwargs, queue: queue,
-                            attempt: message.retries + 1, deadline: limit.map { Date().addingTimeInterval($0) },
-                            rootID: message.rootID, parentID: message.parentID, retries: message.retries, worker: config.node)
+        var call = taskCall(message, queue: queue, deadline: limit.map { Date().addingTimeInterval($0) })
         call.softDeadline = soft.map { Date().addingTimeInterval($0) }
         stats.withLock { $0.active += 1 }
         let entry = InFlight(raw: raw, taskID: message.id, listKey: Keys.queue(queue, priority: message.priority))
@@ -791,12 +811,8 @@ public final class Worker: Service, Sendable {
     }
 
     func startOnArrival(_ raw: [UInt8], queue: String, slots: Slots) -> Arrival {
-        guard !isStopping, let message = try? TaskMessage.decode(raw),
-              message.expires.map({ $0 >= Date() }) ?? true,
-              message.eta.map({ $0.timeIntervalSinceNow <= 0.01 }) ?? true,
-              !revoked.withLock({ $0.contains(message.id) }),
-              let spec = manifest.tasks[message.task], let plugin = handlers[message.task] as? PersistentPlugin,
-              plugin.unavailability == nil, slots.tryAcquire() else { return .other(raw) }
+        guard !isStopping, let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
+              let plugin = handler as? PersistentPlugin, slots.tryAcquire() else { return .other(raw) }
         let (limit, soft) = limits(message, spec)
         let l = launch(message, raw, spec: spec, handler: plugin, queue: queue, TaskLog(base: logger, id: message.id, task: message.task),
                        limit: limit, soft: soft)
