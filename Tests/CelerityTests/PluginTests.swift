@@ -104,6 +104,37 @@ extension Integration {
             #expect(await h.stop() == 0)
         }
 
+        /// Issue 9.1: a plugin that exits without reading a request larger than the pipe's
+        /// buffer killed the whole worker (SIGPIPE, or a fatal error of the spawn library).
+        @Test func aPluginThatNeverReadsItsRequestFailsTheCallNotTheWorker() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              p.import_fails:
+                queue: {q}
+                plugin: [python3, {root}/Tests/Fixtures/plugins/import_fails.py]
+              p.ignores_stdin:
+                queue: {q}
+                plugin: {root}/Tests/Fixtures/plugins/ignores_stdin.sh
+              p.add:
+                queue: {q}
+                builtin: add
+            """, concurrency: 2)
+            let big = JSONValue.string(String(repeating: "x", count: 256 * 1024))
+            let imp = try await h.callFailing("p.import_fails", [big])
+            #expect(imp.type == "PluginExitError")
+            #expect(imp.message.contains("exited with code 1"))
+            #expect(imp.message.contains("ModuleNotFoundError"))
+            let sh = try await h.callFailing("p.ignores_stdin", [.string(String(repeating: "y", count: 100 * 1024))])
+            #expect(sh.type == "PluginExitError" || sh.type == "PluginProtocolError")
+            #expect(sh.message.contains("ignores_stdin"))
+            // The same worker process still serves.
+            #expect(try await h.call("p.add", [2, 3]) == .number("5"))
+            for _ in 0..<3 { _ = try await h.callFailing("p.import_fails", [big]) }
+            #expect(try await h.call("p.add", [4, 3]) == .number("7"))
+            #expect(h.worker.isRunning)
+            #expect(await h.stop() == 0)
+        }
+
         @Test func pluginsSeeOnlyTheEnvironmentTheManifestAllows() async throws {
             let redis = try await sharedRedis.value
             let dir = NSTemporaryDirectory() + "celerity-env-\(UUID().uuidString.prefix(6))"

@@ -147,6 +147,17 @@ public struct OneShotPlugin: TaskHandler {
         options.processGroupID = 0   // its own group, so the whole tree can be signalled
         options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .milliseconds(Int(spec.gracePeriod * 1000)))]
         let request = OneShotPlugin.request(call)
+        // The request goes through a pipe of our own, written without blocking (PipeWriter):
+        // a plugin that exits without reading it (it failed at import, or ignores stdin) must
+        // fail this call, not the worker. With the spawn library's own input writer, a request
+        // larger than the pipe's buffer met EPIPE and the worker died of SIGPIPE or of the
+        // library's fatal error about a descriptor left open.
+        PipeWriter.ignoreSIGPIPE
+        guard let pipe = makeCloexecPipe() else {
+            throw TaskFailure(type: "PluginError", message: "cannot run plugin '\(spec.argv.joined(separator: " "))': no pipe for its stdin (errno \(errno))", module: "celerity")
+        }
+        let stdin = PipeWriter(fd: pipe.write)
+        defer { stdin.closeNow() }
         let softFired = CancellationFlag()
         let cap = spec.maxStderrBytes
         let log = logger
@@ -157,10 +168,12 @@ public struct OneShotPlugin: TaskHandler {
             environment: .custom(environment(for: call)),
             workingDirectory: FilePath(spec.workingDirectory),
             platformOptions: options,
-            input: .array(request),
+            input: .fileDescriptor(FileDescriptor(rawValue: pipe.read), closeAfterSpawningProcess: true),
             output: .bytes(limit: spec.maxOutputBytes),
             error: .sequence
         ) { execution in
+            stdin.send(request)
+            stdin.finish()
             // Soft time limit: SIGTERM to the process group; the plugin may still answer.
             let pid = execution.processIdentifier.value
             let softTimer: Task<Void, Never>? = call.softDeadline.map { soft in
