@@ -13,6 +13,8 @@ public final class WorkerBroker: Sendable {
     /// Dead-letter entries kept (oldest trimmed) and their lifetime in seconds.
     public let deadLetterCap: Int
     public let deadLetterTTL: Int
+    /// What this worker holds of its processing list (fetched, not yet confirmed gone).
+    let held = HeldMessages()
 
     public init(url: RedisURL, node: String, deadLetterCap: Int = 10_000, deadLetterTTL: Int = 7 * 86400) {
         self.url = url
@@ -59,17 +61,34 @@ public final class WorkerBroker: Sendable {
         let count = Swift.max(1, Swift.min(expect ?? max, max))
         var commands = Array(repeating: move, count: count)
         commands.append(RedisCommand("EXISTS", arguments: Array(keys.dropFirst())))
-        let replies = try await fetcher.pipeline(commands)
+        // Every message a reply brings enters the ledger before it is returned; a reply that
+        // never comes (the connection was reset) leaves strays for `StrayAudit`.
+        let ticket = held.beginFetch()
         var got: [[UInt8]] = []
+        var refused: String?
+        let replies: [RedisReply]
+        do { replies = try await fetcher.pipeline(commands) } catch {
+            held.endFetch(ticket, fetched: [])
+            throw error
+        }
         for reply in replies.dropLast() {
-            if case let .error(message) = reply { throw RedisError(.unexpectedReply, "LMOVE from \(keys[0]) failed: \(message)") }
+            if case let .error(message) = reply { refused = refused ?? message }
             if let m = reply.bytes { got.append(m) }
         }
+        held.endFetch(ticket, fetched: got)
+        // Messages that did move are returned even if a later LMOVE was refused.
         if !got.isEmpty { return got }
+        if let refused { throw RedisError(.server, "LMOVE from \(keys[0]) to \(processingKey) refused: \(refused)") }
         if (replies.last?.int ?? 0) > 0 {
             // The main list is empty and a lower-priority one is not.
-            let r = try await fetcher.evalScript(WorkerBroker.fetchScript, keys: [processingKey] + keys.dropFirst(), args: [max])
-            if let items = r.array, !items.isEmpty { return items.compactMap(\.bytes) }
+            let ticket = held.beginFetch()
+            let items: [[UInt8]]
+            do { items = try await fetcher.evalScript(WorkerBroker.fetchScript, keys: [processingKey] + keys.dropFirst(), args: [max]).array?.compactMap(\.bytes) ?? [] } catch {
+                held.endFetch(ticket, fetched: [])
+                throw error
+            }
+            held.endFetch(ticket, fetched: items)
+            if !items.isEmpty { return items }
         }
         guard let block else { return [] }
         return try await waitForOne(queue, using: fetcher, block: block)
@@ -88,16 +107,35 @@ public final class WorkerBroker: Sendable {
                                         then: @escaping @Sendable ([UInt8], RedisSession) -> T) async throws -> T? {
         let main = Keys.priorityQueues(queue)[0]
         let processing = processingKey
-        return try await fetcher.withSession { s throws(RedisError) -> T? in
-            let b = try s.blocking(RedisCommand("BLMOVE", main, processing, "RIGHT", "LEFT", block), timeout: block).throwingError()
-            guard let m = b.bytes else { return nil }
-            return then(m, s)
+        let held = self.held
+        let ticket = held.beginFetch()
+        do {
+            return try await fetcher.withSession { s throws(RedisError) -> T? in
+                let b = try s.blocking(RedisCommand("BLMOVE", main, processing, "RIGHT", "LEFT", block), timeout: block).throwingError()
+                guard let m = b.bytes else {
+                    held.endFetch(ticket, fetched: [])
+                    return nil
+                }
+                held.endFetch(ticket, fetched: [m])
+                return then(m, s)
+            }
+        } catch {
+            held.endFetch(ticket, fetched: [])   // a no-op when the reply was read
+            throw error
         }
+    }
+
+    /// Whether `raw` is still in this worker's processing list (LPOS): asked before a message
+    /// fetched before a lapse of the lease starts (another worker may have taken it back).
+    public func stillHolds(_ raw: [UInt8]) async throws -> Bool {
+        if case .integer = try await control.call("LPOS", processingKey, raw) { return true }
+        return false
     }
 
     /// Removes a message from the processing list: call only after its result is stored.
     public func ack(_ raw: [UInt8]) async throws {
         try await control.call("LREM", processingKey, -1, raw)
+        held.release(raw)
     }
 
     /// Moves a message from the processing list to the dead-letter list, with why and when.
@@ -109,6 +147,12 @@ public final class WorkerBroker: Sendable {
     /// Returns whether it was moved.
     @discardableResult
     public func deadLetter(_ raw: [UInt8], from source: String, queue: String, reason: String) async throws -> Bool {
+        try await deadLetter(raw, from: source, queue: queue, reason: reason, unlessAlive: nil) == 1
+    }
+
+    /// The same; with `unlessAlive` (a heartbeat key), nothing moves while that key exists
+    /// (-1: its worker is alive again). 1: moved, 0: it was gone.
+    func deadLetter(_ raw: [UInt8], from source: String, queue: String, reason: String, unlessAlive: String?) async throws -> Int {
         let entry = JSONValue.object([
             JSONMember("id", .string(UUID().uuidString.lowercased())),
             JSONMember("queue", .string(queue)),
@@ -117,12 +161,16 @@ public final class WorkerBroker: Sendable {
             JSONMember("at", .string(CeleryDate.format(Date()))),
             JSONMember("message", .string(String(decoding: raw, as: UTF8.self))),
         ]).serializedBytes()
-        let r = try await control.evalScript(WorkerBroker.deadLetterScript, keys: [source, Keys.deadLetters], args: [raw, entry, deadLetterCap, deadLetterTTL])
-        return r.int == 1
+        let r = try await control.evalScript(WorkerBroker.deadLetterScript, keys: [source, Keys.deadLetters] + (unlessAlive.map { [$0] } ?? []),
+                                             args: [raw, entry, deadLetterCap, deadLetterTTL])
+        if source == processingKey { held.release(raw) }
+        return r.int ?? 0
     }
 
-    /// KEYS[1] source list, KEYS[2] dead letters; ARGV: message, entry, cap, ttl seconds.
+    /// KEYS[1] source list, KEYS[2] dead letters, KEYS[3] (optional) the heartbeat of the
+    /// source's worker: while it exists nothing moves (-1). ARGV: message, entry, cap, ttl seconds.
     static let deadLetterScript = RedisScript("""
+    if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
     if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
     redis.call('LPUSH', KEYS[2], ARGV[2])
     redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
@@ -141,19 +189,27 @@ public final class WorkerBroker: Sendable {
 
     public func requeue(_ raw: [UInt8], listKey: String) async throws {
         _ = try await control.evalScript(WorkerBroker.requeueScript, keys: [processingKey, listKey], args: [raw])
+        held.release(raw)
     }
+
+    /// Forgets a held message that is no longer in the processing list (another worker took
+    /// it back while this one was stalled): nothing to write.
+    func forget(_ raw: [UInt8]) { held.release(raw) }
 
     /// Parks a message whose `eta` is ahead in the delayed sorted set (score = due time) and
     /// removes it from the processing list, atomically. The member is `<list key>\0<message>`.
+    /// Only if the message is still in the processing list: one that another worker took back
+    /// meanwhile is that worker's to park (it would be parked twice).
     static let deferScript = RedisScript("""
+    if redis.call('LREM', KEYS[1], -1, ARGV[3]) == 0 then return 0 end
     redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
-    redis.call('LREM', KEYS[1], -1, ARGV[3])
     return 1
     """)
 
     public func deferMessage(_ raw: [UInt8], listKey: String, until due: Date) async throws {
         let member = Array(listKey.utf8) + [0] + raw
         _ = try await control.evalScript(WorkerBroker.deferScript, keys: [processingKey, Keys.delayed], args: [due.timeIntervalSince1970, member, raw])
+        held.release(raw)
     }
 
     /// Moves due messages from the delayed set to the pop end of their lists. ZREM decides who
@@ -184,32 +240,45 @@ public final class WorkerBroker: Sendable {
     /// count goes up by one; past `maxRedeliveries` it is a poison pill and is dead-lettered.
     /// Each move is atomic (Lua): a message is in exactly one list at any time.
     /// Returns (requeued, dead-lettered).
+    ///
+    /// `ownerHeartbeat`: the heartbeat key of the list's worker, for another worker's list.
+    /// Every move then checks, in the same script, that the key is gone, and the sweep stops
+    /// as soon as it is back: a worker that was only stalled (SIGSTOP, a cut from Redis) keeps
+    /// what it still holds from the moment its heartbeat is renewed, and it checks what it
+    /// fetched before the lapse against its list before starting it (`Lease`).
     @discardableResult
-    public func redeliverAll(from processing: String, maxRedeliveries: Int) async throws -> (requeued: Int, dead: Int) {
+    public func redeliverAll(from processing: String, maxRedeliveries: Int, ownerHeartbeat: String? = nil) async throws -> (requeued: Int, dead: Int) {
         let r = try await control.call("LRANGE", processing, 0, -1)
         var requeued = 0
         var dead = 0
+        let fence = ownerHeartbeat.map { [$0] } ?? []
         for item in r.array ?? [] {
             guard let raw = item.bytes else { continue }
             let count = TaskMessage.redeliveries(of: raw) + 1
-            guard let key = WorkerBroker.listKey(of: raw), let marked = TaskMessage.markRedelivered(raw, count: count) else {
-                if try await deadLetter(raw, from: processing, queue: "", reason: "unreadable message found in \(processing) (no routing key)") { dead += 1 }
-                continue
+            let moved: Int
+            if let key = WorkerBroker.listKey(of: raw), let marked = TaskMessage.markRedelivered(raw, count: count) {
+                if count > maxRedeliveries {
+                    let reason = "poison pill: delivered \(count) times, each time the worker running it died (max_redeliveries \(maxRedeliveries))"
+                    moved = try await deadLetter(raw, from: processing, queue: Keys.queueName(fromListKey: key), reason: reason, unlessAlive: ownerHeartbeat)
+                    if moved == 1 { dead += 1 }
+                } else {
+                    moved = try await control.evalScript(WorkerBroker.moveScript, keys: [processing, key] + fence, args: [raw, marked]).int ?? 0
+                    if moved == 1 { requeued += 1 }
+                }
+            } else {
+                moved = try await deadLetter(raw, from: processing, queue: "", reason: "unreadable message found in \(processing) (no routing key)", unlessAlive: ownerHeartbeat)
+                if moved == 1 { dead += 1 }
             }
-            if count > maxRedeliveries {
-                let reason = "poison pill: delivered \(count) times, each time the worker running it died (max_redeliveries \(maxRedeliveries))"
-                if try await deadLetter(raw, from: processing, queue: Keys.queueName(fromListKey: key), reason: reason) { dead += 1 }
-                continue
-            }
-            let moved = try await control.evalScript(WorkerBroker.moveScript, keys: [processing, key], args: [raw, marked])
-            if moved.int == 1 { requeued += 1 }
+            if moved < 0 { break }   // its worker renewed its heartbeat: it is alive
         }
         return (requeued, dead)
     }
 
-    /// KEYS[1] source list, KEYS[2] destination list; ARGV[1] message to take, ARGV[2] what to put.
-    /// RPUSH: the pop end, so the message is served next. Returns 1 if moved, 0 if it was gone.
+    /// KEYS[1] source list, KEYS[2] destination list, KEYS[3] (optional) the heartbeat of the
+    /// source's worker: while it exists nothing moves (-1). ARGV[1] message to take, ARGV[2]
+    /// what to put. RPUSH: the pop end, so the message is served next. 1 if moved, 0 if gone.
     static let moveScript = RedisScript("""
+    if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
     if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
       redis.call('RPUSH', KEYS[2], ARGV[2])
       return 1
@@ -233,7 +302,7 @@ public final class WorkerBroker: Sendable {
                 if alive { continue }
                 let processing = Keys.processing(other)
                 if try await control.call("LLEN", processing).int ?? 0 > 0 {
-                    let (r, d) = try await redeliverAll(from: processing, maxRedeliveries: maxRedeliveries)
+                    let (r, d) = try await redeliverAll(from: processing, maxRedeliveries: maxRedeliveries, ownerHeartbeat: Keys.heartbeat(other))
                     requeued += r
                     dead += d
                     swept.append(other)
@@ -266,6 +335,7 @@ public final class WorkerBroker: Sendable {
     public func scheduleRetry(_ raw: [UInt8], retryRaw: [UInt8], listKey: String, due: Date) async throws {
         let member = Array(listKey.utf8) + [0] + retryRaw
         _ = try await control.evalScript(WorkerBroker.deferScript, keys: [processingKey, Keys.delayed], args: [due.timeIntervalSince1970, member, raw])
+        held.release(raw)
     }
 
     /// The queue list a raw envelope belongs on: routing key plus priority bucket.

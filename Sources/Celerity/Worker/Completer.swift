@@ -59,8 +59,9 @@ final class Completer: Sendable {
     let logger: Logger
 
     /// Flushers write in parallel, one connection each: a batch in flight does not hold up the next.
-    init(processingKey: String, brokers: [Redis], resultRedis: [Redis]?, ttl: Int, stop: StopFlag, logger: Logger, maxBatch: Int = 500) {
+    init(processingKey: String, held: HeldMessages, brokers: [Redis], resultRedis: [Redis]?, ttl: Int, stop: StopFlag, logger: Logger, maxBatch: Int = 500) {
         self.processingKey = processingKey
+        self.held = held
         self.brokers = brokers
         self.resultRedis = resultRedis
         self.ttl = ttl
@@ -159,7 +160,17 @@ final class Completer: Sendable {
         for w in wake { w.resume() }
     }
 
+    /// What this worker holds of its processing list: acked messages leave it once Redis
+    /// confirmed the ack.
+    let held: HeldMessages
+
     private func write(_ items: [Item], lane: Int) async -> Bool {
+        let ok = await writeAndAck(items, lane: lane)
+        if ok { held.release(items.map(\.raw)) }
+        return ok
+    }
+
+    private func writeAndAck(_ items: [Item], lane: Int) async -> Bool {
         let broker = brokers[lane]
         if let results = resultRedis {
             let resultRedis = results[lane]
@@ -236,6 +247,7 @@ final class Completer: Sendable {
         defer { flusher.resume() }
         do throws(RedisError) {
             try brokers[lane].withSessionNow { s throws(RedisError) in try Completer.check(try s.pipelineErrors(commands(for: items, ack: true))) }
+            held.release(items.map(\.raw))
             return .written
         } catch {
             return .failed

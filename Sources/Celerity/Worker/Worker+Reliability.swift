@@ -22,6 +22,27 @@ extension Worker {
         }
     }
 
+    /// Whether `raw`, fetched before a lapse of the lease (see `Lease`), may still start here.
+    /// Waits until the heartbeat is renewed (from then on no other worker moves anything out
+    /// of this worker's list), then asks Redis whether the message is still in the list. If
+    /// not, another worker took it back while this one was stalled: it is forgotten here, not
+    /// run. A stop meanwhile hands it back (if it is still ours).
+    func ownsStill(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: TaskLog) async -> Bool {
+        while lease.current() == nil && !isStopping {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let still: Bool?? = isStopping ? nil : try? await withRedisRetry("check ownership") { try await self.broker.stillHolds(raw) }
+        guard let known = still, let holds = known else {
+            await requeue(raw, queue: queue, message: message, log, why: "worker stopping: message not started, returned to the head of its queue")
+            return false
+        }
+        if !holds {
+            broker.forget(raw)
+            log.warning("not started: another worker took this message back while this one was stalled (its heartbeat had lapsed)")
+        }
+        return holds
+    }
+
     /// Twice a second: the revoked ids (kept in memory for the per-task check) and the ones to
     /// terminate (their running executions here are cancelled).
     func revocationLoop() async {

@@ -58,6 +58,10 @@ public final class Worker: Service, Sendable {
     let revoked = Mutex<Set<String>>([])
     let coldStop = Mutex(false)
     let stopSignals = Atomic<Int>(0)
+    /// How long the processing list is surely this worker's (renewed by each heartbeat).
+    let lease = Lease()
+    /// Hands back messages stranded in the processing list by lost fetch replies.
+    let strays: StrayAudit
 
     /// Batches of results written at once (each flusher its own connection), and fetch loops
     /// per queue: two of each, so a round trip under way never leaves Redis or the worker idle.
@@ -73,6 +77,7 @@ public final class Worker: Service, Sendable {
         self.manifest = manifest
         self.logger = logger
         self.broker = WorkerBroker(url: config.broker, node: config.node)
+        self.strays = StrayAudit(broker: broker, logger: logger)
         var separateResults: Redis?
         switch config.resultBackend.kind {
         case let .redis(urlString):
@@ -95,7 +100,7 @@ public final class Worker: Service, Sendable {
         let stop = StopFlag(grace: config.shutdownGrace)
         stopRequested = stop
         let lanes = 0..<Worker.completerLanes
-        completer = Completer(processingKey: broker.processingKey, brokers: lanes.map { Redis(url: config.broker, label: "complete-\($0)-\(config.node)") },
+        completer = Completer(processingKey: broker.processingKey, held: broker.held, brokers: lanes.map { Redis(url: config.broker, label: "complete-\($0)-\(config.node)") },
                               resultRedis: separateResults.map { r in lanes.map { Redis(url: r.url, label: "complete-results-\($0)-\(config.node)") } },
                               ttl: config.resultBackend.expires, stop: stop, logger: logger)
         var hs: [String: any TaskHandler] = [:]
@@ -146,6 +151,9 @@ public final class Worker: Service, Sendable {
     var graceExpired: Bool { stopRequested.graceExpired }
 
     public func run() async throws {
+        // A write to a connection that was just reset (Redis, a plugin's pipe) must fail with
+        // EPIPE, not kill the worker.
+        PipeWriter.ignoreSIGPIPE
         logger.info("worker starting", metadata: [
             "node": .string(config.node), "queues": .string(config.queues.joined(separator: ",")),
             "concurrency": .stringConvertible(config.concurrency), "broker": .string(config.broker.description),
@@ -181,6 +189,7 @@ public final class Worker: Service, Sendable {
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.delayedLoop() }
             background.addTask { await self.recoveryLoop() }
+            background.addTask { await self.strays.run { self.isStopping } }
             background.addTask { await self.revocationLoop() }
             background.addTask { await self.stopWatchdog() }
             for pool in self.persistentPools {
@@ -279,7 +288,9 @@ public final class Worker: Service, Sendable {
             JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
             JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),
         ])
+        let sent = ContinuousClock.now
         try await broker.heartbeat(info, ttl: config.heartbeatTTL)
+        lease.renewed(sentAt: sent, ttl: .seconds(config.heartbeatTTL))
     }
 
     private func heartbeatLoop() async {
@@ -346,13 +357,13 @@ public final class Worker: Service, Sendable {
         await withDiscardingTaskGroup { running in
             // `-c 1`: one task works the fetched messages one by one, in the order fetched,
             // while the loop fetches ahead (spawning a task per batch would race them).
-            var inOrder: AsyncStream<[[UInt8]]>.Continuation?
+            var inOrder: AsyncStream<(generation: Int, batch: [[UInt8]])>.Continuation?
             if config.concurrency == 1 {
-                let (stream, feed) = AsyncStream.makeStream(of: [[UInt8]].self)
+                let (stream, feed) = AsyncStream.makeStream(of: (generation: Int, batch: [[UInt8]]).self)
                 inOrder = feed
                 running.addTask {
-                    for await batch in stream {
-                        for raw in batch { await self.work([raw], queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: false) }
+                    for await (generation, batch) in stream {
+                        for raw in batch { await self.work([raw], queue: queue, generation: generation, prefetch: prefetch, slots: slots, inFetchLoop: false) }
                     }
                 }
             }
@@ -380,6 +391,9 @@ public final class Worker: Service, Sendable {
                 if ownRoom { while n < most && !isStopping { n += await prefetch.acquire(upTo: most - n) } }
                 if isStopping { prefetch.release(n); break }
                 let messages: [[UInt8]]
+                // Read before the fetch: a lapse of the lease after this point makes the
+                // messages of this fetch be checked against the list before they start.
+                let generation = lease.generation
                 do {
                     var got = try await broker.fetch(queue, using: fetcher, max: n, expect: lastGot * 2, block: nil)
                     if got.isEmpty {
@@ -394,7 +408,7 @@ public final class Worker: Service, Sendable {
                             // A queue of tiny built-ins: the message that ends the wait is run and
                             // its result stored and acked right where it arrives.
                             let handled = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds) { raw, session in
-                                self.runAndStore(raw, queue: queue, session)
+                                self.runAndStore(raw, queue: queue, generation: generation, session)
                             }
                             switch handled {
                             case nil:
@@ -420,7 +434,7 @@ public final class Worker: Service, Sendable {
                             // A queue of persistent plugins: the message that ends the wait goes
                             // to its plugin right where it arrives.
                             let arrival = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds) { raw, _ in
-                                self.startOnArrival(raw, queue: queue, slots: slots)
+                                self.startOnArrival(raw, queue: queue, generation: generation, slots: slots)
                             }
                             switch arrival {
                             case nil:
@@ -445,6 +459,8 @@ public final class Worker: Service, Sendable {
                     delay = 0.1
                 } catch {
                     prefetch.release(n)
+                    // Its reply may have been lost after Redis moved messages: look for strays.
+                    strays.request()
                     logger.error("fetch from queue failed; retrying", metadata: ["queue": .string(queue), "error": .string("\(error)"), "retry_in_s": .stringConvertible(delay)])
                     try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                     delay = min(delay * 2, 5)
@@ -461,15 +477,15 @@ public final class Worker: Service, Sendable {
                 // loop is waiting for the next one) is run here, one hand-off less on its way.
                 let fetched = messages
                 if let inOrder {
-                    if case .terminated = inOrder.yield(fetched) {
+                    if case .terminated = inOrder.yield((generation, fetched)) {
                         // The worker is going away (its consumer was cancelled): hand them back.
                         await handBack(fetched, queue: queue, prefetch: prefetch)
                         break
                     }
                 } else if ownRoom && fetched.count == 1 {
-                    await work(fetched, queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: true)
+                    await work(fetched, queue: queue, generation: generation, prefetch: prefetch, slots: slots, inFetchLoop: true)
                 } else {
-                    running.addTask { await self.work(fetched, queue: queue, prefetch: prefetch, slots: slots, inFetchLoop: false) }
+                    running.addTask { await self.work(fetched, queue: queue, generation: generation, prefetch: prefetch, slots: slots, inFetchLoop: false) }
                 }
             }
         }
@@ -490,22 +506,22 @@ public final class Worker: Service, Sendable {
     /// else gets a task of its own.
     /// `inFetchLoop`: called by the fetch loop itself, which must not wait here for an
     /// execution slot (so everything but tiny built-ins gets a task of its own).
-    private func work(_ messages: [[UInt8]], queue: String, prefetch: Slots, slots: Slots, inFetchLoop: Bool) async {
+    private func work(_ messages: [[UInt8]], queue: String, generation: Int, prefetch: Slots, slots: Slots, inFetchLoop: Bool) async {
         await withDiscardingTaskGroup { running in
             var quick: [Completer.Item] = []
             for raw in messages {
-                switch quickRun(raw, queue: queue) {
+                switch quickRun(raw, queue: queue, generation: generation) {
                 case let .done(item):
                     quick.append(item)
                 case let .settle(outcome, quick, spec):
                     running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch) }
                 case let .slow(decoded) where messages.count == 1 && !inFetchLoop:
                     // A lone message (a quiet queue): run it in this task, one hand-off less.
-                    await process(raw, queue: queue, slots: slots, decoded: decoded)
+                    await process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded)
                     prefetch.release()
                 case let .slow(decoded):
                     running.addTask {
-                        await self.process(raw, queue: queue, slots: slots, decoded: decoded)
+                        await self.process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded)
                         prefetch.release()
                     }
                 }
@@ -546,15 +562,16 @@ public final class Worker: Service, Sendable {
     /// On a fetcher's thread, right after its blocking fetch: runs a tiny built-in and writes
     /// its result and ack on the same connection (never an ack before the store: one
     /// connection's commands run in order).
-    func runAndStore(_ raw: [UInt8], queue: String, _ session: RedisSession) -> Handled {
+    func runAndStore(_ raw: [UInt8], queue: String, generation: Int, _ session: RedisSession) -> Handled {
         let item: Completer.Item
-        switch quickRun(raw, queue: queue) {
+        switch quickRun(raw, queue: queue, generation: generation) {
         case let .done(done): item = done
         case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec)
         case .slow: return .other(raw)
         }
         do throws(RedisError) {
             try Completer.check(try session.pipelineErrors(completer.commands(for: [item], ack: true)))
+            broker.held.release(raw)
             return .stored
         } catch {
             return .unstored(item)
@@ -571,10 +588,11 @@ public final class Worker: Service, Sendable {
     }
 
     /// Runs a message at once when it is a plain call of an inline built-in (no eta, expiry,
-    /// revocation, soft limit, or stop in the way); anything else is `.slow`.
-    func quickRun(_ raw: [UInt8], queue: String) -> QuickRun {
+    /// revocation, soft limit, stop, or lapse of the lease since its fetch in the way);
+    /// anything else is `.slow`.
+    func quickRun(_ raw: [UInt8], queue: String, generation: Int) -> QuickRun {
         guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
-        guard !isStopping, message.eta == nil, message.expires == nil,
+        guard !isStopping, lease.covers(generation), message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
               let spec = manifest.tasks[message.task], spec.softTimeLimit == nil,
               let body = handlers[message.task]?.inlineBody,
@@ -597,7 +615,7 @@ public final class Worker: Service, Sendable {
 
     /// `decoded`: the message as the fast read found it (no unknown headers; `retry` reads
     /// the full message again), or nil to decode it here.
-    func process(_ raw: [UInt8], queue: String, slots: Slots, decoded: TaskMessage? = nil) async {
+    func process(_ raw: [UInt8], queue: String, generation: Int, slots: Slots, decoded: TaskMessage? = nil) async {
         let message: TaskMessage
         do throws(ProtocolError) {
             if let decoded { message = decoded } else { message = try TaskMessage.decode(raw) }
@@ -642,6 +660,12 @@ public final class Worker: Service, Sendable {
             // Not started when the stop came: back to the head of its queue for another worker.
             slots.release()
             await requeue(raw, queue: queue, message: message, log, why: "worker stopping: message not started, returned to the head of its queue")
+            return
+        }
+        // Fetched before a lapse of the lease (a stall, a cut from Redis): another worker
+        // may have taken it back meanwhile; start it only if it is still in our list.
+        if !lease.covers(generation), await !ownsStill(raw, queue: queue, message: message, log) {
+            slots.release()
             return
         }
         let (limit, soft) = limits(message, spec)
@@ -734,6 +758,7 @@ public final class Worker: Service, Sendable {
         }
         let token = inflightCounter.wrappingAdd(1, ordering: .relaxed).newValue
         inflight.withLock { $0[token] = entry }
+        log.debug("task started")
         return Launch(message: message, raw: raw, spec: spec, queue: queue, log: log, call: call, entry: entry, token: token, started: .now)
     }
 
@@ -810,8 +835,8 @@ public final class Worker: Service, Sendable {
         case other([UInt8])
     }
 
-    func startOnArrival(_ raw: [UInt8], queue: String, slots: Slots) -> Arrival {
-        guard !isStopping, let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
+    func startOnArrival(_ raw: [UInt8], queue: String, generation: Int, slots: Slots) -> Arrival {
+        guard !isStopping, lease.covers(generation), let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
               let plugin = handler as? PersistentPlugin, slots.tryAcquire() else { return .other(raw) }
         let (limit, soft) = limits(message, spec)
         let l = launch(message, raw, spec: spec, handler: plugin, queue: queue, TaskLog(base: logger, id: message.id, task: message.task),
@@ -906,7 +931,7 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    private func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: TaskLog,
+    func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: TaskLog,
                          why: String = "handler unavailable: message returned to the head of its queue") async {
         log.warning("\(why)")
         _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: Keys.queue(queue, priority: message.priority)) }

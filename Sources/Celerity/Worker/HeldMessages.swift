@@ -1,0 +1,123 @@
+import Foundation
+import Synchronization
+
+/// What this worker holds of its processing list: every message a fetch brought that is not
+/// yet acked, handed back, parked or dead-lettered. The processing list in Redis may hold
+/// more: a fetch whose reply was lost (the connection was reset after Redis moved the
+/// messages) leaves messages there that no part of the worker knows of. `StrayAudit` finds
+/// them by comparing the list with this ledger and hands them back.
+///
+/// The ledger is a multiset of 64-bit hashes of the raw messages. A collision can only make
+/// a stray look held (it is then found at a later audit, once the other message is gone);
+/// it can never make a held message look like a stray.
+///
+/// Order matters on both ends: a message enters the ledger when its fetch's reply is read
+/// (before anything runs it) and leaves only after Redis confirmed that it left the
+/// processing list. So "in the list but not in the ledger" means a fetch reply in transit or
+/// lost; fetch tickets tell the two apart (`StrayAudit`).
+final class HeldMessages: Sendable {
+    private struct State {
+        var counts: [UInt64: Int] = [:]
+        var nextTicket = 0
+        var outstanding: Set<Int> = []
+        mutating func remove(_ k: UInt64) {
+            guard let n = counts[k] else { return }
+            if n <= 1 { counts.removeValue(forKey: k) } else { counts[k] = n - 1 }
+        }
+    }
+    private let state = Mutex(State())
+
+    static func key(_ raw: [UInt8]) -> UInt64 {
+        var h = Hasher()
+        raw.withUnsafeBytes { h.combine(bytes: $0) }
+        return UInt64(bitPattern: Int64(h.finalize()))
+    }
+
+    /// A fetch is about to be sent: its ticket, to pass to `endFetch` whatever happens.
+    func beginFetch() -> Int {
+        state.withLock { s in
+            s.nextTicket += 1
+            s.outstanding.insert(s.nextTicket)
+            return s.nextTicket
+        }
+    }
+
+    /// The fetch of `ticket` is over; `fetched` is what its reply brought (empty on error).
+    func endFetch(_ ticket: Int, fetched: [[UInt8]]) {
+        let keys = fetched.map(Self.key)
+        state.withLock { s in
+            for k in keys { s.counts[k, default: 0] += 1 }
+            s.outstanding.remove(ticket)
+        }
+    }
+
+    /// The fetches under way now.
+    var outstandingFetches: Set<Int> { state.withLock { $0.outstanding } }
+
+    /// Whether any of `tickets` is still under way.
+    func anyOutstanding(_ tickets: Set<Int>) -> Bool {
+        state.withLock { !$0.outstanding.isDisjoint(with: tickets) }
+    }
+
+    /// Redis confirmed these left the processing list (acked, handed back, parked, moved).
+    func release(_ raws: [[UInt8]]) {
+        let keys = raws.map(Self.key)
+        state.withLock { s in for k in keys { s.remove(k) } }
+    }
+
+    func release(_ raw: [UInt8]) { release([raw]) }
+
+    /// How many copies of each of `keys` are held.
+    func counts(_ keys: some Sequence<UInt64>) -> [UInt64: Int] {
+        state.withLock { s in
+            var out: [UInt64: Int] = [:]
+            for k in keys { out[k] = s.counts[k] ?? 0 }
+            return out
+        }
+    }
+
+    var count: Int { state.withLock { $0.counts.values.reduce(0, +) } }
+}
+
+/// How long this worker may take its processing list as its own.
+///
+/// Another worker moves a message out of this worker's list only when this worker's
+/// heartbeat key is gone (the recovery scripts check it in the same step). The key lives
+/// `ttl` seconds after each renewal, so from a renewal sent at `t` the list is ours at least
+/// until `t + ttl` (less a margin for clock drift). A stall (SIGSTOP, a long pause, a cut
+/// from Redis) can outlast that: the lease lapses, other workers may take the list back,
+/// and the next renewal starts a new generation. A message fetched in an earlier generation
+/// is checked against the list before it starts (`Worker.ownsStill`).
+final class Lease: Sendable {
+    private struct State {
+        var validUntil: ContinuousClock.Instant?
+        var generation = 0
+    }
+    private let state = Mutex(State())
+    let margin: Duration
+
+    init(margin: Duration = .seconds(1)) { self.margin = margin }
+
+    /// A renewal sent at `sentAt` (read before the command left) was confirmed by Redis.
+    func renewed(sentAt: ContinuousClock.Instant, ttl: Duration) {
+        state.withLock { s in
+            if s.validUntil.map({ sentAt >= $0 }) ?? true { s.generation += 1 }
+            let until = sentAt + ttl - margin
+            if s.validUntil.map({ until > $0 }) ?? true { s.validUntil = until }
+        }
+    }
+
+    /// The generation now, whether or not the lease is valid (read it before a fetch).
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// The generation if the lease is valid now, else nil.
+    func current(now: ContinuousClock.Instant = .now) -> Int? {
+        state.withLock { s in s.validUntil.map { now < $0 } == true ? s.generation : nil }
+    }
+
+    /// Whether a message fetched in `generation` may start without a check.
+    func covers(_ generation: Int) -> Bool { current() == generation }
+
+    /// Makes the lease lapse now (tests; a worker that learns its heartbeat was lost).
+    func lapse() { state.withLock { $0.validUntil = nil } }
+}
