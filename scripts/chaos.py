@@ -1,6 +1,15 @@
 #!/usr/bin/env python3
 """Reliability chaos test for Celerity workers.
 
+Three phases on one Redis and three workers:
+1. kills: N tasks while a worker is SIGKILLed every few seconds and Redis restarts once;
+2. connection resets: 10,000 tasks while Redis kills every client connection
+   (CLIENT KILL TYPE normal) every 0.2 s for 20 s. A fetch whose reply is lost leaves
+   messages in a live worker's processing list: none may stay there ("stranded");
+3. a stalled worker: one worker SIGSTOPped for 15 s (its heartbeat expires, the others take
+   its list back) while 4,000 tasks flow, then SIGCONT. It may finish what it had started
+   (counted as re-runs) but must start nothing it had only prefetched.
+
 What it proves: with workers SIGKILLed and restarted every few seconds and the Redis
 server itself restarted once mid-run (SHUTDOWN, which writes the append-only file, then
 a fresh start on the same port and directory), every one of N good tasks still ends up
@@ -308,9 +317,151 @@ def verify(r, good, bad, tmp, workers):
     return rep
 
 
+def log_offsets(tmp, workers):
+    return [os.path.getsize(os.path.join(tmp, f"worker-{i}.log")) for i in range(workers)]
+
+
+def log_lines(tmp, i, start=0, end=None):
+    with open(os.path.join(tmp, f"worker-{i}.log"), "rb") as f:
+        f.seek(start)
+        data = f.read() if end is None else f.read(max(0, end - start))
+    return data.decode(errors="replace").splitlines()
+
+
+def executions(tmp, workers, offsets, ids):
+    """Executions ("task succeeded" lines) per task id of `ids`, in the logs from `offsets` on."""
+    pattern = re.compile(r"task_id=([0-9a-f-]{36})")
+    counts = {}
+    for i in range(workers):
+        for line in log_lines(tmp, i, offsets[i]):
+            if "task succeeded" in line:
+                m = pattern.search(line)
+                if m and m.group(1) in ids:
+                    counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+def wait_results(r, ids, timeout):
+    pending, deadline = set(ids), time.time() + timeout
+    while pending and time.time() < deadline:
+        try:
+            count_results(r, pending)
+        except redis.ConnectionError:
+            pass
+        if pending:
+            time.sleep(0.25)
+    return pending
+
+
+def processing_total(r):
+    return sum(r.llen(k) for k in r.scan_iter("celerity:processing:*"))
+
+
+def settle_processing(r, seconds):
+    """Waits up to `seconds` for every processing list to be empty; returns what is left."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        left = processing_total(r)
+        if left == 0:
+            return 0
+        time.sleep(0.25)
+    return processing_total(r)
+
+
+def storm_phase(r, server, args, tmp):
+    """Phase 2: connection resets while tasks flow; nothing may stay stranded."""
+    offsets = log_offsets(tmp, args.workers)
+    good, texts = {}, []
+    for i in range(args.storm_tasks):
+        tid = str(uuid.uuid4())
+        texts.append(envelope("chaos.add" if i % 2 == 0 else "plugins.py_add", tid, [i, i]))
+        good[tid] = 2 * i
+    kills, errors, stop = [0], [], threading.Event()
+    def feed():
+        """Fed through the storm (not all at once), so fetches keep meeting killed connections."""
+        feeder = server.client(retries=5)
+        rounds = max(1, int(args.storm_seconds / 0.2) - 10)
+        per = -(-len(texts) // rounds)
+        for start in range(0, len(texts), per):
+            for attempt in range(50):
+                try:
+                    feeder.lpush(QUEUE, *texts[start:start + per])
+                    break
+                except redis.ConnectionError:  # the storm killed this connection mid-command: try again
+                    # (an LPUSH whose reply was lost may have gone through: a duplicate message, harmless)
+                    time.sleep(0.05)
+            time.sleep(0.2)
+    def storm():
+        admin = server.client(retries=0)
+        end = time.time() + args.storm_seconds
+        while time.time() < end and not stop.is_set():
+            try:
+                kills[0] += admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            except redis.RedisError as e:
+                errors.append(repr(e))
+            time.sleep(0.2)
+    t0 = time.time()
+    killer = threading.Thread(target=storm, daemon=True)
+    killer.start()
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    pending = wait_results(r, good, args.storm_seconds + 90)
+    feeder.join()
+    stop.set()
+    killer.join()
+    # Every result is in (or the time is up): nothing may be left in a live worker's list.
+    stranded = settle_processing(r, 15)
+    counts = executions(tmp, args.workers, offsets, good)
+    rep = {"tasks": len(good), "connections_killed": kills[0], "lost": len(pending), "stranded": stranded,
+           "reruns": sum(max(0, c - 1) for c in counts.values()), "time_s": round(time.time() - t0, 1)}
+    print(f"chaos: storm: {rep}", flush=True)
+    return rep
+
+
+def stall_phase(r, workers, args, tmp):
+    """Phase 3: one worker stalled (SIGSTOP) past its heartbeat; re-runs only of started tasks."""
+    offsets = log_offsets(tmp, args.workers)
+    good, _ = enqueue(r, args.stall_tasks, 0)
+    t0 = time.time()
+    time.sleep(0.5)
+    victim = workers.procs[0]
+    victim.send_signal(signal.SIGSTOP)
+    stopped_at = os.path.getsize(workers.log_path(0))
+    time.sleep(args.stall_seconds)
+    victim.send_signal(signal.SIGCONT)
+    pending = wait_results(r, good, 120)
+    time.sleep(3)  # what the resumed worker does with what it had fetched
+    counts = executions(tmp, args.workers, offsets, good)
+    pattern = re.compile(r"task_id=([0-9a-f-]{36})")
+    started_before = set()
+    for line in log_lines(tmp, 0, offsets[0], stopped_at):
+        if "task started" in line or "task succeeded" in line:
+            m = pattern.search(line)
+            if m:
+                started_before.add(m.group(1))
+    reruns = [t for t, c in counts.items() if c > 1]
+    after = log_lines(tmp, 0, stopped_at)
+    rep = {"tasks": len(good), "stalled_s": args.stall_seconds, "lost": len(pending),
+           "reruns": len(reruns), "reruns_of_started": sum(1 for t in reruns if t in started_before),
+           "reruns_never_started": sum(1 for t in reruns if t not in started_before),
+           "prefetched_not_started": sum(1 for l in after if "not started: another worker took" in l),
+           "stranded": settle_processing(r, 15), "time_s": round(time.time() - t0, 1)}
+    print(f"chaos: stall: {rep}", flush=True)
+    return rep
+
+
 def judge(rep):
     """The reasons the run failed (empty: PASS)."""
     why = []
+    for phase in ("storm", "stall"):
+        p = rep.get(phase)
+        if p is None:
+            continue
+        if p["lost"]: why.append(f"{phase}: {p['lost']} lost")
+        if p["stranded"]: why.append(f"{phase}: {p['stranded']} stranded in processing lists")
+    if rep.get("storm") and rep["storm"]["connections_killed"] == 0: why.append("storm: no connection was killed")
+    if rep.get("stall") and rep["stall"]["reruns_never_started"]:
+        why.append(f"stall: {rep['stall']['reruns_never_started']} tasks re-run that the stalled worker had not started")
     if rep["lost"]: why.append(f"{rep['lost']} lost")
     if rep["wrong"]: why.append(f"{rep['wrong']} wrong")
     if rep["malformed_dead_lettered"] != rep["malformed"]: why.append("malformed messages missing from dead letters")
@@ -344,6 +495,15 @@ def print_report(rep):
     print(f"left in queue after stop: {rep['left_in_queue']}; leftover plugin processes: {rep['leftover_plugin_processes']}")
     print(f"time: {rep['time_s']} s")
     print(f"throughput: {rep['throughput']} tasks/s")
+    if rep.get("storm"):
+        s = rep["storm"]
+        print(f"connection-reset storm: {s['tasks']} tasks, {s['connections_killed']} connections killed: "
+              f"lost {s['lost']}, stranded {s['stranded']}, re-runs {s['reruns']} ({s['time_s']} s)")
+    if rep.get("stall"):
+        s = rep["stall"]
+        print(f"stalled worker: {s['tasks']} tasks, SIGSTOP {s['stalled_s']} s: lost {s['lost']}, stranded {s['stranded']}, "
+              f"re-runs {s['reruns']} (of started tasks {s['reruns_of_started']}, of never started {s['reruns_never_started']}), "
+              f"prefetched messages it did not start {s['prefetched_not_started']}")
 
 
 def main():
@@ -355,6 +515,10 @@ def main():
     ap.add_argument("--kill-every", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=240)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--storm-tasks", type=int, default=10000, help="tasks of the connection-reset phase (0: skip it)")
+    ap.add_argument("--storm-seconds", type=float, default=20)
+    ap.add_argument("--stall-tasks", type=int, default=4000, help="tasks of the stalled-worker phase (0: skip it)")
+    ap.add_argument("--stall-seconds", type=float, default=15)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir even on PASS")
     args = ap.parse_args()
     args.binary = os.path.abspath(args.binary)
@@ -416,6 +580,14 @@ def main():
         elapsed = time.time() - t0
         stop_chaos.set()
         killer.join()
+        phases = {}
+        if not pending:
+            for i in range(args.workers):
+                workers.wait_started(i)
+            if args.storm_tasks:
+                phases["storm"] = storm_phase(r, server, args, tmp)
+            if args.stall_tasks:
+                phases["stall"] = stall_phase(r, workers, args, tmp)
         codes, sigkilled = workers.terminate_all()
         time.sleep(0.5)
         leaked = leftover_plugins(token)
@@ -425,7 +597,7 @@ def main():
                    redis_restarts=restarts, time_s=round(elapsed, 1), throughput=round(len(good) / elapsed, 1),
                    timed_out=bool(pending), worker_exit_codes=codes, workers_sigkilled=sigkilled,
                    leftover_plugin_processes=leaked, kill_loop_errors=chaos_errors,
-                   unexpected_worker_exits=workers.crashes)
+                   unexpected_worker_exits=workers.crashes, **phases)
         why = judge(rep)
         passed = not why
         rep["result"] = "PASS" if passed else "FAIL (" + "; ".join(why) + ")"
