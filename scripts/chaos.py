@@ -383,12 +383,18 @@ def storm_phase(r, server, args, tmp):
         rounds = max(1, int(args.storm_seconds / 0.2) - 10)
         per = -(-len(texts) // rounds)
         for start in range(0, len(texts), per):
+            marker = f"chaos:fed:{start}"
             for attempt in range(50):
                 try:
-                    feeder.lpush(QUEUE, *texts[start:start + per])
+                    # With a marker in the same transaction: a batch whose reply the storm cut
+                    # off is not pushed twice (a duplicate message would be a re-run).
+                    if not feeder.exists(marker):
+                        pipe = feeder.pipeline(transaction=True)
+                        pipe.lpush(QUEUE, *texts[start:start + per])
+                        pipe.set(marker, 1, ex=600)
+                        pipe.execute()
                     break
-                except redis.ConnectionError:  # the storm killed this connection mid-command: try again
-                    # (an LPUSH whose reply was lost may have gone through: a duplicate message, harmless)
+                except redis.ConnectionError:  # the storm killed this connection: look again
                     time.sleep(0.05)
             time.sleep(0.2)
     def storm():
