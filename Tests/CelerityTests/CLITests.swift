@@ -72,6 +72,28 @@ extension Integration {
             #expect(r.output.contains("\(path):4:14: error: unknown built-in 'nosuch'"), "\(r.output)")
         }
 
+        /// A directory named as the plugin program, or a file without an execute bit, is a bad
+        /// manifest: `check` and `worker` both say where, and exit 2, before any task runs.
+        @Test func checkAndWorkerRefuseAPluginProgramThatCannotRun() async throws {
+            let dir = NSTemporaryDirectory() + "celerity-cli-\(UUID().uuidString.prefix(6))"
+            try FileManager.default.createDirectory(atPath: dir + "/plugdir", withIntermediateDirectories: true)
+            try "#!/bin/sh\necho '{\"result\": 1}'\n".write(toFile: dir + "/notexec.sh", atomically: true, encoding: .utf8)
+            chmod(dir + "/notexec.sh", 0o644)
+            for (program, words) in [("./plugdir", "is a directory, not a program"), ("./notexec.sh", "is not executable (chmod +x")] {
+                let path = dir + "/tasks-\(program.dropFirst(2)).yaml"
+                try "tasks:\n  p.x:\n    queue: q\n    plugin: \(program)\n".write(toFile: path, atomically: true, encoding: .utf8)
+                let check = try await ChildProcess.run(Paths.celerity, ["check", path])
+                #expect(check.status == 2, "\(check.output)")
+                #expect(check.output.contains("\(path):4:13: error: plugin program '\(program)' of task 'p.x' \(words)"), "\(check.output)")
+                // A worker that accepted the manifest would wait for Redis forever: give it 20 s.
+                let worker = try ChildProcess(name: "worker-bad-plugin", executable: Paths.celerity, arguments: ["worker", "--manifest", path, "--broker", "redis://127.0.0.1:1/0"])
+                let status = await worker.wait(seconds: 20)
+                if status == nil { await worker.stop(grace: 2) }
+                #expect(status == 2, "\(worker.output)")
+                #expect(worker.output.contains("\(path):4:13: error: plugin program '\(program)'"), "\(worker.output)")
+            }
+        }
+
         /// One table of exit codes for every command (README, `celerity --help`): 0 ok, 1 the
         /// task failed (or the command's own check did), 2 bad manifest/URL/input, 3 no result
         /// (yet), 4 Redis unreachable, 64 bad usage.
