@@ -11,6 +11,8 @@ positional argument of the request picks the misbehaviour:
   hang       ignores SIGTERM and sleeps forever           -> time limit, needs SIGKILL
   bigstderr  writes 5 MiB to stderr, then a valid result  -> stderr must be drained/capped
   crash      kills itself with SIGKILL                    -> crash, retried per policy
+  hugeerror  an error answer with a 15,000,000-byte message, a 100,000-byte type and
+             traceback                                    -> stored and logged cut short
   ok         a normal result ("ok")
 
 Any other first argument (or none) gives a proper error response.
@@ -67,12 +69,16 @@ def main():
         sys.stderr.write("about to SIGKILL myself\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "hugeerror":
+        respond({"error": {"type": "T" * 100_000, "message": "m" * 15_000_000,
+                           "retryable": False, "traceback": "t" * 100_000}})
+        return 0
     if mode == "ok":
         respond({"result": "ok"})
         return 0
     respond({"error": {"type": "ValueError",
                        "message": "unknown misbehaviour %r (garbage, nothing, exit3, tempfail, "
-                                  "hang, bigstderr, crash, ok)" % (mode,),
+                                  "hang, bigstderr, crash, hugeerror, ok)" % (mode,),
                        "retryable": False, "traceback": None}})
     return 0
 

@@ -17,6 +17,7 @@ how it misbehaves:
               with the call in flight
   wrongid     answers with an id that was never sent
   twice       answers the call twice
+  hugeerror   an error answer with a 15,000,000-byte message, a 100,000-byte type and traceback
   crashinit   (as argv[1]) exits before answering initialize
 """
 import json
@@ -88,6 +89,9 @@ for raw in sys.stdin:
         os._exit(2)
     elif mode == "wrongid":
         send({"jsonrpc": "2.0", "id": "not-" + str(cid), "result": "ok"})
+    elif mode == "hugeerror":
+        send({"jsonrpc": "2.0", "id": cid, "error": {"code": -32000, "message": "m" * 15_000_000,
+              "data": {"type": "T" * 100_000, "retryable": False, "traceback": "t" * 100_000}}})
     elif mode == "twice":
         send({"jsonrpc": "2.0", "id": cid, "result": "first"})
         send({"jsonrpc": "2.0", "id": cid, "result": "second"})

@@ -10,7 +10,8 @@ struct CallCommand: AsyncParsableCommand {
         discussion: """
         Each argument is read as JSON when it is valid JSON (4, 2.5, "text", [1,2], {"a":1}, null, true),
         otherwise as a plain string. Exit status: 0 on SUCCESS (the result on stdout); 1 on FAILURE or
-        REVOKED (type and message on stderr); 3 on time-out; 4 when Redis cannot be reached.
+        REVOKED (type and message on stderr); 2 for a bad manifest or URL; 3 on time-out; 4 when Redis
+        cannot be reached.
         Example: celerity call add_module.tasks.add 4 6
         """
     )
@@ -68,10 +69,8 @@ struct CallCommand: AsyncParsableCommand {
             manifest = try connection.loadManifest(required: false)
             let backend = try connection.backend(manifest)
             client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: backend, manifest: manifest)
-        } catch let e as ManifestError {
-            throw fail(e.description, code: 2)
-        } catch let e as RedisError {
-            throw fail("invalid URL: \(e.message)", code: 2)
+        } catch {
+            throw badInput(error)
         }
         var options = CelerityClient.SendOptions(queue: queue, countdown: countdown, priority: priority)
         options.eta = eta.flatMap(CeleryDate.parse)
@@ -106,7 +105,11 @@ struct ResultCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "result",
         abstract: "Show the state and result of a task by id (Redis result backend).",
-        discussion: "Prints the result as JSON on SUCCESS (exit 0); the failure on stderr (exit 1); PENDING or another state on stderr (exit 5) unless --wait."
+        discussion: """
+        Prints the result as JSON on SUCCESS (exit 0); FAILURE or REVOKED on stderr (exit 1). A task that has
+        no result yet (PENDING, STARTED, RETRY) is "no result (yet)": its state on stderr, exit 3, as when
+        --wait runs out of --timeout. 2: bad manifest or URL; 4: Redis cannot be reached.
+        """
     )
 
     @Argument(help: "The task id.")
@@ -126,18 +129,18 @@ struct ResultCommand: AsyncParsableCommand {
             let manifest = try connection.loadManifest(required: false)
             client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: try connection.backend(manifest), manifest: manifest)
         } catch {
-            throw fail("\(error)", code: 2)
+            throw badInput(error)
         }
         do {
             let meta: ResultMeta?
             if wait { meta = try await client.waitForResult(id, timeout: .milliseconds(Int(timeout * 1000))) } else { meta = try await client.meta(of: id) }
-            guard let meta else { throw fail("PENDING (no result stored for \(id))", code: 5) }
+            guard let meta else { throw fail("PENDING (no result stored for \(id))", code: Exit.noResult) }
             switch meta.state {
             case .success: print(meta.result.serialized())
             case .failure, .revoked:
                 let f = meta.failure!
                 throw fail("\(meta.state.rawValue) \(f.type): \(f.message)", code: 1)
-            default: throw fail(meta.state.rawValue, code: 5)
+            default: throw fail("\(meta.state.rawValue) (no result yet for \(id))", code: Exit.noResult)
             }
         } catch let e as ExitCode {
             throw e

@@ -3,6 +3,7 @@ import Celerity
 import CelerityBuiltins
 import Foundation
 import Logging
+import RedisClient
 
 @main
 struct CelerityCommand: AsyncParsableCommand {
@@ -14,6 +15,15 @@ struct CelerityCommand: AsyncParsableCommand {
         Broker: --broker > $CELERITY_BROKER_URL > the manifest's 'broker' > redis://localhost:6379/0.
         Result backend: --result-backend > $CELERITY_RESULT_BACKEND > the manifest's 'result_backend' > the broker's Redis.
         Manifest: --manifest > $CELERITY_MANIFEST > ./tasks.yaml.
+
+        Exit status, the same for every command:
+          0  success
+          1  the task failed (FAILURE or REVOKED), or what the command checks did not pass
+             (plugin check, dead show/retry of entries that are not there, a worker that failed)
+          2  bad manifest, URL or input
+          3  no result (yet): --timeout ran out, or the task has not finished (result without --wait)
+          4  Redis could not be reached
+          64 bad command line (unknown option, out-of-range value)
         """,
         version: CelerityVersion.string,
         subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, CheckCommand.self, PluginCommand.self]
@@ -89,6 +99,20 @@ struct Failure: Error, CustomStringConvertible {
     var message: String
     var code: Int32
     var description: String { message }
+}
+
+/// The exit codes of every command, as `celerity --help` and the README list them.
+enum Exit {
+    static let failed: Int32 = 1
+    static let badInput: Int32 = 2
+    static let noResult: Int32 = 3
+    static let redisUnreachable: Int32 = 4
+}
+
+/// An error while reading the manifest or the URLs, before anything is sent: exit 2.
+func badInput(_ error: any Error) -> ExitCode {
+    if let e = error as? RedisError, e.code == .invalidURL { return fail("invalid URL: \(e.message)", code: Exit.badInput) }
+    return fail("\(error)", code: Exit.badInput)
 }
 
 func fail(_ message: String, code: Int32 = 1) -> ExitCode {

@@ -7,7 +7,7 @@ struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
         abstract: "Validate a manifest and list its tasks.",
-        discussion: "Errors name file:line:column and what is wrong. Exit status 0 when valid, 1 when not."
+        discussion: "Errors name file:line:column and what is wrong. Exit status 0 when valid, 2 when not (a bad manifest, as for every command)."
     )
 
     @Argument(help: ArgumentHelp("The manifest to check (default: $CELERITY_MANIFEST or ./tasks.yaml).", valueName: "file"))
@@ -36,7 +36,7 @@ struct CheckCommand: AsyncParsableCommand {
             }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
         } catch {
-            throw fail(error.description)
+            throw fail(error.description, code: Exit.badInput)
         }
     }
 }

@@ -9,9 +9,21 @@ struct DeadCommand: AsyncParsableCommand {
         subcommands: [List.self, Show.self, Retry.self, Purge.self]
     )
 
+    /// A bad manifest or URL exits 2.
     static func open(_ c: ConnectionOptions) throws -> DeadLetters {
-        let manifest = try c.loadManifest(required: false)
-        return try DeadLetters(broker: c.brokerURL(manifest))
+        do {
+            let manifest = try c.loadManifest(required: false)
+            return try DeadLetters(broker: c.brokerURL(manifest))
+        } catch {
+            throw badInput(error)
+        }
+    }
+
+    /// Runs what talks to Redis: any error there exits 4 (exit codes of its own pass through).
+    static func talking<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let e as ExitCode { throw e } catch {
+            throw fail("\(error)", code: Exit.redisUnreachable)
+        }
     }
 
     struct List: AsyncParsableCommand {
@@ -20,7 +32,8 @@ struct DeadCommand: AsyncParsableCommand {
         @Option(name: .long, help: "At most this many entries.") var limit: Int = 100
         @OptionGroup var connection: ConnectionOptions
         func run() async throws {
-            let entries = try await DeadCommand.open(connection).list(queue: queue, limit: limit)
+            let dead = try DeadCommand.open(connection)
+            let entries = try await DeadCommand.talking { try await dead.list(queue: queue, limit: limit) }
             for e in entries {
                 let task = e.task.map { "\($0.name)[\($0.id)]" } ?? "(unreadable message)"
                 print("\(e.id)  \(e.at)  queue=\(e.queue.isEmpty ? "?" : e.queue)  \(task)\n    \(e.reason)")
@@ -34,7 +47,8 @@ struct DeadCommand: AsyncParsableCommand {
         @Argument(help: "Entry id or task id.") var id: String
         @OptionGroup var connection: ConnectionOptions
         func run() async throws {
-            guard let e = try await DeadCommand.open(connection).entry(id) else { throw fail("no dead letter \(id)") }
+            let dead = try DeadCommand.open(connection)
+            guard let e = try await DeadCommand.talking({ try await dead.entry(id) }) else { throw fail("no dead letter \(id)") }
             print(String(decoding: e.raw, as: UTF8.self))
         }
     }
@@ -50,10 +64,10 @@ struct DeadCommand: AsyncParsableCommand {
         }
         func run() async throws {
             let dead = try DeadCommand.open(connection)
-            let entries = try await dead.list(queue: queue)
+            let entries = try await DeadCommand.talking { try await dead.list(queue: queue) }
             let chosen = all ? entries : entries.filter { ids.contains($0.id) || ($0.task.map { ids.contains($0.id) } ?? false) }
             var n = 0
-            for e in chosen { if try await dead.retry(e) { n += 1 } }
+            for e in chosen { if try await DeadCommand.talking({ try await dead.retry(e) }) { n += 1 } }
             print("requeued \(n) of \(chosen.count)")
             if n < chosen.count || (!all && chosen.count < ids.count) { throw ExitCode(1) }
         }
@@ -64,7 +78,8 @@ struct DeadCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Only entries of this queue.") var queue: String?
         @OptionGroup var connection: ConnectionOptions
         func run() async throws {
-            let n = try await DeadCommand.open(connection).purge(queue: queue)
+            let dead = try DeadCommand.open(connection)
+            let n = try await DeadCommand.talking { try await dead.purge(queue: queue) }
             print("purged \(n)")
         }
     }
@@ -80,8 +95,13 @@ struct RevokeCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Also stop running executions.") var terminate = false
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
-        let manifest = try connection.loadManifest(required: false)
-        let client = try CelerityClient(broker: connection.brokerURL(manifest), resultBackend: "none", manifest: manifest)
+        let client: CelerityClient
+        do {
+            let manifest = try connection.loadManifest(required: false)
+            client = try CelerityClient(broker: connection.brokerURL(manifest), resultBackend: "none", manifest: manifest)
+        } catch {
+            throw badInput(error)
+        }
         do {
             for id in ids { try await client.revoke(id, terminate: terminate) }
         } catch {

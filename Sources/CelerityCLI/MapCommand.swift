@@ -52,7 +52,7 @@ struct MapCommand: AsyncParsableCommand {
             let manifest = try connection.loadManifest(required: false)
             client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: try connection.backend(manifest), manifest: manifest)
         } catch {
-            throw fail("\(error)", code: 2)
+            throw badInput(error)
         }
         // Read the calls.
         let text: String

@@ -31,15 +31,16 @@ struct UpCommand: AsyncParsableCommand {
         let manifest: Manifest
         let brokerString: String
         let broker: RedisURL
+        let backend: ResultBackendConfig
         do {
             manifest = try connection.loadManifest(required: true)!
             brokerString = connection.brokerURL(manifest)
             broker = try RedisURL(string: brokerString)
+            backend = try connection.backend(manifest)
         } catch {
-            throw fail("\(error)")
+            throw badInput(error)
         }
-        if manifest.workers.isEmpty { throw fail("\(manifest.path ?? "manifest"): no 'workers' section: nothing to start") }
-        let backend = try connection.backend(manifest)
+        if manifest.workers.isEmpty { throw fail("\(manifest.path ?? "manifest"): no 'workers' section: nothing to start", code: Exit.badInput) }
         let service = UpService(manifest: manifest, brokerString: brokerString, broker: broker, backend: backend, logLevel: logLevel, logger: logger)
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))

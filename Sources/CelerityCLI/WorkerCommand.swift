@@ -53,13 +53,11 @@ struct WorkerCommand: AsyncParsableCommand {
             manifest = try connection.loadManifest(required: true)!
             backend = try connection.backend(manifest)
             brokerURL = try RedisURL(string: connection.brokerURL(manifest))
-        } catch let e as ManifestError {
-            throw fail(e.description)
-        } catch let e as RedisError {
-            throw fail("invalid broker URL: \(e.message)")
+        } catch {
+            throw badInput(error)
         }
         let qs = queues.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? manifest.queues
-        if qs.isEmpty { throw fail("no queues to consume: the manifest declares no tasks and -Q was not given") }
+        if qs.isEmpty { throw fail("no queues to consume: the manifest declares no tasks and -Q was not given", code: Exit.badInput) }
         let node = hostname ?? "celerity@\(ProcessInfo.processInfo.hostName)"
         var config = WorkerConfiguration(node: node, queues: qs, concurrency: concurrency ?? ProcessInfo.processInfo.activeProcessorCount,
                                          broker: brokerURL, resultBackend: backend)

@@ -18,7 +18,7 @@ extension Integration {
             let path = dir + "/tasks.yaml"
             try "tasks:\n  a.b:\n    queue: q\n    bulitin: add\n".write(toFile: path, atomically: true, encoding: .utf8)
             let r = try await ChildProcess.run(Paths.celerity, ["check", path])
-            #expect(r.status == 1)
+            #expect(r.status == 2)
             #expect(r.output.contains("\(path):4:5: error: unknown key 'bulitin' in task 'a.b'"), "\(r.output)")
         }
 
@@ -68,8 +68,74 @@ extension Integration {
             let path = dir + "/tasks.yaml"
             try "tasks:\n  a.b:\n    queue: q\n    builtin: nosuch\n".write(toFile: path, atomically: true, encoding: .utf8)
             let r = try await ChildProcess.run(Paths.celerity, ["worker", "--manifest", path, "--broker", "redis://127.0.0.1:1/0"])
-            #expect(r.status == 1)
+            #expect(r.status == 2)
             #expect(r.output.contains("\(path):4:14: error: unknown built-in 'nosuch'"), "\(r.output)")
+        }
+
+        /// A directory named as the plugin program, or a file without an execute bit, is a bad
+        /// manifest: `check` and `worker` both say where, and exit 2, before any task runs.
+        @Test func checkAndWorkerRefuseAPluginProgramThatCannotRun() async throws {
+            let dir = NSTemporaryDirectory() + "celerity-cli-\(UUID().uuidString.prefix(6))"
+            try FileManager.default.createDirectory(atPath: dir + "/plugdir", withIntermediateDirectories: true)
+            try "#!/bin/sh\necho '{\"result\": 1}'\n".write(toFile: dir + "/notexec.sh", atomically: true, encoding: .utf8)
+            chmod(dir + "/notexec.sh", 0o644)
+            for (program, words) in [("./plugdir", "is a directory, not a program"), ("./notexec.sh", "is not executable (chmod +x")] {
+                let path = dir + "/tasks-\(program.dropFirst(2)).yaml"
+                try "tasks:\n  p.x:\n    queue: q\n    plugin: \(program)\n".write(toFile: path, atomically: true, encoding: .utf8)
+                let check = try await ChildProcess.run(Paths.celerity, ["check", path])
+                #expect(check.status == 2, "\(check.output)")
+                #expect(check.output.contains("\(path):4:13: error: plugin program '\(program)' of task 'p.x' \(words)"), "\(check.output)")
+                // A worker that accepted the manifest would wait for Redis forever: give it 20 s.
+                let worker = try ChildProcess(name: "worker-bad-plugin", executable: Paths.celerity, arguments: ["worker", "--manifest", path, "--broker", "redis://127.0.0.1:1/0"])
+                let status = await worker.wait(seconds: 20)
+                if status == nil { await worker.stop(grace: 2) }
+                #expect(status == 2, "\(worker.output)")
+                #expect(worker.output.contains("\(path):4:13: error: plugin program '\(program)'"), "\(worker.output)")
+            }
+        }
+
+        /// One table of exit codes for every command (README, `celerity --help`): 0 ok, 1 the
+        /// task failed (or the command's own check did), 2 bad manifest/URL/input, 3 no result
+        /// (yet), 4 Redis unreachable, 64 bad usage.
+        @Test func everyCommandExitsWithTheDocumentedCodes() async throws {
+            let redis = try await sharedRedis.value
+            let down = "redis://127.0.0.1:\(RedisServer.freePort())/0"
+            let dir = NSTemporaryDirectory() + "celerity-cli-\(UUID().uuidString.prefix(6))"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let bad = dir + "/bad.yaml"
+            try "tasks:\n  a.b:\n    queu: q\n".write(toFile: bad, atomically: true, encoding: .utf8)
+            let up = redis.url(db: 0)
+            func code(_ args: [String]) async throws -> Int32 {
+                let r = try await ChildProcess.run(Paths.celerity, args)
+                return r.status
+            }
+            // A task nobody has run yet: no result (yet) is 3, as a --timeout that ran out.
+            let pending = "pending-\(UUID().uuidString)"
+            let pendingRun = try await ChildProcess.run(Paths.celerity, ["result", pending, "--broker", up])
+            #expect(pendingRun.status == 3, "\(pendingRun.output)")
+            #expect(pendingRun.output.contains("PENDING"))
+            #expect(try await code(["result", pending, "--wait", "--timeout", "0.3", "--broker", up]) == 3)
+            // Redis unreachable: 4.
+            #expect(try await code(["result", pending, "--broker", down]) == 4)
+            #expect(try await code(["revoke", pending, "--broker", down]) == 4)
+            #expect(try await code(["dead", "list", "--broker", down]) == 4)
+            #expect(try await code(["call", "x.y", "--timeout", "1", "--broker", down]) == 4)
+            // A bad manifest: 2, whichever command reads it.
+            for args in [["check", bad], ["call", "x.y", "--manifest", bad], ["result", pending, "--manifest", bad],
+                         ["revoke", pending, "--manifest", bad], ["dead", "list", "--manifest", bad],
+                         ["worker", "--manifest", bad], ["up", "--manifest", bad]] {
+                let r = try await ChildProcess.run(Paths.celerity, args + ["--broker", down].filter { _ in args[0] != "check" })
+                #expect(r.status == 2, "\(args): \(r.output)")
+                #expect(r.output.contains("\(bad):3:5: error: unknown key 'queu'"), "\(args): \(r.output)")
+            }
+            // A bad URL: 2.
+            #expect(try await code(["result", pending, "--broker", "http://nope"]) == 2)
+            #expect(try await code(["dead", "list", "--broker", "http://nope"]) == 2)
+            #expect(try await code(["revoke", pending, "--broker", "http://nope"]) == 2)
+            // Bad usage (ArgumentParser's own): 64.
+            #expect(try await code(["call", "x.y", "--priority", "12"]) == 64)
+            // Nothing to act on: 1.
+            #expect(try await code(["dead", "show", "no-such-entry", "--broker", up]) == 1)
         }
 
         @Test func pluginCheckPassesAConformingPluginAndExplainsAFailingOne() async throws {

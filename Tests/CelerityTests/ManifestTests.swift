@@ -215,6 +215,26 @@ import CelerityBuiltins
         }
     }
 
+    /// A directory has execute bits, so "is it executable?" alone lets it through; it
+    /// would only fail when a task runs.
+    @Test func pluginProgramThatIsADirectory() throws {
+        try withTemporaryDirectory { dir in
+            try FileManager.default.createDirectory(at: dir.appendingPathComponent("plugdir"), withIntermediateDirectories: true)
+            expectError("tasks:\n  a:\n    plugin: [./plugdir, --flag]\n", in: dir, at: "3:13",
+                        ["plugin program './plugdir'", "task 'a'", "is a directory", dir.appendingPathComponent("plugdir").path])
+            expectError("tasks:\n  a:\n    plugin: \(dir.path)\n", in: dir, at: "3:13",
+                        ["plugin program '\(dir.path)'", "is a directory"])
+        }
+    }
+
+    @Test func pluginScriptArgumentThatIsADirectory() throws {
+        try withTemporaryDirectory { dir in
+            try FileManager.default.createDirectory(at: dir.appendingPathComponent("tasks.py"), withIntermediateDirectories: true)
+            expectError("tasks:\n  a:\n    plugin: [python3, tasks.py]\n", in: dir, at: "3:13",
+                        ["plugin script 'tasks.py'", "task 'a'", "is a directory"])
+        }
+    }
+
     @Test func pluginScriptArgumentMissing() throws {
         try withTemporaryDirectory { dir in
             expectError("tasks:\n  a:\n    plugin: [python3, nope.py]\n", in: dir, at: "3:13",

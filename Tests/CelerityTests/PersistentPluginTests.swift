@@ -35,6 +35,22 @@ extension Integration {
             """
         }
 
+        /// The same caps for a persistent plugin's error answer; the process keeps serving.
+        @Test func aHugeErrorAnswerIsCutWhereItIsStoredAndLogged() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              m.big:
+                queue: {q}
+                plugin: [python3, {root}/plugins/misbehave_persistent.py]
+                mode: persistent
+            """, concurrency: 2)
+            let handle = try await h.client().send("m.big", args: ["hugeerror"])
+            await #expect(throws: TaskFailure.self) { _ = try await handle.get(timeout: .seconds(60)) }
+            try await expectStoredFailureIsCut(h, handle.id)
+            #expect(try await h.call("m.big", ["ok"]) == .string("ok"))
+            #expect(await h.stop() == 0)
+        }
+
         @Test func persistentPythonPluginServesCallsFailuresAndCancellation() async throws {
             let redis = try await sharedRedis.value
             let h = try WorkerHarness(redis: redis, tasks: Self.tasks(), concurrency: 4)

@@ -275,8 +275,13 @@ private struct Reader {
             } else {
                 resolved = Executables.find(program)
             }
-            guard let exe = resolved, FileManager.default.fileExists(atPath: exe) else {
+            var isDirectory: ObjCBool = false
+            guard let exe = resolved, FileManager.default.fileExists(atPath: exe, isDirectory: &isDirectory) else {
                 throw fail(pluginNode, "plugin program '\(program)' of \(what) not found" + (program.contains("/") ? " (relative paths are resolved against \(spec.workingDirectory))" : " on PATH"))
+            }
+            // A directory has execute bits too; it would only fail when a task runs.
+            guard !isDirectory.boolValue else {
+                throw fail(pluginNode, "plugin program '\(program)' of \(what) is a directory, not a program (\(exe))")
             }
             guard FileManager.default.isExecutableFile(atPath: exe) else {
                 throw fail(pluginNode, "plugin program '\(program)' of \(what) is not executable (chmod +x \(exe))")
@@ -284,7 +289,9 @@ private struct Reader {
             // Script arguments given to an interpreter must exist too.
             for arg in argv.dropFirst() where Reader.looksLikeScript(arg) {
                 let p = arg.hasPrefix("/") ? arg : (spec.workingDirectory as NSString).appendingPathComponent(arg)
-                if !FileManager.default.fileExists(atPath: p) { throw fail(pluginNode, "plugin script '\(arg)' of \(what) not found (looked at \(p))") }
+                var isDir: ObjCBool = false
+                if !FileManager.default.fileExists(atPath: p, isDirectory: &isDir) { throw fail(pluginNode, "plugin script '\(arg)' of \(what) not found (looked at \(p))") }
+                if isDir.boolValue { throw fail(pluginNode, "plugin script '\(arg)' of \(what) is a directory, not a script (\(p))") }
             }
             argv[0] = program
             spec.argv = argv
@@ -312,15 +319,22 @@ private struct Reader {
 
 /// Finding programs the way a shell would, without one.
 public enum Executables {
-    /// `program` itself when it contains a slash (and is executable), else the first
-    /// executable of that name on PATH.
+    /// `program` itself when it contains a slash (and is an executable file), else the first
+    /// executable file of that name on PATH. Directories are skipped, as a shell skips them.
     public static func find(_ program: String) -> String? {
-        if program.contains("/") { return FileManager.default.isExecutableFile(atPath: program) ? program : nil }
+        if program.contains("/") { return isExecutableFile(program) ? program : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
             let p = String(dir) + "/" + program
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
+            if isExecutableFile(p) { return p }
         }
         return nil
+    }
+
+    /// Executable and not a directory (a directory's search bit reads as "executable").
+    public static func isExecutableFile(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+            && FileManager.default.isExecutableFile(atPath: path)
     }
 }

@@ -46,7 +46,7 @@ public struct PluginChecker: Sendable {
     public func run() async -> [Finding] {
         var findings: [Finding] = []
         guard let exe = Executables.find(argv[0]) else {
-            return [Finding(passed: false, check: "program", detail: "'\(argv[0])' not found or not executable")]
+            return [Finding(passed: false, check: "program", detail: "'\(argv[0])' not found, not executable, or a directory")]
         }
         if mode != .persistent { findings += await oneShotChecks(exe) }
         if mode != .oneshot { findings += await persistentChecks(exe) }

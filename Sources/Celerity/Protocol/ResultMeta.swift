@@ -24,7 +24,7 @@ public struct TaskFailure: Error, Sendable, Hashable, CustomStringConvertible {
         self.retryable = retryable
     }
 
-    public var description: String { "\(type): \(message)" }
+    // description (a log line's "type: message", cut short): TaskFailure+Limits.swift
 
     public var json: JSONValue {
         .object([JSONMember("exc_type", .string(type)), JSONMember("exc_message", .array([.string(message)])), JSONMember("exc_module", .string(module))])

@@ -863,9 +863,9 @@ public final class Worker: Service, Sendable {
             await requeue(raw, queue: queue, message: message, log)
             return
         case let .failure(f as TaskFailure):
-            failure = f
+            failure = f.capped()   // every failure is stored and logged cut to size (TaskFailure+Limits)
         case let .failure(error):
-            failure = TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")
+            failure = TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity").capped()
         }
         stats.withLock { $0.processed += 1; $0.failed += 1 }
         if failure.retryable && message.retries < spec.retries {
