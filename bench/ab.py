@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""A/B of two `celerity` worker binaries on one private Redis, in one run: the hot path
+before and after a change (drain rate, end to end, single-call latency).
+
+    python3 bench/ab.py --a OLD/.build/release/celerity --b .build/release/celerity [--rounds 4]
+
+Each round runs both binaries, in alternating order: the worker drains N add tasks that were
+enqueued before it started (COPY of a prepared list, so both drain the very same bytes),
+then serves `celerity-bench e2e` and `latency` (the client of this checkout's release build).
+Prints every run and the mean per binary.
+"""
+import argparse, base64, json, os, signal, socket, statistics, subprocess, sys, tempfile, time, uuid
+
+import redis
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def envelope(task_id, i):
+    body = base64.b64encode(json.dumps([[i, i], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()).decode()
+    headers = {"lang": "py", "task": "add_module.tasks.add", "id": task_id, "shadow": None, "eta": None, "expires": None,
+               "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
+               "parent_id": None, "argsrepr": f"({i}, {i})", "kwargsrepr": "{}", "origin": "ab@bench", "ignore_result": False}
+    props = {"correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
+             "delivery_info": {"exchange": "", "routing_key": "add"}, "priority": 0,
+             "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())}
+    return json.dumps({"body": body, "content-encoding": "utf-8", "content-type": "application/json",
+                       "headers": headers, "properties": props})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--a", required=True, help="celerity binary A (before)")
+    ap.add_argument("--b", required=True, help="celerity binary B (after)")
+    ap.add_argument("--bench", default=os.path.join(REPO, ".build/release/celerity-bench"))
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--tasks", type=int, default=100_000)
+    ap.add_argument("--e2e", type=int, default=50_000)
+    ap.add_argument("--latency", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="celerity-ab-")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    srv = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                            "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL, start_new_session=True)
+    r = redis.Redis(port=port)
+    src = redis.Redis(port=port, db=1)
+    runs = {"A": [], "B": []}
+    try:
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        texts = [envelope(str(uuid.uuid4()), i) for i in range(args.tasks)]
+        for s in range(0, len(texts), 1000):
+            src.lpush("ab:src", *texts[s:s + 1000])
+        for rnd in range(args.rounds):
+            order = [("A", args.a), ("B", args.b)] if rnd % 2 == 0 else [("B", args.b), ("A", args.a)]
+            for label, binary in order:
+                r.flushdb()
+                name = f"ab-{label}-{rnd}"
+                log = open(os.path.join(tmp, name + ".log"), "wb")
+                w = subprocess.Popen([binary, "worker", "-Q", "add", "-n", name, "-c", str(args.concurrency), "-l", "warning",
+                                      "--manifest", os.path.join(REPO, "tasks.yaml"), "--broker", url],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                while not r.exists(f"celerity:worker:{name}"):
+                    time.sleep(0.02)
+                base = r.dbsize()
+                t0 = time.time()
+                src.copy("ab:src", "add", destination_db=0)
+                while r.dbsize() < base + args.tasks:
+                    time.sleep(0.005)
+                drain = args.tasks / (time.time() - t0)
+                r.delete(*[k for k in r.scan_iter("celery-task-meta-*", count=10000)] or ["none"])
+                out = {}
+                for mode, n in (("e2e", args.e2e), ("latency", args.latency)):
+                    p = subprocess.run([args.bench, mode, "--broker", url, "--calls", str(n)], cwd=REPO, check=True,
+                                       capture_output=True, text=True)
+                    out[mode] = json.loads(p.stdout.strip().splitlines()[-1])
+                w.send_signal(signal.SIGTERM)
+                w.wait(timeout=60)
+                run = {"drain": drain, "e2e": out["e2e"], "latency": out["latency"]}
+                runs[label].append(run)
+                print(f"round {rnd} {label}: drain {drain:6.0f}/s  e2e {out['e2e']['per_second']:6.0f}/s  "
+                      f"latency p50 {out['latency']['p50_ms']:.3f} ms  p99 {out['latency']['p99_ms']:.3f} ms", flush=True)
+        print()
+        for label, binary in (("A", args.a), ("B", args.b)):
+            cols = {"drain/s": [x["drain"] for x in runs[label]], "e2e/s": [x["e2e"]["per_second"] for x in runs[label]],
+                    "p50 ms": [x["latency"]["p50_ms"] for x in runs[label]], "p99 ms": [x["latency"]["p99_ms"] for x in runs[label]]}
+            print(f"{label} ({binary}): " + "   ".join(
+                f"{k} mean {statistics.mean(v):.3f} [{min(v):.3f}–{max(v):.3f}]" if "ms" in k else
+                f"{k} mean {statistics.mean(v):.0f} [{min(v):.0f}–{max(v):.0f}]" for k, v in cols.items()))
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
