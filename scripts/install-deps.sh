@@ -71,7 +71,7 @@ if not venv and not os.access(sysconfig.get_path("purelib"), os.W_OK):
     print("--user")
 ')
     pip_args+=("${extra[@]}")
-    say "pip install ${extra[*]} celery[redis]==$CELERY_VERSION numpy"
+    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION numpy"
     PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" numpy
     python3 -c 'import celery, numpy, redis' \
         || die "pip installed celery and numpy, but python3 cannot import them"
