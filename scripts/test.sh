@@ -11,5 +11,5 @@ cd "$(dirname "$0")/.."
 printf '== Checking prerequisites\n'
 bash scripts/install-deps.sh
 
-printf '\n== swift test %s\n' "$*"
+printf '\n== swift test%s\n' "${*:+ $*}"
 exec swift test "$@"
