@@ -1,3 +1,4 @@
+// celerity-check: none (the helper library, required by the Node plugins)
 // Write a Celerity plugin in Node with one call per task and one call to run().
 //
 //     #!/usr/bin/env node

@@ -1,3 +1,4 @@
+# celerity-check: none (the helper library, imported by the Python plugins)
 """Write a Celerity plugin in Python with a decorator and one call.
 
     from celerity_plugin import task, run

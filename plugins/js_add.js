@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// celerity-check: --task plugins.js_add --args [2,3]
 // Celerity plugin in plain Node (no npm packages), both modes, through celerity_plugin.js.
 // Task plugins.js_add(x, y): returns x + y. JSON numbers become JS doubles, so integers
 // beyond 2^53 cannot be added exactly; such inputs get a RangeError instead of a wrong sum.

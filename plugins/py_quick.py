@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# celerity-check: --task plugins.py_quick_add --args [2,3]
 """Celerity plugin for short Python tasks, pipelined (persistent mode).
 
 plugins.py_quick_add(x, y)   x + y (exact for big integers)

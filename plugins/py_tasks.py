@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# celerity-check: --task plugins.py_add --args [2,3] --slow-task plugins.py_sleep
 """Celerity plugin with small Python tasks used by the tests and examples.
 
 plugins.py_add(x, y)        x + y (exact for big integers)

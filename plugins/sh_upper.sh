@@ -1,4 +1,5 @@
 #!/bin/sh
+# celerity-check: --mode oneshot --task plugins.sh_upper --args ["hi"]
 # Celerity one-shot plugin in POSIX sh (+ awk, no jq, no Python).
 # Task plugins.sh_upper(text): returns its first positional argument upper-cased.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// celerity-check: --task plugins.js_factorial --args [25]
 // Celerity plugin: tutorial tasks in Node (no npm packages), both modes.
 //
 // plugins.js_tutorial_add(x, y)   x + y as JS doubles; like plugins.js_add, integer inputs

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# celerity-check: --task plugins.add --args [2,3]
 """Celerity plugin: the tutorial's three tasks in Python, both modes.
 
 plugins.add(x, y)          x + y; exact for integers of any size

@@ -2,12 +2,12 @@
 # Celerity vs Celery, side by side on one private redis-server, in one run (docs/benchmarks.md).
 #   scripts/bench.sh                 # full run: 100,000 tasks drained by each worker, ...
 #   scripts/bench.sh --tasks 20000   # quicker; see --help for every option
-# Needs: redis-server, python3 with celery[redis]==5.7.0 and numpy (what .ci/run installs).
+# Needs: redis-server, python3 with celery[redis]==5.7.0 and numpy (scripts/install-deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c "import celery, redis, numpy" 2>/dev/null || {
-    echo "bench: needs Python packages celery[redis]==5.7.0 and numpy: pip install 'celery[redis]==5.7.0' numpy" >&2; exit 2; }
-command -v redis-server >/dev/null || { echo "bench: needs redis-server (apt-get install redis-server)" >&2; exit 2; }
+    echo "bench: needs Python packages celery[redis]==5.7.0 and numpy: run scripts/install-deps.sh" >&2; exit 2; }
+command -v redis-server >/dev/null || { echo "bench: needs redis-server: run scripts/install-deps.sh" >&2; exit 2; }
 echo "building release binaries (swift build -c release)…" >&2
 swift build -c release --product celerity >&2
 swift build -c release --product celerity-bench >&2

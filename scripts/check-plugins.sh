@@ -1,15 +1,49 @@
 #!/usr/bin/env bash
-# Runs `celerity plugin check` on every example plugin (CI calls this after the tests).
+# Runs `celerity plugin check` on every file in plugins/ (CI calls this after the tests).
+# Each file says how it is checked in a comment line near its top:
+#   # celerity-check: --task plugins.py_add --args [2,3] --slow-task plugins.py_sleep
+#   # celerity-check: none (why: e.g. a helper library, not a plugin)
+# The options are passed to `celerity plugin check` as they are (split at spaces, no quoting),
+# followed by the program: python3 FILE for .py, node FILE for .js, the file itself otherwise.
+# A file without such a line fails the run, so a new example cannot go unchecked. Plugins that
+# fail on purpose belong in Tests/Fixtures/plugins/, not here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${CELERITY_BIN:-.build/debug/celerity}
 [ -x "$bin" ] || swift build --product celerity
-check() { echo "== $*"; "$bin" plugin check "$@"; }
-check --task plugins.py_add --args '[2, 3]' --slow-task plugins.py_sleep -- python3 plugins/py_tasks.py
-check --task plugins.py_quick_add --args '[2, 3]' -- python3 plugins/py_quick.py
-check --task plugins.add --args '[2, 3]' -- python3 plugins/tutorial_tasks.py
-check --task plugins.mat_mul_numpy --args '[3, 3]' -- python3 plugins/matmul_numpy.py
-check --task plugins.js_add --args '[2, 3]' -- node plugins/js_add.js
-check --task plugins.js_factorial --args '[25]' -- node plugins/tutorial_tasks.js
-check --mode oneshot --task plugins.sh_upper --args '["hi"]' -- plugins/sh_upper.sh
-echo "all example plugins pass"
+
+checked=0 skipped=0 failed=()
+for file in plugins/*; do
+    [ -f "$file" ] || continue
+    case $file in *.md) continue ;; esac
+    line=$(grep -m 1 -o 'celerity-check:.*' "$file" || true)
+    if [ -z "$line" ]; then
+        echo "== $file: no 'celerity-check:' line (say how to check it, or 'none (why)')" >&2
+        failed+=("$file")
+        continue
+    fi
+    read -r -a opts <<< "${line#celerity-check:}"
+    if [ "${opts[0]:-}" = none ]; then
+        echo "== $file: not a plugin: ${opts[*]:1}"
+        skipped=$((skipped + 1))
+        continue
+    fi
+    case $file in
+        *.py) program=(python3 "$file") ;;
+        *.js) program=(node "$file") ;;
+        *) program=("$file") ;;
+    esac
+    echo "== $file: celerity plugin check ${opts[*]} -- ${program[*]}"
+    if "$bin" plugin check "${opts[@]}" -- "${program[@]}"; then
+        checked=$((checked + 1))
+    else
+        failed+=("$file")
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "check-plugins: ${#failed[@]} failed: ${failed[*]}" >&2
+    exit 1
+fi
+[ "$checked" -gt 0 ] || { echo "check-plugins: no plugin found in plugins/" >&2; exit 1; }
+echo "all $checked example plugins pass ($skipped helper files skipped)"

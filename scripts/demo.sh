@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo, for a fresh Debian bookworm machine with Swift installed:
-#   1. installs what is missing (apt: redis-server, libhiredis-dev, libopenblas-dev, nodejs;
-#      pip: celery[redis], numpy),
+#   1. installs what is missing (scripts/install-deps.sh: apt: redis-server, libhiredis-dev,
+#      libopenblas-dev, nodejs; pip: celery[redis], numpy),
 #   2. builds the celerity command (release),
 #   3. starts the worker groups of tasks.yaml with `celerity up` and a private redis-server
 #      on a free port (your own Redis, if any, is not touched),
@@ -17,55 +17,10 @@ section() { printf '\n== %s\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); fi
-fi
-
 # --------------------------------------------------------------------------- 1. install
 
 section "Checking prerequisites"
-command -v swift >/dev/null 2>&1 \
-    || die "swift is not on PATH; install a Swift 6 toolchain (https://www.swift.org/install/linux/) and run this again"
-
-missing=()
-for pkg in redis-server libhiredis-dev libopenblas-dev; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-command -v node >/dev/null 2>&1 || missing+=(nodejs)      # runs plugins/js_add.js
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-if ! python3 -m pip --version >/dev/null 2>&1; then
-    missing+=(python3-pip)
-fi
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
-        die "missing packages (${missing[*]}) and no sudo to install them; install them as root and run this again"
-    fi
-    note "installing with apt-get: ${missing[*]}"
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-else
-    note "apt packages: all present"
-fi
-
-if ! python3 -c 'import celery, numpy, redis' >/dev/null 2>&1; then
-    pip_args=(-q --disable-pip-version-check)
-    # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668), and a
-    # non-root user cannot write its site-packages.
-    mapfile -t extra < <(python3 -c '
-import os, sys, sysconfig
-venv = sys.prefix != sys.base_prefix
-if not venv and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")):
-    print("--break-system-packages")
-if not venv and not os.access(sysconfig.get_path("purelib"), os.W_OK):
-    print("--user")
-')
-    pip_args+=("${extra[@]}")
-    note "installing Python packages: celery[redis] numpy"
-    python3 -m pip install "${pip_args[@]}" "celery[redis]" numpy
-else
-    note "Python packages: celery, redis and numpy present"
-fi
+bash scripts/install-deps.sh
 
 # --------------------------------------------------------------------------- 2. build
 

@@ -94,13 +94,6 @@ enum Logs {
     }
 }
 
-/// Exits with a message on stderr (no stack of "Error:" prefixes).
-struct Failure: Error, CustomStringConvertible {
-    var message: String
-    var code: Int32
-    var description: String { message }
-}
-
 /// The exit codes of every command, as `celerity --help` and the README list them.
 enum Exit {
     static let failed: Int32 = 1

@@ -70,23 +70,6 @@ public final class Redis: @unchecked Sendable {
         try await withSession { s throws(RedisError) in try s.blocking(command, timeout: seconds) }
     }
 
-    /// Waits for the next pushed reply (pub/sub message) up to `timeout` seconds.
-    /// Returns nil on time-out; the connection is then dropped (hiredis cannot resume after a
-    /// socket time-out) and the next call reconnects, without the subscriptions.
-    public func nextPush(timeout seconds: Double) async throws -> RedisReply? {
-        try await run { c throws(RedisError) in
-            c.setTimeout(seconds)
-            do throws(RedisError) {
-                let r = try c.readReply()
-                c.setTimeout(self.commandTimeout)
-                return r
-            } catch {
-                if error.code == .timeout { return nil }
-                throw error
-            }
-        }
-    }
-
     /// Runs a Lua script by its SHA (EVALSHA), loading it first (SCRIPT LOAD) when the
     /// server does not know it yet.
     public func evalScript(_ script: RedisScript, keys: [any RedisArgument], args: [any RedisArgument]) async throws -> RedisReply {

@@ -32,7 +32,6 @@ public final class RedisPubSub: Sendable {
         var started = false
         var closed = false
         var connected = false
-        var lastError: String?
     }
 
     public let url: RedisURL

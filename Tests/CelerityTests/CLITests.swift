@@ -144,7 +144,7 @@ extension Integration {
             #expect(good.status == 0, "\(good.output)")
             #expect(good.output.contains("14 passed, 0 failed"))
             // A one-shot-only plugin fails the persistent checks, with words a plugin author understands.
-            let oneShotOnly = try await ChildProcess.run(Paths.celerity, ["plugin", "check", "--timeout", "3", "--", Paths.python3, Paths.root + "/plugins/misbehave.py"])
+            let oneShotOnly = try await ChildProcess.run(Paths.celerity, ["plugin", "check", "--timeout", "3", "--", Paths.python3, Paths.root + "/Tests/Fixtures/plugins/misbehave.py"])
             #expect(oneShotOnly.status == 1)
             #expect(oneShotOnly.output.contains("FAIL  persistent: answers initialize within 10 s"))
             // Garbage on stdout in one-shot mode is named as such.

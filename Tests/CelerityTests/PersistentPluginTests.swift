@@ -26,7 +26,7 @@ extension Integration {
                 time_limit: 1
               m.bad:
                 queue: {q}
-                plugin: [python3, {root}/plugins/misbehave_persistent.py]
+                plugin: [python3, {root}/Tests/Fixtures/plugins/misbehave_persistent.py]
                 mode: persistent
                 time_limit: 4
                 grace_period: 0.5
@@ -41,7 +41,7 @@ extension Integration {
             let h = try WorkerHarness(redis: redis, tasks: """
               m.big:
                 queue: {q}
-                plugin: [python3, {root}/plugins/misbehave_persistent.py]
+                plugin: [python3, {root}/Tests/Fixtures/plugins/misbehave_persistent.py]
                 mode: persistent
             """, concurrency: 2)
             let handle = try await h.client().send("m.big", args: ["hugeerror"])
@@ -135,7 +135,7 @@ extension Integration {
             let h = try WorkerHarness(redis: redis, tasks: """
               m.pid:
                 queue: {q}
-                plugin: [python3, {root}/plugins/misbehave_persistent.py]
+                plugin: [python3, {root}/Tests/Fixtures/plugins/misbehave_persistent.py]
                 mode: persistent
                 max_calls: 3
             """, concurrency: concurrency)
@@ -184,7 +184,7 @@ extension Integration {
             let h = try WorkerHarness(redis: redis, tasks: """
               m.crashing:
                 queue: {q}
-                plugin: [python3, {root}/plugins/misbehave_persistent.py, crashinit]
+                plugin: [python3, {root}/Tests/Fixtures/plugins/misbehave_persistent.py, crashinit]
                 mode: persistent
             """, concurrency: 1)
             let r = try h.redisClient()

@@ -28,7 +28,7 @@ extension Integration {
             plugin: [python3, {root}/plugins/matmul_numpy.py]
           p.bad:
             queue: {q}
-            plugin: [python3, {root}/plugins/misbehave.py]
+            plugin: [python3, {root}/Tests/Fixtures/plugins/misbehave.py]
             time_limit: 20
         """
 
@@ -97,7 +97,7 @@ extension Integration {
             // A copy of the misbehaving plugin under a unique path, so no other test's run matches.
             let dir = NSTemporaryDirectory() + "celerity-hang-\(UUID().uuidString.prefix(6))"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try FileManager.default.copyItem(atPath: Paths.root + "/plugins/misbehave.py", toPath: dir + "/hang_plugin.py")
+            try FileManager.default.copyItem(atPath: Paths.root + "/Tests/Fixtures/plugins/misbehave.py", toPath: dir + "/hang_plugin.py")
             let h = try WorkerHarness(redis: redis, tasks: """
               p.hang:
                 queue: {q}

@@ -121,7 +121,7 @@ extension Integration {
                 retry_backoff: 0.2
               r.always:
                 queue: {q}
-                plugin: [python3, {root}/plugins/misbehave.py]
+                plugin: [python3, {root}/Tests/Fixtures/plugins/misbehave.py]
                 retries: 2
                 retry_backoff: 0.2
             """)

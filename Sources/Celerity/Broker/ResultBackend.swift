@@ -36,13 +36,6 @@ public struct RedisResultBackend: ResultBackend {
     public func store(_ meta: ResultMeta, for message: TaskMessage) async throws {
         _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [Keys.resultMeta(meta.taskID)], args: [meta.encode(), expires])
     }
-
-    /// The stored document, or nil (PENDING: Celery never writes PENDING).
-    public func fetch(_ taskID: String) async throws -> ResultMeta? {
-        let r = try await redis.call("GET", Keys.resultMeta(taskID))
-        guard let bytes = r.bytes else { return nil }
-        return try ResultMeta.decode(bytes)
-    }
 }
 
 /// Celery's rpc backend: the document, wrapped in a message envelope, LPUSHed to the client's

@@ -6,8 +6,9 @@ import Synchronization
 ///
 /// Works with Celerity workers and with Python Celery workers alike. Links neither BigInt
 /// nor BLAS. Redis keys touched: `<queue>` (LPUSH, priority lists for priority ≥ 3),
-/// `_kombu.binding.<queue>` (SADD, once per queue), `celery-task-meta-<id>` (GET/SUBSCRIBE,
-/// Redis backend) or the client's `reply_to` list (BRPOP, rpc backend).
+/// `_kombu.binding.<queue>` (SADD, once per queue), `celery-task-meta-<id>` (GET/MGET, and
+/// PSUBSCRIBE `celery-task-meta-<prefix>*` or SUBSCRIBE for ids of other clients; Redis
+/// backend) or the client's `reply_to` list (BRPOP, rpc backend).
 public final class CelerityClient: Sendable {
     public let broker: RedisURL
     public let backend: ResultBackendConfig

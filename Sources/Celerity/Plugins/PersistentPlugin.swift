@@ -436,7 +436,7 @@ final class LiveProcess: Sendable {
     struct Inner {
         var pending: [String: PendingReply] = [:]
         var reserved = 0
-        /// Answers being settled on the reader thread right now (see `call`): they hold
+        /// Answers being settled on the reader thread right now (see `start`): they hold
         /// their room until done, so no call is placed here while the reader is busy.
         var settling = 0
         var maxInflight = 1
@@ -452,8 +452,6 @@ final class LiveProcess: Sendable {
         /// Ids answered lately, to tell a second answer from a wrong id.
         var recent: [String] = []
     }
-    /// Second answers seen (ignored, logged by the pool).
-    let duplicateAnswers = Atomic<Int>(0)
 
     init(slot: Int, pid: pid_t, stdin: PipeWriter, maxOutputBytes: Int, maxCalls: Int?, maxRSSBytes: Int?) {
         self.slot = slot
@@ -740,7 +738,6 @@ final class LiveProcess: Sendable {
             return nil
         case .duplicate:
             // A second answer to a call already answered: harmless, the first one counts.
-            duplicateAnswers.add(1, ordering: .relaxed)
             return nil
         case .unknown:
             return "plugin answered id \(idValue.serialized()), which was never sent to it (a wrong id)"

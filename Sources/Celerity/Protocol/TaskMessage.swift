@@ -325,9 +325,4 @@ public struct TaskMessage: Sendable {
         }
         return JSONValue.object(env).serializedBytes()
     }
-
-    /// The queue a raw envelope was routed to, if it can be read at all (for dead letters).
-    public static func routingKey(of raw: [UInt8]) -> String? {
-        (try? JSONValue(parsing: raw))?["properties"]?["delivery_info"]?["routing_key"]?.stringValue
-    }
 }

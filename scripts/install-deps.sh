@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmarks need on Debian bookworm with a Swift 6
+# toolchain, and only what is missing, so a second run installs nothing and needs no network:
+#   apt: redis-server libhiredis-dev libopenblas-dev, nodejs when there is no `node`,
+#        python3 and python3-pip when they are missing;
+#   pip: celery[redis]==5.7.0 and numpy.
+# Uses sudo when not root. Called by scripts/test.sh, scripts/demo.sh and .ci/run.
+set -euo pipefail
+
+CELERY_VERSION=5.7.0
+
+say() { printf '   %s\n' "$*"; }
+die() { printf 'install-deps: %s\n' "$*" >&2; exit 1; }
+
+command -v swift >/dev/null 2>&1 \
+    || die "swift is not on PATH; install a Swift 6 toolchain (https://www.swift.org/install/linux/) and run this again"
+
+# Root runs apt-get itself; anyone else through sudo, without a password prompt when there is
+# no terminal to type it in (CI, cron): then sudo fails at once instead of waiting.
+SUDO=()
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    if [ -t 0 ]; then SUDO=(sudo); else SUDO=(sudo -n); fi
+fi
+
+# ------------------------------------------------------------------------------ apt
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+    for pkg in redis-server libhiredis-dev libopenblas-dev; do
+        installed "$pkg" || missing+=("$pkg")
+    done
+else
+    say "no dpkg here (not Debian?): install redis-server, hiredis and OpenBLAS headers yourself"
+fi
+command -v node >/dev/null 2>&1 || missing+=(nodejs)        # runs the Node plugins
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null 2>&1 || die "missing: ${missing[*]}, and no apt-get to install them"
+    if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
+        die "missing packages (${missing[*]}) and no sudo to install them; install them as root and run this again"
+    fi
+    say "apt-get install ${missing[*]}"
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+    say "apt packages: all present"
+fi
+
+# ------------------------------------------------------------------------------ pip
+
+if python3 -c "
+import sys
+import celery, numpy, redis
+sys.exit(0 if celery.__version__ == '$CELERY_VERSION' else 1)
+" >/dev/null 2>&1; then
+    say "Python packages: celery $CELERY_VERSION, redis and numpy present"
+else
+    pip_args=(-q --disable-pip-version-check)
+    # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668), and a
+    # non-root user cannot write its site-packages.
+    mapfile -t extra < <(python3 -c '
+import os, sys, sysconfig
+venv = sys.prefix != sys.base_prefix
+if not venv and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")):
+    print("--break-system-packages")
+if not venv and not os.access(sysconfig.get_path("purelib"), os.W_OK):
+    print("--user")
+')
+    pip_args+=("${extra[@]}")
+    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION numpy"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" numpy
+    python3 -c 'import celery, numpy, redis' \
+        || die "pip installed celery and numpy, but python3 cannot import them"
+fi
