@@ -130,7 +130,4 @@ final class Lease: Sendable {
 
     /// Whether a message fetched in `generation` may start without a check.
     func covers(_ generation: Int) -> Bool { current() == generation }
-
-    /// Makes the lease lapse now (tests; a worker that learns its heartbeat was lost).
-    func lapse() { state.withLock { $0.validUntil = nil } }
 }
