@@ -3,6 +3,7 @@ import Celerity
 import CelerityBuiltins
 import Foundation
 import Logging
+import RedisClient
 
 @main
 struct CelerityCommand: AsyncParsableCommand {
@@ -14,6 +15,8 @@ struct CelerityCommand: AsyncParsableCommand {
         Broker: --broker > $CELERITY_BROKER_URL > the manifest's 'broker' > redis://localhost:6379/0.
         Result backend: --result-backend > $CELERITY_RESULT_BACKEND > the manifest's 'result_backend' > the broker's Redis.
         Manifest: --manifest > $CELERITY_MANIFEST > ./tasks.yaml.
+        A URL with a password given as --broker is visible to every local user (ps); prefer $CELERITY_BROKER_URL.
+        Exit codes: 1 task failed, 2 bad manifest or URL, 3 time-out, 4 Redis unreachable, 6 Redis refused access (ACL).
         """,
         version: CelerityVersion.string,
         subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, CheckCommand.self, PluginCommand.self]
@@ -25,7 +28,7 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Path of the manifest.", valueName: "file"))
     var manifest: String?
 
-    @Option(name: .long, help: ArgumentHelp("Broker URL: redis://[user:password@]host:port/db or unix:///path.sock.", valueName: "url"))
+    @Option(name: .long, help: ArgumentHelp("Broker URL: redis://[user:password@]host:port/db or unix:///path.sock. A password here is visible to every local user in ps: prefer $CELERITY_BROKER_URL.", valueName: "url"))
     var broker: String?
 
     @Option(name: .customLong("result-backend"), help: ArgumentHelp("Result backend: redis://…, rpc:// or none.", valueName: "url"))
@@ -89,6 +92,16 @@ struct Failure: Error, CustomStringConvertible {
     var message: String
     var code: Int32
     var description: String { message }
+}
+
+/// The exit code of a command that talks to Redis, for an error that is not a task's own
+/// failure: 3 time-out, 6 access refused by Redis (ACL NOPERM, authentication), 4 any other
+/// Redis trouble (unreachable, connection lost).
+func redisExitCode(for error: any Error) -> Int32 {
+    if error is TimeoutError { return 3 }
+    if let e = error as? ClientError, e.isPermissionDenied { return 6 }
+    if let e = error as? RedisError, e.isPermissionDenied { return 6 }
+    return 4
 }
 
 func fail(_ message: String, code: Int32 = 1) -> ExitCode {
