@@ -164,7 +164,7 @@ public final class Worker: Service, Sendable {
     private func serve() async throws {
         // Connect (retrying with backoff while Redis is away) and claim the node name.
         guard try await waitForBroker() else { return }
-        try await checkPermissions()
+        try await withRedisRetry("check permissions") { try await self.checkPermissions() }
         try await claimNodeName()
         let maxRedeliveries = manifest.maxRedeliveries
         if let (requeued, dead) = try await withRedisRetry("recover", { try await self.broker.redeliverAll(from: self.broker.processingKey, maxRedeliveries: maxRedeliveries) }),
