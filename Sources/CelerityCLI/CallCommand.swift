@@ -11,7 +11,8 @@ struct CallCommand: AsyncParsableCommand {
         Each argument is read as JSON when it is valid JSON (4, 2.5, "text", [1,2], {"a":1}, null, true),
         otherwise as a plain string. Exit status: 0 on SUCCESS (the result on stdout); 1 on FAILURE or
         REVOKED (type and message on stderr); 2 for a bad manifest or URL; 3 on time-out; 4 when Redis
-        cannot be reached.
+        cannot be reached; 6 when Redis refuses access (ACL permission missing, or authentication failed).
+        With --no-wait nothing but the send is needed (no result subscription).
         Example: celerity call add_module.tasks.add 4 6
         """
     )
@@ -76,27 +77,27 @@ struct CallCommand: AsyncParsableCommand {
         options.eta = eta.flatMap(CeleryDate.parse)
         options.expires = expires.map { Date().addingTimeInterval($0) }
         let kw = kwargs.flatMap { try? JSONValue(parsing: $0).objectValue } ?? []
-        let handle: AsyncResult
-        do {
-            handle = try await client.send(task, args: args.map(CallCommand.value), kwargs: kw, options: options)
-        } catch {
-            throw fail("\(error)", code: 4)
-        }
+        let message = client.message(task, args: args.map(CallCommand.value), kwargs: kw, options: options)
         if noWait {
-            print(handle.id)
+            // Only the send: no result subscription (a client allowed to send but not to read
+            // results can still use --no-wait).
+            do { try await client.publish(message) } catch { throw fail("\(error)", code: redisExitCode(for: error)) }
+            print(message.id)
             return
         }
+        // --timeout bounds everything from here: the result subscription, then the wait.
+        let deadline = Date().addingTimeInterval(timeout)
         do {
-            let value = try await handle.get(timeout: .milliseconds(Int(timeout * 1000)))
+            try await client.subscribeToResults(timeout: .milliseconds(Int(timeout * 1000)))
+            let handle = try await client.sendMany([message])[0]
+            let value = try await handle.get(timeout: .milliseconds(Int(max(deadline.timeIntervalSinceNow, 0.001) * 1000)))
             print(value.serialized())
         } catch let f as TaskFailure {
             var text = "\(f.type): \(f.message)"
             if let tb = f.traceback, !tb.isEmpty { text += "\n" + tb }
             throw fail(text, code: 1)
-        } catch let t as TimeoutError {
-            throw fail("\(t)", code: 3)
         } catch {
-            throw fail("\(error)", code: 4)
+            throw fail("\(error)", code: redisExitCode(for: error))
         }
     }
 }
@@ -144,10 +145,8 @@ struct ResultCommand: AsyncParsableCommand {
             }
         } catch let e as ExitCode {
             throw e
-        } catch let t as TimeoutError {
-            throw fail("\(t)", code: 3)
         } catch {
-            throw fail("\(error)", code: 4)
+            throw fail("\(error)", code: redisExitCode(for: error))
         }
     }
 }

@@ -23,7 +23,10 @@ struct CelerityCommand: AsyncParsableCommand {
           2  bad manifest, URL or input
           3  no result (yet): --timeout ran out, or the task has not finished (result without --wait)
           4  Redis could not be reached
+          6  Redis refused access (an ACL permission is missing, or authentication failed)
           64 bad command line (unknown option, out-of-range value)
+
+        A URL with a password given as --broker is visible to every local user (ps); prefer $CELERITY_BROKER_URL.
         """,
         version: CelerityVersion.string,
         subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, CheckCommand.self, PluginCommand.self]
@@ -35,7 +38,7 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Path of the manifest.", valueName: "file"))
     var manifest: String?
 
-    @Option(name: .long, help: ArgumentHelp("Broker URL: redis://[user:password@]host:port/db or unix:///path.sock.", valueName: "url"))
+    @Option(name: .long, help: ArgumentHelp("Broker URL: redis://[user:password@]host:port/db or unix:///path.sock. A password here is visible to every local user in ps: prefer $CELERITY_BROKER_URL.", valueName: "url"))
     var broker: String?
 
     @Option(name: .customLong("result-backend"), help: ArgumentHelp("Result backend: redis://…, rpc:// or none.", valueName: "url"))
@@ -106,6 +109,16 @@ enum Exit {
 func badInput(_ error: any Error) -> ExitCode {
     if let e = error as? RedisError, e.code == .invalidURL { return fail("invalid URL: \(e.message)", code: Exit.badInput) }
     return fail("\(error)", code: Exit.badInput)
+}
+
+/// The exit code of a command that talks to Redis, for an error that is not a task's own
+/// failure: 3 time-out, 6 access refused by Redis (ACL NOPERM, authentication), 4 any other
+/// Redis trouble (unreachable, connection lost).
+func redisExitCode(for error: any Error) -> Int32 {
+    if error is TimeoutError { return 3 }
+    if let e = error as? ClientError, e.isPermissionDenied { return 6 }
+    if let e = error as? RedisError, e.isPermissionDenied { return 6 }
+    return 4
 }
 
 func fail(_ message: String, code: Int32 = 1) -> ExitCode {

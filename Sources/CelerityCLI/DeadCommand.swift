@@ -105,7 +105,7 @@ struct RevokeCommand: AsyncParsableCommand {
         do {
             for id in ids { try await client.revoke(id, terminate: terminate) }
         } catch {
-            throw fail("\(error)", code: 4)
+            throw fail("\(error)", code: redisExitCode(for: error))
         }
         print("revoked \(ids.count)")
     }

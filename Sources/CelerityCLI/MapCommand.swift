@@ -74,9 +74,16 @@ struct MapCommand: AsyncParsableCommand {
         let started = Date()
         let handles: [AsyncResult]
         do {
-            handles = try await client.sendMany(calls.map { client.message(task, args: $0, options: options) })
+            let messages = calls.map { client.message(task, args: $0, options: options) }
+            if noWait {
+                // Only the sends: no result subscription.
+                try await client.publish(messages)
+                handles = messages.map { AsyncResult(id: $0.id, client: client) }
+            } else {
+                handles = try await client.sendMany(messages)
+            }
         } catch {
-            throw fail("\(error)", code: 4)
+            throw fail("\(error)", code: redisExitCode(for: error))
         }
         let sentIn = -started.timeIntervalSinceNow
         if noWait {
@@ -92,7 +99,7 @@ struct MapCommand: AsyncParsableCommand {
             throw fail("\(t)", code: 3)
         } catch {
             progress.finish()
-            throw fail("\(error)", code: 4)
+            throw fail("\(error)", code: redisExitCode(for: error))
         }
         progress.finish()
         var failed = 0

@@ -100,24 +100,36 @@ final class UpService: Service, Sendable {
             }
             let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
             await withDiscardingTaskGroup { workers in
+                // The broker and result backend URLs may hold a password: they go to the workers in
+                // their environment (readable by the same user only), never on their command lines
+                // (which every local user sees in `ps`).
+                let environment = UpService.workerEnvironment(broker: brokerString, backend: backend)
                 for g in manifest.workers {
                     var args = ["worker", "-Q", g.queues.joined(separator: ","), "-n", "\(g.name)@\(ProcessInfo.processInfo.hostName)",
-                                "-c", String(g.concurrency), "-l", logLevel.rawValue, "--broker", brokerString]
+                                "-c", String(g.concurrency), "-l", logLevel.rawValue]
                     if let path = manifest.path { args += ["--manifest", path] }
-                    switch backend.kind {
-                    case let .redis(u): args += ["--result-backend", u]
-                    case .rpc: args += ["--result-backend", "rpc://"]
-                    case .none: args += ["--result-backend", "none"]
-                    case .sameAsBroker: args += ["--result-backend", brokerString]
-                    }
                     workers.addTask {
-                        await self.runChild(name: g.name, executable: exe, arguments: args, restart: true, stop: { self.isStopping })
+                        await self.runChild(name: g.name, executable: exe, arguments: args, environment: environment, restart: true, stop: { self.isStopping })
                     }
                 }
             }
             logger.info("all workers stopped")
             self.redisStop.withLock { $0 = true }
         }
+    }
+
+    /// What the workers get in their environment: the URLs they would otherwise take from
+    /// `--broker`/`--result-backend` (which `celerity worker` reads as CELERITY_BROKER_URL and
+    /// CELERITY_RESULT_BACKEND, and which must not appear on a command line).
+    static func workerEnvironment(broker: String, backend: ResultBackendConfig) -> [Environment.Key: String?] {
+        let result: String
+        switch backend.kind {
+        case let .redis(u): result = u
+        case .rpc: result = "rpc://"
+        case .none: result = "none"
+        case .sameAsBroker: result = broker
+        }
+        return ["CELERITY_BROKER_URL": broker, "CELERITY_RESULT_BACKEND": result]
     }
 
     private func needsPrivateRedis() async -> Bool {
@@ -138,7 +150,7 @@ final class UpService: Service, Sendable {
 
     /// Runs one child process with its output prefixed by `name`; restarts it with backoff when
     /// it exits on its own (if `restart`); on `stop()` sends SIGTERM, then SIGKILL after 60 s.
-    private func runChild(name: String, executable: String, arguments: [String], restart: Bool, stop: @escaping @Sendable () -> Bool) async {
+    private func runChild(name: String, executable: String, arguments: [String], environment: [Environment.Key: String?] = [:], restart: Bool, stop: @escaping @Sendable () -> Bool) async {
         var backoff = 0.5
         while !stop() {
             let started = Date()
@@ -146,6 +158,7 @@ final class UpService: Service, Sendable {
                 let result = try await Subprocess.run(
                     executable.contains("/") ? .path(FilePath(executable)) : .name(executable),
                     arguments: Arguments(arguments),
+                    environment: .inherit.updating(environment),
                     input: .none,
                     output: .sequence,
                     error: .combinedWithOutput

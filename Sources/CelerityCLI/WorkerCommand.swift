@@ -84,6 +84,8 @@ struct WorkerCommand: AsyncParsableCommand {
             try await group.run()
         } catch let e as WorkerError {
             throw fail("worker \(node): \(e.message)")
+        } catch let e as WorkerPermissionError {
+            throw fail("worker \(node): \(e.message)", code: 6)
         }
     }
 }

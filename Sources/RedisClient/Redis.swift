@@ -48,7 +48,8 @@ public final class Redis: @unchecked Sendable {
     /// Sends one command given as strings/bytes; server error replies are thrown.
     @discardableResult
     public func call(_ name: String, _ args: any RedisArgument...) async throws -> RedisReply {
-        try await send(RedisCommand(name, arguments: args)).throwingError()
+        let command = RedisCommand(name, arguments: args)
+        return try await send(command).throwingError(naming: command)
     }
 
     /// Sends all commands in one write and returns every reply in order (one round trip).
@@ -128,7 +129,8 @@ public final class Redis: @unchecked Sendable {
         if let known = scriptSHAs[script.source] {
             sha = known
         } else {
-            let loaded = try c.command(RedisCommand("SCRIPT", "LOAD", script.source)).throwingError()
+            let load = RedisCommand("SCRIPT", "LOAD", script.source)
+            let loaded = try c.command(load).throwingError(naming: RedisCommand("SCRIPT", "LOAD"))
             guard let s = loaded.string else { throw RedisError(.unexpectedReply, "SCRIPT LOAD answered \(loaded)") }
             scriptSHAs[script.source] = s
             sha = s
@@ -139,7 +141,7 @@ public final class Redis: @unchecked Sendable {
             scriptSHAs[script.source] = nil
             return try evalOnQueue(c, script, keys: keys, args: args)
         }
-        return try reply.throwingError()
+        return try reply.throwingError(naming: RedisCommand("EVALSHA", "on keys " + keys.map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")))
     }
 
     private func run<T: Sendable>(_ body: @escaping @Sendable (RedisConnection) throws(RedisError) -> T) async throws -> T {

@@ -34,5 +34,22 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         return false
     }
 
+    /// True when Redis refused access: the ACL user lacks a permission (`NOPERM`: a command,
+    /// a key or a channel), or authentication failed (wrong user or password, `NOAUTH`).
+    /// Retrying does not help; the user's ACL or the URL must change.
+    public var isPermissionDenied: Bool {
+        switch code {
+        case .authentication: return true
+        case .server: return RedisError.isPermissionMessage(message) || message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS")
+        default: return false
+        }
+    }
+
+    /// An ACL refusal: `NOPERM …` from a command, or the `ERR The user executing the script
+    /// can't …` that Redis 7 returns when a command inside a script is refused.
+    public static func isPermissionMessage(_ message: String) -> Bool {
+        message.hasPrefix("NOPERM") || message.contains("The user executing the script can't")
+    }
+
     public var description: String { "Redis \(code.rawValue) error: \(message)" }
 }

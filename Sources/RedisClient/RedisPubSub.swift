@@ -38,15 +38,20 @@ public final class RedisPubSub: Sendable {
     private let label: String
     private let onMessage: MessageHandler
     private let onReconnect: @Sendable () -> Void
+    private let onRefused: @Sendable (RedisError) -> Void
     private let state = Mutex(State())
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
-    public init(url: RedisURL, label: String = "pubsub", onMessage: @escaping MessageHandler, onReconnect: @escaping @Sendable () -> Void = {}) {
+    /// - Parameter onRefused: a re-subscription after a reconnect was refused (nobody waits
+    ///   for it; e.g. the user's ACL changed meanwhile).
+    public init(url: RedisURL, label: String = "pubsub", onMessage: @escaping MessageHandler, onReconnect: @escaping @Sendable () -> Void = {},
+                onRefused: @escaping @Sendable (RedisError) -> Void = { _ in }) {
         self.url = url
         self.label = label
         self.onMessage = onMessage
         self.onReconnect = onReconnect
+        self.onRefused = onRefused
         var fds: [Int32] = [0, 0]
         _ = pipe(&fds)
         _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
@@ -182,6 +187,10 @@ public final class RedisPubSub: Sendable {
     }
 
     private func handle(_ reply: RedisReply) {
+        if case let .error(message) = reply {
+            refused(message)
+            return
+        }
         guard case let .array(parts) = reply, let kind = parts.first?.string else { return }
         switch kind {
         case "message":
@@ -198,6 +207,34 @@ public final class RedisPubSub: Sendable {
             done?.resume()
         default:
             break
+        }
+    }
+
+    /// An error reply: Redis refused the oldest SUBSCRIBE/PSUBSCRIBE not yet confirmed (as a
+    /// whole: an ACL check refuses every name of the command, e.g. `NOPERM` for a channel the
+    /// user may not read). Its waiter fails with the command and the reason, and its names are
+    /// forgotten (a reconnect does not ask again).
+    private func refused(_ message: String) {
+        let pending: Pending? = state.withLock { s in
+            guard !s.confirmations.isEmpty else { return nil }
+            let p = s.confirmations.removeFirst()
+            let names = p.command.arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) }
+            if p.command.arguments.first == Array("PSUBSCRIBE".utf8) {
+                for n in names { s.patterns.remove(n) }
+            } else {
+                for n in names { s.channels.remove(n) }
+            }
+            return p
+        }
+        guard let pending else { return }
+        let verb = pending.command.arguments.first.map { String(decoding: $0, as: UTF8.self) } ?? "SUBSCRIBE"
+        let names = pending.command.arguments.dropFirst().prefix(3).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")
+        let more = pending.command.arguments.count > 4 ? " …" : ""
+        let error = RedisError(.server, "\(message) (\(verb) \(names)\(more) refused by \(url))")
+        if let c = pending.continuation {
+            c.resume(throwing: error)
+        } else {
+            onRefused(error)
         }
     }
 

@@ -41,6 +41,16 @@ public enum RedisReply: Sendable, Hashable {
         if case let .error(message) = self { throw RedisError(.server, message) }
         return self
     }
+
+    /// The same; a refusal for want of permission (`NOPERM`) also names the command and its
+    /// first keys, since Redis's own message does not say which command or key it refused.
+    @discardableResult
+    public func throwingError(naming command: RedisCommand) throws(RedisError) -> RedisReply {
+        if case let .error(message) = self {
+            throw RedisError(.server, RedisError.isPermissionMessage(message) ? "\(message) (\(command.summary))" : message)
+        }
+        return self
+    }
 }
 
 /// Anything that can be one argument of a Redis command, as bytes (binary safe).
@@ -63,4 +73,20 @@ public struct RedisCommand: Sendable, Hashable {
     public init(_ name: String, arguments args: [any RedisArgument]) {
         self.arguments = [Array(name.utf8)] + args.map(\.redisBytes)
     }
+
+    /// The command's name and first argument (its key, for most commands), printable and
+    /// short, for error messages (values are never shown).
+    public var summary: String {
+        arguments.prefix(2).map { a in
+            var out = ""
+            for b in a.prefix(64) {
+                if b >= 0x20 && b < 0x7f { out.unicodeScalars.append(UnicodeScalar(b)) } else { out += "\\x" + String(b, radix: 16).leftPadded(2) }
+            }
+            return a.count > 64 ? out + "…" : out
+        }.joined(separator: " ")
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }

@@ -213,19 +213,30 @@ public final class WorkerBroker: Sendable {
     }
 
     /// Moves due messages from the delayed set to the pop end of their lists. ZREM decides who
-    /// moves each one, so it happens exactly once whichever worker runs the script.
+    /// moves each one, so it happens exactly once whichever worker runs the script. The push
+    /// comes first, in `pcall`: a list this worker's ACL user may not write (Redis checks the
+    /// keys a script computes only when it calls the command, and never rolls back) leaves
+    /// its message in the set instead of losing it; the script then answers the first such
+    /// refusal as an error, after moving the rest.
     static let moveDueScript = RedisScript("""
     local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
     local moved = 0
+    local refused = nil
     for _, member in ipairs(due) do
-      if redis.call('ZREM', KEYS[1], member) == 1 then
-        local sep = string.find(member, '\\0', 1, true)
-        if sep then
-          redis.call('RPUSH', string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+      local sep = string.find(member, '\\0', 1, true)
+      if sep then
+        local key = string.sub(member, 1, sep - 1)
+        local r = redis.pcall('RPUSH', key, string.sub(member, sep + 1))
+        if type(r) == 'table' and r.err then
+          refused = refused or (r.err .. ' (RPUSH ' .. key .. ' of a due delayed message)')
+        elseif redis.call('ZREM', KEYS[1], member) == 1 then
           moved = moved + 1
         end
+      else
+        redis.call('ZREM', KEYS[1], member)
       end
     end
+    if refused then return redis.error_reply(refused) end
     return moved
     """)
 
@@ -346,10 +357,9 @@ public final class WorkerBroker: Sendable {
 
     /// Writes this worker's heartbeat (expires after `ttl` seconds without renewal).
     public func heartbeat(_ info: JSONValue, ttl: Int) async throws {
-        _ = try await control.pipeline([
-            RedisCommand("SET", Keys.heartbeat(node), info.serializedBytes(), "EX", ttl),
-            RedisCommand("SADD", Keys.workers, node),
-        ])
+        let commands = [RedisCommand("SET", Keys.heartbeat(node), info.serializedBytes(), "EX", ttl), RedisCommand("SADD", Keys.workers, node)]
+        // An error reply (e.g. NOPERM) must not pass for a beat: other workers would take this one for dead.
+        for (r, c) in zip(try await control.pipeline(commands), commands) { try r.throwingError(naming: c) }
     }
 
     public func currentHeartbeat() async throws -> [UInt8]? {

@@ -29,6 +29,11 @@ public final class CelerityClient: Sendable {
     let subscribed = Mutex<Task<Void, any Error>?>(nil)
     /// Set once the pattern subscription is confirmed (the fast path of `ensureSubscribed`).
     let isSubscribed = Atomic<Bool>(false)
+    /// Set when Redis refused the pattern subscription for want of permission: an ACL
+    /// allows PSUBSCRIBE only of patterns it lists literally (`&celery-task-meta-*` does not
+    /// allow `celery-task-meta-<prefix>*`), while it allows SUBSCRIBE of every channel its
+    /// patterns match. Then each wait subscribes to its task's channel, as Celery does.
+    let perCallChannels = Atomic<Bool>(false)
 
     /// - Parameters:
     ///   - broker: `redis://…` URL of the broker.
@@ -81,8 +86,22 @@ public final class CelerityClient: Sendable {
         idPrefix + FastUUID.string().dropFirst(19)
     }
 
-    /// Starts the pattern subscription for this client's results once; later calls wait for it.
-    func ensureSubscribed() async throws {
+    /// Starts this client's result subscription now, waiting at most `timeout` for Redis to
+    /// confirm it (the first `send` that will wait for a result does it otherwise, bounded by
+    /// 10 s). Throws a `ClientError` when Redis refuses it (e.g. an ACL user without the
+    /// channel pattern `celery-task-meta-*`: `isPermissionDenied`), `TimeoutError` when no
+    /// confirmation came in time. Does nothing for the rpc backend or none.
+    public func subscribeToResults(timeout: Duration) async throws {
+        try await ensureSubscribed(until: Date().addingTimeInterval(CelerityClient.seconds(timeout)))
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    /// Starts the pattern subscription for this client's results once; later calls wait for it
+    /// (each until its `deadline`, 10 s from now by default).
+    func ensureSubscribed(until deadline: Date? = nil) async throws {
         guard let subscriber, !isSubscribed.load(ordering: .acquiring) else { return }
         let task = subscribed.withLock { t -> Task<Void, any Error> in
             if let t { return t }
@@ -91,12 +110,31 @@ public final class CelerityClient: Sendable {
             t = n
             return n
         }
+        let deadline = deadline ?? Date().addingTimeInterval(10)
         do {
-            try await task.value
+            guard try await awaitTask(task, until: deadline) else {
+                throw TimeoutError(id: "", seconds: 0, detail: "Redis at \(subscriber.url) did not confirm the result subscription (PSUBSCRIBE \(Keys.resultMeta(idPrefix))*) in time")
+            }
+            isSubscribed.store(true, ordering: .releasing)
+        } catch let t as TimeoutError {
+            throw t
+        } catch let e as RedisError where e.isPermissionDenied {
+            // Fall back to one SUBSCRIBE per waited call, if this user may subscribe to result
+            // channels at all: checked now on a channel of the same shape (no task has this
+            // id), so a user who may not fails before sending anything.
+            let probe = Keys.resultMeta(idPrefix)
+            let sub = Task { try await subscriber.subscribe([probe]) }
+            do {
+                guard try await awaitTask(sub, until: deadline) else {
+                    throw TimeoutError(id: "", seconds: 0, detail: "Redis at \(subscriber.url) did not confirm a result subscription (SUBSCRIBE \(probe)) in time")
+                }
+            } catch let t as TimeoutError { throw t } catch { throw ClientError.subscription(error, url: subscriber.url) }
+            subscriber.unsubscribe([probe])
+            perCallChannels.store(true, ordering: .releasing)
             isSubscribed.store(true, ordering: .releasing)
         } catch {
             subscribed.withLock { if $0 == task { $0 = nil } }
-            throw ClientError("cannot subscribe to results at \(subscriber.url): \(error)")
+            throw ClientError.subscription(error, url: subscriber.url)
         }
     }
 
@@ -163,10 +201,12 @@ public final class CelerityClient: Sendable {
     public func sendMany(_ messages: [TaskMessage]) async throws -> [AsyncResult] {
         guard !messages.isEmpty else { return [] }
         // Subscribe before publishing, so no result of ours can be published unseen.
+        // (To send without waiting for results, use `publish`: it needs no subscription.)
         if messages.contains(where: { !$0.ignoreResult && $0.id.hasPrefix(idPrefix) }) { try await ensureSubscribed() }
         let mark = waiters.mark
         try await publish(messages)
-        return messages.map { AsyncResult(id: $0.id, client: self, mark: $0.id.hasPrefix(idPrefix) ? mark : nil) }
+        let own = !perCallChannels.load(ordering: .acquiring)
+        return messages.map { AsyncResult(id: $0.id, client: self, mark: own && $0.id.hasPrefix(idPrefix) ? mark : nil) }
     }
 
     /// Publishes one prepared message.
@@ -203,9 +243,16 @@ public final class CelerityClient: Sendable {
             let replies: [RedisReply]
             do { replies = try await redis.pipeline(chunk) } catch let e as RedisError {
                 declared.withLock { for q in fresh { $0.remove(q) } }
-                throw ClientError("cannot send \(what) to \(broker): \(e.message)")
+                throw ClientError("cannot send \(what) to \(broker): \(e.message)", cause: e)
             }
-            for r in replies { if case let .error(msg) = r { throw ClientError("broker refused \(what): \(msg)") } }
+            for (r, c) in zip(replies, chunk) {
+                if case .error = r {
+                    do { try r.throwingError(naming: c) } catch {
+                        declared.withLock { for q in fresh { $0.remove(q) } }
+                        throw ClientError("broker \(broker) refused \(what): \(error.message)\(error.isPermissionDenied ? " (the ACL user needs the command and write access to the key; see docs/security.md)" : "")", cause: error)
+                    }
+                }
+            }
         }
     }
 
@@ -215,7 +262,7 @@ public final class CelerityClient: Sendable {
             throw ClientError(backend.kind == .rpc ? "the rpc backend keeps results in the sending client's reply list; they cannot be looked up by id" : "no result backend is configured")
         }
         let r: RedisReply
-        do { r = try await resultRedis.call("GET", Keys.resultMeta(id)) } catch let e as RedisError { throw ClientError("cannot read result of \(id): \(e.message)") }
+        do { r = try await resultRedis.call("GET", Keys.resultMeta(id)) } catch let e as RedisError { throw ClientError("cannot read result of \(id): \(e.message)", cause: e) }
         guard let bytes = r.bytes else { return nil }
         return try ResultMeta.decode(bytes)
     }
@@ -238,14 +285,17 @@ public final class CelerityClient: Sendable {
             let waiters = self.waiters
             let readKey: @Sendable () async -> Void = { await CelerityClient.readKeys([id], on: resultRedis, into: waiters) }
             let meta: ResultMeta?
-            if id.hasPrefix(idPrefix) {
-                try await ensureSubscribed()
+            if id.hasPrefix(idPrefix) { try await ensureSubscribed(until: deadline) }
+            if id.hasPrefix(idPrefix) && !perCallChannels.load(ordering: .acquiring) {
                 // Sent by this client under the current mark: the result cannot have been missed.
                 meta = await waiters.wait(id, until: deadline, registered: mark == waiters.mark ? nil : readKey)
             } else {
                 // Someone else's call: subscribe to its channel, then read its key.
                 let channel = Keys.resultMeta(id)
-                do { try await subscriber.subscribe([channel]) } catch { throw ClientError("lost the result backend while waiting for \(id): \(error)") }
+                let sub = Task { try await subscriber.subscribe([channel]) }
+                do {
+                    guard try await awaitTask(sub, until: deadline) else { throw TimeoutError(id: id, seconds: seconds) }
+                } catch let t as TimeoutError { throw t } catch { throw ClientError.subscription(error, url: subscriber.url) }
                 meta = await waiters.wait(id, until: deadline, registered: readKey)
                 subscriber.unsubscribe([channel])
             }
@@ -271,13 +321,17 @@ public final class CelerityClient: Sendable {
             }
             return out
         }
-        try await ensureSubscribed()
-        let foreign = handles.filter { !$0.id.hasPrefix(idPrefix) }.map { Keys.resultMeta($0.id) }
+        try await ensureSubscribed(until: deadline)
+        let perCall = perCallChannels.load(ordering: .acquiring)
+        let foreign = handles.filter { perCall || !$0.id.hasPrefix(idPrefix) }.map { Keys.resultMeta($0.id) }
         var start = 0
         while start < foreign.count {
             let chunk = Array(foreign[start..<min(start + 1000, foreign.count)])
             start += chunk.count
-            do { try await subscriber.subscribe(chunk) } catch { throw ClientError("lost the result backend while waiting: \(error)") }
+            let sub = Task { try await subscriber.subscribe(chunk) }
+            do {
+                guard try await awaitTask(sub, until: deadline) else { throw TimeoutError(id: handles[0].id, seconds: seconds) }
+            } catch let t as TimeoutError { throw t } catch { throw ClientError.subscription(error, url: subscriber.url) }
         }
         defer { subscriber.unsubscribe(foreign) }
         // Read the keys of every result that could have been missed (published before we
@@ -351,22 +405,13 @@ actor RPCReplies {
             let r: RedisReply
             do {
                 r = try await redis.blocking(RedisCommand("BRPOP", replyTo, max(step, 0.01)), timeout: step).throwingError()
-            } catch let e as RedisError { throw ClientError("lost the broker while waiting for \(id): \(e.message)") }
+            } catch let e as RedisError {
+                throw ClientError(e.isPermissionDenied ? "broker refused to wait for \(id) on its reply list \(replyTo): \(e.message) (the ACL user needs BRPOP and the reply-list keys; see docs/security.md)"
+                                                     : "lost the broker while waiting for \(id): \(e.message)", cause: e)
+            }
             guard let parts = r.array, parts.count == 2, let raw = parts[1].bytes else { continue }
             let (corr, meta) = try ResultMeta.decodeRPCEnvelope(raw)
             if meta.state.isReady { stash[corr] = meta }
         }
     }
-}
-
-public struct ClientError: Error, Sendable, CustomStringConvertible {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
-public struct TimeoutError: Error, Sendable, CustomStringConvertible {
-    public var id: String
-    public var seconds: Double
-    public var description: String { "no result for task \(id) within \(seconds) s (is a worker consuming its queue?)" }
 }

@@ -17,7 +17,7 @@ extension Worker {
                         "dead_lettered_poison_pills": .stringConvertible(dead)])
                 }
             } catch {
-                logger.warning("recovery sweep failed: \(error)")
+                if !dutyAlarm.permissionDenied("recovery sweep", error, logger: logger) { logger.warning("recovery sweep failed: \(error)") }
             }
         }
     }
@@ -57,12 +57,14 @@ extension Worker {
     func refreshRevocations() async {
             do {
                 let now = Date().timeIntervalSince1970
-                let replies = try await broker.control.pipeline([
+                let commands = [
                     RedisCommand("ZREMRANGEBYSCORE", Keys.revoked, "-inf", now),
                     RedisCommand("ZREMRANGEBYSCORE", Keys.revokedTerminate, "-inf", now),
                     RedisCommand("ZRANGE", Keys.revoked, 0, 99_999),
                     RedisCommand("ZRANGE", Keys.revokedTerminate, 0, 99_999),
-                ])
+                ]
+                let replies = try await broker.control.pipeline(commands)
+                for (r, c) in zip(replies, commands) { try r.throwingError(naming: c) }
                 let ids = Set(replies[2].array?.compactMap(\.string) ?? [])
                 let terminate = Set(replies[3].array?.compactMap(\.string) ?? [])
                 revoked.withLock { $0 = ids.union(terminate) }
@@ -80,7 +82,7 @@ extension Worker {
                     }
                 }
             } catch {
-                logger.debug("revocation poll failed: \(error)")
+                if !dutyAlarm.permissionDenied("revocation poll", error, logger: logger) { logger.debug("revocation poll failed: \(error)") }
             }
     }
 

@@ -62,6 +62,8 @@ public final class Worker: Service, Sendable {
     let lease = Lease()
     /// Hands back messages stranded in the processing list by lost fetch replies.
     let strays: StrayAudit
+    /// Logs refused permissions of the background duties (once, then rarely).
+    let dutyAlarm = DutyAlarm()
 
     /// Batches of results written at once (each flusher its own connection), and fetch loops
     /// per queue: two of each, so a round trip under way never leaves Redis or the worker idle.
@@ -169,7 +171,8 @@ public final class Worker: Service, Sendable {
 
     private func serve() async throws {
         // Connect (retrying with backoff while Redis is away) and claim the node name.
-        guard await waitForBroker() else { return }
+        guard try await waitForBroker() else { return }
+        try await withRedisRetry("check permissions") { try await self.checkPermissions() }
         try await claimNodeName()
         let maxRedeliveries = manifest.maxRedeliveries
         if let (requeued, dead) = try await withRedisRetry("recover", { try await self.broker.redeliverAll(from: self.broker.processingKey, maxRedeliveries: maxRedeliveries) }),
@@ -224,7 +227,7 @@ public final class Worker: Service, Sendable {
     }
 
     /// Waits until the broker answers PING, logging and backing off; false if stopped meanwhile.
-    private func waitForBroker() async -> Bool {
+    private func waitForBroker() async throws -> Bool {
         var delay = 0.2
         var logged = false
         while !isStopping {
@@ -232,6 +235,9 @@ public final class Worker: Service, Sendable {
                 try await broker.control.ping()
                 if logged { logger.info("broker is reachable again", metadata: ["broker": .string(config.broker.description)]) }
                 return true
+            } catch let e as RedisError where e.isPermissionDenied {
+                // A wrong password or an ACL user without PING does not get better by retrying.
+                throw WorkerPermissionError(message: "Redis at \(config.broker) refused access: \(e.message) (see docs/security.md)")
             } catch {
                 if !logged || delay >= 5 { logger.error("broker unreachable; retrying", metadata: ["error": .string("\(error)"), "retry_in_s": .stringConvertible(delay)]) }
                 logged = true
@@ -298,7 +304,7 @@ public final class Worker: Service, Sendable {
         var last = stats.withLock { $0 }
         while !Task.isCancelled {
             do { try await Task.sleep(for: .milliseconds(Int(config.heartbeatSeconds * 1000))) } catch { return }
-            do { try await beat() } catch { logger.warning("heartbeat failed: \(error)") }
+            do { try await beat() } catch { if !dutyAlarm.permissionDenied("heartbeat", error, logger: logger) { logger.warning("heartbeat failed: \(error)") } }
             // Per-task lines are debug-level (they would cost more than the tasks at full speed);
             // info gets a summary every 10 s when something ran.
             let elapsed = ContinuousClock.now - lastSummary
@@ -327,7 +333,7 @@ public final class Worker: Service, Sendable {
                 if n > 0 { logger.debug("moved due delayed messages to their queues", metadata: ["count": .stringConvertible(n)]) }
             } catch {
                 // Redis away: say so once, then wait a little longer (the fetch loops log the outage).
-                logger.debug("moving due delayed messages failed: \(error)")
+                if !dutyAlarm.permissionDenied("delayed forwarder", error, logger: logger) { logger.debug("moving due delayed messages failed: \(error)") }
                 try? await Task.sleep(for: .seconds(2))
             }
         }
