@@ -466,6 +466,8 @@ def judge(rep):
         if p["lost"]: why.append(f"{phase}: {p['lost']} lost")
         if p["stranded"]: why.append(f"{phase}: {p['stranded']} stranded in processing lists")
     if rep.get("storm") and rep["storm"]["connections_killed"] == 0: why.append("storm: no connection was killed")
+    # Storm re-runs are reported, not failed: on a loaded machine a worker's heartbeat can
+    # lapse while its connections keep being killed; its running tasks then run again.
     if rep.get("stall") and rep["stall"]["reruns_never_started"]:
         why.append(f"stall: {rep['stall']['reruns_never_started']} tasks re-run that the stalled worker had not started")
     if rep["lost"]: why.append(f"{rep['lost']} lost")

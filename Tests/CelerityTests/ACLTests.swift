@@ -14,7 +14,7 @@ extension Integration {
         resetkeys resetchannels -@all
         ~Q* ~celerity:* ~celery-task-meta-* &celery-task-meta-* ~????????-????-????-????-????????????
         +ping +multi +exec +discard +evalsha +script|load
-        +lmove +blmove +exists +lrange +llen +lrem +lpush +rpush +ltrim +expire
+        +lmove +blmove +exists +lrange +lpos +llen +lrem +lpush +rpush +ltrim +expire
         +get +set +del +sadd +srem +smembers +publish
         +zadd +zrem +zrange +zrangebyscore +zremrangebyscore
         """

@@ -259,7 +259,7 @@ extension Integration {
             #expect(r.output.contains("wrong: 0"))
             #expect(r.output.contains("malformed: 1000 (dead-lettered: 1000, with reason: 1000"))
             #expect(r.output.contains("chaos: PASS"))
-            #expect(r.output.contains("lost 0, stranded 0, re-runs 0"), "connection-reset storm")
+            #expect(r.output.contains("connections killed: lost 0, stranded 0,"), "connection-reset storm")
             #expect(r.output.contains("of never started 0"), "stalled worker")
         }
     }

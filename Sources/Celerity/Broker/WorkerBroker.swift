@@ -355,6 +355,21 @@ public final class WorkerBroker: Sendable {
         return Keys.queue(rk, priority: env["properties"]?["priority"]?.intValue ?? 0)
     }
 
+    /// The revoked task ids and those to terminate (`celerity revoke --terminate`), after
+    /// pruning the expired ones (scores are expiry times).
+    public func revocations(now: Date) async throws -> (all: Set<String>, terminate: Set<String>) {
+        let t = now.timeIntervalSince1970
+        let commands = [
+            RedisCommand("ZREMRANGEBYSCORE", Keys.revoked, "-inf", t),
+            RedisCommand("ZREMRANGEBYSCORE", Keys.revokedTerminate, "-inf", t),
+            RedisCommand("ZRANGE", Keys.revoked, 0, 99_999),
+            RedisCommand("ZRANGE", Keys.revokedTerminate, 0, 99_999),
+        ]
+        let replies = try await control.pipeline(commands)
+        for (r, c) in zip(replies, commands) { try r.throwingError(naming: c) }
+        return (Set(replies[2].array?.compactMap(\.string) ?? []), Set(replies[3].array?.compactMap(\.string) ?? []))
+    }
+
     /// Writes this worker's heartbeat (expires after `ttl` seconds without renewal).
     public func heartbeat(_ info: JSONValue, ttl: Int) async throws {
         let commands = [RedisCommand("SET", Keys.heartbeat(node), info.serializedBytes(), "EX", ttl), RedisCommand("SADD", Keys.workers, node)]

@@ -3,25 +3,6 @@ import Logging
 import RedisClient
 
 extension Worker {
-    /// Every `recoverySeconds`: hand back the in-flight messages of workers whose heartbeat
-    /// expired (any live worker may do it; a lock keeps it to one at a time).
-    func recoveryLoop() async {
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: .milliseconds(Int(config.recoverySeconds * 1000))) } catch { return }
-            if isStopping { continue }
-            do {
-                let (requeued, dead, workers) = try await broker.recoverDeadWorkers(maxRedeliveries: manifest.maxRedeliveries)
-                if requeued + dead > 0 {
-                    logger.warning("recovered the in-flight messages of dead workers", metadata: [
-                        "workers": .string(workers.joined(separator: ",")), "requeued": .stringConvertible(requeued),
-                        "dead_lettered_poison_pills": .stringConvertible(dead)])
-                }
-            } catch {
-                if !dutyAlarm.permissionDenied("recovery sweep", error, logger: logger) { logger.warning("recovery sweep failed: \(error)") }
-            }
-        }
-    }
-
     /// Whether `raw`, fetched before a lapse of the lease (see `Lease`), may still start here.
     /// Waits until the heartbeat is renewed (from then on no other worker moves anything out
     /// of this worker's list), then asks Redis whether the message is still in the list. If
@@ -43,47 +24,19 @@ extension Worker {
         return holds
     }
 
-    /// Twice a second: the revoked ids (kept in memory for the per-task check) and the ones to
-    /// terminate (their running executions here are cancelled).
-    func revocationLoop() async {
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
-            await refreshRevocations()
-        }
-    }
-
-    /// Reads the revoked ids (and terminates running ones that must be); called before the
-    /// first fetch and then twice a second.
-    func refreshRevocations() async {
-            do {
-                let now = Date().timeIntervalSince1970
-                let commands = [
-                    RedisCommand("ZREMRANGEBYSCORE", Keys.revoked, "-inf", now),
-                    RedisCommand("ZREMRANGEBYSCORE", Keys.revokedTerminate, "-inf", now),
-                    RedisCommand("ZRANGE", Keys.revoked, 0, 99_999),
-                    RedisCommand("ZRANGE", Keys.revokedTerminate, 0, 99_999),
-                ]
-                let replies = try await broker.control.pipeline(commands)
-                for (r, c) in zip(replies, commands) { try r.throwingError(naming: c) }
-                let ids = Set(replies[2].array?.compactMap(\.string) ?? [])
-                let terminate = Set(replies[3].array?.compactMap(\.string) ?? [])
-                revoked.withLock { $0 = ids.union(terminate) }
-                if !terminate.isEmpty {
-                    for entry in inflight.withLock({ Array($0.values) }) where terminate.contains(entry.taskID) {
-                        let first = entry.fate.withLock { f -> Bool in
-                            guard f == .running else { return false }
-                            f = .revoked
-                            return true
-                        }
-                        if first {
-                            logger.warning("terminating a revoked task", metadata: ["task_id": .string(entry.taskID)])
-                            entry.task.withLock { $0 }?.cancel()
-                        }
-                    }
-                }
-            } catch {
-                if !dutyAlarm.permissionDenied("revocation poll", error, logger: logger) { logger.debug("revocation poll failed: \(error)") }
+    /// Cancels the executions here of the revoked ids to terminate (`revoke --terminate`).
+    func terminate(_ ids: Set<String>) {
+        for entry in inflight.withLock({ Array($0.values) }) where ids.contains(entry.taskID) {
+            let first = entry.fate.withLock { f -> Bool in
+                guard f == .running else { return false }
+                f = .revoked
+                return true
             }
+            if first {
+                logger.warning("terminating a revoked task", metadata: ["task_id": .string(entry.taskID)])
+                entry.task.withLock { $0 }?.cancel()
+            }
+        }
     }
 
     /// Warm shutdown: after a stop request, tasks in flight get `shutdownGrace` seconds; what is

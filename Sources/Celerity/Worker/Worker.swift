@@ -55,7 +55,7 @@ public final class Worker: Service, Sendable {
     let inflight = Mutex<[Int: InFlight]>([:])
     let inflightCounter = Atomic<Int>(0)
     /// Revoked task ids known to this worker (refreshed from Redis twice a second).
-    let revoked = Mutex<Set<String>>([])
+    let revocations: Revocations
     let coldStop = Mutex(false)
     let stopSignals = Atomic<Int>(0)
     /// How long the processing list is surely this worker's (renewed by each heartbeat).
@@ -80,6 +80,7 @@ public final class Worker: Service, Sendable {
         self.logger = logger
         self.broker = WorkerBroker(url: config.broker, node: config.node)
         self.strays = StrayAudit(broker: broker, logger: logger)
+        self.revocations = Revocations(broker: broker, alarm: dutyAlarm, logger: logger)
         var separateResults: Redis?
         switch config.resultBackend.kind {
         case let .redis(urlString):
@@ -180,8 +181,21 @@ public final class Worker: Service, Sendable {
             logger.warning("handed back messages left in flight by an earlier run of this node", metadata: [
                 "requeued": .stringConvertible(requeued), "dead_lettered_poison_pills": .stringConvertible(dead)])
         }
-        try await withRedisRetry("heartbeat") { try await self.beat() }
-        await refreshRevocations()
+        let heartbeat = Heartbeat(broker: broker, lease: lease, ttl: config.heartbeatTTL, interval: .seconds(config.heartbeatSeconds),
+                                  alarm: dutyAlarm, logger: logger) { self.heartbeatDocument() }
+        try await withRedisRetry("heartbeat") { try await heartbeat.beat() }
+        revocations.onTerminate { ids in self.terminate(ids) }
+        _ = await revocations.once()
+        // The background duties (Duties/): each a child task of this group, on Swift's pool.
+        let stopping: @Sendable () -> Bool = { self.isStopping }
+        let duties: [any Duty] = [
+            heartbeat,
+            ThroughputSummary(logger: logger) { self.stats.withLock { ThroughputSummary.Counts(processed: $0.processed, failed: $0.failed, retried: $0.retried) } },
+            DelayedForwarder(broker: broker, interval: .milliseconds(250), alarm: dutyAlarm, logger: logger, isStopping: stopping),
+            Recoverer(broker: broker, maxRedeliveries: manifest.maxRedeliveries, interval: .seconds(config.recoverySeconds),
+                      alarm: dutyAlarm, logger: logger, isStopping: stopping),
+            revocations,
+        ]
         logger.info("worker ready", metadata: ["node": .string(config.node)])
 
         let slots = Slots(config.concurrency)
@@ -189,11 +203,8 @@ public final class Worker: Service, Sendable {
         let prefetch = Slots(config.concurrency * max(config.prefetchMultiplier, 1))
         await withDiscardingTaskGroup { background in
             for lane in 0..<Worker.completerLanes { background.addTask { await self.completer.run(lane: lane) } }
-            background.addTask { await self.heartbeatLoop() }
-            background.addTask { await self.delayedLoop() }
-            background.addTask { await self.recoveryLoop() }
+            for duty in duties { background.addTask { await duty.run() } }
             background.addTask { await self.strays.run { self.isStopping } }
-            background.addTask { await self.revocationLoop() }
             background.addTask { await self.stopWatchdog() }
             for pool in self.persistentPools {
                 background.addTask { await pool.supervise() }
@@ -285,58 +296,16 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    func beat() async throws {
+    /// What this worker's heartbeat says of it (`celerity status` and the dashboard read it).
+    func heartbeatDocument() -> JSONValue {
         let s = stats.withLock { $0 }
-        let info = JSONValue.object([
+        return JSONValue.object([
             JSONMember("node", .string(config.node)), JSONMember("pid", .int(Int(getpid()))),
             JSONMember("host", .string(ProcessInfo.processInfo.hostName)),
             JSONMember("queues", .array(config.queues.map { .string($0) })), JSONMember("concurrency", .int(config.concurrency)),
             JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
             JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),
         ])
-        let sent = ContinuousClock.now
-        try await broker.heartbeat(info, ttl: config.heartbeatTTL)
-        lease.renewed(sentAt: sent, ttl: .seconds(config.heartbeatTTL))
-    }
-
-    private func heartbeatLoop() async {
-        var lastSummary = ContinuousClock.now
-        var last = stats.withLock { $0 }
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: .milliseconds(Int(config.heartbeatSeconds * 1000))) } catch { return }
-            do { try await beat() } catch { if !dutyAlarm.permissionDenied("heartbeat", error, logger: logger) { logger.warning("heartbeat failed: \(error)") } }
-            // Per-task lines are debug-level (they would cost more than the tasks at full speed);
-            // info gets a summary every 10 s when something ran.
-            let elapsed = ContinuousClock.now - lastSummary
-            if elapsed >= .seconds(10) {
-                let now = stats.withLock { $0 }
-                if now.processed != last.processed {
-                    let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                    logger.info("tasks done", metadata: [
-                        "processed": .stringConvertible(now.processed - last.processed), "failed": .stringConvertible(now.failed - last.failed),
-                        "retried": .stringConvertible(now.retried - last.retried),
-                        "per_s": .string(String(format: "%.0f", Double(now.processed - last.processed) / secs)),
-                        "total": .stringConvertible(now.processed)])
-                }
-                last = now
-                lastSummary = ContinuousClock.now
-            }
-        }
-    }
-
-    private func delayedLoop() async {
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
-            if isStopping { continue }
-            do {
-                let n = try await broker.moveDue()
-                if n > 0 { logger.debug("moved due delayed messages to their queues", metadata: ["count": .stringConvertible(n)]) }
-            } catch {
-                // Redis away: say so once, then wait a little longer (the fetch loops log the outage).
-                if !dutyAlarm.permissionDenied("delayed forwarder", error, logger: logger) { logger.debug("moving due delayed messages failed: \(error)") }
-                try? await Task.sleep(for: .seconds(2))
-            }
-        }
     }
 
     /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`).
@@ -598,12 +567,13 @@ public final class Worker: Service, Sendable {
     /// anything else is `.slow`.
     func quickRun(_ raw: [UInt8], queue: String, generation: Int) -> QuickRun {
         guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
-        guard !isStopping, lease.covers(generation), message.eta == nil, message.expires == nil,
+        guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
               let spec = manifest.tasks[message.task], spec.softTimeLimit == nil,
               let body = handlers[message.task]?.inlineBody,
-              !revoked.withLock({ $0.contains(message.id) })
+              !revocations.contains(message.id), lease.covers(generation)   // the lease last: it starts right after
         else { return .slow(message) }
+        if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }
         let call = taskCall(message, queue: queue)
         let value: JSONValue
         do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
@@ -674,6 +644,7 @@ public final class Worker: Service, Sendable {
             slots.release()
             return
         }
+        log.debug("task started")
         let (limit, soft) = limits(message, spec)
         if let body = handler.inlineBody, soft == nil {
             // A tiny built-in: run here, no thread hop, nothing to interrupt.
@@ -704,7 +675,7 @@ public final class Worker: Service, Sendable {
     func triage(_ message: TaskMessage) -> Triage {
         if let expires = message.expires, expires < Date() { return .expired }
         if let eta = message.eta, eta.timeIntervalSinceNow > 0.01 { return .parked(eta) }
-        if revoked.withLock({ $0.contains(message.id) }) { return .revoked }
+        if revocations.contains(message.id) { return .revoked }
         guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else { return .unknown }
         if let pool = handler as? PersistentPlugin, pool.unavailability != nil { return .unavailable }
         return .run(spec, handler)
@@ -764,7 +735,6 @@ public final class Worker: Service, Sendable {
         }
         let token = inflightCounter.wrappingAdd(1, ordering: .relaxed).newValue
         inflight.withLock { $0[token] = entry }
-        log.debug("task started")
         return Launch(message: message, raw: raw, spec: spec, queue: queue, log: log, call: call, entry: entry, token: token, started: .now)
     }
 
@@ -842,8 +812,13 @@ public final class Worker: Service, Sendable {
     }
 
     func startOnArrival(_ raw: [UInt8], queue: String, generation: Int, slots: Slots) -> Arrival {
-        guard !isStopping, lease.covers(generation), let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
+        guard !isStopping, let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
               let plugin = handler as? PersistentPlugin, slots.tryAcquire() else { return .other(raw) }
+        guard lease.covers(generation) else {
+            slots.release()
+            return .other(raw)
+        }
+        if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }
         let (limit, soft) = limits(message, spec)
         let l = launch(message, raw, spec: spec, handler: plugin, queue: queue, TaskLog(base: logger, id: message.id, task: message.task),
                        limit: limit, soft: soft)
