@@ -26,7 +26,7 @@ struct CelerityCommand: AsyncParsableCommand {
           64 bad command line (unknown option, out-of-range value)
         """,
         version: CelerityVersion.string,
-        subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, CheckCommand.self, PluginCommand.self]
+        subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, StatusCommand.self, CheckCommand.self, PluginCommand.self]
     )
 }
 
