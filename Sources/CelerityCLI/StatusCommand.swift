@@ -75,12 +75,13 @@ struct StatusCommand: AsyncParsableCommand {
     func write(_ text: String) { FileHandle.standardOutput.write(Data(text.utf8)) }
 }
 
-/// The table of `celerity status`, kept within 100 columns (names are cut at 24).
+/// The table of `celerity status`, kept within 100 columns (names are cut at 24, the last
+/// column at 24 or 28).
 enum StatusTable {
     static func render(_ s: Inspector.Snapshot) -> String {
         var out = "Broker \(s.broker) at \(clock(s.at))\n\n"
         let qw = width(s.queues.map(\.name), title: "QUEUE")
-        out += pad("QUEUE", qw) + "  " + ["WAITING", "P0-2", "P3-5", "P6-8", "P9", "CONSUMERS"].map { lpad($0, 9) }.joined() + "  NEXT\n"
+        out += pad("QUEUE", qw) + ["WAITING", "P0-2", "P3-5", "P6-8", "P9", "WORKERS"].map { lpad($0, 8) }.joined() + "  NEXT\n"
         if s.queues.isEmpty { out += "(no queues: name them with --queue, or pass a manifest)\n" }
         for q in s.queues {
             var next = "-"
@@ -90,11 +91,12 @@ enum StatusTable {
                 if m.redeliveries > 0 { next += " redelivered \(m.redeliveries)x" }
             }
             let cols = [q.depth] + q.lists.map(\.depth) + [q.consumers.count]
-            out += pad(q.name, qw) + "  " + cols.map { lpad(String($0), 9) }.joined() + "  " + cut(next, 30) + "\n"
+            out += pad(q.name, qw) + cols.map { lpad(String($0), 8) }.joined() + "  " + cut(next, 24) + "\n"
         }
         out += "\n"
         let ww = width(s.workers.map(\.node), title: "WORKER")
-        out += pad("WORKER", ww) + "  " + pad("STATE", 5) + ["BEAT", "RUNNING", "IN FLIGHT", "C", "PROCESSED"].map { lpad($0, 10) }.joined() + "  QUEUES\n"
+        let widths = [7, 8, 10, 4, 10]
+        out += pad("WORKER", ww) + "  " + pad("STATE", 5) + zip(["BEAT", "RUNNING", "IN FLIGHT", "C", "PROCESSED"], widths).map { lpad($0, $1) }.joined() + "  QUEUES\n"
         if s.workers.isEmpty { out += "(no workers known)\n" }
         for w in s.workers {
             let hb = w.heartbeat
@@ -104,8 +106,8 @@ enum StatusTable {
             let queues: String
             if w.alive { queues = hb?.queues.joined(separator: ",") ?? "" } else { queues = w.inFlight > 0 ? "awaiting recovery" : "-" }
             var line: String = pad(w.node, ww) + "  " + pad(w.alive ? "alive" : "dead", 5)
-            line += cells.map { lpad($0, 10) }.joined()
-            out += line + "  " + cut(queues, 30) + "\n"
+            line += zip(cells, widths).map { lpad($0, $1) }.joined()
+            out += line + "  " + cut(queues, 28) + "\n"
         }
         out += "\n"
         let d = s.delayed

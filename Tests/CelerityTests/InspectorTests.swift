@@ -117,6 +117,12 @@ struct InspectorTests {
         #expect(only.queues.map(\.sources) == [["option"], ["option"]])
         #expect(only.queue("zz")?.depth == 0)
 
+        // Without the per-queue count of dead letters: nil, the rest as before.
+        var cheap = try Inspector(broker: server.url, manifest: manifest)
+        cheap.countDeadLettersByQueue = false
+        let c = try await cheap.snapshot(now: now)
+        #expect(c.deadLetters.byQueue == nil && c.deadLetters.count == 4 && c.revoked == s.revoked && c.queues == s.queues)
+
         // The JSON document: snake_case, dates as Celery writes them, oldest_age an explicit
         // null, and it reads back to the same snapshot.
         let json = try s.json()

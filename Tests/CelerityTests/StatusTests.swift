@@ -116,6 +116,14 @@ extension Integration {
             let one = try await ChildProcess.run(Paths.celerity, ["status", "--json", "--queue", "other"] + common)
             #expect(try Inspector.Snapshot(json: Data(one.output.utf8)).queues.map(\.name) == ["other"])
 
+            // --watch with --json: one compact document per line, refreshed.
+            let watch = try ChildProcess(name: "status-watch", executable: Paths.celerity, arguments: ["status", "--json", "--watch", "0.2"] + common)
+            try await Task.sleep(for: .milliseconds(1500))
+            await watch.stop(grace: 5)
+            let docs = watch.output.split(separator: "\n").filter { $0.hasPrefix("{") }
+            #expect(docs.count >= 3, "\(watch.output)")
+            for d in docs { #expect(try Inspector.Snapshot(json: Data(d.utf8)).queue("work")?.depth == 5) }
+
             // 4: Redis unreachable; 2: a bad URL or manifest.
             let down = try await ChildProcess.run(Paths.celerity, ["status", "--broker", "redis://u:topsecret@127.0.0.1:\(RedisServer.freePort())/0"])
             #expect(down.status == 4, "\(down.output)")

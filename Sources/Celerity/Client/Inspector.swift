@@ -17,8 +17,8 @@ import RedisClient
 public struct Inspector: Sendable {
     public let redis: Redis
     public let manifest: Manifest?
-    /// Count dead letters per queue (a server-side script reading every entry: about a
-    /// millisecond of Redis time per thousand entries, at most 10,000 entries).
+    /// Count dead letters per queue: a server-side script that reads every entry (measured:
+    /// 29 ms of Redis time for a full list, 10,000 entries of 1 KB). Off: `byQueue` is nil.
     public var countDeadLettersByQueue = true
 
     public init(redis: Redis, manifest: Manifest? = nil) {
