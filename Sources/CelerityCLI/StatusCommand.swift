@@ -9,9 +9,9 @@ struct StatusCommand: AsyncParsableCommand {
         abstract: "Show queues, workers, delayed work, dead letters and revocations (read-only).",
         discussion: """
         Queues: the manifest's (tasks and workers sections) and those of live workers, or only --queue.
-        WAITING counts every priority list of a queue (P0-2 is the main list, P3-5, P6-8 and P9 the
-        \\x06\\x16 sub-lists); IN FLIGHT is a worker's processing list (fetched, not yet acked). A dead
-        worker (known, no heartbeat) keeps its list until a live worker hands it back.
+
+        WAITING counts every priority list of a queue: P0-2 is the main list, P3-5, P6-8 and P9 the \\x06\\x16 sub-lists. IN FLIGHT is a worker's processing list (fetched, not yet acked). A dead worker (known, no heartbeat) keeps its list until a live worker hands it back.
+
         Exit status: 0 ok, 2 bad manifest or URL, 4 Redis cannot be reached.
         """
     )
