@@ -171,9 +171,9 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             switch pick() {
             case let .process(p): return p
             case .stopping:
-                throw TaskFailure(type: "WorkerShuttingDown", message: "plugin '\(name)' is shutting down", module: "celerity", retryable: true)
+                throw TaskFailure(type: "WorkerShuttingDown", message: "plugin '\(name)' is shutting down", module: "celerity", disposition: .handBack)
             case let .unavailable(why):
-                throw TaskFailure(type: "PluginUnavailable", message: "plugin '\(name)' is unavailable: \(why)", module: "celerity", retryable: true)
+                throw TaskFailure(type: "PluginUnavailable", message: "plugin '\(name)' is unavailable: \(why)", module: "celerity", disposition: .handBack)
             case .wait:
                 // Woken when a process starts or a call finishes; re-checked at least every 100 ms.
                 await withTaskGroup(of: Void.self) { g in

@@ -14,14 +14,35 @@ public struct TaskFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public var message: String
     public var module: String
     public var traceback: String?
-    public var retryable: Bool
+    /// What the worker does with the attempt that failed, decided where the failure is made.
+    public var disposition: Disposition
+
+    public enum Disposition: Sendable, Hashable {
+        /// Stored as FAILURE (dead-lettered if the task had retries).
+        case final
+        /// Retried if the task has retries left, else final.
+        case retry
+        /// Not the task's failure (its handler could not take it now): the message goes back
+        /// to the head of its queue unchanged, no result, no retry counted.
+        case handBack
+    }
 
     public init(type: String, message: String, module: String = "builtins", traceback: String? = nil, retryable: Bool = false) {
+        self.init(type: type, message: message, module: module, traceback: traceback, disposition: retryable ? .retry : .final)
+    }
+
+    public init(type: String, message: String, module: String = "builtins", traceback: String? = nil, disposition: Disposition) {
         self.type = type
         self.message = message
         self.module = module
         self.traceback = traceback
-        self.retryable = retryable
+        self.disposition = disposition
+    }
+
+    /// Whether a task with retries left runs again after this failure.
+    public var retryable: Bool {
+        get { disposition == .retry }
+        set { disposition = newValue ? .retry : .final }
     }
 
     // description (a log line's "type: message", cut short): TaskFailure+Limits.swift
@@ -46,7 +67,7 @@ public struct TaskFailure: Error, Sendable, Hashable, CustomStringConvertible {
             module = "builtins"
         }
         self.traceback = traceback
-        self.retryable = false
+        self.disposition = .final
     }
 
     // Errors Celerity itself raises, named as Celery names them so Python clients recognise them.

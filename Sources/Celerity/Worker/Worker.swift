@@ -261,17 +261,24 @@ public final class Worker: Service, Sendable {
 
     /// Runs a Redis operation, retrying with backoff while the connection is down. Returns nil
     /// only if the worker is asked to stop before it succeeds.
+    /// How long a Redis operation is retried through a stop.
+    enum RetryPolicy {
+        /// Given up once a stop is requested (what is left is redone at the next start).
+        case untilStopped
+        /// Results and acks: retried through a stop, up to its grace period; what is not
+        /// acked then stays in the processing list and is requeued at the next start.
+        case throughGrace
+    }
+
     @discardableResult
-    func withRedisRetry<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async throws -> T? {
+    func withRedisRetry<T: Sendable>(_ what: String, policy: RetryPolicy = .untilStopped, _ body: @Sendable () async throws -> T) async throws -> T? {
         var delay = 0.1
         while true {
             do { return try await body() } catch let e as RedisError where e.isConnectionProblem {
                 logger.error("Redis unavailable during \(what); retrying", metadata: ["error": .string(e.description), "retry_in_s": .stringConvertible(delay)])
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 delay = min(delay * 2, 5)
-                // Results and acks are retried through a stop, up to the grace period; what is
-                // not acked then stays in the processing list and is requeued at the next start.
-                if isStopping && ((what != "store result" && what != "ack") || graceExpired) { return nil }
+                if isStopping && (policy == .untilStopped || graceExpired) { return nil }
             }
         }
     }
@@ -840,7 +847,7 @@ public final class Worker: Service, Sendable {
             log.debug("task succeeded", metadata: runtime())
             await finish(message, raw, spec.storeResult ? .success(message.id, value) : nil, log)
             return
-        case let .failure(f as TaskFailure) where f.type == "PluginUnavailable" || f.type == "WorkerShuttingDown":
+        case let .failure(f as TaskFailure) where f.disposition == .handBack:
             await requeue(raw, queue: queue, message: message, log)
             return
         case let .failure(f as TaskFailure):
@@ -878,9 +885,9 @@ public final class Worker: Service, Sendable {
         let due = next.eta!
         let listKey = Keys.queue(message.queue.isEmpty ? spec.queue : message.queue, priority: message.priority)
         if spec.storeResult && !message.ignoreResult {
-            _ = try? await withRedisRetry("store result") { try await self.results.store(retryMeta, for: message) }
+            _ = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(retryMeta, for: message) }
         }
-        _ = try? await withRedisRetry("ack") {
+        _ = try? await withRedisRetry("ack", policy: .throughGrace) {
             try await self.broker.scheduleRetry(raw, retryRaw: retryRaw, listKey: listKey, due: due)
         }
     }
@@ -940,7 +947,7 @@ public final class Worker: Service, Sendable {
             return
         }
         if let meta, !message.ignoreResult {
-            let stored: Void?? = try? await withRedisRetry("store result") { try await self.results.store(meta, for: message) }
+            let stored: Void?? = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: message) }
             if stored == nil || stored! == nil {
                 log.error("result not stored; message left unacked for redelivery")
                 return
@@ -948,10 +955,10 @@ public final class Worker: Service, Sendable {
         }
         if let meta, meta.state == .failure, let spec = manifest.tasks[message.task], spec.retries > 0 {
             let why = "failed after \(message.retries) retr\(message.retries == 1 ? "y" : "ies"): \(meta.failure?.description ?? "")"
-            _ = try? await withRedisRetry("ack") { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
+            _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
             return
         }
-        _ = try? await withRedisRetry("ack") { try await self.broker.ack(raw) }
+        _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.ack(raw) }
     }
 }
 
