@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import RedisClient
 import Subprocess
 import Synchronization
 import SystemPackage
@@ -238,13 +239,13 @@ public final class PersistentPlugin: TaskHandler, Sendable {
     }
 
     private func runSlot(_ slot: Int) async {
-        var backoff = 0.2
+        var backoff = Backoff(first: 0.2, max: 10)
         while !isStopping {
             let outcome = await runProcess(slot)
             if isStopping { return }
             switch outcome {
             case .recycled:
-                backoff = 0.2
+                backoff.reset()
             case let .crashed(why):
                 let loop: Bool = state.withLock { s in
                     let now = Date()
@@ -262,11 +263,11 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                         "queue": .string(queue), "for_s": .stringConvertible(unavailableSeconds), "last_error": .string(why)])
                     wakeWaiters()
                     try? await Task.sleep(for: .milliseconds(Int(unavailableSeconds * 1000)))
-                    backoff = 0.2
+                    backoff.reset()
                 } else {
-                    logger.warning("plugin process ended; restarting", metadata: ["reason": .string(why), "restart_in_s": .stringConvertible(backoff)])
-                    try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
-                    backoff = min(backoff * 2, 10)
+                    let delay = backoff.next()
+                    logger.warning("plugin process ended; restarting", metadata: ["reason": .string(why), "restart_in_s": .stringConvertible(delay)])
+                    try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 }
             }
         }
