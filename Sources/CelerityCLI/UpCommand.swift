@@ -151,7 +151,7 @@ final class UpService: Service, Sendable {
     /// Runs one child process with its output prefixed by `name`; restarts it with backoff when
     /// it exits on its own (if `restart`); on `stop()` sends SIGTERM, then SIGKILL after 60 s.
     private func runChild(name: String, executable: String, arguments: [String], environment: [Environment.Key: String?] = [:], restart: Bool, stop: @escaping @Sendable () -> Bool) async {
-        var backoff = 0.5
+        var backoff = Backoff(first: 0.5, max: 30)
         while !stop() {
             let started = Date()
             do {
@@ -184,16 +184,15 @@ final class UpService: Service, Sendable {
                     }
                 }
                 if stop() { return }
-                logger.error("\(name) exited unexpectedly (\(result.terminationStatus)); restarting in \(backoff) s")
+                logger.error("\(name) exited unexpectedly (\(result.terminationStatus)); restarting in \(backoff.current) s")
             } catch {
                 if stop() { return }
-                logger.error("\(name) could not be started: \(error); retrying in \(backoff) s")
+                logger.error("\(name) could not be started: \(error); retrying in \(backoff.current) s")
                 if !restart { failure.withLock { $0 = "\(name) could not be started: \(error)" }; return }
             }
             if !restart { return }
-            if Date().timeIntervalSince(started) > 30 { backoff = 0.5 }
-            try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
-            backoff = min(backoff * 2, 30)
+            if Date().timeIntervalSince(started) > 30 { backoff.reset() }
+            try? await Task.sleep(for: .milliseconds(Int(backoff.next() * 1000)))
         }
     }
 }

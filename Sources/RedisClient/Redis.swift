@@ -22,7 +22,7 @@ public final class Redis: @unchecked Sendable {
     public let maxBackoff: Double
     private let queue: DispatchQueue
     private var connection: RedisConnection?
-    private var backoff: Double = 0
+    private var backoff: Backoff
     private var nextAttempt: Double = 0
     private var scriptSHAs: [String: String] = [:]
 
@@ -31,6 +31,7 @@ public final class Redis: @unchecked Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.maxBackoff = maxBackoff
+        self.backoff = Backoff(first: 0.1, max: maxBackoff)
         self.queue = DispatchQueue(label: "celerity.redis.\(label)")
     }
 
@@ -170,13 +171,12 @@ public final class Redis: @unchecked Sendable {
         do {
             let c = try RedisConnection(url: url, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
             connection = c
-            backoff = 0
+            backoff.reset()
             nextAttempt = 0
             scriptSHAs = [:]
             return c
         } catch {
-            backoff = backoff == 0 ? 0.1 : min(backoff * 2, maxBackoff)
-            nextAttempt = Date().timeIntervalSince1970 + backoff
+            nextAttempt = Date().timeIntervalSince1970 + backoff.next()
             throw error
         }
     }

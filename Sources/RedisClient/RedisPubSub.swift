@@ -121,7 +121,7 @@ public final class RedisPubSub: Sendable {
     // MARK: - The reader thread
 
     private func loop() {
-        var backoff = 0.1
+        var backoff = Backoff(first: 0.1, max: 5)
         var everConnected = false
         while !state.withLock({ $0.closed }) {
             let connection: RedisConnection
@@ -129,11 +129,10 @@ public final class RedisPubSub: Sendable {
                 connection = try RedisConnection(url: url, connectTimeout: 2, commandTimeout: 10)
             } catch {
                 failPending(error.message)
-                Thread.sleep(forTimeInterval: backoff)
-                backoff = min(backoff * 2, 5)
+                Thread.sleep(forTimeInterval: backoff.next())
                 continue
             }
-            backoff = 0.1
+            backoff.reset()
             // Send the requests not yet confirmed; after a reconnect, first everything that
             // was subscribed before (nobody waits for those confirmations).
             let reconnected = everConnected

@@ -46,10 +46,11 @@ func awaitTask(_ task: Task<Void, any Error>, until deadline: Date) async throws
     return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Bool, any Error>) in
         once.continuation.withLock { $0 = c }
         @Sendable func finish(_ r: Result<Bool, any Error>) { once.continuation.withLock { c in defer { c = nil }; return c }?.resume(with: r) }
+        let timer = OneShotTimer(after: deadline.timeIntervalSinceNow) { finish(.success(false)) }
         Task {
             do { try await task.value; finish(.success(true)) } catch { finish(.failure(error)) }
+            timer.cancel()
         }
-        DispatchQueue.global().asyncAfter(deadline: .now() + max(deadline.timeIntervalSinceNow, 0)) { finish(.success(false)) }
     }
 }
 

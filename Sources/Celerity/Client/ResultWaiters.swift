@@ -11,6 +11,9 @@ final class ResultWaiters: Sendable {
     private struct Waiter {
         let token: Int
         let continuation: CheckedContinuation<ResultMeta?, Never>
+        /// Its time-out; cancelled on delivery, so that it does not hold the waiter until the
+        /// deadline.
+        let timer: OneShotTimer
     }
     private struct State {
         var stash: [String: ResultMeta] = [:]
@@ -59,7 +62,10 @@ final class ResultWaiters: Sendable {
             }
             return []
         }
-        for w in waiting { w.continuation.resume(returning: meta) }
+        for w in waiting {
+            w.timer.cancel()
+            w.continuation.resume(returning: meta)
+        }
     }
 
     /// Takes a stashed result.
@@ -75,21 +81,23 @@ final class ResultWaiters: Sendable {
         return await withCheckedContinuation { (c: CheckedContinuation<ResultMeta?, Never>) in
             let ready = state.withLock { s -> ResultMeta? in
                 if let m = s.stash.removeValue(forKey: id) { return m }
-                s.waiters[id, default: []].append(Waiter(token: token, continuation: c))
+                // (A timer that fires at once waits for this lock, so it finds the waiter.)
+                let timer = OneShotTimer(after: deadline.timeIntervalSinceNow) { [self] in timeOut(id, token) }
+                s.waiters[id, default: []].append(Waiter(token: token, continuation: c, timer: timer))
                 return nil
             }
             if let ready { c.resume(returning: ready); return }
-            let left = max(deadline.timeIntervalSinceNow, 0)
-            DispatchQueue.global().asyncAfter(deadline: .now() + left) { [self] in
-                let mine = state.withLock { s -> Waiter? in
-                    guard var list = s.waiters[id], let i = list.firstIndex(where: { $0.token == token }) else { return nil }
-                    let w = list.remove(at: i)
-                    s.waiters[id] = list.isEmpty ? nil : list
-                    return w
-                }
-                mine?.continuation.resume(returning: nil)
-            }
             if let registered { Task { await registered() } }
         }
+    }
+
+    private func timeOut(_ id: String, _ token: Int) {
+        let mine = state.withLock { s -> Waiter? in
+            guard var list = s.waiters[id], let i = list.firstIndex(where: { $0.token == token }) else { return nil }
+            let w = list.remove(at: i)
+            s.waiters[id] = list.isEmpty ? nil : list
+            return w
+        }
+        mine?.continuation.resume(returning: nil)
     }
 }

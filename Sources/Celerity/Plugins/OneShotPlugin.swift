@@ -83,17 +83,11 @@ public struct OneShotPlugin: TaskHandler {
         let name = spec.argv.joined(separator: " ")
         let outcome: Outcome?
         do {
-            outcome = try await withThrowingTaskGroup(of: Outcome?.self) { group in
-                group.addTask { try await self.spawn(call) }
-                if let limit {
-                    group.addTask {
-                        try await Task.sleep(for: .milliseconds(Int(max(limit, 0) * 1000)))
-                        return nil
-                    }
-                }
-                let first = try await group.next()!
-                group.cancelAll()   // on time-out this cancels the run: SIGTERM, then SIGKILL, to the group
-                return first
+            if let limit {
+                // On time-out this cancels the run: SIGTERM, then SIGKILL, to the group.
+                outcome = try await withDeadline(.milliseconds(Int(max(limit, 0) * 1000))) { try await self.spawn(call) }
+            } else {
+                outcome = try await spawn(call)
             }
         } catch let e as SubprocessError {
             if e.code == .init(.outputLimitExceeded) {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import RedisClient
 import Subprocess
 import Synchronization
 import SystemPackage
@@ -144,7 +145,9 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             return r
         } onCancel: {
             process.send(Self.notification("$/cancel", ["id": .string(rpcID), "reason": "revoked"]))
-            DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
+            // With the call's other timers: dropped once it is answered (then it is no longer
+            // pending, and the kill would not happen anyway).
+            watch.schedule(after: grace) {
                 if process.isPending(rpcID) { process.kill(reason: "call \(rpcID) cancelled and not answered within \(grace) s") }
             }
         }
@@ -238,13 +241,13 @@ public final class PersistentPlugin: TaskHandler, Sendable {
     }
 
     private func runSlot(_ slot: Int) async {
-        var backoff = 0.2
+        var backoff = Backoff(first: 0.2, max: 10)
         while !isStopping {
             let outcome = await runProcess(slot)
             if isStopping { return }
             switch outcome {
             case .recycled:
-                backoff = 0.2
+                backoff.reset()
             case let .crashed(why):
                 let loop: Bool = state.withLock { s in
                     let now = Date()
@@ -262,11 +265,11 @@ public final class PersistentPlugin: TaskHandler, Sendable {
                         "queue": .string(queue), "for_s": .stringConvertible(unavailableSeconds), "last_error": .string(why)])
                     wakeWaiters()
                     try? await Task.sleep(for: .milliseconds(Int(unavailableSeconds * 1000)))
-                    backoff = 0.2
+                    backoff.reset()
                 } else {
-                    logger.warning("plugin process ended; restarting", metadata: ["reason": .string(why), "restart_in_s": .stringConvertible(backoff)])
-                    try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
-                    backoff = min(backoff * 2, 10)
+                    let delay = backoff.next()
+                    logger.warning("plugin process ended; restarting", metadata: ["reason": .string(why), "restart_in_s": .stringConvertible(delay)])
+                    try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 }
             }
         }
@@ -769,31 +772,19 @@ final class LiveProcess: Sendable {
 final class CallWatch: Sendable {
     struct Flags { var timedOut = false; var softFired = false; var done = false }
     enum Flag { case timedOut, softFired }
-    /// A one-shot timer. A dispatch source, not `asyncAfter` with a work item: a cancelled
-    /// work item keeps its closure (and all it captures: the call's arguments, the process)
-    /// until its deadline, which at thousands of calls a second and a 300 s limit is a
-    /// lot of memory; a cancelled source lets go at once. Dispatch sources are thread-safe
-    /// but not marked Sendable.
-    private final class Item: @unchecked Sendable {
-        let timer: any DispatchSourceTimer
-        init(after seconds: Double, _ body: @escaping @Sendable () -> Void) {
-            timer = DispatchSource.makeTimerSource(queue: .global())
-            timer.setEventHandler(handler: body)
-            timer.schedule(deadline: .now() + max(seconds, 0))
-        }
-    }
-    private let state = Mutex<(flags: Flags, items: [Item])>((Flags(), []))
+    /// `OneShotTimer`s, not `asyncAfter`: the call's arguments and the process they capture
+    /// are let go when the call is answered, not at the time limit.
+    private let state = Mutex<(flags: Flags, timers: [OneShotTimer])>((Flags(), []))
 
     /// Runs `body` after `seconds` unless the call is answered first.
     func schedule(after seconds: Double, _ body: @escaping @Sendable () -> Void) {
-        let item = Item(after: seconds, body)
+        let timer = OneShotTimer(after: seconds, body)
         let accepted = state.withLock { s -> Bool in
             if s.flags.done { return false }
-            s.items.append(item)
+            s.timers.append(timer)
             return true
         }
-        item.timer.activate()   // (libdispatch must never release a source that is still inactive)
-        if !accepted { item.timer.cancel() }
+        if !accepted { timer.cancel() }
     }
 
     /// Sets a flag unless the call is over or the hard limit already struck; false if not set.
@@ -811,12 +802,12 @@ final class CallWatch: Sendable {
     /// The call is answered: cancels the timers (none is left pending for the whole time
     /// limit); returns whether the limits struck.
     func finish() -> (timedOut: Bool, softFired: Bool) {
-        let (f, items) = state.withLock { s in
+        let (f, timers) = state.withLock { s in
             s.flags.done = true
-            defer { s.items = [] }
-            return (s.flags, s.items)
+            defer { s.timers = [] }
+            return (s.flags, s.timers)
         }
-        for item in items { item.timer.cancel() }
+        for timer in timers { timer.cancel() }
         return (f.timedOut, f.softFired)
     }
 }

@@ -79,20 +79,12 @@ public struct PluginChecker: Sendable {
                                               "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
                                               "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/"]
         do {
-            return try await withThrowingTaskGroup(of: OneShotRun?.self) { group in
-                group.addTask {
-                    let r = try await Subprocess.run(.path(FilePath(exe)), arguments: Arguments(Array(argv.dropFirst())), environment: .custom(env),
-                                                     platformOptions: platform, input: .array(stdin), output: .bytes(limit: 64 << 20), error: .bytes(limit: 8 << 20))
-                    return OneShotRun(status: r.terminationStatus, stdout: r.standardOutput, stderr: r.standardError, timedOut: false)
-                }
-                group.addTask {
-                    try await Task.sleep(for: .milliseconds(Int(limit * 1000)))
-                    return nil
-                }
-                let first = try await group.next()!
-                group.cancelAll()
-                return first ?? OneShotRun(status: nil, stdout: [], stderr: [], timedOut: true)
+            let run = try await withDeadline(.milliseconds(Int(limit * 1000))) {
+                let r = try await Subprocess.run(.path(FilePath(exe)), arguments: Arguments(Array(argv.dropFirst())), environment: .custom(env),
+                                                 platformOptions: platform, input: .array(stdin), output: .bytes(limit: 64 << 20), error: .bytes(limit: 8 << 20))
+                return OneShotRun(status: r.terminationStatus, stdout: r.standardOutput, stderr: r.standardError, timedOut: false)
             }
+            return run ?? OneShotRun(status: nil, stdout: [], stderr: [], timedOut: true)
         } catch {
             return OneShotRun(status: nil, stdout: Array("\(error)".utf8), stderr: [], timedOut: false)
         }
