@@ -73,15 +73,15 @@ final class Completer: Sendable {
     /// Runs `body`, retrying with backoff while Redis is unreachable, through a stop until its
     /// grace period is over. False: not done (the messages stay in the processing list).
     private func retry(_ body: @Sendable () async throws -> Void) async -> Bool {
-        var delay = 0.1
+        var backoff = Backoff(first: 0.1, max: 5)
         while true {
             do {
                 try await body()
                 return true
             } catch let e as RedisError where e.isConnectionProblem {
+                let delay = backoff.next()
                 logger.error("Redis unavailable while storing results; retrying", metadata: ["error": .string(e.description), "retry_in_s": .stringConvertible(delay)])
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                delay = min(delay * 2, 5)
                 if stop.isRequested && stop.graceExpired { return false }
             } catch {
                 logger.error("storing results failed; their messages stay in the processing list: \(error)")

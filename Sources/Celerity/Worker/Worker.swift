@@ -239,7 +239,7 @@ public final class Worker: Service, Sendable {
 
     /// Waits until the broker answers PING, logging and backing off; false if stopped meanwhile.
     private func waitForBroker() async throws -> Bool {
-        var delay = 0.2
+        var backoff = Backoff(first: 0.2, max: 5)
         var logged = false
         while !isStopping {
             do {
@@ -250,10 +250,10 @@ public final class Worker: Service, Sendable {
                 // A wrong password or an ACL user without PING does not get better by retrying.
                 throw WorkerPermissionError(message: "Redis at \(config.broker) refused access: \(e.message) (see docs/security.md)")
             } catch {
+                let delay = backoff.next()
                 if !logged || delay >= 5 { logger.error("broker unreachable; retrying", metadata: ["error": .string("\(error)"), "retry_in_s": .stringConvertible(delay)]) }
                 logged = true
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                delay = min(delay * 2, 5)
             }
         }
         return false
@@ -272,12 +272,12 @@ public final class Worker: Service, Sendable {
 
     @discardableResult
     func withRedisRetry<T: Sendable>(_ what: String, policy: RetryPolicy = .untilStopped, _ body: @Sendable () async throws -> T) async throws -> T? {
-        var delay = 0.1
+        var backoff = Backoff(first: 0.1, max: 5)
         while true {
             do { return try await body() } catch let e as RedisError where e.isConnectionProblem {
+                let delay = backoff.next()
                 logger.error("Redis unavailable during \(what); retrying", metadata: ["error": .string(e.description), "retry_in_s": .stringConvertible(delay)])
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                delay = min(delay * 2, 5)
                 if isStopping && (policy == .untilStopped || graceExpired) { return nil }
             }
         }
@@ -333,7 +333,7 @@ public final class Worker: Service, Sendable {
 
     private func fetchLoop(queue: String, prefetch: Slots, room: Int, ownRoom: Bool, batchesInFlight: Int, slots: Slots) async {
         let fetcher = broker.makeFetcher(queue)
-        var delay = 0.1
+        var backoff = Backoff(first: 0.1, max: 5)
         let pluginQueue = isPersistentPluginQueue(queue)
         var lastGot = 1   // what the last fetch brought: the next one asks for up to twice that
         await withDiscardingTaskGroup { running in
@@ -438,14 +438,14 @@ public final class Worker: Service, Sendable {
                     }
                     messages = got
                     lastGot = max(messages.count, 1)
-                    delay = 0.1
+                    backoff.reset()
                 } catch {
                     prefetch.release(n)
                     // Its reply may have been lost after Redis moved messages: look for strays.
                     strays.request()
+                    let delay = backoff.next()
                     logger.error("fetch from queue failed; retrying", metadata: ["queue": .string(queue), "error": .string("\(error)"), "retry_in_s": .stringConvertible(delay)])
                     try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                    delay = min(delay * 2, 5)
                     continue
                 }
                 if messages.count < n { prefetch.release(n - messages.count) }
@@ -901,22 +901,18 @@ public final class Worker: Service, Sendable {
     /// themselves by killing their process group.
     private func run(_ handler: any TaskHandler, _ call: TaskCall, limit: Double?, isPlugin: Bool) async throws -> JSONValue {
         // Built-ins learn of the soft limit through call.cancellation (plugins get signals).
+        // The timer lets go of its closure as soon as the handler returns.
+        var softTimer: OneShotTimer?
         if !isPlugin, let soft = call.softDeadline {
             let flag = call.cancellation
-            DispatchQueue.global().asyncAfter(deadline: .now() + max(soft.timeIntervalSinceNow, 0)) { flag.set() }
+            softTimer = OneShotTimer(after: max(soft.timeIntervalSinceNow, 0)) { flag.set() }
         }
+        defer { softTimer?.cancel() }
         guard let limit, !isPlugin else { return try await handler.run(call) }
-        return try await withThrowingTaskGroup(of: JSONValue?.self) { group in
-            group.addTask { try await handler.run(call) }
-            group.addTask {
-                try await Task.sleep(for: .milliseconds(Int(limit * 1000)))
-                return nil
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            guard let value = first else { throw TaskFailure.timeLimit(limit) }
-            return value
+        guard let value = try await withDeadline(.milliseconds(Int(limit * 1000)), operation: { try await handler.run(call) }) else {
+            throw TaskFailure.timeLimit(limit)
         }
+        return value
     }
 
     func requeue(_ raw: [UInt8], queue: String, message: TaskMessage, _ log: TaskLog,
