@@ -4,6 +4,9 @@ import Foundation
 /// One blocking hiredis connection. Not thread-safe: `Redis` confines each instance to a
 /// serial dispatch queue of its own, so blocking reads never run on Swift's cooperative pool.
 ///
+/// `init` is the one place that opens a connection to Redis, for commands (`Redis`) and for
+/// pub/sub (`RedisPubSub`) alike: Sentinel discovery and TLS plug in here.
+///
 /// After an I/O error or a socket time-out hiredis leaves the context unusable; the
 /// connection then reports `isBroken` and must be replaced.
 final class RedisConnection {

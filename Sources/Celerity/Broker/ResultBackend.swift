@@ -1,10 +1,29 @@
 import Foundation
 import RedisClient
 
-/// Where a worker stores results, and where clients read them.
+/// Where a worker stores results, and where clients read them. A backend is the one place
+/// that knows what a result looks like on the wire: the worker's batched pipeline asks it
+/// (`write`) as its one-by-one path does (`store`). A new backend is a type here (and its
+/// URL in `ResultBackendConfig`).
 public protocol ResultBackend: Sendable {
     /// Stores `meta` for the task of `message`. Throws on Redis trouble: the caller must not ack then.
     func store(_ meta: ResultMeta, for message: TaskMessage) async throws
+    /// What the worker's batched store-and-ack pipeline (`Completer`) writes for `meta`; nil
+    /// when nothing is stored (no backend, or an rpc call without `reply_to`).
+    func write(_ meta: ResultMeta, for message: TaskMessage) -> ResultWrite?
+    /// Commands of the kind the backend sends, on keys of the kind it uses, for the worker's
+    /// ACL check at startup (`probe`: a key name that exists nowhere).
+    func permissionProbe(_ probe: String) -> [RedisCommand]
+}
+
+/// One result as the worker's batched pipeline writes it.
+public enum ResultWrite: Sendable, Equatable {
+    /// Celery's Redis backend: SET (with TTL) + PUBLISH on `celery-task-meta-<id>`.
+    /// `success`: the document is a SUCCESS (may be written over anything); any other goes
+    /// through `RedisResultBackend.storeScript` (never over a stored SUCCESS).
+    case redisKey(String, [UInt8], success: Bool)
+    /// Celery's rpc backend: LPUSH the reply envelope to the client's reply list.
+    case rpcList(String, [UInt8])
 }
 
 /// Celery's Redis result backend: `celery-task-meta-<id>` set with a TTL and published on the
@@ -36,6 +55,15 @@ public struct RedisResultBackend: ResultBackend {
     public func store(_ meta: ResultMeta, for message: TaskMessage) async throws {
         _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [Keys.resultMeta(meta.taskID)], args: [meta.encode(), expires])
     }
+
+    public func write(_ meta: ResultMeta, for message: TaskMessage) -> ResultWrite? {
+        .redisKey(Keys.resultMeta(meta.taskID), meta.encode(), success: meta.state == .success)
+    }
+
+    public func permissionProbe(_ probe: String) -> [RedisCommand] {
+        let key = Keys.resultMeta(probe)
+        return [RedisCommand("SET", key, probe, "EX", 1), RedisCommand("GET", key), RedisCommand("PUBLISH", key, probe)]
+    }
 }
 
 /// Celery's rpc backend: the document, wrapped in a message envelope, LPUSHed to the client's
@@ -44,8 +72,16 @@ public struct RPCResultBackend: ResultBackend {
     public let redis: Redis
     public init(redis: Redis) { self.redis = redis }
     public func store(_ meta: ResultMeta, for message: TaskMessage) async throws {
-        guard let replyTo = message.replyTo else { return }
-        try await redis.call("LPUSH", replyTo, meta.rpcEnvelope(replyTo: replyTo, correlationID: message.correlationID))
+        guard case let .rpcList(replyTo, envelope)? = write(meta, for: message) else { return }
+        try await redis.call("LPUSH", replyTo, envelope)
+    }
+
+    public func write(_ meta: ResultMeta, for message: TaskMessage) -> ResultWrite? {
+        message.replyTo.map { .rpcList($0, meta.rpcEnvelope(replyTo: $0, correlationID: message.correlationID)) }
+    }
+
+    public func permissionProbe(_ probe: String) -> [RedisCommand] {
+        [RedisCommand("LPUSH", "00000000-0000-0000-0000-000000000000", probe)]
     }
 }
 
@@ -53,4 +89,6 @@ public struct RPCResultBackend: ResultBackend {
 public struct NoResultBackend: ResultBackend {
     public init() {}
     public func store(_ meta: ResultMeta, for message: TaskMessage) async throws {}
+    public func write(_ meta: ResultMeta, for message: TaskMessage) -> ResultWrite? { nil }
+    public func permissionProbe(_ probe: String) -> [RedisCommand] { [] }
 }

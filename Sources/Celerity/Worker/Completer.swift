@@ -22,16 +22,10 @@ import Synchronization
 /// Everything here is idempotent (SET of the same document, LREM of a missing message, a
 /// repeated PUBLISH that waiters ignore), so a batch whose round trip failed is sent again.
 final class Completer: Sendable {
-    enum Store: Sendable {
-        /// Celery's Redis backend: SET (with TTL) + PUBLISH on `celery-task-meta-<id>`.
-        /// `success`: the document is a SUCCESS (may be written over anything).
-        case redisKey(String, [UInt8], success: Bool)
-        /// Celery's rpc backend: LPUSH the reply envelope to the client's reply list.
-        case rpcList(String, [UInt8])
-    }
     struct Item: Sendable {
         let raw: [UInt8]
-        let store: Store?
+        /// What the result backend writes (`ResultBackend.write`); nil: just ack.
+        let store: ResultWrite?
     }
     /// Items handed in together, and who waits for them.
     private struct Group {
@@ -92,7 +86,7 @@ final class Completer: Sendable {
 
     /// Stores (if `store` is given) and acks `raw`; returns once both are done, false if the
     /// worker stopped before Redis took them (the message then stays in the processing list).
-    func complete(_ raw: [UInt8], store: Store?) async -> Bool {
+    func complete(_ raw: [UInt8], store: ResultWrite?) async -> Bool {
         await complete([Item(raw: raw, store: store)])
     }
 

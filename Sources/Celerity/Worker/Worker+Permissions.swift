@@ -74,16 +74,8 @@ extension Worker {
             RedisCommand("SET", Keys.heartbeat(config.node), probe, "EX", 1), RedisCommand("GET", Keys.heartbeat(config.node)),
             RedisCommand("DEL", Keys.heartbeat(config.node)), RedisCommand("SADD", Keys.workers, config.node),
         ]
-        var results: [RedisCommand] = []
-        switch completionKind {
-        case .redisKey:
-            let key = Keys.resultMeta(probe)
-            results = [RedisCommand("SET", key, probe, "EX", 1), RedisCommand("GET", key), RedisCommand("PUBLISH", key, probe)]
-        case .rpcList:
-            essential.append(RedisCommand("LPUSH", "00000000-0000-0000-0000-000000000000", probe))
-        case .none:
-            break
-        }
+        // The result backend's own commands, checked where it writes (its own Redis, or the broker's).
+        let results = self.results.permissionProbe(probe)
         let other = Keys.processing(probe)
         let optional = [
             RedisCommand("LPUSH", Keys.deadLetters, probe), RedisCommand("LTRIM", Keys.deadLetters, 0, 1), RedisCommand("EXPIRE", Keys.deadLetters, 1),

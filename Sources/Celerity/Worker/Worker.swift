@@ -38,9 +38,6 @@ public final class Worker: Service, Sendable {
     let results: any ResultBackend
     /// Batched result writes + acks (the hot path).
     let completer: Completer
-    /// How a result is written by the completer.
-    let completionKind: CompletionKind
-    enum CompletionKind { case redisKey, rpcList, none }
     let handlers: [String: any TaskHandler]
     /// Persistent plugin process pools, supervised for the worker's lifetime.
     let persistentPools: [PersistentPlugin]
@@ -88,16 +85,12 @@ public final class Worker: Service, Sendable {
             do { url = try RedisURL(string: urlString) } catch { throw ManifestError(nil, "result backend: \(error.message)") }
             if url != config.broker { separateResults = Redis(url: url, label: "results-\(config.node)") }
             results = RedisResultBackend(redis: separateResults ?? broker.control, expires: config.resultBackend.expires)
-            completionKind = .redisKey
         case .sameAsBroker:
             results = RedisResultBackend(redis: broker.control, expires: config.resultBackend.expires)
-            completionKind = .redisKey
         case .rpc:
             results = RPCResultBackend(redis: broker.control)
-            completionKind = .rpcList
         case .none:
             results = NoResultBackend()
-            completionKind = .none
         }
         // Its own connections: a batch in flight must not wait behind heartbeats or sweeps.
         let stop = StopFlag(grace: config.shutdownGrace)
@@ -585,15 +578,11 @@ public final class Worker: Service, Sendable {
         let value: JSONValue
         do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
         if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
-        guard spec.storeResult, !message.ignoreResult else { return .done(Completer.Item(raw: raw, store: nil)) }
-        let meta = ResultMeta.success(message.id, value)
-        switch completionKind {
-        case .redisKey: return .done(Completer.Item(raw: raw, store: .redisKey(Keys.resultMeta(message.id), meta.encode(), success: true)))
-        case .rpcList:
-            guard let to = message.replyTo else { return .done(Completer.Item(raw: raw, store: nil)) }
-            return .done(Completer.Item(raw: raw, store: .rpcList(to, meta.rpcEnvelope(replyTo: to, correlationID: message.correlationID))))
-        case .none: return .done(Completer.Item(raw: raw, store: nil))
+        // The same decision as every other outcome; only its `.complete` is written here.
+        guard case let .complete(meta) = decide(Outcome(result: .success(value), message: message, spec: spec)) else {
+            return .settle(.success(value), message, spec)
         }
+        return .done(Completer.Item(raw: raw, store: completionStore(meta, message)))
     }
 
     /// `decoded`: the message as the fast read found it (no unknown headers; `retry` reads
@@ -616,7 +605,7 @@ public final class Worker: Service, Sendable {
         switch triage(message) {
         case .expired:
             log.info("task expired before it ran: REVOKED")
-            await finish(message, raw, .failure(message.id, .revoked("expired"), state: .revoked), log)
+            await dispose(Outcome(result: .revoked(.revoked("expired")), message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case let .parked(eta):
             log.debug("task has a future eta: parked in the delayed set", metadata: ["eta": .string(CeleryDate.format(eta))])
@@ -624,15 +613,15 @@ public final class Worker: Service, Sendable {
             return
         case .revoked:
             log.info("task was revoked before it ran: REVOKED")
-            await finish(message, raw, .failure(message.id, .revoked("revoked"), state: .revoked), log)
+            await dispose(Outcome(result: .revoked(.revoked("revoked")), message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case .unknown:
             log.warning("unknown task: FAILURE NotRegistered")
-            await finish(message, raw, .failure(message.id, .notRegistered(message.task)), log)
+            await dispose(Outcome(result: .notRegistered, message: message, spec: nil), raw, queue: queue, log)
             return
         case .unavailable:
             // A plugin in a crash loop: hand the message back instead of burning it.
-            await requeue(raw, queue: queue, message: message, log)
+            await dispose(Outcome(result: .handBack, message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case let .run(s, h):
             (spec, handler) = (s, h)
@@ -724,10 +713,11 @@ public final class Worker: Service, Sendable {
             // pool to a Redis connection's thread: ~35 µs each here, seen with `perf sched`).
             // Only SUCCESS, only when nobody revoked or handed the task back meanwhile, only
             // through an idle completer lane; anything else takes the usual path.
-            let store = spec.storeResult
             call.settleOnAnswer = { value in
+                // The same decision as every other outcome; only its `.complete` is written here.
+                guard case let .complete(meta) = self.decide(Outcome(result: .success(value), message: message, spec: spec)) else { return }
                 guard entry.fate.withLock({ f in guard f == .running else { return false }; f = .settling; return true }) else { return }
-                let item = Completer.Item(raw: raw, store: store ? self.completionStore(.success(message.id, value), message) : nil)
+                let item = Completer.Item(raw: raw, store: self.completionStore(meta, message))
                 switch self.completer.writeNow([item]) {
                 case .written:
                     entry.settled.store(true, ordering: .releasing)
@@ -799,7 +789,7 @@ public final class Worker: Service, Sendable {
             log.info("task revoked while running: terminated, REVOKED")
             var f = TaskFailure.revoked("revoked")
             f.message = "revoked (terminated)"
-            await finish(message, raw, .failure(message.id, f, state: .revoked), log)
+            await dispose(Outcome(result: .revoked(f), message: message, spec: spec), raw, queue: queue, log)
             return
         case .running, .settling:
             // `settling`: a write on the reader thread failed (see `launch`). (`running`
@@ -838,35 +828,28 @@ public final class Worker: Service, Sendable {
     }
 
     /// Stores the outcome of a run (or retries it) and acks.
-    func settle(_ outcome: Result<JSONValue, any Error>, _ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, queue: String,
+    func settle(_ result: Result<JSONValue, any Error>, _ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, queue: String,
                         _ log: TaskLog, runtime: @autoclosure () -> Logger.Metadata) async {
-        let failure: TaskFailure
-        switch outcome {
+        let outcome: Outcome.Result
+        switch result {
         case let .success(value):
             stats.withLock { $0.processed += 1 }
             log.debug("task succeeded", metadata: runtime())
-            await finish(message, raw, spec.storeResult ? .success(message.id, value) : nil, log)
-            return
+            outcome = .success(value)
         case let .failure(f as TaskFailure) where f.disposition == .handBack:
-            await requeue(raw, queue: queue, message: message, log)
-            return
-        case let .failure(f as TaskFailure):
-            failure = f.capped()   // every failure is stored and logged cut to size (TaskFailure+Limits)
+            outcome = .handBack
         case let .failure(error):
-            failure = TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity").capped()
+            // Every failure is stored and logged cut to size (TaskFailure+Limits).
+            let f = ((error as? TaskFailure) ?? TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")).capped()
+            stats.withLock { $0.processed += 1; $0.failed += 1 }
+            outcome = .failure(f)
         }
-        stats.withLock { $0.processed += 1; $0.failed += 1 }
-        if failure.retryable && message.retries < spec.retries {
-            await retry(message, raw, spec: spec, failure: failure, log)
-            return
-        }
-        log.warning("task failed", metadata: runtime().merging(["error": .string(failure.description)]) { a, _ in a })
-        await finish(message, raw, spec.storeResult ? .failure(message.id, failure) : nil, log)
+        await dispose(Outcome(result: outcome, message: message, spec: spec), raw, queue: queue, log, runtime: runtime())
     }
 
     /// Stores RETRY (as Celery does: same task id) and parks the next attempt in the delayed
     /// set, removing this one from the processing list in the same script.
-    private func retry(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, failure: TaskFailure, _ log: TaskLog) async {
+    func retry(_ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, failure: TaskFailure, _ log: TaskLog) async {
         let attempt = message.retries + 1
         let delay = spec.retryDelay(attempt: attempt)
         // The full message (the fast read keeps no unknown headers), so the retry carries them.
@@ -919,42 +902,6 @@ public final class Worker: Service, Sendable {
                          why: String = "handler unavailable: message returned to the head of its queue") async {
         log.warning("\(why)")
         _ = try? await withRedisRetry("requeue") { try await self.broker.requeue(raw, listKey: Keys.queue(queue, priority: message.priority)) }
-    }
-
-    /// How the completer writes `meta` for `message` (nil: nothing to store, just ack).
-    private func completionStore(_ meta: ResultMeta?, _ message: TaskMessage) -> Completer.Store? {
-        guard let meta, !message.ignoreResult else { return nil }
-        switch completionKind {
-        case .redisKey: return .redisKey(Keys.resultMeta(meta.taskID), meta.encode(), success: meta.state == .success)
-        case .rpcList: return message.replyTo.map { .rpcList($0, meta.rpcEnvelope(replyTo: $0, correlationID: message.correlationID)) }
-        case .none: return nil
-        }
-    }
-
-    /// Stores the result (unless none is wanted), then acks. Never acks what was not stored.
-    /// A failure of a task that had retries, after the last one, goes to the dead letters.
-    private func finish(_ message: TaskMessage, _ raw: [UInt8], _ meta: ResultMeta?, _ log: TaskLog) async {
-        let deadLetter = meta?.state == .failure && (manifest.tasks[message.task]?.retries ?? 0) > 0
-        if !deadLetter {
-            // The hot path: stored and acked in the completer's next batch.
-            if await !completer.complete(raw, store: completionStore(meta, message)) {
-                log.error("result not stored; message left unacked for redelivery")
-            }
-            return
-        }
-        if let meta, !message.ignoreResult {
-            let stored: Void?? = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: message) }
-            if stored == nil || stored! == nil {
-                log.error("result not stored; message left unacked for redelivery")
-                return
-            }
-        }
-        if let meta, meta.state == .failure, let spec = manifest.tasks[message.task], spec.retries > 0 {
-            let why = "failed after \(message.retries) retr\(message.retries == 1 ? "y" : "ies"): \(meta.failure?.description ?? "")"
-            _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
-            return
-        }
-        _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.ack(raw) }
     }
 }
 

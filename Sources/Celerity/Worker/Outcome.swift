@@ -1,0 +1,106 @@
+import Foundation
+import Logging
+import RedisClient
+
+/// What became of one message: the one value that every route produces (inline built-ins,
+/// tasks, one-shot plugins, persistent plugins answered on their reader thread, and the
+/// triage before a run).
+struct Outcome: Sendable {
+    enum Result: Sendable {
+        /// The handler returned a value.
+        case success(JSONValue)
+        /// The handler failed (the failure is already cut to size: `TaskFailure.capped`).
+        case failure(TaskFailure)
+        /// REVOKED: revoked before it ran, terminated while running, or expired.
+        case revoked(TaskFailure)
+        /// No handler for its task name here.
+        case notRegistered
+        /// Its handler could not take it now (a plugin paused or shutting down): back to the
+        /// head of its queue unchanged.
+        case handBack
+    }
+    let result: Result
+    let message: TaskMessage
+    /// The task's manifest entry (nil for an unknown task).
+    let spec: TaskSpec?
+}
+
+/// What the worker writes for an outcome: decided in one place, `Worker.decide`.
+enum Disposal: Sendable {
+    /// Store `meta` (nil: nothing to store) and ack, in the batched pipeline (`Completer`).
+    case complete(ResultMeta?)
+    /// Store RETRY and park the next attempt in the delayed set.
+    case retry(TaskFailure)
+    /// Store `meta` one by one, then move the message to the dead letters.
+    case deadLetter(ResultMeta?, reason: String)
+    /// Put the message back at the head of its queue.
+    case handBack
+}
+
+extension Worker {
+    /// The one decision of what is written for an outcome. Pure, so the fast paths call it on
+    /// whatever thread they run (the fetcher's, a plugin's reader thread) and take their own
+    /// quick write only when it says `.complete`.
+    func decide(_ o: Outcome) -> Disposal {
+        let id = o.message.id
+        let storesResults = o.spec?.storeResult ?? true
+        switch o.result {
+        case let .success(value):
+            return .complete(storesResults ? .success(id, value) : nil)
+        case .handBack:
+            return .handBack
+        case let .revoked(f):
+            return .complete(.failure(id, f, state: .revoked))
+        case .notRegistered:
+            return .complete(.failure(id, .notRegistered(o.message.task)))
+        case let .failure(f):
+            guard let spec = o.spec else { return .complete(.failure(id, f)) }
+            if f.retryable && o.message.retries < spec.retries { return .retry(f) }
+            // A task with retries that failed for good goes to the dead letters; so does one
+            // whose result is not stored only in the log (docs/reliability.md, weak spot).
+            guard storesResults else { return .complete(nil) }
+            guard spec.retries > 0 else { return .complete(.failure(id, f)) }
+            let why = "failed after \(o.message.retries) retr\(o.message.retries == 1 ? "y" : "ies"): \(f.description)"
+            return .deadLetter(.failure(id, f), reason: why)
+        }
+    }
+
+    /// Carries out the decision for `outcome` (the usual path; the fast paths write
+    /// `.complete` themselves). Never acks what was not stored.
+    func dispose(_ outcome: Outcome, _ raw: [UInt8], queue: String, _ log: TaskLog, runtime: @autoclosure () -> Logger.Metadata = [:]) async {
+        let message = outcome.message
+        let disposal = decide(outcome)
+        if case let .failure(f) = outcome.result {
+            if case .retry = disposal {} else {   // a retry says so itself
+                log.warning("task failed", metadata: runtime().merging(["error": .string(f.description)]) { a, _ in a })
+            }
+        }
+        switch disposal {
+        case let .complete(meta):
+            if await !completer.complete(raw, store: completionStore(meta, message)) {
+                log.error("result not stored; message left unacked for redelivery")
+            }
+        case let .retry(failure):
+            guard let spec = outcome.spec else { return }
+            await retry(message, raw, spec: spec, failure: failure, log)
+        case let .deadLetter(meta, why):
+            if let meta, !message.ignoreResult {
+                let stored: Void?? = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: message) }
+                guard case .some(.some) = stored else {
+                    log.error("result not stored; message left unacked for redelivery")
+                    return
+                }
+            }
+            _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
+        case .handBack:
+            await requeue(raw, queue: queue, message: message, log)
+        }
+    }
+
+    /// How the completer writes `meta` for `message` (nil: nothing to store, just ack): what
+    /// the result backend says, unless the message asked for no result.
+    func completionStore(_ meta: ResultMeta?, _ message: TaskMessage) -> ResultWrite? {
+        guard let meta, !message.ignoreResult else { return nil }
+        return results.write(meta, for: message)
+    }
+}
