@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import RedisClient
+import Synchronization
+
+// The measured fast paths: inline built-ins run where they were fetched (in a batch, or on
+// the fetcher's own thread right after a blocking fetch), and persistent-plugin calls sent
+// from the fetcher's thread. They ask `decide` like every other route (Outcome.swift).
+
+extension Worker {
+    // MARK: - One message
+
+    /// The usual failure path (retry, dead letter, store) for a tiny built-in that failed
+    /// where it was fetched; then its prefetch slot is given back.
+    func settleQuickFailure(_ raw: [UInt8], _ outcome: Result<JSONValue, any Error>, _ quick: TaskMessage, spec: TaskSpec,
+                                    queue: String, prefetch: Slots) async {
+        // The fast read keeps no unknown headers: a retry re-sends the full message.
+        let message = (try? TaskMessage.decode(raw)) ?? quick
+        await settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: logger, id: message.id, task: message.task), runtime: [:])
+        prefetch.release()
+    }
+
+    enum Handled: Sendable {
+        /// Ran, stored and acked.
+        case stored
+        /// Ran; the write failed: still to store and ack.
+        case unstored(Completer.Item)
+        /// Ran and failed: the usual failure path (retry, dead letter, store), not run again.
+        case failed([UInt8], Result<JSONValue, any Error>, TaskMessage, TaskSpec)
+        /// Not a plain call of a tiny built-in: the usual path.
+        case other([UInt8])
+    }
+
+    /// On a fetcher's thread, right after its blocking fetch: runs a tiny built-in and writes
+    /// its result and ack on the same connection (never an ack before the store: one
+    /// connection's commands run in order).
+    func runAndStore(_ raw: [UInt8], queue: String, generation: Int, _ session: RedisSession) -> Handled {
+        let item: Completer.Item
+        switch quickRun(raw, queue: queue, generation: generation) {
+        case let .done(done): item = done
+        case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec)
+        case .slow: return .other(raw)
+        }
+        do throws(RedisError) {
+            try Completer.check(try session.pipelineErrors(completer.commands(for: [item], ack: true)))
+            broker.held.release(raw)
+            return .stored
+        } catch {
+            return .unstored(item)
+        }
+    }
+
+    enum QuickRun {
+        /// Ran successfully here: store and ack.
+        case done(Completer.Item)
+        /// Ran here and failed: the usual failure path (retry, dead letter, store).
+        case settle(Result<JSONValue, any Error>, TaskMessage, TaskSpec)
+        /// Needs the full path (`process`); with what the fast read found, if anything.
+        case slow(TaskMessage?)
+    }
+
+    /// Runs a message at once when it is a plain call of an inline built-in (no eta, expiry,
+    /// revocation, soft limit, stop, or lapse of the lease since its fetch in the way);
+    /// anything else is `.slow`.
+    func quickRun(_ raw: [UInt8], queue: String, generation: Int) -> QuickRun {
+        guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
+        guard !isStopping, message.eta == nil, message.expires == nil,
+              message.softTimeLimit == nil || message.softTimeLimit == 0,
+              let spec = manifest.tasks[message.task], spec.softTimeLimit == nil,
+              let body = handlers[message.task]?.inlineBody,
+              !revocations.contains(message.id), lease.covers(generation)   // the lease last: it starts right after
+        else { return .slow(message) }
+        if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }
+        let call = taskCall(message, queue: queue)
+        let value: JSONValue
+        do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
+        if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
+        // The same decision as every other outcome; only its `.complete` is written here.
+        guard case let .complete(meta) = decide(Outcome(result: .success(value), message: message, spec: spec)) else {
+            return .settle(.success(value), message, spec)
+        }
+        return .done(Completer.Item(raw: raw, store: completionStore(meta, message)))
+    }
+
+    /// A message of a queue of persistent plugins, taken where it arrived (the fetcher's own
+    /// thread): sent to a plugin process right there when nothing stands in the way (no eta
+    /// or expiry due, not revoked, a free execution slot and a process with room now), with
+    /// no hand-off between its arrival and the plugin. `.other`: take the usual path.
+    enum Arrival: Sendable {
+        case started(Launch, PersistentPlugin, PersistentPlugin.StartedCall)
+        case other([UInt8])
+    }
+
+    func startOnArrival(_ raw: [UInt8], queue: String, generation: Int, slots: Slots) -> Arrival {
+        guard !isStopping, let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
+              let plugin = handler as? PersistentPlugin, slots.tryAcquire() else { return .other(raw) }
+        guard lease.covers(generation) else {
+            slots.release()
+            return .other(raw)
+        }
+        if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }
+        let (limit, soft) = limits(message, spec)
+        let l = launch(message, raw, spec: spec, handler: plugin, queue: queue, TaskLog(base: logger, id: message.id, task: message.task),
+                       limit: limit, soft: soft)
+        guard let started = plugin.tryStart(l.call) else {
+            unlaunch(l)
+            slots.release()
+            return .other(raw)
+        }
+        return .started(l, plugin, started)
+    }
+}
