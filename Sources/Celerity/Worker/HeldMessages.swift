@@ -102,30 +102,43 @@ final class HeldMessages: Sendable {
 /// and the next renewal starts a new generation. A message fetched in an earlier generation
 /// is checked against the list before it starts (`Worker.ownsStill`).
 final class Lease: Sendable {
-    private struct State {
-        var validUntil: ContinuousClock.Instant?
-        var generation = 0
-    }
-    private let state = Mutex(State())
+    /// Read on every start (the hot path), so without a lock: a renewal stores the generation,
+    /// then the end (release); a reader loads the end, then the generation (acquire). A reader
+    /// that sees a new end also sees the new generation, so a message of an older one is never
+    /// taken as covered by a lease that lapsed.
+    private let generationNow = Atomic<Int>(0)
+    /// Nanoseconds since `origin`; 0: never renewed.
+    private let validUntilNanos = Atomic<Int64>(0)
+    private let origin = ContinuousClock.now
+    /// Renewals come from the heartbeat alone; the lock keeps two from interleaving anyway.
+    private let writer = Mutex(())
     let margin: Duration
 
     init(margin: Duration = .seconds(1)) { self.margin = margin }
 
+    private func nanos(_ t: ContinuousClock.Instant) -> Int64 {
+        let d = origin.duration(to: t)
+        return d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+    }
+
     /// A renewal sent at `sentAt` (read before the command left) was confirmed by Redis.
     func renewed(sentAt: ContinuousClock.Instant, ttl: Duration) {
-        state.withLock { s in
-            if s.validUntil.map({ sentAt >= $0 }) ?? true { s.generation += 1 }
-            let until = sentAt + ttl - margin
-            if s.validUntil.map({ until > $0 }) ?? true { s.validUntil = until }
+        writer.withLock { _ in
+            let until = max(nanos(sentAt + ttl - margin), 1)
+            let old = validUntilNanos.load(ordering: .acquiring)
+            if old == 0 || nanos(sentAt) >= old { generationNow.add(1, ordering: .releasing) }
+            if until > old { validUntilNanos.store(until, ordering: .releasing) }
         }
     }
 
     /// The generation now, whether or not the lease is valid (read it before a fetch).
-    var generation: Int { state.withLock { $0.generation } }
+    var generation: Int { generationNow.load(ordering: .acquiring) }
 
     /// The generation if the lease is valid now, else nil.
     func current(now: ContinuousClock.Instant = .now) -> Int? {
-        state.withLock { s in s.validUntil.map { now < $0 } == true ? s.generation : nil }
+        let until = validUntilNanos.load(ordering: .acquiring)
+        let g = generationNow.load(ordering: .acquiring)
+        return until != 0 && nanos(now) < until ? g : nil
     }
 
     /// Whether a message fetched in `generation` may start without a check.
