@@ -245,20 +245,13 @@ def count_results(r, pending):
                 pending.discard(tid)
 
 
+TASK_ID = re.compile(r"task_id=([0-9a-f-]{36})")
+
+
 def scan_logs(tmp, workers):
     """Executions per task id ("task succeeded" lines), and how often a result could not be stored."""
-    counts, not_stored = {}, 0
-    pattern = re.compile(r"task_id=([0-9a-f-]{36})")
-    for i in range(workers):
-        with open(os.path.join(tmp, f"worker-{i}.log"), errors="replace") as f:
-            for line in f:
-                if "task succeeded" in line:
-                    m = pattern.search(line)
-                    if m:
-                        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
-                elif "result not stored" in line:
-                    not_stored += 1
-    return counts, not_stored
+    not_stored = sum(1 for i in range(workers) for line in log_lines(tmp, i) if "result not stored" in line)
+    return executions(tmp, workers, [0] * workers), not_stored
 
 
 def leftover_plugins(token):
@@ -328,15 +321,14 @@ def log_lines(tmp, i, start=0, end=None):
     return data.decode(errors="replace").splitlines()
 
 
-def executions(tmp, workers, offsets, ids):
-    """Executions ("task succeeded" lines) per task id of `ids`, in the logs from `offsets` on."""
-    pattern = re.compile(r"task_id=([0-9a-f-]{36})")
+def executions(tmp, workers, offsets, ids=None):
+    """Executions ("task succeeded" lines) per task id (of `ids`, if given), in the logs from `offsets` on."""
     counts = {}
     for i in range(workers):
         for line in log_lines(tmp, i, offsets[i]):
             if "task succeeded" in line:
-                m = pattern.search(line)
-                if m and m.group(1) in ids:
+                m = TASK_ID.search(line)
+                if m and (ids is None or m.group(1) in ids):
                     counts[m.group(1)] = counts.get(m.group(1), 0) + 1
     return counts
 
@@ -438,11 +430,10 @@ def stall_phase(r, workers, args, tmp):
     pending = wait_results(r, good, 120)
     time.sleep(3)  # what the resumed worker does with what it had fetched
     counts = executions(tmp, args.workers, offsets, good)
-    pattern = re.compile(r"task_id=([0-9a-f-]{36})")
     started_before = set()
     for line in log_lines(tmp, 0, offsets[0], stopped_at):
         if "task started" in line or "task succeeded" in line:
-            m = pattern.search(line)
+            m = TASK_ID.search(line)
             if m:
                 started_before.add(m.group(1))
     reruns = [t for t, c in counts.items() if c > 1]

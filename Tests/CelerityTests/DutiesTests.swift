@@ -8,21 +8,7 @@ import Testing
 /// The worker's background duties, each alone against a real Redis: one round (`once`), no
 /// worker, no sleeping.
 struct DutiesTests {
-    struct Fixture {
-        let redis: Redis
-        let broker: WorkerBroker
-        let node: String
-        let queue: String
-        let client: CelerityClient
-        init(_ server: RedisServer, _ name: String) throws {
-            node = "\(name)-\(UUID().uuidString.prefix(8))@test"
-            queue = "\(name)-\(UUID().uuidString.prefix(8))"
-            broker = WorkerBroker(url: try RedisURL(string: server.url), node: node)
-            redis = try Redis(server.url, label: "test")
-            client = try CelerityClient(broker: server.url, resultBackend: server.url)
-        }
-        func message(_ args: [JSONValue]) -> [UInt8] { client.message("t.add", args: args, options: .init(queue: queue)).encode() }
-    }
+    typealias Fixture = BrokerFixture
     static let logger = Logger(label: "duties-test")
 
     @Test func aHeartbeatWritesItsDocumentWithItsTTLAndRenewsTheLease() async throws {

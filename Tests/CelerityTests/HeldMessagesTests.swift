@@ -48,16 +48,10 @@ struct HeldMessagesTests {
     /// A message in the list and not in the ledger is handed back, unless a fetch that was
     /// under way when the list was read brings it: then the audit waits for that fetch.
     @Test func theAuditHandsBackStraysButWaitsForFetchesUnderWay() async throws {
-        let redis = try await sharedRedis.value
-        let node = "audit-\(UUID().uuidString.prefix(8))@test"
-        let queue = "audit-\(UUID().uuidString.prefix(8))"
-        let broker = WorkerBroker(url: try RedisURL(string: redis.url), node: node)
-        let client = try CelerityClient(broker: redis.url, resultBackend: redis.url)
+        let f = try BrokerFixture(try await sharedRedis.value, "audit")
+        let (node, queue, broker, r) = (f.node, f.queue, f.broker, f.redis)
         let audit = StrayAudit(broker: broker, logger: .init(label: "test"))
-        let r = try Redis(redis.url, label: "test")
-        let held = client.message("t.add", args: [1, 1], options: .init(queue: queue)).encode()
-        let stray = client.message("t.add", args: [2, 2], options: .init(queue: queue)).encode()
-        let inTransit = client.message("t.add", args: [3, 3], options: .init(queue: queue)).encode()
+        let held = f.message([1, 1]), stray = f.message([2, 2]), inTransit = f.message([3, 3])
         // `held` came with a fetch whose reply was read; `stray` with one whose reply was lost.
         try await r.call("LPUSH", Keys.processing(node), held, stray)
         broker.held.endFetch(broker.held.beginFetch(), fetched: [held])
@@ -93,13 +87,11 @@ struct HeldMessagesTests {
     /// A sweep of a dead worker's list stops the moment its heartbeat is back: a stalled
     /// worker keeps what it still holds from its renewal on.
     @Test func aSweepMovesNothingOnceTheOwnersHeartbeatIsBack() async throws {
-        let redis = try await sharedRedis.value
-        let node = "fenced-\(UUID().uuidString.prefix(8))@test"
-        let queue = "fenced-\(UUID().uuidString.prefix(8))"
-        let broker = WorkerBroker(url: try RedisURL(string: redis.url), node: "sweeper@test")
-        let client = try CelerityClient(broker: redis.url, resultBackend: redis.url)
-        let r = try Redis(redis.url, label: "test")
-        let m = client.message("t.add", args: [1, 1], options: .init(queue: queue)).encode()
+        let f = try BrokerFixture(try await sharedRedis.value, "fenced")
+        let (node, queue, r) = (f.node, f.queue, f.redis)
+        // The sweep runs as another worker would.
+        let broker = WorkerBroker(url: f.broker.url, node: "sweeper@test")
+        let m = f.message([1, 1])
         try await r.call("LPUSH", Keys.processing(node), m)
         try await r.call("SET", Keys.heartbeat(node), "{}", "EX", 10)
         let alive = try await broker.redeliverAll(from: Keys.processing(node), maxRedeliveries: 3, ownerHeartbeat: Keys.heartbeat(node))

@@ -61,37 +61,37 @@ public final class WorkerBroker: Sendable {
         let count = Swift.max(1, Swift.min(expect ?? max, max))
         var commands = Array(repeating: move, count: count)
         commands.append(RedisCommand("EXISTS", arguments: Array(keys.dropFirst())))
-        // Every message a reply brings enters the ledger before it is returned; a reply that
-        // never comes (the connection was reset) leaves strays for `StrayAudit`.
-        let ticket = held.beginFetch()
-        var got: [[UInt8]] = []
-        var refused: String?
-        let replies: [RedisReply]
-        do { replies = try await fetcher.pipeline(commands) } catch {
-            held.endFetch(ticket, fetched: [])
-            throw error
-        }
-        for reply in replies.dropLast() {
-            if case let .error(message) = reply { refused = refused ?? message }
-            if let m = reply.bytes { got.append(m) }
-        }
-        held.endFetch(ticket, fetched: got)
+        let replies = try await tracked { try await fetcher.pipeline(commands) } moved: { $0.dropLast().compactMap(\.bytes) }
+        let got = replies.dropLast().compactMap(\.bytes)
         // Messages that did move are returned even if a later LMOVE was refused.
         if !got.isEmpty { return got }
-        if let refused { throw RedisError(.server, "LMOVE from \(keys[0]) to \(processingKey) refused: \(refused)") }
+        if let refused = replies.dropLast().lazy.compactMap({ r -> String? in if case let .error(m) = r { return m } else { return nil } }).first {
+            throw RedisError(.server, "LMOVE from \(keys[0]) to \(processingKey) refused: \(refused)")
+        }
         if (replies.last?.int ?? 0) > 0 {
             // The main list is empty and a lower-priority one is not.
-            let ticket = held.beginFetch()
-            let items: [[UInt8]]
-            do { items = try await fetcher.evalScript(WorkerBroker.fetchScript, keys: [processingKey] + keys.dropFirst(), args: [max]).array?.compactMap(\.bytes) ?? [] } catch {
-                held.endFetch(ticket, fetched: [])
-                throw error
-            }
-            held.endFetch(ticket, fetched: items)
+            let items = try await tracked {
+                try await fetcher.evalScript(WorkerBroker.fetchScript, keys: [processingKey] + keys.dropFirst(), args: [max]).array?.compactMap(\.bytes) ?? []
+            } moved: { $0 }
             if !items.isEmpty { return items }
         }
         guard let block else { return [] }
         return try await waitForOne(queue, using: fetcher, block: block)
+    }
+
+    /// Runs one fetch under a ticket of the ledger (`HeldMessages`): the messages its reply
+    /// brought (`moved`) enter the ledger as the reply is read, before anything runs them; a
+    /// reply that never comes (the connection was reset) leaves strays for `StrayAudit`.
+    private func tracked<T>(_ fetch: () async throws -> T, moved: (T) -> [[UInt8]]) async throws -> T {
+        let ticket = held.beginFetch()
+        do {
+            let reply = try await fetch()
+            held.endFetch(ticket, fetched: moved(reply))
+            return reply
+        } catch {
+            held.endFetch(ticket, fetched: [])
+            throw error
+        }
     }
 
     /// Blocks up to `block` seconds for one message on `queue`'s main list (BLMOVE into the

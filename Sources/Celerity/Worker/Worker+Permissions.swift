@@ -85,7 +85,7 @@ extension Worker {
             RedisCommand("SET", Keys.recoveryLock, probe, "NX", "PX", 1), RedisCommand("GET", Keys.recoveryLock), RedisCommand("DEL", Keys.recoveryLock),
             RedisCommand("SMEMBERS", Keys.workers), RedisCommand("SREM", Keys.workers, probe), RedisCommand("EXISTS", Keys.heartbeat(probe)),
             RedisCommand("LLEN", other), RedisCommand("LRANGE", other, 0, -1), RedisCommand("LREM", other, -1, probe),
-            RedisCommand("LRANGE", processing, 0, -1), RedisCommand("LPOS", processing, probe),
+            RedisCommand("LPOS", processing, probe),
         ]
         var refused = try await Worker.refusals(essential + (results.isEmpty || separateResultsRedis != nil ? [] : results), on: broker.control)
         if let r = separateResultsRedis, !results.isEmpty { refused += try await Worker.refusals(results, on: r) }

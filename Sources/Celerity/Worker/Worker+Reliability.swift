@@ -14,7 +14,8 @@ extension Worker {
         }
         let still: Bool?? = isStopping ? nil : try? await withRedisRetry("check ownership") { try await self.broker.stillHolds(raw) }
         guard let known = still, let holds = known else {
-            await requeue(raw, queue: queue, message: message, log, why: "worker stopping: message not started, returned to the head of its queue")
+            // Stopping, or Redis refused the check: not started; back to its queue if still ours.
+            await requeue(raw, queue: queue, message: message, log, why: "message not started (worker stopping, or its ownership could not be checked): returned to the head of its queue")
             return false
         }
         if !holds {
