@@ -23,6 +23,8 @@ struct Outcome: Sendable {
     let message: TaskMessage
     /// The task's manifest entry (nil for an unknown task).
     let spec: TaskSpec?
+    /// How long its handler ran (nil: it did not run, or ran inline where it was fetched).
+    var runtime: Duration? = nil
 }
 
 /// What the worker writes for an outcome: decided in one place, `Worker.decide`.
@@ -66,13 +68,14 @@ extension Worker {
     }
 
     /// Carries out the decision for `outcome` (the usual path; the fast paths write
-    /// `.complete` themselves). Never acks what was not stored.
-    func dispose(_ outcome: Outcome, _ raw: [UInt8], queue: String, _ log: TaskLog, runtime: @autoclosure () -> Logger.Metadata = [:]) async {
+    /// `.complete` themselves), then records it. Never acks what was not stored.
+    func dispose(_ outcome: Outcome, _ raw: [UInt8], queue: String, _ log: TaskLog) async {
         let message = outcome.message
         let disposal = decide(outcome)
+        defer { record(outcome, disposal) }
         if case let .failure(f) = outcome.result {
             if case .retry = disposal {} else {   // a retry says so itself
-                log.warning("task failed", metadata: runtime().merging(["error": .string(f.description)]) { a, _ in a })
+                log.warning("task failed", metadata: Self.runtimeMetadata(outcome.runtime).merging(["error": .string(f.description)]) { a, _ in a })
             }
         }
         switch disposal {
@@ -95,6 +98,36 @@ extension Worker {
         case .handBack:
             await requeue(raw, queue: queue, message: message, log)
         }
+    }
+
+    /// Where every outcome ends, exactly once, whatever route carried it (`dispose`, or a fast
+    /// path after its own write of `.complete`), on whatever thread that route runs: the
+    /// worker's counters today; events, metrics and the like hang here. Cheap and
+    /// non-blocking: it runs on the fetcher's and the plugins' reader threads too.
+    func record(_ outcome: Outcome, _ disposal: Disposal) {
+        stats.withLock { Self.tally(outcome, disposal, into: &$0) }
+    }
+
+    /// `record` for a batch of inline successes written together: one lock for the batch.
+    func record(_ batch: [(Outcome, Disposal)]) {
+        stats.withLock { s in for (o, d) in batch { Self.tally(o, d, into: &s) } }
+    }
+
+    private static func tally(_ outcome: Outcome, _ disposal: Disposal, into s: inout Stats) {
+        switch outcome.result {
+        case .success: s.processed += 1
+        case .failure:
+            s.processed += 1
+            s.failed += 1
+            if case .retry = disposal { s.retried += 1 }
+        case .revoked: s.revoked += 1
+        case .notRegistered, .handBack: break
+        }
+    }
+
+    static func runtimeMetadata(_ runtime: Duration?) -> Logger.Metadata {
+        guard let runtime else { return [:] }
+        return ["runtime_ms": .string(ms(runtime))]
     }
 
     /// How the completer writes `meta` for `message` (nil: nothing to store, just ack): what

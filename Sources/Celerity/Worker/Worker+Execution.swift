@@ -69,7 +69,7 @@ extension Worker {
             let call = taskCall(message, queue: queue)
             let outcome = Result<JSONValue, any Error> { try body(call) }
             slots.release()
-            await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: [:])
+            await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: nil)
             return
         }
         let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)
@@ -135,14 +135,18 @@ extension Worker {
             // pool to a Redis connection's thread: ~35 µs each here, seen with `perf sched`).
             // Only SUCCESS, only when nobody revoked or handed the task back meanwhile, only
             // through an idle completer lane; anything else takes the usual path.
+            let started = ContinuousClock.now
             call.settleOnAnswer = { value in
                 // The same decision as every other outcome; only its `.complete` is written here.
-                guard case let .complete(meta) = self.decide(Outcome(result: .success(value), message: message, spec: spec)) else { return }
+                let outcome = Outcome(result: .success(value), message: message, spec: spec, runtime: .now - started)
+                let disposal = self.decide(outcome)
+                guard case let .complete(meta) = disposal else { return }
                 guard entry.fate.withLock({ f in guard f == .running else { return false }; f = .settling; return true }) else { return }
                 let item = Completer.Item(raw: raw, store: self.completionStore(meta, message))
                 switch self.completer.writeNow([item]) {
                 case .written:
                     entry.settled.store(true, ordering: .releasing)
+                    self.record(outcome, disposal)
                 case .notTried:
                     entry.fate.withLock { f in if f == .settling { f = .running } }
                 case .failed:
@@ -165,7 +169,6 @@ extension Worker {
     /// Runs `body` (the handler) for a launched message, then stores its outcome and acks.
     func runAndSettle(_ l: Launch, slots: Slots, body: @escaping @Sendable () async throws -> JSONValue) async {
         let (message, raw, spec, queue, log, entry) = (l.message, l.raw, l.spec, l.queue, l.log, l.entry)
-        var runtime: Logger.Metadata { ["runtime_ms": .string(Self.ms(ContinuousClock.now - l.started))] }
         let ran = { @Sendable in
             slots.release()
             self.unlaunch(l)
@@ -178,10 +181,10 @@ extension Worker {
         let runTask = Task { () -> Result<JSONValue, any Error>? in
             let outcome: Result<JSONValue, any Error>
             do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+            let runtime = ContinuousClock.now - l.started
             if entry.settled.load(ordering: .acquiring) {
-                ran()
-                self.stats.withLock { $0.processed += 1 }
-                log.debug("task succeeded", metadata: runtime)
+                ran()   // stored, acked and recorded on the plugin's reader thread
+                log.debug("task succeeded", metadata: Self.runtimeMetadata(runtime))
                 return nil
             }
             let settleHere = entry.fate.withLock { f -> Bool in
@@ -211,34 +214,32 @@ extension Worker {
             log.info("task revoked while running: terminated, REVOKED")
             var f = TaskFailure.revoked("revoked")
             f.message = "revoked (terminated)"
-            await dispose(Outcome(result: .revoked(f), message: message, spec: spec), raw, queue: queue, log)
+            await dispose(Outcome(result: .revoked(f), message: message, spec: spec, runtime: .now - l.started), raw, queue: queue, log)
             return
         case .running, .settling:
             // `settling`: a write on the reader thread failed (see `launch`). (`running`
             // cannot be seen here: the run task settles those itself.)
             break
         }
-        await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: runtime)
+        await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: .now - l.started)
     }
 
     /// Stores the outcome of a run (or retries it) and acks.
     func settle(_ result: Result<JSONValue, any Error>, _ message: TaskMessage, _ raw: [UInt8], spec: TaskSpec, queue: String,
-                        _ log: TaskLog, runtime: @autoclosure () -> Logger.Metadata) async {
+                        _ log: TaskLog, runtime: Duration?) async {
         let outcome: Outcome.Result
         switch result {
         case let .success(value):
-            stats.withLock { $0.processed += 1 }
-            log.debug("task succeeded", metadata: runtime())
+            log.debug("task succeeded", metadata: Self.runtimeMetadata(runtime))
             outcome = .success(value)
         case let .failure(f as TaskFailure) where f.disposition == .handBack:
             outcome = .handBack
         case let .failure(error):
             // Every failure is stored and logged cut to size (TaskFailure+Limits).
             let f = ((error as? TaskFailure) ?? TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")).capped()
-            stats.withLock { $0.processed += 1; $0.failed += 1 }
             outcome = .failure(f)
         }
-        await dispose(Outcome(result: outcome, message: message, spec: spec), raw, queue: queue, log, runtime: runtime())
+        await dispose(Outcome(result: outcome, message: message, spec: spec, runtime: runtime), raw, queue: queue, log)
     }
 
     /// Stores RETRY (as Celery does: same task id) and parks the next attempt in the delayed
@@ -256,7 +257,6 @@ extension Worker {
         f.traceback = "celerity: Retry in \(String(format: "%.2f", delay))s: \(failure.type)('\(failure.message)')\n" + (failure.traceback ?? "")
         log.warning("task failed; retrying", metadata: ["error": .string(failure.description), "retry": .string("\(attempt)/\(spec.retries)"),
                                                          "retry_in_s": .string(String(format: "%.2f", delay))])
-        stats.withLock { $0.retried += 1 }
         let retryMeta = ResultMeta.failure(message.id, f, state: .retry)
         let retryRaw = next.encode()
         let due = next.eta!

@@ -16,15 +16,15 @@ extension Worker {
                                     queue: String, prefetch: Slots) async {
         // The fast read keeps no unknown headers: a retry re-sends the full message.
         let message = (try? TaskMessage.decode(raw)) ?? quick
-        await settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: logger, id: message.id, task: message.task), runtime: [:])
+        await settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: logger, id: message.id, task: message.task), runtime: nil)
         prefetch.release()
     }
 
     enum Handled: Sendable {
-        /// Ran, stored and acked.
-        case stored
+        /// Ran, stored and acked (not yet recorded).
+        case stored(Outcome, Disposal)
         /// Ran; the write failed: still to store and ack.
-        case unstored(Completer.Item)
+        case unstored(Completer.Item, Outcome, Disposal)
         /// Ran and failed: the usual failure path (retry, dead letter, store), not run again.
         case failed([UInt8], Result<JSONValue, any Error>, TaskMessage, TaskSpec)
         /// Not a plain call of a tiny built-in: the usual path.
@@ -35,24 +35,24 @@ extension Worker {
     /// its result and ack on the same connection (never an ack before the store: one
     /// connection's commands run in order).
     func runAndStore(_ raw: [UInt8], queue: String, generation: Int, _ session: RedisSession) -> Handled {
-        let item: Completer.Item
+        let item: Completer.Item, outcome: Outcome, disposal: Disposal
         switch quickRun(raw, queue: queue, generation: generation) {
-        case let .done(done): item = done
+        case let .done(done, o, d): (item, outcome, disposal) = (done, o, d)
         case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec)
         case .slow: return .other(raw)
         }
         do throws(RedisError) {
             try Completer.check(try session.pipelineErrors(completer.commands(for: [item], ack: true)))
             broker.held.release(raw)
-            return .stored
+            return .stored(outcome, disposal)
         } catch {
-            return .unstored(item)
+            return .unstored(item, outcome, disposal)
         }
     }
 
     enum QuickRun {
-        /// Ran successfully here: store and ack.
-        case done(Completer.Item)
+        /// Ran successfully here: store and ack (then record the outcome).
+        case done(Completer.Item, Outcome, Disposal)
         /// Ran here and failed: the usual failure path (retry, dead letter, store).
         case settle(Result<JSONValue, any Error>, TaskMessage, TaskSpec)
         /// Needs the full path (`process`); with what the fast read found, if anything.
@@ -76,10 +76,10 @@ extension Worker {
         do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
         if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
         // The same decision as every other outcome; only its `.complete` is written here.
-        guard case let .complete(meta) = decide(Outcome(result: .success(value), message: message, spec: spec)) else {
-            return .settle(.success(value), message, spec)
-        }
-        return .done(Completer.Item(raw: raw, store: completionStore(meta, message)))
+        let outcome = Outcome(result: .success(value), message: message, spec: spec)
+        let disposal = decide(outcome)
+        guard case let .complete(meta) = disposal else { return .settle(.success(value), message, spec) }
+        return .done(Completer.Item(raw: raw, store: completionStore(meta, message)), outcome, disposal)
     }
 
     /// A message of a queue of persistent plugins, taken where it arrived (the fetcher's own

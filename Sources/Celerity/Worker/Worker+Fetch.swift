@@ -71,12 +71,12 @@ extension Worker {
                             switch handled {
                             case nil:
                                 got = []
-                            case .stored?:
-                                stats.withLock { $0.processed += 1 }
+                            case let .stored(outcome, disposal)?:
+                                record(outcome, disposal)
                                 continue
-                            case let .unstored(item)?:
+                            case let .unstored(item, outcome, disposal)?:
                                 // The write failed (Redis away): the completer retries it.
-                                stats.withLock { $0.processed += 1 }
+                                defer { record(outcome, disposal) }
                                 if await !completer.complete([item]) {
                                     logger.error("result not stored; message left unacked for redelivery")
                                 }
@@ -167,10 +167,13 @@ extension Worker {
     func work(_ messages: [[UInt8]], queue: String, generation: Int, prefetch: Slots, slots: Slots, inFetchLoop: Bool) async {
         await withDiscardingTaskGroup { running in
             var quick: [Completer.Item] = []
+            var decided: [(Outcome, Disposal)] = []
+            decided.reserveCapacity(messages.count)
             for raw in messages {
                 switch quickRun(raw, queue: queue, generation: generation) {
-                case let .done(item):
+                case let .done(item, outcome, disposal):
                     quick.append(item)
+                    decided.append((outcome, disposal))
                 case let .settle(outcome, quick, spec):
                     running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch) }
                 case let .slow(decoded) where messages.count == 1 && !inFetchLoop:
@@ -185,7 +188,7 @@ extension Worker {
                 }
             }
             if !quick.isEmpty {
-                stats.withLock { $0.processed += quick.count }
+                defer { record(decided) }
                 if await !completer.complete(quick) {
                     logger.error("results not stored; messages left unacked for redelivery", metadata: ["count": .stringConvertible(quick.count)])
                 }

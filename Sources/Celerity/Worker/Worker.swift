@@ -27,7 +27,7 @@ public final class Worker: Service, Sendable {
     let stats = Mutex(Stats())
     let startedAt = Date()
 
-    struct Stats { var processed = 0; var failed = 0; var active = 0; var retried = 0 }
+    struct Stats { var processed = 0; var failed = 0; var active = 0; var retried = 0; var revoked = 0 }
     /// Messages being run now (for warm/cold shutdown and revoke --terminate).
     let inflight = Mutex<[Int: InFlight]>([:])
     let inflightCounter = Atomic<Int>(0)
@@ -284,6 +284,7 @@ public final class Worker: Service, Sendable {
             JSONMember("host", .string(ProcessInfo.processInfo.hostName)),
             JSONMember("queues", .array(config.queues.map { .string($0) })), JSONMember("concurrency", .int(config.concurrency)),
             JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
+            JSONMember("failed", .int(s.failed)), JSONMember("retried", .int(s.retried)), JSONMember("revoked", .int(s.revoked)),
             JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),
         ])
     }
