@@ -8,7 +8,7 @@ import Glibc
 
 /// The built-in Swift handlers, by the names tasks.yaml uses in `builtin:`.
 public enum Builtins {
-    /// Every built-in: `add`, `factorial`, `mat_mul`, `echo`, `sleep`, `fail`.
+    /// Every built-in: `add`, `factorial`, `mat_mul`, `echo`, `sleep`, `fail`, `sum`.
     public static var registry: BuiltinRegistry {
         var r = BuiltinRegistry()
         r.register("add", inline: true) { call in try add(call) }
@@ -25,6 +25,14 @@ public enum Builtins {
                 usleep(useconds_t(min(until.timeIntervalSinceNow, 0.02) * 1_000_000))
             }
             return v[0]
+        }
+        // sum(numbers): a chord's usual body (`chord(parts, sum.s())`), exact like add.
+        r.register("sum", inline: true) { call in
+            let v = try call.bind(["numbers"])
+            guard let items = v[0].arrayValue else { throw TaskFailure(type: "TypeError", message: "sum() takes a list of numbers, got \(v[0].serialized().prefix(80))") }
+            var total: JSONValue = .int(0)
+            for x in items { total = try add(TaskCall(id: call.id, task: call.task, args: [total, x])) }
+            return total
         }
         r.register("fail") { call in
             let message = call.args.first?.stringValue ?? "failed on purpose"

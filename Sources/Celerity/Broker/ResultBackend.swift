@@ -14,6 +14,8 @@ public protocol ResultBackend: Sendable {
     /// Commands of the kind the backend sends, on keys of the kind it uses, for the worker's
     /// ACL check at startup (`probe`: a key name that exists nowhere).
     func permissionProbe(_ probe: String) -> [RedisCommand]
+    /// Where chords are joined (ChordStore.swift); nil: this backend has no chords.
+    var chords: (any ChordStore)? { get }
 }
 
 /// One result as the worker's batched pipeline writes it.
@@ -64,6 +66,8 @@ public struct RedisResultBackend: ResultBackend {
         let key = Keys.resultMeta(probe)
         return [RedisCommand("SET", key, probe, "EX", 1), RedisCommand("GET", key), RedisCommand("PUBLISH", key, probe)]
     }
+
+    public var chords: (any ChordStore)? { self }
 }
 
 /// Celery's rpc backend: the document, wrapped in a message envelope, LPUSHed to the client's
@@ -83,6 +87,9 @@ public struct RPCResultBackend: ResultBackend {
     public func permissionProbe(_ probe: String) -> [RedisCommand] {
         [RedisCommand("LPUSH", "00000000-0000-0000-0000-000000000000", probe)]
     }
+
+    /// Celery refuses chords on rpc:// ("The rpc result backend does not support chords!").
+    public var chords: (any ChordStore)? { nil }
 }
 
 /// Results are not stored.
@@ -91,4 +98,5 @@ public struct NoResultBackend: ResultBackend {
     public func store(_ meta: ResultMeta, for message: TaskMessage) async throws {}
     public func write(_ meta: ResultMeta, for message: TaskMessage) -> ResultWrite? { nil }
     public func permissionProbe(_ probe: String) -> [RedisCommand] { [] }
+    public var chords: (any ChordStore)? { nil }
 }

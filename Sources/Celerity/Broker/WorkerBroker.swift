@@ -187,6 +187,12 @@ public final class WorkerBroker: Sendable {
     return 1
     """)
 
+    /// Sends messages (a workflow's follow-ups): LPUSH each to its list, in one pipeline.
+    func push(_ messages: [(listKey: String, envelope: [UInt8])]) async throws {
+        guard !messages.isEmpty else { return }
+        try Completer.check(try await control.pipelineErrors(messages.map { RedisCommand("LPUSH", $0.listKey, $0.envelope) }))
+    }
+
     public func requeue(_ raw: [UInt8], listKey: String) async throws {
         _ = try await control.evalScript(WorkerBroker.requeueScript, keys: [processingKey, listKey], args: [raw])
         held.release(raw)

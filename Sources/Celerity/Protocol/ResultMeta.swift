@@ -97,6 +97,10 @@ public struct ResultMeta: Sendable {
     public var traceback: String?
     public var dateDone: Date?
     public var parentID: String?
+    /// The group the task was a member of (`group_id` in the document).
+    public var groupID: String?
+    /// Result tuples of what the task sent on finishing (a chain's next step, callbacks).
+    public var children: [JSONValue] = []
 
     public init(taskID: String, state: TaskState, result: JSONValue, traceback: String? = nil, dateDone: Date? = nil, parentID: String? = nil) {
         self.taskID = taskID
@@ -112,6 +116,14 @@ public struct ResultMeta: Sendable {
         ResultMeta(taskID: id, state: state, result: f.json, traceback: f.traceback)
     }
 
+    /// With the `parent_id` and `group_id` of the task of `message`, as Celery writes them.
+    func about(_ message: TaskMessage) -> ResultMeta {
+        var m = self
+        m.parentID = message.parentID
+        m.groupID = message.groupID
+        return m
+    }
+
     /// The failure, for FAILURE/RETRY/REVOKED documents.
     public var failure: TaskFailure? {
         state == .success || state == .pending || state == .started ? nil : TaskFailure(json: result, traceback: traceback)
@@ -122,10 +134,11 @@ public struct ResultMeta: Sendable {
             JSONMember("status", .string(state.rawValue)),
             JSONMember("result", result),
             JSONMember("traceback", traceback.map { .string($0) } ?? .null),
-            JSONMember("children", .array([])),
+            JSONMember("children", .array(children)),
             JSONMember("date_done", dateDone.map { .string(CeleryDate.format($0)) } ?? .null),
             JSONMember("task_id", .string(taskID)),
         ]
+        if let g = groupID { m.append(JSONMember("group_id", .string(g))) }
         if let p = parentID { m.append(JSONMember("parent_id", .string(p))) }
         return JSONValue.object(m).serializedBytes()
     }

@@ -13,6 +13,8 @@ public struct TaskMessage: Sendable {
     public var rootID: String?
     public var parentID: String?
     public var groupID: String?
+    /// Its place in its group (`group_index`), for a chord's results in order.
+    public var groupIndex: Int?
     public var retries: Int
     public var eta: Date?
     public var expires: Date?
@@ -64,7 +66,7 @@ public struct TaskMessage: Sendable {
     /// message needs more than that (eta, expiry, compression, anything unusual) or is
     /// malformed: `decode` then says why.
     static func decodeForRun(_ raw: [UInt8]) -> TaskMessage? {
-        var task: String?, id: String?, rootID: String?, parentID: String?, groupID: String?
+        var task: String?, id: String?, rootID: String?, parentID: String?, groupID: String?, groupIndex: Int?
         var retries = 0, ignoreResult = false, usual = true
         var hard: Double?, soft: Double?
         var replyTo: String?, correlationID: String?, priority = 0, base64 = false, routingKey = ""
@@ -83,6 +85,7 @@ public struct TaskMessage: Sendable {
                             else if k.is("root_id") { rootID = try r.value().stringValue }
                             else if k.is("parent_id") { parentID = try r.value().stringValue }
                             else if k.is("group") { groupID = try r.value().stringValue }
+                            else if k.is("group_index") { groupIndex = try r.value().intValue }
                             else if k.is("retries") { retries = try r.value().intValue ?? 0 }
                             else if k.is("ignore_result") { ignoreResult = try r.value().boolValue ?? false }
                             else if k.is("eta") || k.is("expires") || k.is("compression") { if !r.isNull() { usual = false } }
@@ -129,6 +132,7 @@ public struct TaskMessage: Sendable {
         m.rootID = rootID
         m.parentID = parentID
         m.groupID = groupID
+        m.groupIndex = groupIndex
         m.retries = retries
         m.ignoreResult = ignoreResult
         m.hardTimeLimit = hard
@@ -140,7 +144,7 @@ public struct TaskMessage: Sendable {
     }
 
     /// Headers decoded into fields (the rest are kept in `headers`).
-    static let knownHeaders: Set<String> = ["task", "id", "root_id", "parent_id", "group", "retries", "eta", "expires", "timelimit", "origin", "ignore_result"]
+    static let knownHeaders: Set<String> = ["task", "id", "root_id", "parent_id", "group", "group_index", "retries", "eta", "expires", "timelimit", "origin", "ignore_result"]
 
     public static func decode(_ raw: [UInt8]) throws(ProtocolError) -> TaskMessage {
         let envelope: JSONValue
@@ -198,6 +202,7 @@ public struct TaskMessage: Sendable {
         m.rootID = h["root_id"]?.stringValue
         m.parentID = h["parent_id"]?.stringValue
         m.groupID = h["group"]?.stringValue
+        m.groupIndex = h["group_index"]?.intValue
         m.retries = h["retries"]?.intValue ?? 0
         m.origin = h["origin"]?.stringValue
         m.ignoreResult = h["ignore_result"]?.boolValue ?? false
@@ -256,7 +261,8 @@ public struct TaskMessage: Sendable {
         raw(#","shadow":null,"eta":"#); date(eta)
         raw(#","expires":"#); date(expires)
         raw(#","group":"#); optStr(groupID)
-        raw(#","group_index":null,"retries":"#); int(retries)
+        raw(#","group_index":"#); if let groupIndex { int(groupIndex) } else { raw("null") }
+        raw(#","retries":"#); int(retries)
         raw(#","timelimit":["#); num(hardTimeLimit); out.append(ASCII.comma); num(softTimeLimit)
         raw(#"],"root_id":"#); str(rootID ?? id)
         raw(#","parent_id":"#); optStr(parentID)

@@ -26,6 +26,9 @@ final class Completer: Sendable {
         let raw: [UInt8]
         /// What the result backend writes (`ResultBackend.write`); nil: just ack.
         let store: ResultWrite?
+        /// Messages sent with the ack, in the same transaction (a workflow's next steps):
+        /// (list key, envelope).
+        var pushes: [(String, [UInt8])] = []
     }
     /// Items handed in together, and who waits for them.
     private struct Group {
@@ -173,7 +176,7 @@ final class Completer: Sendable {
             if !stores.isEmpty {
                 guard await retry({ _ = try await self.send(stores, on: resultRedis, ack: false) }) else { return false }
             }
-            return await retry({ _ = try await self.send(items.map { Item(raw: $0.raw, store: nil) }, on: broker, ack: true) })
+            return await retry({ _ = try await self.send(items.map { Item(raw: $0.raw, store: nil, pushes: $0.pushes) }, on: broker, ack: true) })
         }
         return await retry({ _ = try await self.send(items, on: broker, ack: true) })
     }
@@ -199,7 +202,7 @@ final class Completer: Sendable {
     func commands(for items: [Item], ack: Bool) -> [RedisCommand] {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(items.count * 3 + 2)
-        let transaction = ack && items.contains { $0.store != nil }
+        let transaction = ack && items.contains { $0.store != nil || !$0.pushes.isEmpty }
         if transaction { commands.append(RedisCommand("MULTI")) }
         let ttl = Array(String(self.ttl).utf8)
         let set = Array("SET".utf8), ex = Array("EX".utf8), publish = Array("PUBLISH".utf8), lpush = Array("LPUSH".utf8)
@@ -217,6 +220,7 @@ final class Completer: Sendable {
             case nil:
                 break
             }
+            for (key, envelope) in item.pushes where ack { commands.append(RedisCommand([lpush, Array(key.utf8), envelope])) }
             if ack { commands.append(RedisCommand([lrem, processing, minusOne, item.raw])) }
         }
         if transaction { commands.append(RedisCommand("EXEC")) }

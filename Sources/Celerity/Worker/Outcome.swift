@@ -37,6 +37,9 @@ enum Disposal: Sendable {
     case deadLetter(ResultMeta?, reason: String)
     /// Put the message back at the head of its queue.
     case handBack
+    /// A workflow step: its own result (stored or dead-lettered) with what it sends and
+    /// writes besides (Workflow/Worker+Workflow.swift). Never taken by the fast paths.
+    case workflow(Continuation)
 }
 
 extension Worker {
@@ -44,26 +47,33 @@ extension Worker {
     /// whatever thread they run (the fetcher's, a plugin's reader thread) and take their own
     /// quick write only when it says `.complete`.
     func decide(_ o: Outcome) -> Disposal {
+        let base = decidePlain(o)
+        return Embed.isPlain(o.message.embed) ? base : continuation(o, base)
+    }
+
+    /// The decision for a task that is not part of a workflow.
+    private func decidePlain(_ o: Outcome) -> Disposal {
         let id = o.message.id
         let storesResults = o.spec?.storeResult ?? true
         switch o.result {
         case let .success(value):
-            return .complete(storesResults ? .success(id, value) : nil)
+            return .complete(storesResults ? ResultMeta.success(id, value).about(o.message) : nil)
         case .handBack:
             return .handBack
         case let .revoked(f):
-            return .complete(.failure(id, f, state: .revoked))
+            return .complete(ResultMeta.failure(id, f, state: .revoked).about(o.message))
         case .notRegistered:
             return .complete(.failure(id, .notRegistered(o.message.task)))
         case let .failure(f):
-            guard let spec = o.spec else { return .complete(.failure(id, f)) }
+            let meta = ResultMeta.failure(id, f).about(o.message)
+            guard let spec = o.spec else { return .complete(meta) }
             if f.retryable && o.message.retries < spec.retries { return .retry(f) }
             // A task with retries that failed for good goes to the dead letters; so does one
             // whose result is not stored only in the log (docs/reliability.md, weak spot).
             guard storesResults else { return .complete(nil) }
-            guard spec.retries > 0 else { return .complete(.failure(id, f)) }
+            guard spec.retries > 0 else { return .complete(meta) }
             let why = "failed after \(o.message.retries) retr\(o.message.retries == 1 ? "y" : "ies"): \(f.description)"
-            return .deadLetter(.failure(id, f), reason: why)
+            return .deadLetter(meta, reason: why)
         }
     }
 
@@ -97,6 +107,8 @@ extension Worker {
             _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
         case .handBack:
             await requeue(raw, queue: queue, message: message, log)
+        case let .workflow(c):
+            await carryOut(c, message, raw, log)
         }
     }
 

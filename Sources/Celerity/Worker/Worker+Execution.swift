@@ -94,7 +94,12 @@ extension Worker {
         if let expires = message.expires, expires < Date() { return .expired }
         if let eta = message.eta, eta.timeIntervalSinceNow > 0.01 { return .parked(eta) }
         if revocations.contains(message.id) { return .revoked }
-        guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else { return .unknown }
+        guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else {
+            // Celery's canvas tasks (`task.map`, `task.starmap`, `task.chunks`) run anywhere.
+            guard MapTask.names.contains(message.task) else { return .unknown }
+            return .run(TaskSpec(name: message.task, queue: message.queue, handler: .builtin(message.task)),
+                        MapTask(star: message.task == "celery.starmap", handlers: handlers))
+        }
         if let pool = handler as? PersistentPlugin, pool.unavailability != nil { return .unavailable }
         return .run(spec, handler)
     }
