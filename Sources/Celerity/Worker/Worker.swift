@@ -178,7 +178,9 @@ public final class Worker: Service, Sendable {
             for lane in 0..<Worker.completerLanes { background.addTask { await self.completer.run(lane: lane) } }
             for duty in duties { background.addTask { await duty.run() } }
             background.addTask { await self.strays.run { self.isStopping } }
-            background.addTask { await self.stopWatchdog() }
+            let watchdog = StopWatchdog(broker: self.broker, stop: self.stopRequested, isCold: { self.isColdStop },
+                                        inFlight: { self.inflight.withLock { Array($0.values) } }, pools: self.persistentPools, logger: self.logger)
+            background.addTask { await watchdog.run() }
             for pool in self.persistentPools {
                 background.addTask { await pool.supervise() }
             }
