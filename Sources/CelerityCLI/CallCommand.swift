@@ -81,7 +81,7 @@ struct CallCommand: AsyncParsableCommand {
         if noWait {
             // Only the send: no result subscription (a client allowed to send but not to read
             // results can still use --no-wait).
-            do { try await client.publish(message) } catch { throw fail("\(error)", code: redisExitCode(for: error)) }
+            do { try await client.publish(message) } catch { throw fail(error) }
             print(message.id)
             return
         }
@@ -95,9 +95,9 @@ struct CallCommand: AsyncParsableCommand {
         } catch let f as TaskFailure {
             var text = "\(f.type): \(f.message)"
             if let tb = f.traceback, !tb.isEmpty { text += "\n" + tb }
-            throw fail(text, code: 1)
+            throw fail(text, f.exitStatus)
         } catch {
-            throw fail("\(error)", code: redisExitCode(for: error))
+            throw fail(error)
         }
     }
 }
@@ -135,18 +135,18 @@ struct ResultCommand: AsyncParsableCommand {
         do {
             let meta: ResultMeta?
             if wait { meta = try await client.waitForResult(id, timeout: .milliseconds(Int(timeout * 1000))) } else { meta = try await client.meta(of: id) }
-            guard let meta else { throw fail("PENDING (no result stored for \(id))", code: Exit.noResult) }
+            guard let meta else { throw fail("PENDING (no result stored for \(id))", .noResult) }
             switch meta.state {
             case .success: print(meta.result.serialized())
             case .failure, .revoked:
                 let f = meta.failure!
-                throw fail("\(meta.state.rawValue) \(f.type): \(f.message)", code: 1)
-            default: throw fail("\(meta.state.rawValue) (no result yet for \(id))", code: Exit.noResult)
+                throw fail("\(meta.state.rawValue) \(f.type): \(f.message)", f.exitStatus)
+            default: throw fail("\(meta.state.rawValue) (no result yet for \(id))", .noResult)
             }
         } catch let e as ExitCode {
             throw e
         } catch {
-            throw fail("\(error)", code: redisExitCode(for: error))
+            throw fail(error)
         }
     }
 }

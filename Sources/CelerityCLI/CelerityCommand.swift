@@ -97,31 +97,26 @@ enum Logs {
     }
 }
 
-/// The exit codes of every command, as `celerity --help` and the README list them.
-enum Exit {
-    static let failed: Int32 = 1
-    static let badInput: Int32 = 2
-    static let noResult: Int32 = 3
-    static let redisUnreachable: Int32 = 4
-}
-
-/// An error while reading the manifest or the URLs, before anything is sent: exit 2.
+/// An error while reading the manifest or the URLs, before anything is sent: exit 2, whatever
+/// the error.
 func badInput(_ error: any Error) -> ExitCode {
-    if let e = error as? RedisError, e.code == .invalidURL { return fail("invalid URL: \(e.message)", code: Exit.badInput) }
-    return fail("\(error)", code: Exit.badInput)
+    if let e = error as? RedisError, e.code == .invalidURL { return fail("invalid URL: \(e.message)", .badInput) }
+    return fail("\(error)", .badInput)
 }
 
-/// The exit code of a command that talks to Redis, for an error that is not a task's own
-/// failure: 3 time-out, 6 access refused by Redis (ACL NOPERM, authentication), 4 any other
-/// Redis trouble (unreachable, connection lost).
-func redisExitCode(for error: any Error) -> Int32 {
-    if error is TimeoutError { return 3 }
-    if let e = error as? ClientError, e.isPermissionDenied { return 6 }
-    if let e = error as? RedisError, e.isPermissionDenied { return 6 }
-    return 4
+/// Ends a command for `error`: its text on stderr, and the exit status it carries (`ExitCoded`:
+/// 3 a time-out, 6 access refused by Redis, 4 other Redis trouble, ...), or `otherwise` for
+/// an error that carries none (by default 4: it came while talking to Redis).
+func fail(_ error: any Error, otherwise: CelerityExit = .redisUnreachable) -> ExitCode {
+    fail("\(error)", CelerityExit(error, otherwise: otherwise))
 }
 
-func fail(_ message: String, code: Int32 = 1) -> ExitCode {
+/// Ends a command: `message` on stderr, exit `status`.
+func fail(_ message: String, _ status: CelerityExit = .failed) -> ExitCode {
     FileHandle.standardError.write(Data((message + "\n").utf8))
-    return ExitCode(code)
+    return ExitCode(status)
+}
+
+extension ExitCode {
+    init(_ status: CelerityExit) { self.init(status.rawValue) }
 }

@@ -36,7 +36,7 @@ struct CheckCommand: AsyncParsableCommand {
             }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
         } catch {
-            throw fail(error.description, code: Exit.badInput)
+            throw fail(error.description, .badInput)
         }
     }
 }

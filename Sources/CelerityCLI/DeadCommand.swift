@@ -19,10 +19,11 @@ struct DeadCommand: AsyncParsableCommand {
         }
     }
 
-    /// Runs what talks to Redis: any error there exits 4 (exit codes of its own pass through).
+    /// Runs what talks to Redis: any error there exits 4, whatever status it carries (an ACL
+    /// refusal too); exit codes of its own pass through.
     static func talking<T>(_ body: () async throws -> T) async throws -> T {
         do { return try await body() } catch let e as ExitCode { throw e } catch {
-            throw fail("\(error)", code: Exit.redisUnreachable)
+            throw fail("\(error)", .redisUnreachable)
         }
     }
 
@@ -69,7 +70,7 @@ struct DeadCommand: AsyncParsableCommand {
             var n = 0
             for e in chosen { if try await DeadCommand.talking({ try await dead.retry(e) }) { n += 1 } }
             print("requeued \(n) of \(chosen.count)")
-            if n < chosen.count || (!all && chosen.count < ids.count) { throw ExitCode(1) }
+            if n < chosen.count || (!all && chosen.count < ids.count) { throw ExitCode(.failed) }
         }
     }
 
@@ -105,7 +106,7 @@ struct RevokeCommand: AsyncParsableCommand {
         do {
             for id in ids { try await client.revoke(id, terminate: terminate) }
         } catch {
-            throw fail("\(error)", code: redisExitCode(for: error))
+            throw fail(error)
         }
         print("revoked \(ids.count)")
     }

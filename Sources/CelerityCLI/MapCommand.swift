@@ -57,7 +57,7 @@ struct MapCommand: AsyncParsableCommand {
         // Read the calls.
         let text: String
         if let file {
-            guard let t = try? String(contentsOfFile: file, encoding: .utf8) else { throw fail("cannot read \(file)", code: 2) }
+            guard let t = try? String(contentsOfFile: file, encoding: .utf8) else { throw fail("cannot read \(file)", .badInput) }
             text = t
         } else {
             text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
@@ -69,7 +69,7 @@ struct MapCommand: AsyncParsableCommand {
             let v = CallCommand.value(s)
             calls.append(v.arrayValue ?? [v])
         }
-        if calls.isEmpty { throw fail("no calls given (one JSON argument list per line on stdin or in --file)", code: 2) }
+        if calls.isEmpty { throw fail("no calls given (one JSON argument list per line on stdin or in --file)", .badInput) }
         let options = CelerityClient.SendOptions(queue: queue)
         let started = Date()
         let handles: [AsyncResult]
@@ -83,7 +83,7 @@ struct MapCommand: AsyncParsableCommand {
                 handles = try await client.sendMany(messages)
             }
         } catch {
-            throw fail("\(error)", code: redisExitCode(for: error))
+            throw fail(error)
         }
         let sentIn = -started.timeIntervalSinceNow
         if noWait {
@@ -94,12 +94,9 @@ struct MapCommand: AsyncParsableCommand {
         let metas: [ResultMeta]
         do {
             metas = try await client.gather(handles, timeout: .milliseconds(Int(timeout * 1000))) { done, total in progress.show(done) }
-        } catch let t as TimeoutError {
-            progress.finish()
-            throw fail("\(t)", code: 3)
         } catch {
             progress.finish()
-            throw fail("\(error)", code: redisExitCode(for: error))
+            throw fail(error)
         }
         progress.finish()
         var failed = 0
@@ -118,7 +115,7 @@ struct MapCommand: AsyncParsableCommand {
         let took = -started.timeIntervalSinceNow
         FileHandle.standardError.write(Data(String(format: "%d calls: %d succeeded, %d failed; sent in %.2f s, all results in %.2f s (%.0f calls/s)\n",
                                                    metas.count, metas.count - failed, failed, sentIn, took, Double(metas.count) / took).utf8))
-        if failed > 0 { throw ExitCode(1) }
+        if failed > 0 { throw ExitCode(.failed) }
     }
 }
 

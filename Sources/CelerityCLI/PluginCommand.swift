@@ -56,6 +56,6 @@ struct PluginCheckCommand: AsyncParsableCommand {
         for f in findings { print(f) }
         let failed = findings.filter { !$0.passed }.count
         print("\(findings.count - failed) passed, \(failed) failed")
-        if failed > 0 { throw ExitCode(1) }
+        if failed > 0 { throw ExitCode(.failed) }
     }
 }

@@ -43,7 +43,7 @@ struct StatusCommand: AsyncParsableCommand {
         guard let watch else {
             let snapshot: Inspector.Snapshot
             do { snapshot = try await inspector.snapshot(queues: only) } catch {
-                throw fail("cannot read the broker at \(inspector.redis.url): \(error)", code: Exit.redisUnreachable)
+                throw fail("cannot read the broker at \(inspector.redis.url): \(error)", .redisUnreachable)
             }
             try emit(snapshot, compact: false)
             return

@@ -57,7 +57,7 @@ struct WorkerCommand: AsyncParsableCommand {
             throw badInput(error)
         }
         let qs = queues.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? manifest.queues
-        if qs.isEmpty { throw fail("no queues to consume: the manifest declares no tasks and -Q was not given", code: Exit.badInput) }
+        if qs.isEmpty { throw fail("no queues to consume: the manifest declares no tasks and -Q was not given", .badInput) }
         let node = hostname ?? "celerity@\(ProcessInfo.processInfo.hostName)"
         var config = WorkerConfiguration(node: node, queues: qs, concurrency: concurrency ?? ProcessInfo.processInfo.activeProcessorCount,
                                          broker: brokerURL, resultBackend: backend)
@@ -83,9 +83,9 @@ struct WorkerCommand: AsyncParsableCommand {
         do {
             try await group.run()
         } catch let e as WorkerError {
-            throw fail("worker \(node): \(e.message)")
+            throw fail("worker \(node): \(e.message)", e.exitStatus)
         } catch let e as WorkerPermissionError {
-            throw fail("worker \(node): \(e.message)", code: 6)
+            throw fail("worker \(node): \(e.message)", e.exitStatus)
         }
     }
 }

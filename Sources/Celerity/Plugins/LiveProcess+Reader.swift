@@ -71,7 +71,7 @@ extension LiveProcess {
             }
             if !violated && line.count > maxOutputBytes {
                 violated = true
-                kill(reason: "plugin wrote a line of more than \(maxOutputBytes) bytes on stdout")
+                kill(reason: "plugin wrote a line of more than \(maxOutputBytes) bytes on stdout", oversized: true)
             }
         }
         if !violated && !line.isEmpty {

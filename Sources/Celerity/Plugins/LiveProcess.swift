@@ -63,6 +63,8 @@ final class LiveProcess: Sendable {
         var ended = false
         var endReason = "process exited"
         var violation: String?
+        /// The violation was a line over the size cap (typed: decides that a call is not retried).
+        var oversized = false
         var handshake: CheckedContinuation<Result<JSONValue, TaskFailure>, Never>?
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var idCounter = 0
@@ -150,8 +152,8 @@ final class LiveProcess: Sendable {
         stdin.finish()
     }
 
-    func kill(reason: String) {
-        inner.withLock { s in if s.violation == nil { s.violation = reason } }
+    func kill(reason: String, oversized: Bool = false) {
+        inner.withLock { s in if s.violation == nil { s.violation = reason; s.oversized = oversized } }
         _ = Glibc.kill(-pid, SIGKILL)
     }
 
@@ -206,9 +208,8 @@ final class LiveProcess: Sendable {
     }
 
     func crashFailure(inFlight: Bool) -> TaskFailure {
-        let why = inner.withLock { $0.violation ?? $0.endReason }
         // An answer over the size cap would be just as big on a retry: not retryable.
-        let oversized = why.hasPrefix("plugin wrote a line of more than")
+        let (why, oversized) = inner.withLock { ($0.violation ?? $0.endReason, $0.oversized) }
         return TaskFailure(type: oversized ? "PluginProtocolError" : "PluginCrashed", message: "plugin process \(pid) ended with this call in flight: \(why)",
                            module: "celerity", retryable: !oversized)
     }

@@ -26,10 +26,15 @@ final class InFlight: Sendable {
 final class StopFlag: Sendable {
     private let requestedAt = Mutex<Date?>(nil)
     let grace: Double
-    init(grace: Double) { self.grace = grace }
-    func request() { requestedAt.withLock { if $0 == nil { $0 = Date() } } }
+    /// The time (tests pass a clock of their own).
+    private let now: @Sendable () -> Date
+    init(grace: Double, now: @escaping @Sendable () -> Date = { Date() }) {
+        self.grace = grace
+        self.now = now
+    }
+    func request() { requestedAt.withLock { if $0 == nil { $0 = now() } } }
     var isRequested: Bool { requestedAt.withLock { $0 != nil } }
-    var graceExpired: Bool { requestedAt.withLock { $0.map { -$0.timeIntervalSinceNow > grace } ?? false } }
+    var graceExpired: Bool { requestedAt.withLock { $0.map { now().timeIntervalSince($0) > grace } ?? false } }
 }
 
 /// A task's log lines: the worker's logger with the task's id and name, built only for lines

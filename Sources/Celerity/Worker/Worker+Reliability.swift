@@ -39,38 +39,4 @@ extension Worker {
             }
         }
     }
-
-    /// Warm shutdown: after a stop request, tasks in flight get `shutdownGrace` seconds; what is
-    /// still running then is handed back to the head of its queue. Cold shutdown (the task is
-    /// cancelled, e.g. a second SIGTERM/SIGINT): handed back at once.
-    func stopWatchdog() async {
-        while !isStopping && !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        if Task.isCancelled && !isStopping {
-            // Cancelled without a stop request: the whole worker is going away (cold).
-            requestStop()
-        }
-        while !Task.isCancelled && !isColdStop && !graceExpired && !inflight.withLock({ $0.isEmpty }) {
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        let cold = Task.isCancelled || isColdStop
-        let entries = inflight.withLock { Array($0.values) }
-        if entries.isEmpty { return }
-        for p in persistentPools { p.stopNow() }
-        logger.warning(cold ? "cold shutdown: handing tasks in flight back to their queues" : "shutdown grace period over: handing tasks in flight back to their queues",
-                       metadata: ["count": .stringConvertible(entries.count)])
-        for entry in entries {
-            let mine = entry.fate.withLock { f -> Bool in
-                guard f == .running else { return false }
-                f = .abandoned
-                return true
-            }
-            guard mine else { continue }
-            do { try await broker.requeue(entry.raw, listKey: entry.listKey) } catch {
-                logger.error("could not hand a task back (it stays in the processing list and is recovered at restart): \(error)", metadata: ["task_id": .string(entry.taskID)])
-            }
-            entry.task.withLock { $0 }?.cancel()
-        }
-    }
 }

@@ -147,7 +147,8 @@ public final class Worker: Service, Sendable {
         // Connect (retrying with backoff while Redis is away) and claim the node name.
         guard try await waitForBroker() else { return }
         try await withRedisRetry("check permissions") { try await self.checkPermissions() }
-        try await claimNodeName()
+        try await NodeClaim(node: config.node, ttl: config.heartbeatTTL, logger: logger, isStopping: { self.isStopping },
+                            read: { try await self.withRedisRetry("claim node name") { try await self.broker.currentHeartbeat() } }).claim()
         let maxRedeliveries = manifest.maxRedeliveries
         if let (requeued, dead) = try await withRedisRetry("recover", { try await self.broker.redeliverAll(from: self.broker.processingKey, maxRedeliveries: maxRedeliveries) }),
            requeued + dead > 0 {
@@ -178,7 +179,9 @@ public final class Worker: Service, Sendable {
             for lane in 0..<Worker.completerLanes { background.addTask { await self.completer.run(lane: lane) } }
             for duty in duties { background.addTask { await duty.run() } }
             background.addTask { await self.strays.run { self.isStopping } }
-            background.addTask { await self.stopWatchdog() }
+            let watchdog = StopWatchdog(broker: self.broker, stop: self.stopRequested, isCold: { self.isColdStop },
+                                        inFlight: { self.inflight.withLock { Array($0.values) } }, pools: self.persistentPools, logger: self.logger)
+            background.addTask { await watchdog.run() }
             for pool in self.persistentPools {
                 background.addTask { await pool.supervise() }
             }
@@ -252,26 +255,6 @@ public final class Worker: Service, Sendable {
                 logger.error("Redis unavailable during \(what); retrying", metadata: ["error": .string(e.description), "retry_in_s": .stringConvertible(delay)])
                 try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 if isStopping && (policy == .untilStopped || graceExpired) { return nil }
-            }
-        }
-    }
-
-    /// Refuses to run beside a live worker of the same name (they would share a processing list).
-    private func claimNodeName() async throws {
-        guard let first = try await withRedisRetry("claim node name", { try await self.broker.currentHeartbeat() }), let seen = first else { return }
-        // The same name on this host with a process id that no longer exists: a dead run of
-        // this worker (killed and restarted): no need to wait for its heartbeat to expire.
-        if let hb = try? JSONValue(parsing: seen), hb["host"]?.stringValue == ProcessInfo.processInfo.hostName,
-           let pid = hb["pid"]?.intValue, pid != Int(getpid()), kill(pid_t(pid), 0) != 0, errno == ESRCH {
-            return
-        }
-        logger.warning("a heartbeat for this node name exists; waiting to see whether that worker is alive", metadata: ["node": .string(config.node)])
-        let deadline = Date().addingTimeInterval(Double(config.heartbeatTTL) + 1)
-        while Date() < deadline && !isStopping {
-            try await Task.sleep(for: .milliseconds(500))
-            guard let now = try await withRedisRetry("claim node name", { try await self.broker.currentHeartbeat() }), let current = now else { return }
-            if current != seen {
-                throw WorkerError("another worker named '\(config.node)' is alive (its heartbeat is being renewed); give this one another name with -n")
             }
         }
     }
