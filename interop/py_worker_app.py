@@ -4,6 +4,7 @@
 Tasks (routed to queue "pyq"):
     pyapp.mul(x, y)     -> x * y
     pyapp.hello(name)   -> "hello " + name
+    pyapp.total(numbers) -> sum(numbers)   (a chord body)
 
 Start the worker from this directory:
     celery -A py_worker_app worker -Q pyq --pool solo -c 1 -n pyworker@%h
@@ -38,6 +39,11 @@ app.conf.update(
 @app.task(name="pyapp.mul")
 def mul(x, y):
     return x * y
+
+
+@app.task(name="pyapp.total")
+def total(numbers):
+    return sum(numbers)
 
 
 @app.task(name="pyapp.hello")
