@@ -3,7 +3,7 @@ import Foundation
 @testable import Celerity
 
 /// A bad manifest: each diagnostic says where (`t.yaml:<line>:<column>: error: …`) and what is wrong.
-@Suite struct ManifestErrorTests: ManifestTesting {
+@Suite struct ManifestDiagnosticsTests: ManifestTesting {
     @Test func yamlSyntaxErrorNamesLineAndColumn() throws {
         try withTemporaryDirectory { dir in
             // An unclosed flow sequence: libyaml reports it where the input ends.
