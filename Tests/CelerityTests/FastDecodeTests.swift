@@ -6,24 +6,7 @@ import Foundation
 /// agree with the full decoder on every field it reads, and give up (nil) on anything the full
 /// decoder rejects or that needs the full path.
 @Suite struct FastDecodeTests {
-    static let captured = #"""
-        {"body": "W1syLCAzXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbCwgImVycmJhY2tzIjogbnVsbCwgImNoYWluIjogbnVsbCwgImNob3JkIjogbnVsbH1d",
-         "content-encoding": "utf-8",
-         "content-type": "application/json",
-         "headers": {"lang": "py", "task": "capapp.add", "id": "9aec24ea-fb53-4b30-bbe5-8da09dee65f8",
-           "shadow": null, "eta": null, "expires": null, "group": null, "group_index": null,
-           "retries": 0, "timelimit": [null, null],
-           "root_id": "9aec24ea-fb53-4b30-bbe5-8da09dee65f8", "parent_id": null,
-           "argsrepr": "(2, 3)", "kwargsrepr": "{}", "origin": "gen6688@vm",
-           "ignore_result": false, "replaced_task_nesting": 0,
-           "stamped_headers": null, "stamps": {}},
-         "properties": {"correlation_id": "9aec24ea-fb53-4b30-bbe5-8da09dee65f8",
-           "reply_to": "88f908ae-c0e1-33db-aabb-9acd128a99b0",
-           "delivery_mode": 2,
-           "delivery_info": {"exchange": "", "routing_key": "add"},
-           "priority": 0, "body_encoding": "base64",
-           "delivery_tag": "432ece15-2459-4040-82ce-0ce92e5348e3"}}
-        """#
+    static let captured = CeleryCapture.message
 
     func expectSameFields(_ raw: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) throws {
         let full = try TaskMessage.decode(raw)
@@ -121,19 +104,5 @@ import Foundation
             #expect(TaskMessage.decodeForRun(Array(raw.prefix(cut))) == nil)
         }
         #expect(TaskMessage.decodeForRun(raw + Array(" x".utf8)) == nil)
-    }
-}
-
-@Suite struct FastUUIDTests {
-    @Test func idsAreLowercaseUUID4AndUnique() {
-        var seen = Set<String>()
-        for _ in 0..<100_000 {
-            let s = FastUUID.string()
-            let c = Array(s)
-            #expect(s.count == 36 && UUID(uuidString: s) != nil && s == s.lowercased(), "\(s)")
-            #expect(c[14] == "4" && "89ab".contains(c[19]), "\(s)")
-            seen.insert(s)
-        }
-        #expect(seen.count == 100_000)
     }
 }

@@ -171,46 +171,46 @@ extension Integration {
         }
 
         @Test func softTimeLimitsStopBuiltInsAndBothPluginModesBeforeTheHardLimit() async throws {
-        let redis = try await sharedRedis.value
-        let h = try WorkerHarness(redis: redis, tasks: """
-          s.sleep:
-            queue: {q}
-            builtin: sleep
-            soft_time_limit: 0.5
-            time_limit: 20
-          plugins.py_sleep:
-            queue: {q}
-            plugin: [python3, {root}/plugins/py_tasks.py]
-            soft_time_limit: 0.5
-            time_limit: 20
-          plugins.py_add:
-            queue: {q}
-            plugin: [python3, {root}/plugins/tutorial_tasks.py]
-        """)
-        for task in ["s.sleep", "plugins.py_sleep"] {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              s.sleep:
+                queue: {q}
+                builtin: sleep
+                soft_time_limit: 0.5
+                time_limit: 20
+              plugins.py_sleep:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                soft_time_limit: 0.5
+                time_limit: 20
+              plugins.py_add:
+                queue: {q}
+                plugin: [python3, {root}/plugins/tutorial_tasks.py]
+            """)
+            for task in ["s.sleep", "plugins.py_sleep"] {
+                let start = Date()
+                let f = try await h.callFailing(task, [10])
+                #expect(f.type == "SoftTimeLimitExceeded", "\(task): \(f)")
+                #expect(Date().timeIntervalSince(start) < 8, "\(task) was not stopped at its soft limit")
+            }
+            #expect(await h.stop() == 0)
+            let p = try WorkerHarness(redis: redis, tasks: """
+              plugins.py_sleep:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+                soft_time_limit: 0.5
+                time_limit: 20
+            """)
             let start = Date()
-            let f = try await h.callFailing(task, [10])
-            #expect(f.type == "SoftTimeLimitExceeded", "\(task): \(f)")
-            #expect(Date().timeIntervalSince(start) < 8, "\(task) was not stopped at its soft limit")
+            let f = try await p.callFailing("plugins.py_sleep", [10])
+            #expect(f.type == "SoftTimeLimitExceeded", "\(f)")
+            #expect(Date().timeIntervalSince(start) < 8)
+            #expect(try await p.call("plugins.py_sleep", [0.1]) == .number("0.1"))
+            #expect(await p.stop() == 0)
         }
-        #expect(await h.stop() == 0)
-        let p = try WorkerHarness(redis: redis, tasks: """
-          plugins.py_sleep:
-            queue: {q}
-            plugin: [python3, {root}/plugins/py_tasks.py]
-            mode: persistent
-            soft_time_limit: 0.5
-            time_limit: 20
-        """)
-        let start = Date()
-        let f = try await p.callFailing("plugins.py_sleep", [10])
-        #expect(f.type == "SoftTimeLimitExceeded", "\(f)")
-        #expect(Date().timeIntervalSince(start) < 8)
-        #expect(try await p.call("plugins.py_sleep", [0.1]) == .number("0.1"))
-        #expect(await p.stop() == 0)
-    }
 
-    @Test func warmShutdownHandsBackWhatOutlivesTheGraceAndColdDoesSoAtOnce() async throws {
+        @Test func warmShutdownHandsBackWhatOutlivesTheGraceAndColdDoesSoAtOnce() async throws {
             let redis = try await sharedRedis.value
             let h = try WorkerHarness(redis: redis, tasks: Self.tasks, extraArgs: ["--shutdown-grace", "1"])
             let r = try h.redisClient()
@@ -238,29 +238,6 @@ extension Integration {
             #expect(Date().timeIntervalSince(coldStart) < 10)
             #expect(try await r.call("LLEN", h.queue).int == 1)
             #expect(try await r.call("LLEN", Keys.processing(cold.node)).int == 0)
-        }
-    }
-}
-
-extension Integration {
-    /// The chaos test (scripts/chaos.py): 20,000 tasks on a built-in and a persistent plugin
-    /// handler across 3 workers, a random worker SIGKILLed and restarted every 2 s, Redis
-    /// restarted once (appendonly), 1,000 malformed messages among the good ones. Then
-    /// 10,000 tasks fed through a storm of connection resets (CLIENT KILL every 0.2 s for 20 s),
-    /// and 4,000 while one worker is stalled (SIGSTOP) for 15 s: nothing lost, nothing left
-    /// stranded in a live worker's processing list, re-runs only of tasks that had started.
-    @Suite(.timeLimit(.minutes(6)))
-    struct ChaosTests {
-        @Test func twentyThousandTasksSurviveKillsAndARedisRestartWithNothingLost() async throws {
-            let r = try await ChildProcess.run(Paths.python3, [Paths.root + "/scripts/chaos.py", "--binary", Paths.celerity, "--timeout", "240"], name: "chaos")
-            print(r.output.split(separator: "\n").filter { !$0.hasPrefix("chaos:  ") }.joined(separator: "\n"))
-            #expect(r.status == 0, "\(r.output.suffix(4000))")
-            #expect(r.output.contains("lost: 0"))
-            #expect(r.output.contains("wrong: 0"))
-            #expect(r.output.contains("malformed: 1000 (dead-lettered: 1000, with reason: 1000"))
-            #expect(r.output.contains("chaos: PASS"))
-            #expect(r.output.contains("connections killed: lost 0, stranded 0,"), "connection-reset storm")
-            #expect(r.output.contains("of never started 0"), "stalled worker")
         }
     }
 }
