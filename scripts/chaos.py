@@ -424,15 +424,22 @@ def stall_phase(r, workers, args, tmp):
     time.sleep(0.5)
     victim = workers.procs[0]
     victim.send_signal(signal.SIGSTOP)
+    stopped_time = time.time()
     stopped_at = os.path.getsize(workers.log_path(0))
     time.sleep(args.stall_seconds)
     victim.send_signal(signal.SIGCONT)
     pending = wait_results(r, good, 120)
     time.sleep(3)  # what the resumed worker does with what it had fetched
     counts = executions(tmp, args.workers, offsets, good)
+    # Started before the stall: logged before it. The log is read by its lines' time, not by
+    # the file's size at SIGSTOP: lines the worker had written but not yet flushed reach the
+    # file only after SIGCONT (seen: a task started and finished at the second of the stop,
+    # its lines in the file after it). Anything stamped before the middle of the stall was
+    # written before it (timestamps are whole seconds).
+    cut = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stopped_time + args.stall_seconds / 2))
     started_before = set()
-    for line in log_lines(tmp, 0, offsets[0], stopped_at):
-        if "task started" in line or "task succeeded" in line:
+    for line in log_lines(tmp, 0, offsets[0]):
+        if ("task started" in line or "task succeeded" in line) and line[:19] < cut:
             m = TASK_ID.search(line)
             if m:
                 started_before.add(m.group(1))

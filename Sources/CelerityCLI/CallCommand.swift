@@ -14,6 +14,11 @@ struct CallCommand: AsyncParsableCommand {
         cannot be reached; 6 when Redis refuses access (ACL permission missing, or authentication failed).
         With --no-wait nothing but the send is needed (no result subscription).
         Example: celerity call add_module.tasks.add 4 6
+
+        A chain (Celery's canvas): each --then starts the next step, which gets the previous step's
+        result as its first argument; the result printed is the last step's (docs/workflows.md).
+        Example: celerity call add_module.tasks.add 1 2 --then add_module.tasks.add 3 --then add_module.tasks.add 4
+        The TASK may also name a workflow declared under `workflows:` in tasks.yaml; ARGS go to its first calls.
         """
     )
 
@@ -77,6 +82,25 @@ struct CallCommand: AsyncParsableCommand {
         options.eta = eta.flatMap(CeleryDate.parse)
         options.expires = expires.map { Date().addingTimeInterval($0) }
         let kw = kwargs.flatMap { try? JSONValue(parsing: $0).objectValue } ?? []
+        // `--then TASK ARGS...` steps (a chain), or a workflow declared in tasks.yaml.
+        let steps = Self.steps(args)
+        if steps.count > 1 || manifest?.workflows[task] != nil {
+            let workflow: Signature
+            let first = steps[0].map(CallCommand.value)
+            if let declared = manifest?.workflows[task] {
+                guard steps.count == 1 else { throw fail("--then cannot follow a declared workflow ('\(task)')", .badInput) }
+                workflow = declared.signature(client: client)
+            } else {
+                var calls = [client.signature(task, args: first, kwargs: kw, options: options)]
+                for step in steps.dropFirst() {
+                    guard let name = step.first else { throw fail("--then needs a task name", .badInput) }
+                    calls.append(client.signature(name, args: step.dropFirst().map(CallCommand.value)))
+                }
+                workflow = client.chain(calls)
+            }
+            try await runWorkflow(client, workflow, args: manifest?.workflows[task] != nil ? first : [])
+            return
+        }
         let message = client.message(task, args: args.map(CallCommand.value), kwargs: kw, options: options)
         if noWait {
             // Only the send: no result subscription (a client allowed to send but not to read
@@ -90,6 +114,38 @@ struct CallCommand: AsyncParsableCommand {
         do {
             try await client.subscribeToResults(timeout: .milliseconds(Int(timeout * 1000)))
             let handle = try await client.sendMany([message])[0]
+            let value = try await handle.get(timeout: .milliseconds(Int(max(deadline.timeIntervalSinceNow, 0.001) * 1000)))
+            print(value.serialized())
+        } catch let f as TaskFailure {
+            var text = "\(f.type): \(f.message)"
+            if let tb = f.traceback, !tb.isEmpty { text += "\n" + tb }
+            throw fail(text, f.exitStatus)
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+extension CallCommand {
+    /// The arguments split at each `--then`: the first call's args, then each next step's
+    /// task name and args.
+    static func steps(_ args: [String]) -> [[String]] {
+        var out: [[String]] = [[]]
+        for a in args {
+            if a == "--then" { out.append([]) } else { out[out.count - 1].append(a) }
+        }
+        return out
+    }
+
+    func runWorkflow(_ client: CelerityClient, _ workflow: Signature, args: [JSONValue]) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        do {
+            if !noWait { try await client.subscribeToResults(timeout: .milliseconds(Int(timeout * 1000))) }
+            let handle = try await client.apply(workflow, args: args)
+            if noWait {
+                print(handle.id ?? "")
+                return
+            }
             let value = try await handle.get(timeout: .milliseconds(Int(max(deadline.timeIntervalSinceNow, 0.001) * 1000)))
             print(value.serialized())
         } catch let f as TaskFailure {

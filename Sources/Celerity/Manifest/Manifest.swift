@@ -16,6 +16,8 @@ public struct Manifest: Sendable {
     public var workers: [WorkerGroup]
     /// Deliveries after worker crashes before a message counts as a poison pill (dead-lettered).
     public var maxRedeliveries: Int = 3
+    /// Workflows declared once by name (`workflows:`): `celerity call <name>` runs one.
+    public var workflows: [String: WorkflowSpec] = [:]
 
     public init(path: String? = nil, baseDirectory: String = FileManager.default.currentDirectoryPath, broker: String? = nil,
                 resultBackend: ResultBackendConfig? = nil, tasks: [TaskSpec] = [], workers: [WorkerGroup] = []) {

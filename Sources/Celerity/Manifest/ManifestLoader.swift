@@ -27,7 +27,7 @@ extension Manifest {
             throw ManifestError(path, "YAML: \(error)")
         }
         guard let root else { throw ManifestError(path, "manifest is empty") }
-        var r = Reader(path: path)
+        var r = ManifestReader(path: path)
         return try r.manifest(root, baseDirectory: baseDirectory, builtins: builtins)
     }
 
@@ -53,7 +53,7 @@ extension Manifest {
 
 /// Walks the composed YAML node tree so every error can point at the node's mark.
 /// (Decodable would only give a coding path, and it silently ignores unknown keys.)
-private struct Reader {
+struct ManifestReader {
     let path: String
 
     func loc(_ n: Node) -> String {
@@ -116,7 +116,7 @@ private struct Reader {
     mutating func manifest(_ root: Node, baseDirectory: String, builtins: Set<String>?) throws(ManifestError) -> Manifest {
         var m = Manifest(path: path, baseDirectory: baseDirectory)
         var tasksNode: Node?
-        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "result_backend", "tasks", "workers", "defaults"]) {
+        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "result_backend", "tasks", "workers", "defaults", "workflows"]) {
             switch key {
             case "broker": m.broker = try string(value, "broker")
             case "result_backend": m.resultBackend = try backend(value)
@@ -161,6 +161,9 @@ private struct Reader {
                 if !sawQueues { throw fail(w, "worker group '\(name)' is missing the field 'queues'") }
                 m.workers.append(group)
             }
+        }
+        for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "workflows" {
+            m.workflows = try workflows(value, tasks: m.tasks)
         }
         return m
     }
@@ -287,7 +290,7 @@ private struct Reader {
                 throw fail(pluginNode, "plugin program '\(program)' of \(what) is not executable (chmod +x \(exe))")
             }
             // Script arguments given to an interpreter must exist too.
-            for arg in argv.dropFirst() where Reader.looksLikeScript(arg) {
+            for arg in argv.dropFirst() where ManifestReader.looksLikeScript(arg) {
                 let p = arg.hasPrefix("/") ? arg : (spec.workingDirectory as NSString).appendingPathComponent(arg)
                 var isDir: ObjCBool = false
                 if !FileManager.default.fileExists(atPath: p, isDirectory: &isDir) { throw fail(pluginNode, "plugin script '\(arg)' of \(what) not found (looked at \(p))") }
