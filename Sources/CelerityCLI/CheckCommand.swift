@@ -35,6 +35,7 @@ struct CheckCommand: AsyncParsableCommand {
                 print("  \(name) → queue \(t.queue), \(handler)\(t.timeLimit.map { ", time limit \($0) s" } ?? "")")
             }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
+            for name in m.workflows.keys.sorted() { print("  workflow \(name): \(m.workflows[name]!.summary)") }
         } catch {
             throw fail(error.description, .badInput)
         }

@@ -21,6 +21,27 @@ public indirect enum WorkflowSpec: Sendable, Hashable {
     case group([WorkflowSpec])
     case chord(header: [WorkflowSpec], body: WorkflowSpec)
 
+    /// One line for listings: `chain(fetch, chord([parse ×4], merge))`.
+    public var summary: String {
+        func list(_ items: [WorkflowSpec]) -> String {
+            var out: [String] = []
+            var i = 0
+            while i < items.count {
+                var n = 1
+                while i + n < items.count && items[i + n] == items[i] { n += 1 }
+                out.append(items[i].summary + (n > 1 ? " ×\(n)" : ""))
+                i += n
+            }
+            return out.joined(separator: ", ")
+        }
+        switch self {
+        case let .task(name, args, _, immutable): return name + (args.isEmpty ? "" : "(\(args.map { $0.serialized() }.joined(separator: ", ")))") + (immutable ? " (immutable)" : "")
+        case let .chain(steps): return "chain(\(list(steps)))"
+        case let .group(members): return "group([\(list(members))])"
+        case let .chord(header, body): return "chord([\(list(header))], \(body.summary))"
+        }
+    }
+
     /// The canvas a client sends for it.
     public func signature(client: CelerityClient) -> Signature {
         switch self {
