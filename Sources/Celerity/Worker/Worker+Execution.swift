@@ -62,6 +62,7 @@ extension Worker {
             slots.release()
             return
         }
+        if spec.trackStarted { await storeStarted(message, spec: spec, log) }
         log.debug("task started")
         let (limit, soft) = limits(message, spec)
         if let body = handler.inlineBody, soft == nil {
@@ -75,6 +76,18 @@ extension Worker {
         let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)
         let isPlugin = spec.handler.isPlugin
         await runAndSettle(l, slots: slots) { try await self.run(handler, l.call, limit: limit, isPlugin: isPlugin) }
+    }
+
+    /// Celery's `track_started`: STARTED, with this worker's pid and node name, stored before
+    /// the task runs (unless its result is not stored). Never over a stored SUCCESS: the Redis
+    /// backend's script refuses that. A failed store is logged; the task runs all the same.
+    func storeStarted(_ message: TaskMessage, spec: TaskSpec, _ log: TaskLog) async {
+        guard spec.storeResult && !message.ignoreResult else { return }
+        do {
+            try await results.store(.started(message.id, pid: Int(getpid()), hostname: config.node), for: message)
+        } catch {
+            log.warning("STARTED not stored", metadata: ["error": .string("\(error)")])
+        }
     }
 
     /// What a handler gets for `message`.

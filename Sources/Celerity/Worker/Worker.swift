@@ -59,16 +59,17 @@ public final class Worker: Service, Sendable {
         self.strays = StrayAudit(broker: broker, logger: logger)
         self.revocations = Revocations(broker: broker, alarm: dutyAlarm, logger: logger)
         var separateResults: Redis?
+        let extendedBy = config.resultBackend.extended ? config.node : nil
         switch config.resultBackend.kind {
         case let .redis(urlString):
             let url: RedisURL
             do { url = try RedisURL(string: urlString) } catch { throw ManifestError(nil, "result backend: \(error.message)") }
             if url != config.broker { separateResults = Redis(url: url, label: "results-\(config.node)") }
-            results = RedisResultBackend(redis: separateResults ?? broker.control, expires: config.resultBackend.expires)
+            results = RedisResultBackend(redis: separateResults ?? broker.control, expires: config.resultBackend.expires, extendedBy: extendedBy)
         case .sameAsBroker:
-            results = RedisResultBackend(redis: broker.control, expires: config.resultBackend.expires)
+            results = RedisResultBackend(redis: broker.control, expires: config.resultBackend.expires, extendedBy: extendedBy)
         case .rpc:
-            results = RPCResultBackend(redis: broker.control)
+            results = RPCResultBackend(redis: broker.control, extendedBy: extendedBy)
         case .none:
             results = NoResultBackend()
         }
@@ -289,20 +290,21 @@ public final class Worker: Service, Sendable {
         ])
     }
 
-    /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`).
+    /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`)
+    /// run inline (not `track_started`).
     func isLight(_ queue: String) -> Bool {
-        everyTask(of: queue) { $0?.inlineBody != nil }
+        everyTask(of: queue) { spec, handler in handler?.inlineBody != nil && !spec.trackStarted }
     }
 
-    /// Whether `queue` has tasks and `test` holds for the handler of each.
-    private func everyTask(of queue: String, _ test: ((any TaskHandler)?) -> Bool) -> Bool {
+    /// Whether `queue` has tasks and `test` holds for the manifest entry and handler of each.
+    private func everyTask(of queue: String, _ test: (TaskSpec, (any TaskHandler)?) -> Bool) -> Bool {
         let tasks = manifest.tasks.values.filter { $0.queue == queue }
-        return !tasks.isEmpty && tasks.allSatisfy { test(handlers[$0.name]) }
+        return !tasks.isEmpty && tasks.allSatisfy { test($0, handlers[$0.name]) }
     }
 
     /// Whether every task routed to `queue` runs in a persistent plugin.
     func isPersistentPluginQueue(_ queue: String) -> Bool {
-        everyTask(of: queue) { $0 is PersistentPlugin }
+        everyTask(of: queue) { _, handler in handler is PersistentPlugin }
     }
 }
 

@@ -1,0 +1,197 @@
+import Celerity
+import Foundation
+import RedisClient
+import Testing
+
+extension Integration {
+    /// What a real Python Celery 5.7 client sees of a Celerity worker beyond a plain call
+    /// (issue 11, point 6): STARTED, extended results, exception classes, tasks routed
+    /// elsewhere, compressed bodies, and bodies the worker refuses.
+    @Suite(.timeLimit(.minutes(4)))
+    struct FidelityTests {
+        /// The start of every client script: argv is broker, queue, worker node, worker pid.
+        static let prelude = """
+        import json, sys, time, uuid
+        import redis
+        from celery import Celery
+        broker, queue, node, worker_pid = sys.argv[1:5]
+        worker_pid = int(worker_pid)
+        app = Celery(broker=broker, backend=broker)
+        rc = redis.Redis.from_url(broker)
+
+        def statuses(name, args, **options):
+            \"\"\"Sends a call and returns (result, every status published for it, in order).\"\"\"
+            tid = str(uuid.uuid4())
+            p = rc.pubsub()
+            p.subscribe("celery-task-meta-" + tid)
+            while p.get_message(timeout=1) is None:
+                pass   # the subscription's confirmation
+            r = app.send_task(name, args=args, queue=queue, task_id=tid, **options)
+            seen = []
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                m = p.get_message(timeout=1)
+                if m and m["type"] == "message":
+                    seen.append(json.loads(m["data"])["status"])
+                    if seen[-1] in ("SUCCESS", "FAILURE"):
+                        break
+            p.close()
+            return r, seen
+
+        def wait_for_state(r, state, seconds=10):
+            deadline = time.time() + seconds
+            while r.state != state and time.time() < deadline:
+                time.sleep(0.02)
+            return r.state
+
+        """
+
+        /// Runs `script` (after the prelude) against the harness's worker; it must print `marker`.
+        static func runClient(_ h: WorkerHarness, _ name: String, _ script: String, marker: String, extraArgs: [String] = []) async throws {
+            let py = try await ChildProcess.run(Paths.python3, ["-c", prelude + script, h.broker, h.queue, h.node, String(h.worker.pid)] + extraArgs,
+                                                name: name)
+            #expect(py.status == 0, "\(name) failed:\n\(py.output)\nworker:\n\(h.worker.output.suffix(3000))")
+            #expect(py.output.contains(marker), "\(py.output)")
+        }
+
+        // MARK: - track_started
+
+        /// `track_started` under `defaults:` and per task: a Python client sees STARTED with
+        /// the worker's pid and node name while a slow task runs, an inline built-in (which
+        /// would otherwise take the fast path) publishes STARTED before SUCCESS, a task that
+        /// turns it off publishes SUCCESS only, and the stored document ends as SUCCESS.
+        @Test func trackStartedShowsStartedWithPidAndHostname() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              f.sleep:
+                queue: {q}
+                builtin: sleep
+              f.add:
+                queue: {q}
+                builtin: add
+              f.quiet:
+                queue: {q}
+                builtin: add
+                track_started: false
+            """, preamble: "defaults:\n  track_started: true\n")
+            try await Self.runClient(h, "py-track-started", """
+            r = app.send_task("f.sleep", args=[1.5], queue=queue)
+            assert wait_for_state(r, "STARTED") == "STARTED", r.state
+            assert r.info == {"pid": worker_pid, "hostname": node}, r.info
+            assert r.get(timeout=30) == 1.5
+            assert r.state == "SUCCESS"
+
+            r, seen = statuses("f.add", [2, 3])
+            assert seen == ["STARTED", "SUCCESS"], seen
+            assert r.get(timeout=10) == 5
+            time.sleep(0.3)
+            assert json.loads(rc.get("celery-task-meta-" + r.id))["status"] == "SUCCESS"
+
+            r, seen = statuses("f.quiet", [2, 3])
+            assert seen == ["SUCCESS"], seen
+            print("track_started OK")
+            """, marker: "track_started OK")
+            #expect(await h.stop() == 0)
+        }
+
+        /// Per task on a queue of persistent plugins (the path that sends a call from the
+        /// fetcher's thread must not skip STARTED either).
+        @Test func trackStartedOnPersistentPlugins() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              plugins.py_add:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+                track_started: true
+              plugins.py_sleep:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+                track_started: true
+            """)
+            try await Self.runClient(h, "py-track-started-plugin", """
+            assert app.send_task("plugins.py_add", args=[1, 1], queue=queue).get(timeout=60) == 2   # the process is up
+            r, seen = statuses("plugins.py_add", [2, 3])
+            assert seen == ["STARTED", "SUCCESS"], seen
+            r = app.send_task("plugins.py_sleep", args=[1.5], queue=queue)
+            assert wait_for_state(r, "STARTED") == "STARTED", r.state
+            assert r.info == {"pid": worker_pid, "hostname": node}, r.info
+            assert r.get(timeout=30) == 1.5
+            print("track_started plugins OK")
+            """, marker: "track_started plugins OK")
+            #expect(await h.stop() == 0)
+        }
+
+        // MARK: - Extended results
+
+        /// `result_backend: {extended: true}`: the Python client reads name, args, kwargs,
+        /// worker, queue, retries and date_done, and the stored document has the same keys,
+        /// with values of the same types, as the one a Python Celery worker with
+        /// `result_extended = True` stores for the same call.
+        @Test func extendedResultsAsCeleryWritesThem() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              f.add:
+                queue: {q}
+                builtin: add
+              f.fail:
+                queue: {q}
+                builtin: fail
+            """, preamble: "result_backend:\n  extended: true\n")
+            let dir = NSTemporaryDirectory() + "celerity-fid-\(h.prefix)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try """
+            import os
+            from celery import Celery
+            app = Celery("fid", broker=os.environ["FID_BROKER"], backend=os.environ["FID_BROKER"])
+            app.conf.result_extended = True
+
+            @app.task(name="f.add")
+            def add(x, y):
+                return x + y
+            """.write(toFile: dir + "/fid_app.py", atomically: true, encoding: .utf8)
+            let pyQueue = h.queue + "-py"
+            let pyWorker = try ChildProcess(name: "py-worker-extended", executable: Paths.python3,
+                                            arguments: ["-m", "celery", "-A", "fid_app", "worker", "-Q", pyQueue, "--pool", "solo", "-c", "1",
+                                                        "-n", "fid-\(h.prefix)@%h", "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "warning"],
+                                            environment: ["FID_BROKER": h.broker], directory: dir)
+            try await Self.runClient(h, "py-extended", """
+            import datetime
+            py_queue = sys.argv[5]
+            r = app.send_task("f.add", args=[2], kwargs={"y": 3}, queue=queue, parent_id="parent-of-fid")
+            assert r.get(timeout=30) == 5
+            assert r.name == "f.add", r.name
+            assert r.args == [2], r.args
+            assert r.kwargs == {"y": 3}, r.kwargs
+            assert r.worker == node, r.worker
+            assert r.queue == queue, r.queue
+            assert r.retries == 0, r.retries
+            assert isinstance(r.date_done, datetime.datetime), r.date_done
+            ours = json.loads(rc.get("celery-task-meta-" + r.id))
+            assert ours["parent_id"] == "parent-of-fid", ours
+
+            f = app.send_task("f.fail", args=["no good"], queue=queue)
+            try:
+                f.get(timeout=30)
+                raise SystemExit("f.fail succeeded")
+            except ValueError:
+                pass
+            assert (f.name, f.args, f.kwargs, f.worker, f.queue, f.retries) == ("f.fail", ["no good"], {}, node, queue, 0), f._get_task_meta()
+
+            c = app.send_task("f.add", args=[2], kwargs={"y": 3}, queue=py_queue, parent_id="parent-of-fid")
+            assert c.get(timeout=60) == 5
+            theirs = json.loads(rc.get("celery-task-meta-" + c.id))
+            assert sorted(ours) == sorted(theirs), (sorted(ours), sorted(theirs))
+            for k in theirs:
+                assert type(ours[k]) is type(theirs[k]), (k, ours[k], theirs[k])
+            for k in ("status", "result", "traceback", "children", "parent_id", "name", "args", "kwargs", "retries"):
+                assert ours[k] == theirs[k], (k, ours[k], theirs[k])
+            assert theirs["queue"] == py_queue and theirs["worker"].startswith("fid-")
+            print("extended OK")
+            """, marker: "extended OK", extraArgs: [pyQueue])
+            await pyWorker.stop(grace: 10)
+            #expect(await h.stop() == 0)
+        }
+    }
+}
