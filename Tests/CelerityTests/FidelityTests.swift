@@ -193,5 +193,81 @@ extension Integration {
             await pyWorker.stop(grace: 10)
             #expect(await h.stop() == 0)
         }
+
+        // MARK: - Exceptions
+
+        /// Plugin errors named after Python's builtin exceptions are caught by `except
+        /// KeyError` / `except ValueError` on the client; a plugin may name the module of its
+        /// exception (`error.module`); an unknown type still arrives as a class of that name;
+        /// a built-in Swift failure carries a traceback that names the task and the error.
+        @Test func exceptionsArriveAsTheClassesAPythonClientCatches() async throws {
+            let redis = try await sharedRedis.value
+            let dir = NSTemporaryDirectory() + "celerity-fid-errors-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let plugin = dir + "/errors.py"
+            try """
+            import json, sys
+            kind = json.load(sys.stdin)["args"][0]
+            errors = {
+                "key": {"type": "KeyError", "message": "'missing'"},
+                "zero": {"type": "ZeroDivisionError", "message": "division by zero", "traceback": "Traceback: in divide"},
+                "custom": {"type": "QuotaExceeded", "module": "fidelity_errors", "message": "over quota"},
+                "unknown": {"type": "LinAlgError", "message": "singular matrix"},
+            }
+            print(json.dumps({"error": errors[kind]}))
+            """.write(toFile: plugin, atomically: true, encoding: .utf8)
+            let h = try WorkerHarness(redis: redis, tasks: """
+              e.oneshot:
+                queue: {q}
+                plugin: [python3, \(plugin)]
+              plugins.py_fail:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+              f.fail:
+                queue: {q}
+                builtin: fail
+              f.add:
+                queue: {q}
+                builtin: add
+            """)
+            try await Self.runClient(h, "py-exceptions", """
+            import types
+            fidelity_errors = types.ModuleType("fidelity_errors")
+            class QuotaExceeded(Exception):
+                pass
+            fidelity_errors.QuotaExceeded = QuotaExceeded
+            sys.modules["fidelity_errors"] = fidelity_errors
+
+            def fails_with(cls, name, *args):
+                r = app.send_task(name, args=list(args), queue=queue)
+                try:
+                    v = r.get(timeout=60)
+                except cls as e:
+                    return r, e
+                raise SystemExit("%s%r returned %r" % (name, args, v))
+
+            r, e = fails_with(KeyError, "e.oneshot", "key")
+            assert type(e) is KeyError and e.args == ("'missing'",), repr(e)
+            r, e = fails_with(ZeroDivisionError, "e.oneshot", "zero")
+            assert r.traceback == "Traceback: in divide", r.traceback
+            r, e = fails_with(QuotaExceeded, "e.oneshot", "custom")
+            assert str(e) == "over quota", repr(e)
+            r, e = fails_with(Exception, "e.oneshot", "unknown")
+            assert type(e).__name__ == "LinAlgError" and not isinstance(e, (ValueError, KeyError)), repr(e)
+            r, e = fails_with(ValueError, "plugins.py_fail")
+            assert type(e) is ValueError and str(e) == "boom", repr(e)
+            assert "ValueError" in r.traceback, r.traceback
+
+            r, e = fails_with(ValueError, "f.fail", "bad value")
+            assert type(e) is ValueError, repr(e)
+            tb = r.traceback or ""
+            assert "f.fail" in tb and "fail" in tb and tb.rstrip().endswith("ValueError: bad value"), tb
+            r, e = fails_with(TypeError, "f.add", "a", 1)
+            assert "f.add" in (r.traceback or "") and "TypeError" in r.traceback, r.traceback
+            print("exceptions OK")
+            """, marker: "exceptions OK")
+            #expect(await h.stop() == 0)
+        }
     }
 }

@@ -65,6 +65,24 @@ import Testing
         #expect(doc["date_done"] == .null)
     }
 
+    // MARK: - Exceptions
+
+    @Test func pluginErrorsNameTheModuleAPythonClientFindsTheClassIn() {
+        #expect(TaskFailure.pluginModule(type: "ValueError", declared: nil) == "builtins")
+        #expect(TaskFailure.pluginModule(type: "ZeroDivisionError", declared: .null) == "builtins")
+        #expect(TaskFailure.pluginModule(type: "KeyError", declared: "") == "builtins")
+        #expect(TaskFailure.pluginModule(type: "LinAlgError", declared: nil) == "celerity.plugin")
+        #expect(TaskFailure.pluginModule(type: "LinAlgError", declared: "numpy.linalg") == "numpy.linalg")
+        #expect(TaskFailure.pluginModule(type: "ValueError", declared: "myapp.errors") == "myapp.errors")
+        #expect(TaskFailure.pluginModule(type: "X", declared: .string(String(repeating: "m", count: 300))) == "celerity.plugin")
+        // Every name Python 3.11 lists as a builtin exception.
+        for name in ["Exception", "BaseException", "TypeError", "OSError", "TimeoutError", "UnicodeDecodeError", "StopIteration",
+                     "RecursionError", "ExceptionGroup", "UserWarning"] {
+            #expect(TaskFailure.pythonBuiltinExceptions.contains(name), "\(name)")
+        }
+        #expect(!TaskFailure.pythonBuiltinExceptions.contains("NotRegistered"))
+    }
+
     // MARK: - Manifest
 
     @Test func trackStartedAndExtendedAreReadFromTheManifest() throws {

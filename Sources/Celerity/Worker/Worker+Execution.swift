@@ -248,9 +248,12 @@ extension Worker {
         case let .failure(f as TaskFailure) where f.disposition == .handBack:
             outcome = .handBack
         case let .failure(error):
+            var f = (error as? TaskFailure) ?? TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")
+            if f.traceback == nil, case let .builtin(name) = spec.handler {
+                f.traceback = TaskFailure.builtinTraceback(task: message.task, id: message.id, builtin: name, f)
+            }
             // Every failure is stored and logged cut to size (TaskFailure+Limits).
-            let f = ((error as? TaskFailure) ?? TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")).capped()
-            outcome = .failure(f)
+            outcome = .failure(f.capped())
         }
         await dispose(Outcome(result: outcome, message: message, spec: spec, runtime: runtime), raw, queue: queue, log)
     }
