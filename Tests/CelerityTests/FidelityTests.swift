@@ -269,5 +269,42 @@ extension Integration {
             """, marker: "exceptions OK")
             #expect(await h.stop() == 0)
         }
+
+        // MARK: - Routing
+
+        /// Tasks that tasks.yaml routes to a queue this worker does not consume still run
+        /// when they arrive on one it does (as Celery runs any registered task): an inline
+        /// built-in, a slow built-in, a one-shot and a persistent plugin (whose processes start
+        /// on the first such call).
+        @Test func aTaskRoutedElsewhereRunsWhereItArrived() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              r.here:
+                queue: {q}
+                builtin: add
+              r.add_elsewhere:
+                queue: {q}-elsewhere
+                builtin: add
+              r.sleep_elsewhere:
+                queue: {q}-elsewhere
+                builtin: sleep
+              plugins.sh_upper:
+                queue: {q}-elsewhere
+                plugin: [sh, {root}/plugins/sh_upper.sh]
+              plugins.py_add:
+                queue: {q}-elsewhere
+                plugin: [python3, {root}/plugins/py_tasks.py]
+                mode: persistent
+            """)
+            try await Self.runClient(h, "py-routing", """
+            assert app.send_task("r.here", args=[1, 2], queue=queue).get(timeout=20) == 3
+            assert app.send_task("r.add_elsewhere", args=[2, 2], queue=queue).get(timeout=20) == 4
+            assert app.send_task("r.sleep_elsewhere", args=[0.1], queue=queue).get(timeout=20) == 0.1
+            assert app.send_task("plugins.sh_upper", args=["hi"], queue=queue).get(timeout=30) == "HI"
+            assert app.send_task("plugins.py_add", args=[20, 22], queue=queue).get(timeout=60) == 42
+            print("routing OK")
+            """, marker: "routing OK")
+            #expect(await h.stop() == 0)
+        }
     }
 }

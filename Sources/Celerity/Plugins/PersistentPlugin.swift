@@ -27,6 +27,10 @@ public final class PersistentPlugin: TaskHandler, Sendable {
     public let tasks: [String]
     let worker: String
     let queue: String
+    /// Processes start on the first call, not with the worker: a pool whose tasks are all
+    /// routed to queues this worker does not consume (they come only when sent to one it does).
+    let startsOnDemand: Bool
+    private let demand = Demand()
     let crashLoopLimit = 5
     let crashWindow: Double = 30
     let unavailableSeconds: Double = 30
@@ -41,7 +45,9 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         var stopping = false
     }
 
-    public init(spec: PluginSpec, options: PersistentOptions, tasks: [String], worker: String, queue: String, logger: Logger) {
+    public init(spec: PluginSpec, options: PersistentOptions, tasks: [String], worker: String, queue: String, startsOnDemand: Bool = false,
+                logger: Logger) {
+        self.startsOnDemand = startsOnDemand
         self.spec = spec
         self.options = options
         self.tasks = tasks
@@ -170,6 +176,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
 
     /// Waits for a live process with room for one more call.
     private func acquire() async throws -> LiveProcess {
+        if startsOnDemand { demand.fire(true) }
         while true {
             switch pick() {
             case let .process(p): return p
@@ -204,7 +211,12 @@ public final class PersistentPlugin: TaskHandler, Sendable {
     // MARK: - Supervision
 
     /// Keeps `processes` instances running until `shutdown()`; run it in a task of its own.
+    /// A pool that `startsOnDemand` waits for its first call (or returns at the shutdown).
     public func supervise() async {
+        if startsOnDemand {
+            let go = await withTaskCancellationHandler { await demand.wait() } onCancel: { demand.fire(false) }
+            guard go, !isStopping else { return }
+        }
         await withDiscardingTaskGroup { group in
             for slot in 0..<options.processes {
                 group.addTask { await self.runSlot(slot) }
@@ -219,6 +231,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             s.stopping = true
             return Array(s.live.values)
         }
+        demand.fire(false)
         wakeWaiters()
         for p in live { p.drainAndExit() }
         let deadline = Date().addingTimeInterval(spec.gracePeriod)
@@ -236,6 +249,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
             s.stopping = true
             return Array(s.live.values)
         }
+        demand.fire(false)
         for p in live { p.kill(reason: "worker stopped") }
         wakeWaiters()
     }
@@ -389,6 +403,33 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         } catch {}
         if !pending.isEmpty && kept < cap { logger.info("plugin stderr", metadata: ["line": .string(String(decoding: pending, as: UTF8.self))]) }
         if kept > cap { logger.warning("plugin stderr over the cap: lines dropped from the log", metadata: ["bytes": .stringConvertible(kept), "cap": .stringConvertible(cap)]) }
+    }
+}
+
+/// The first call of a pool that starts on demand: `wait` returns what `fire` said first
+/// (true: start the processes; false: the pool is shutting down), in either order.
+final class Demand: Sendable {
+    private let state = Mutex<(fired: Bool?, waiter: CheckedContinuation<Bool, Never>?)>((nil, nil))
+
+    func fire(_ go: Bool) {
+        let waiter = state.withLock { s -> CheckedContinuation<Bool, Never>? in
+            guard s.fired == nil else { return nil }
+            s.fired = go
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: go)
+    }
+
+    func wait() async -> Bool {
+        await withCheckedContinuation { c in
+            let fired = state.withLock { s -> Bool? in
+                if let f = s.fired { return f }
+                s.waiter = c
+                return nil
+            }
+            if let fired { c.resume(returning: fired) }
+        }
     }
 }
 

@@ -80,13 +80,19 @@ public final class Worker: Service, Sendable {
         completer = Completer(processingKey: broker.processingKey, held: broker.held, brokers: lanes.map { Redis(url: config.broker, label: "complete-\($0)-\(config.node)") },
                               resultRedis: separateResults.map { r in lanes.map { Redis(url: r.url, label: "complete-results-\($0)-\(config.node)") } },
                               ttl: config.resultBackend.expires, stop: stop, logger: logger)
+        // A handler for every task of the manifest, not only those routed to the queues served
+        // here: as in Celery, a task runs on whichever consumed queue it arrives. Persistent
+        // plugins whose tasks are all routed elsewhere start their processes on the first call.
         var hs: [String: any TaskHandler] = [:]
         var pools: [PluginSpec: PersistentPlugin] = [:]
-        let served = manifest.taskOrder.compactMap { manifest.tasks[$0] }.filter { config.queues.contains($0.queue) }
-        for spec in served {
+        let all = manifest.taskOrder.compactMap { manifest.tasks[$0] }
+        let served = all.filter { config.queues.contains($0.queue) }
+        for spec in all {
             switch spec.handler {
             case let .builtin(b):
                 guard let h = builtins.handlers[b] else {
+                    // Routed elsewhere: NotRegistered here if it ever comes, as before.
+                    if !config.queues.contains(spec.queue) { continue }
                     throw ManifestError(manifest.path, "task '\(spec.name)' names unknown built-in '\(b)' (known: \(builtins.names.sorted().joined(separator: ", ")))")
                 }
                 hs[spec.name] = h
@@ -97,8 +103,10 @@ public final class Worker: Service, Sendable {
                 case let .persistent(options):
                     // Tasks naming the same program and options share one pool of processes.
                     if pools[p] == nil {
-                        let names = served.filter { $0.handler == .plugin(p) }.map(\.name)
-                        pools[p] = PersistentPlugin(spec: p, options: options, tasks: names, worker: config.node, queue: spec.queue, logger: logger)
+                        let names = all.filter { $0.handler == .plugin(p) }.map(\.name)
+                        let onDemand = !served.contains { $0.handler == .plugin(p) }
+                        pools[p] = PersistentPlugin(spec: p, options: options, tasks: names, worker: config.node, queue: spec.queue,
+                                                    startsOnDemand: onDemand, logger: logger)
                     }
                     hs[spec.name] = pools[p]!
                 }
