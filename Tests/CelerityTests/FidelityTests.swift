@@ -306,5 +306,89 @@ extension Integration {
             """, marker: "routing OK")
             #expect(await h.stop() == 0)
         }
+
+        // MARK: - Compression
+
+        /// Bodies compressed by kombu (`compression='gzip'|'zlib'|'bzip2'`) run, on the inline
+        /// path and the usual one, with large arguments intact.
+        @Test func compressedBodiesRun() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              c.add:
+                queue: {q}
+                builtin: add
+              c.echo:
+                queue: {q}
+                builtin: echo
+              c.sleep:
+                queue: {q}
+                builtin: sleep
+            """)
+            try await Self.runClient(h, "py-compression", """
+            big = "celerity " * 20000
+            for i, c in enumerate(["gzip", "zlib", "bzip2"]):
+                assert app.send_task("c.add", args=[i, 40], queue=queue, compression=c).get(timeout=10) == i + 40, c
+                echoed = app.send_task("c.echo", args=[big], kwargs={"k": c}, queue=queue, compression=c).get(timeout=10)
+                assert echoed == {"args": [big], "kwargs": {"k": c}}, c
+                assert app.send_task("c.sleep", args=[0.01], queue=queue, compression=c).get(timeout=10) == 0.01, c
+            print("compression OK")
+            """, marker: "compression OK")
+            #expect(await h.stop() == 0)
+        }
+
+        // MARK: - Refused bodies
+
+        /// A pickled body gets FAILURE with kombu's ContentDisallowed (its words) at once,
+        /// an unsupported compression kombu's DecodeError, and both messages are still
+        /// dead-lettered; a YAML body pushed by hand gets the same FAILURE document.
+        @Test func refusedBodiesFailFastThenGoToTheDeadLetters() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: """
+              c.add:
+                queue: {q}
+                builtin: add
+            """)
+            let yamlID = "yaml-\(UUID().uuidString)"
+            let r = try h.redisClient()
+            try await r.call("LPUSH", h.queue, """
+            {"body": "W1sxLCAyXSwge30sIHt9XQ==", "content-type": "application/x-yaml", "content-encoding": "utf-8", \
+            "headers": {"task": "c.add", "id": "\(yamlID)"}, "properties": {"body_encoding": "base64", \
+            "delivery_info": {"exchange": "", "routing_key": "\(h.queue)"}}}
+            """)
+            try await Self.runClient(h, "py-refused", """
+            from kombu.exceptions import ContentDisallowed, DecodeError
+            app.conf.accept_content = ["json", "pickle"]
+            t0 = time.time()
+            r = app.send_task("c.add", args=[1, 2], queue=queue, serializer="pickle")
+            try:
+                r.get(timeout=15)
+                raise SystemExit("a pickled call succeeded")
+            except ContentDisallowed as e:
+                assert str(e) == "Refusing to deserialize untrusted content of type pickle (application/x-python-serialize)", str(e)
+            assert time.time() - t0 < 10, time.time() - t0
+            assert r.state == "FAILURE"
+            z = app.send_task("c.add", args=[1, 2], queue=queue, compression="lzma")
+            try:
+                z.get(timeout=15)
+                raise SystemExit("an lzma call succeeded")
+            except DecodeError as e:
+                assert "application/x-lzma" in str(e), str(e)
+            assert app.send_task("c.add", args=[1, 2], queue=queue).get(timeout=10) == 3   # the worker serves on
+            print("refused", r.id, z.id)
+            """, marker: "refused")
+            let stored = try await r.call("GET", "celery-task-meta-\(yamlID)").string.map { try JSONValue(parsing: $0) }
+            #expect(stored?["status"] == "FAILURE")
+            #expect(stored?["result"]?["exc_type"] == "ContentDisallowed")
+            #expect(stored?["result"]?["exc_module"] == "kombu.exceptions")
+            #expect(stored?["result"]?["exc_message"] == ["Refusing to deserialize untrusted content of type yaml (application/x-yaml)"])
+            // Every refused message is in the dead letters too, and nothing is left in flight.
+            #expect(try await eventually {
+                let entries = try await r.call("LRANGE", Keys.deadLetters, 0, -1).array ?? []
+                let mine = entries.compactMap { $0.string.flatMap { try? JSONValue(parsing: $0) } }.filter { $0["queue"]?.stringValue == h.queue }
+                return mine.count == 3
+            })
+            #expect(try await eventually { try await r.call("LLEN", Keys.processing(h.node)).int == 0 })
+            #expect(await h.stop() == 0)
+        }
     }
 }

@@ -37,6 +37,82 @@ import Testing
         }
     }
 
+    // MARK: - Compressed bodies
+
+    @Test(arguments: [("application/x-gzip", zlibBody), ("application/x-gzip", gzipBody), ("zlib", zlibBody), ("application/x-bz2", bz2Body),
+                      ("bzip2", bz2Body)])
+    func compressedBodiesDecodeAndARetryResendsThemPlain(header: String, body: String) throws {
+        let raw = Self.envelope(body: body, compression: header)
+        // Not the fast read: it leaves anything unusual to `decode`.
+        #expect(TaskMessage.decodeForRun(raw) == nil)
+        let m = try TaskMessage.decode(raw)
+        #expect(m.args == [4, 6])
+        #expect(m.kwargs.map(\.key) == ["k"])
+        #expect(m.kwargs.first?.value == "v")
+        #expect(m.queue == "q1" && m.parentID == "p-7" && m.retries == 2)
+        // Used up by decoding: a message sent again (a retry) carries a plain body and no
+        // `compression` header.
+        #expect(!m.headers.contains { $0.key == "compression" })
+        let again = try TaskMessage.decode(m.encode())
+        #expect(again.args == [4, 6])
+        #expect(try JSONValue(parsing: m.encode())["headers"]?["compression"] == nil)
+    }
+
+    @Test func corruptTruncatedOrUnknownCompressionIsRefusedWithKombusDecodeError() throws {
+        let truncatedZlib = Data(base64Encoded: Self.zlibBody)!.dropLast(8).base64EncodedString()
+        let truncatedBz2 = Data(base64Encoded: Self.bz2Body)!.dropLast(20).base64EncodedString()
+        let cases: [(String, String, String)] = [
+            (Data("not compressed at all".utf8).base64EncodedString(), "application/x-gzip", "zlib"),
+            (truncatedZlib, "application/x-gzip", "ends too soon"),
+            (truncatedBz2, "application/x-bz2", "ends too soon"),
+            (Data("not bzip2".utf8).base64EncodedString(), "application/x-bz2", "bzip2"),
+            (Self.zlibBody, "application/x-lzma", "application/x-lzma"),
+        ]
+        for (body, header, words) in cases {
+            let e = try #require(Self.decodeError(Self.envelope(body: body, compression: header)), "\(header) \(words)")
+            let refused = try #require(e.refused, "\(e.message)")
+            #expect(refused.failure.type == "DecodeError")
+            #expect(refused.failure.module == "kombu.exceptions")
+            #expect(refused.failure.message.contains(words), "\(refused.failure.message)")
+            #expect(refused.message.id == "id-7" && refused.message.replyTo == "reply-list" && refused.message.queue == "q1")
+        }
+    }
+
+    @Test func decompressionStopsAtItsLimit() throws {
+        let zlib = Array(Data(base64Encoded: Self.zlibBody)!)
+        guard case let .failure(e) = BodyCompression.inflate(zlib, limit: 50) else { Issue.record("inflated past its limit"); return }
+        #expect(e.message.contains("more than 50 bytes"))
+        guard case let .success(plain) = BodyCompression.inflate(zlib, limit: 1 << 20) else { Issue.record("did not inflate"); return }
+        #expect(plain.count == 89)
+        let zeros = Array(Data(base64Encoded: Self.bz2Zeros)!)
+        guard case let .failure(b) = BodyCompression.bunzip(zeros, limit: 64 << 10) else { Issue.record("bunzipped past its limit"); return }
+        #expect(b.message.contains("more than"))
+        guard case let .success(all) = BodyCompression.bunzip(zeros, limit: 2 << 20) else { Issue.record("did not bunzip"); return }
+        #expect(all.count == 1_000_000 && all.allSatisfy { $0 == 0 })
+    }
+
+    // MARK: - Refused content types
+
+    @Test(arguments: [("application/x-python-serialize", "pickle"), ("application/x-yaml", "yaml"), ("application/x-msgpack", "msgpack"),
+                      ("text/plain", "text/plain")])
+    func contentTypesOtherThanJSONAreRefusedAsKombuRefusesThem(contentType: String, name: String) throws {
+        let e = try #require(Self.decodeError(Self.envelope(body: "gAN9cQAu", contentType: contentType)))
+        #expect(e.message.contains(contentType))   // the dead letter's reason, as before
+        let refused = try #require(e.refused)
+        #expect(refused.failure.type == "ContentDisallowed")
+        #expect(refused.failure.module == "kombu.exceptions")
+        #expect(refused.failure.message == "Refusing to deserialize untrusted content of type \(name) (\(contentType))")
+        #expect(refused.message.id == "id-7" && refused.message.task == "t.add" && refused.message.replyTo == "reply-list")
+        #expect(refused.message.correlationID == "id-7" && refused.message.queue == "q1")
+    }
+
+    /// A message that names no call cannot be answered: no refusal, only a dead letter.
+    @Test func aMessageWithoutAnIDIsNotRefusedButMalformed() {
+        let raw = Array(#"{"headers": {"task": "t.add"}, "content-type": "application/x-python-serialize", "body": "gAN9cQAu"}"#.utf8)
+        let e = Self.decodeError(raw)
+        #expect(e != nil && e?.refused == nil)
+    }
+
     // MARK: - Documents
 
     @Test func extendedDocumentsCarryTheRequestAsCeleryNamesIt() throws {

@@ -14,6 +14,17 @@ extension Worker {
         do throws(ProtocolError) {
             if let decoded { message = decoded } else { message = try TaskMessage.decode(raw) }
         } catch {
+            if let (refusedCall, failure) = error.refused {
+                // A body it will not decode, of a call it can name: FAILURE for the client
+                // (instead of a wait that never ends), then the dead letters.
+                var call = refusedCall
+                if call.queue.isEmpty { call.queue = queue }
+                let log = TaskLog(base: logger, id: call.id, task: call.task)
+                log.error("message refused: FAILURE stored, message moved to the dead-letter list", metadata: ["queue": .string(queue), "reason": .string(error.message)])
+                await dispose(Outcome(result: .refused(failure, reason: "malformed message: \(error.message)"), message: call, spec: manifest.tasks[call.task]),
+                              raw, queue: queue, log)
+                return
+            }
             let moved: Void?? = try? await withRedisRetry("dead-letter") { try await self.broker.deadLetter(raw, queue: queue, reason: "malformed message: \(error.message)") }
             if moved != nil && moved! != nil {
                 logger.error("malformed message moved to the dead-letter list", metadata: ["queue": .string(queue), "reason": .string(error.message)])
