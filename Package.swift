@@ -32,6 +32,11 @@ let package = Package(
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         // OpenBLAS's CBLAS interface from Debian's libopenblas-dev.
         .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        // zlib and bzip2 from Debian's zlib1g-dev and libbz2-dev, for kombu's compressed
+        // bodies. No Swift package of the mirror decompresses bzip2, so a system library is
+        // needed anyway; compress-nio (zlib only) wraps this same libz and would bring
+        // swift-nio into the library that clients link, for one call to inflate.
+        .systemLibrary(name: "CCompression", providers: [.apt(["zlib1g-dev", "libbz2-dev"])]),
         // Redis over hiredis. Knows Redis, nothing of tasks.
         .target(name: "RedisClient", dependencies: ["CHiredis",
                 .product(name: "Logging", package: "swift-log")],
@@ -39,7 +44,7 @@ let package = Package(
         // The library: JSON, Celery protocol, manifest, broker, worker, client, plugins.
         // Must not link BigInt or BLAS: a program that only sends calls links this alone.
         .target(name: "Celerity", dependencies: [
-                "RedisClient",
+                "RedisClient", "CCompression",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -169,6 +169,10 @@ def _error_info(exc, tb=True):
     message = str(exc) or type(exc).__name__
     return {
         "type": type(exc).__name__,
+        # The module a Python client finds the class in (Celery's exc_module): "builtins"
+        # for ValueError and the like, "numpy.linalg" for LinAlgError; none for a class of
+        # the plugin's own script, which no client can import.
+        "module": None if type(exc).__module__ == "__main__" else type(exc).__module__,
         "message": message,
         "retryable": getattr(exc, "retryable", False) is True,
         "traceback": traceback.format_exc() if tb else None,

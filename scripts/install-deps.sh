@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need on Debian bookworm with a Swift 6
 # toolchain, and only what is missing, so a second run installs nothing and needs no network:
-#   apt: redis-server libhiredis-dev libopenblas-dev, nodejs when there is no `node`,
+#   apt: redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev (compressed
+#        bodies), nodejs when there is no `node`,
 #        python3 and python3-pip when they are missing;
 #   pip: celery[redis]==5.7.0 and numpy.
 # Uses sudo when not root. Called by scripts/test.sh, scripts/demo.sh and .ci/run.
@@ -28,11 +29,11 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
-    for pkg in redis-server libhiredis-dev libopenblas-dev; do
+    for pkg in redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev; do
         installed "$pkg" || missing+=("$pkg")
     done
 else
-    say "no dpkg here (not Debian?): install redis-server, hiredis and OpenBLAS headers yourself"
+    say "no dpkg here (not Debian?): install redis-server, hiredis, OpenBLAS, zlib and bzip2 headers yourself"
 fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)        # runs the Node plugins
 command -v python3 >/dev/null 2>&1 || missing+=(python3)

@@ -65,10 +65,16 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func backend(_ manifest: Manifest?) throws -> ResultBackendConfig {
+        // The manifest's expires and extended hold whichever URL is used.
         let expires = manifest?.resultBackend?.expires ?? 86400
-        if let b = resultBackend ?? environment["CELERITY_RESULT_BACKEND"] { return try ResultBackendConfig.parse(b, expires: expires).resolved(broker: brokerURL(manifest)) }
+        let extended = manifest?.resultBackend?.extended ?? false
+        if let b = resultBackend ?? environment["CELERITY_RESULT_BACKEND"] {
+            var config = try ResultBackendConfig.parse(b, expires: expires).resolved(broker: brokerURL(manifest))
+            config.extended = extended
+            return config
+        }
         if let b = manifest?.resultBackend { return b.resolved(broker: brokerURL(manifest)) }
-        return ResultBackendConfig(kind: .redis(brokerURL(manifest)), expires: expires)
+        return ResultBackendConfig(kind: .redis(brokerURL(manifest)), expires: expires, extended: extended)
     }
 }
 

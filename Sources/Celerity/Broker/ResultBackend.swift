@@ -34,10 +34,13 @@ public struct RedisResultBackend: ResultBackend {
     public let redis: Redis
     /// Seconds to keep results (0: forever).
     public let expires: Int
+    /// Celery's `result_extended`: the node name written as `worker` (nil: not extended).
+    public let extendedBy: String?
 
-    public init(redis: Redis, expires: Int) {
+    public init(redis: Redis, expires: Int, extendedBy worker: String? = nil) {
         self.redis = redis
         self.expires = expires
+        self.extendedBy = worker
     }
 
     /// KEYS[1] result key/channel; ARGV[1] document, ARGV[2] TTL seconds (0 = none).
@@ -55,11 +58,12 @@ public struct RedisResultBackend: ResultBackend {
     """)
 
     public func store(_ meta: ResultMeta, for message: TaskMessage) async throws {
-        _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [Keys.resultMeta(meta.taskID)], args: [meta.encode(), expires])
+        let document = meta.forRequest(message, extendedBy: extendedBy).encode()
+        _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [Keys.resultMeta(meta.taskID)], args: [document, expires])
     }
 
     public func write(_ meta: ResultMeta, for message: TaskMessage) -> ResultWrite? {
-        .redisKey(Keys.resultMeta(meta.taskID), meta.encode(), success: meta.state == .success)
+        .redisKey(Keys.resultMeta(meta.taskID), meta.forRequest(message, extendedBy: extendedBy).encode(), success: meta.state == .success)
     }
 
     public func permissionProbe(_ probe: String) -> [RedisCommand] {
@@ -74,14 +78,19 @@ public struct RedisResultBackend: ResultBackend {
 /// `reply_to` list on the broker. Without a `reply_to` nothing is stored (as in Celery).
 public struct RPCResultBackend: ResultBackend {
     public let redis: Redis
-    public init(redis: Redis) { self.redis = redis }
+    /// Celery's `result_extended`: the node name written as `worker` (nil: not extended).
+    public let extendedBy: String?
+    public init(redis: Redis, extendedBy worker: String? = nil) {
+        self.redis = redis
+        self.extendedBy = worker
+    }
     public func store(_ meta: ResultMeta, for message: TaskMessage) async throws {
         guard case let .rpcList(replyTo, envelope)? = write(meta, for: message) else { return }
         try await redis.call("LPUSH", replyTo, envelope)
     }
 
     public func write(_ meta: ResultMeta, for message: TaskMessage) -> ResultWrite? {
-        message.replyTo.map { .rpcList($0, meta.rpcEnvelope(replyTo: $0, correlationID: message.correlationID)) }
+        message.replyTo.map { .rpcList($0, meta.forRequest(message, extendedBy: extendedBy).rpcEnvelope(replyTo: $0, correlationID: message.correlationID)) }
     }
 
     public func permissionProbe(_ probe: String) -> [RedisCommand] {

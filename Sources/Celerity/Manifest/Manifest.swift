@@ -53,14 +53,18 @@ public struct ResultBackendConfig: Sendable, Hashable {
     public var kind: ResultBackendKind
     /// Seconds results are kept (Celery's `result_expires`); 0 keeps them forever.
     public var expires: Int
-    public init(kind: ResultBackendKind, expires: Int = 86400) {
+    /// Celery's `result_extended`: every document also names the task, its args and kwargs,
+    /// the worker, the queue and the retries.
+    public var extended: Bool
+    public init(kind: ResultBackendKind, expires: Int = 86400, extended: Bool = false) {
         self.kind = kind
         self.expires = expires
+        self.extended = extended
     }
 
     /// The configuration with `.sameAsBroker` replaced by the broker URL actually used.
     public func resolved(broker: String) -> ResultBackendConfig {
-        kind == .sameAsBroker ? ResultBackendConfig(kind: .redis(broker), expires: expires) : self
+        kind == .sameAsBroker ? ResultBackendConfig(kind: .redis(broker), expires: expires, extended: extended) : self
     }
 
     /// Parses `redis://…`, `unix://…`, `rpc://`, `broker` (the broker's Redis) or `none`.
@@ -145,6 +149,9 @@ public struct TaskSpec: Sendable, Hashable {
     public var softTimeLimit: Double?
     /// Whether results are stored (Celery's `ignore_result` inverted).
     public var storeResult: Bool
+    /// Celery's `track_started`: STARTED (with the worker's pid and node name) is stored
+    /// before the task runs. Such a task never takes the inline fast paths.
+    public var trackStarted: Bool = false
     /// Retries after a retryable failure (0: none).
     public var retries: Int = 0
     /// First retry delay in seconds; doubles each attempt up to `retryBackoffMax`, with jitter.

@@ -126,11 +126,13 @@ struct ManifestReader {
         }
         var defaultTimeLimit: Double?
         var defaultRetries = 0
+        var defaultTrackStarted = false
         for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "defaults" {
-            for (k, _, v) in try mapping(value, "defaults", allowed: ["time_limit", "max_redeliveries", "retries"]) {
+            for (k, _, v) in try mapping(value, "defaults", allowed: ["time_limit", "max_redeliveries", "retries", "track_started"]) {
                 switch k {
                 case "time_limit": defaultTimeLimit = try number(v, "defaults.time_limit")
                 case "retries": defaultRetries = try integer(v, "defaults.retries", min: 0)
+                case "track_started": defaultTrackStarted = try bool(v, "defaults.track_started")
                 default: m.maxRedeliveries = try integer(v, "defaults.max_redeliveries", min: 0)
                 }
             }
@@ -138,7 +140,8 @@ struct ManifestReader {
         guard let tasksNode else { throw ManifestError(loc(root), "the manifest has no 'tasks' mapping") }
         var specs: [TaskSpec] = []
         for (name, _, value) in try mapping(tasksNode, "tasks", allowed: []) {
-            var t = try task(name, value, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit)
+            var t = try task(name, value, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit,
+                             defaultTrackStarted: defaultTrackStarted)
             if t.retries == -1 { t.retries = defaultRetries }
             specs.append(t)
         }
@@ -174,27 +177,38 @@ struct ManifestReader {
         }
         var url: String?
         var expires = 86400
-        for (k, _, v) in try mapping(n, "result_backend", allowed: ["url", "expires"]) {
-            if k == "url" { url = try string(v, "result_backend.url") } else { expires = try integer(v, "result_backend.expires", min: 0) }
+        var extended = false
+        for (k, _, v) in try mapping(n, "result_backend", allowed: ["url", "expires", "extended"]) {
+            switch k {
+            case "url": url = try string(v, "result_backend.url")
+            case "extended": extended = try bool(v, "result_backend.extended")
+            default: expires = try integer(v, "result_backend.expires", min: 0)
+            }
         }
         // No url: the broker's Redis (resolved when the broker URL is known).
-        guard let url else { return ResultBackendConfig(kind: .sameAsBroker, expires: expires) }
-        do { return try ResultBackendConfig.parse(url, expires: expires) } catch { throw ManifestError(loc(n), error.message) }
+        guard let url else { return ResultBackendConfig(kind: .sameAsBroker, expires: expires, extended: extended) }
+        do {
+            var config = try ResultBackendConfig.parse(url, expires: expires)
+            config.extended = extended
+            return config
+        } catch { throw ManifestError(loc(n), error.message) }
     }
 
-    func task(_ name: String, _ n: Node, baseDirectory: String, builtins: Set<String>?, defaultTimeLimit: Double?) throws(ManifestError) -> TaskSpec {
+    func task(_ name: String, _ n: Node, baseDirectory: String, builtins: Set<String>?, defaultTimeLimit: Double?,
+              defaultTrackStarted: Bool) throws(ManifestError) -> TaskSpec {
         let what = "task '\(name)'"
         var queue = "celery"
         var handler: HandlerSpec?
         var timeLimit = defaultTimeLimit
         var softLimit: Double?
         var storeResult = true
+        var trackStarted = defaultTrackStarted
         var retries = -1   // -1: the manifest's default
         var backoff = 1.0
         var backoffMax = 60.0
         var pluginOptions: [(String, Node, Node)] = []
         var pluginNode: Node?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max"]) {
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -213,6 +227,7 @@ struct ManifestReader {
             case "time_limit": timeLimit = try number(v, "\(name).time_limit")
             case "soft_time_limit": softLimit = try number(v, "\(name).soft_time_limit")
             case "ignore_result": storeResult = !(try bool(v, "\(name).ignore_result"))
+            case "track_started": trackStarted = try bool(v, "\(name).track_started")
             case "retries": retries = try integer(v, "\(name).retries", min: 0)
             case "retry_backoff": backoff = try number(v, "\(name).retry_backoff")
             case "retry_backoff_max": backoffMax = try number(v, "\(name).retry_backoff_max")
@@ -304,6 +319,7 @@ struct ManifestReader {
             t.softTimeLimit = softLimit
             t.retryBackoff = backoff
             t.retryBackoffMax = max(backoffMax, backoff)
+            t.trackStarted = trackStarted
             return t
         }
         var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
@@ -311,6 +327,7 @@ struct ManifestReader {
         t.softTimeLimit = softLimit
         t.retryBackoff = backoff
         t.retryBackoffMax = max(backoffMax, backoff)
+        t.trackStarted = trackStarted
         return t
     }
 

@@ -107,10 +107,15 @@ extension LiveProcess {
             let message = e["message"]?.stringValue ?? e.serialized()
             switch code {
             case -32800: outcome = .failure(TaskFailure(type: "TaskCancelled", message: message, module: "celerity"))
-            case -32601: outcome = .failure(TaskFailure(type: data["type"]?.stringValue ?? "NotRegistered", message: message, module: "celerity.plugin"))
-            case -32602, -32600, -32700: outcome = .failure(TaskFailure(type: data["type"]?.stringValue ?? "TypeError", message: message, module: "celerity.plugin"))
+            case -32601:
+                let type = data["type"]?.stringValue ?? "NotRegistered"
+                outcome = .failure(TaskFailure(type: type, message: message, module: TaskFailure.pluginModule(type: type, declared: data["module"])))
+            case -32602, -32600, -32700:
+                let type = data["type"]?.stringValue ?? "TypeError"
+                outcome = .failure(TaskFailure(type: type, message: message, module: TaskFailure.pluginModule(type: type, declared: data["module"])))
             default:
-                outcome = .failure(TaskFailure(type: data["type"]?.stringValue ?? "PluginError", message: message, module: "celerity.plugin",
+                let type = data["type"]?.stringValue ?? "PluginError"
+                outcome = .failure(TaskFailure(type: type, message: message, module: TaskFailure.pluginModule(type: type, declared: data["module"]),
                                                traceback: data["traceback"]?.stringValue, retryable: data["retryable"]?.boolValue ?? false))
             }
         } else {

@@ -121,8 +121,10 @@ public struct OneShotPlugin: TaskHandler {
             }
             if let r = response["result"], response.objectValue?.count == 1 { return r }
             if let e = response["error"] {
-                throw TaskFailure(type: e["type"]?.stringValue ?? "PluginError", message: e["message"]?.stringValue ?? e.serialized(),
-                                  module: "celerity.plugin", traceback: e["traceback"]?.stringValue, retryable: e["retryable"]?.boolValue ?? false)
+                let type = e["type"]?.stringValue ?? "PluginError"
+                throw TaskFailure(type: type, message: e["message"]?.stringValue ?? e.serialized(),
+                                  module: TaskFailure.pluginModule(type: type, declared: e["module"]), traceback: e["traceback"]?.stringValue,
+                                  retryable: e["retryable"]?.boolValue ?? false)
             }
             throw TaskFailure(type: "PluginProtocolError", message: "plugin '\(name)' printed JSON without a 'result' or 'error' member: \(TaskMessage.preview(text, limit: 200))", module: "celerity")
         case let .exited(code) where code == 75:

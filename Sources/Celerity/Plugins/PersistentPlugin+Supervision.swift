@@ -13,7 +13,12 @@ extension PersistentPlugin {
     // MARK: - Supervision
 
     /// Keeps `processes` instances running until `shutdown()`; run it in a task of its own.
+    /// A pool that `startsOnDemand` waits for its first call (or returns at the shutdown).
     public func supervise() async {
+        if startsOnDemand {
+            let go = await withTaskCancellationHandler { await demand.wait() } onCancel: { demand.fire(false) }
+            guard go, !isStopping else { return }
+        }
         await withDiscardingTaskGroup { group in
             for slot in 0..<options.processes {
                 group.addTask { await self.runSlot(slot) }
@@ -28,6 +33,7 @@ extension PersistentPlugin {
             s.stopping = true
             return Array(s.live.values)
         }
+        demand.fire(false)
         wakeWaiters()
         for p in live { p.drainAndExit() }
         let deadline = Date().addingTimeInterval(spec.gracePeriod)
@@ -45,6 +51,7 @@ extension PersistentPlugin {
             s.stopping = true
             return Array(s.live.values)
         }
+        demand.fire(false)
         for p in live { p.kill(reason: "worker stopped") }
         wakeWaiters()
     }

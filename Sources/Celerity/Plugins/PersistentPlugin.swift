@@ -29,6 +29,10 @@ public final class PersistentPlugin: TaskHandler, Sendable {
     public let tasks: [String]
     let worker: String
     let queue: String
+    /// Processes start on the first call, not with the worker: a pool whose tasks are all
+    /// routed to queues this worker does not consume (they come only when sent to one it does).
+    let startsOnDemand: Bool
+    let demand = Demand()
     let crashLoopLimit = 5
     let crashWindow: Double = 30
     let unavailableSeconds: Double = 30
@@ -43,7 +47,9 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         var stopping = false
     }
 
-    public init(spec: PluginSpec, options: PersistentOptions, tasks: [String], worker: String, queue: String, logger: Logger) {
+    public init(spec: PluginSpec, options: PersistentOptions, tasks: [String], worker: String, queue: String, startsOnDemand: Bool = false,
+                logger: Logger) {
+        self.startsOnDemand = startsOnDemand
         self.spec = spec
         self.options = options
         self.tasks = tasks
@@ -172,6 +178,7 @@ public final class PersistentPlugin: TaskHandler, Sendable {
 
     /// Waits for a live process with room for one more call.
     private func acquire() async throws -> LiveProcess {
+        if startsOnDemand { demand.fire(true) }
         while true {
             switch pick() {
             case let .process(p): return p
@@ -245,5 +252,32 @@ final class CallWatch: Sendable {
         }
         for timer in timers { timer.cancel() }
         return (f.timedOut, f.softFired)
+    }
+}
+
+/// The first call of a pool that starts on demand: `wait` returns what `fire` said first
+/// (true: start the processes; false: the pool is shutting down), in either order.
+final class Demand: Sendable {
+    private let state = Mutex<(fired: Bool?, waiter: CheckedContinuation<Bool, Never>?)>((nil, nil))
+
+    func fire(_ go: Bool) {
+        let waiter = state.withLock { s -> CheckedContinuation<Bool, Never>? in
+            guard s.fired == nil else { return nil }
+            s.fired = go
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: go)
+    }
+
+    func wait() async -> Bool {
+        await withCheckedContinuation { c in
+            let fired = state.withLock { s -> Bool? in
+                if let f = s.fired { return f }
+                s.waiter = c
+                return nil
+            }
+            if let fired { c.resume(returning: fired) }
+        }
     }
 }

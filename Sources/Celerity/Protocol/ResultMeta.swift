@@ -101,6 +101,22 @@ public struct ResultMeta: Sendable {
     public var groupID: String?
     /// Result tuples of what the task sent on finishing (a chain's next step, callbacks).
     public var children: [JSONValue] = []
+    /// The request, as Celery's `result_extended` adds it (nil: not extended).
+    public var request: RequestInfo?
+
+    /// What `result_extended` adds to a document: Celery's names are `name`, `args`,
+    /// `kwargs`, `worker`, `retries`, `queue` (the routing key the message was sent with).
+    public struct RequestInfo: Sendable {
+        public var name: String
+        public var args: [JSONValue]
+        public var kwargs: [JSONMember]
+        public var worker: String
+        public var retries: Int
+        public var queue: String?
+        public init(name: String, args: [JSONValue], kwargs: [JSONMember], worker: String, retries: Int, queue: String?) {
+            (self.name, self.args, self.kwargs, self.worker, self.retries, self.queue) = (name, args, kwargs, worker, retries, queue)
+        }
+    }
 
     public init(taskID: String, state: TaskState, result: JSONValue, traceback: String? = nil, dateDone: Date? = nil, parentID: String? = nil) {
         self.taskID = taskID
@@ -109,6 +125,25 @@ public struct ResultMeta: Sendable {
         self.traceback = traceback
         self.dateDone = dateDone ?? (state.isReady ? Date() : nil)
         self.parentID = parentID
+    }
+
+    /// This document as Celery's backends write it for `message`: with its `parent_id` (as
+    /// Celery writes it whenever the request has one) and, when `extendedBy` names the worker
+    /// (`result_extended`), the request itself. Cheap when there is nothing to add.
+    public func forRequest(_ message: TaskMessage, extendedBy worker: String?) -> ResultMeta {
+        guard worker != nil || (parentID == nil && message.parentID != nil) else { return self }
+        var m = self
+        if m.parentID == nil { m.parentID = message.parentID }
+        if let worker {
+            m.request = RequestInfo(name: message.task, args: message.args, kwargs: message.kwargs, worker: worker,
+                                    retries: message.retries, queue: message.queue.isEmpty ? nil : message.queue)
+        }
+        return m
+    }
+
+    /// STARTED as Celery's `track_started` stores it: `{"pid": …, "hostname": <node>}`.
+    public static func started(_ id: String, pid: Int, hostname: String) -> ResultMeta {
+        ResultMeta(taskID: id, state: .started, result: .object([JSONMember("pid", .int(pid)), JSONMember("hostname", .string(hostname))]))
     }
 
     public static func success(_ id: String, _ value: JSONValue) -> ResultMeta { ResultMeta(taskID: id, state: .success, result: value) }
@@ -140,6 +175,14 @@ public struct ResultMeta: Sendable {
         ]
         if let g = groupID { m.append(JSONMember("group_id", .string(g))) }
         if let p = parentID { m.append(JSONMember("parent_id", .string(p))) }
+        if let r = request {
+            m.append(JSONMember("name", .string(r.name)))
+            m.append(JSONMember("args", .array(r.args)))
+            m.append(JSONMember("kwargs", .object(r.kwargs)))
+            m.append(JSONMember("worker", .string(r.worker)))
+            m.append(JSONMember("retries", .int(r.retries)))
+            m.append(JSONMember("queue", r.queue.map { .string($0) } ?? .null))
+        }
         return JSONValue.object(m).serializedBytes()
     }
 
@@ -149,9 +192,14 @@ public struct ResultMeta: Sendable {
         guard let s = v["status"]?.stringValue, let state = TaskState(rawValue: s) else {
             throw ProtocolError("result document has no known 'status'")
         }
-        return ResultMeta(taskID: v["task_id"]?.stringValue ?? "", state: state, result: v["result"] ?? .null,
-                          traceback: v["traceback"]?.stringValue,
-                          dateDone: v["date_done"]?.stringValue.flatMap(CeleryDate.parse), parentID: v["parent_id"]?.stringValue)
+        var meta = ResultMeta(taskID: v["task_id"]?.stringValue ?? "", state: state, result: v["result"] ?? .null,
+                              traceback: v["traceback"]?.stringValue,
+                              dateDone: v["date_done"]?.stringValue.flatMap(CeleryDate.parse), parentID: v["parent_id"]?.stringValue)
+        if let name = v["name"]?.stringValue {
+            meta.request = RequestInfo(name: name, args: v["args"]?.arrayValue ?? [], kwargs: v["kwargs"]?.objectValue ?? [],
+                                       worker: v["worker"]?.stringValue ?? "", retries: v["retries"]?.intValue ?? 0, queue: v["queue"]?.stringValue)
+        }
+        return meta
     }
 
     /// The rpc backend's envelope around this document, LPUSHed to `reply_to`.

@@ -143,8 +143,10 @@ public struct TaskMessage: Sendable {
         return m
     }
 
-    /// Headers decoded into fields (the rest are kept in `headers`).
-    static let knownHeaders: Set<String> = ["task", "id", "root_id", "parent_id", "group", "group_index", "retries", "eta", "expires", "timelimit", "origin", "ignore_result"]
+    /// Headers decoded into fields (the rest are kept in `headers`). `compression` is used up
+    /// by decoding: a message sent again (a retry) has a plain body.
+    static let knownHeaders: Set<String> = ["task", "id", "root_id", "parent_id", "group", "group_index", "retries", "eta", "expires", "timelimit", "origin", "ignore_result",
+                                            "compression"]
 
     public static func decode(_ raw: [UInt8]) throws(ProtocolError) -> TaskMessage {
         let envelope: JSONValue
@@ -158,15 +160,25 @@ public struct TaskMessage: Sendable {
         let h = JSONValue.object(headers)
         guard let task = h["task"]?.stringValue, !task.isEmpty else { throw ProtocolError("message headers have no 'task' name") }
         guard let id = h["id"]?.stringValue, !id.isEmpty else { throw ProtocolError("message headers have no task 'id' (task \(task))") }
-        if let ct = envelope["content-type"]?.stringValue, ct != "application/json" {
-            throw ProtocolError("task \(id): content type '\(ct)' is not supported (only application/json)")
-        }
-        if let c = h["compression"]?.stringValue {
-            throw ProtocolError("task \(id): compressed bodies ('\(c)') are not supported")
-        }
         let props = envelope["properties"] ?? .object([])
+        // The call as its envelope says, its arguments still to read from the body.
+        var m = TaskMessage(id: id, task: task, queue: props["delivery_info"]?["routing_key"]?.stringValue ?? "")
+        m.rootID = h["root_id"]?.stringValue
+        m.parentID = h["parent_id"]?.stringValue
+        m.groupID = h["group"]?.stringValue
+        m.groupIndex = h["group_index"]?.intValue
+        m.retries = h["retries"]?.intValue ?? 0
+        m.origin = h["origin"]?.stringValue
+        m.ignoreResult = h["ignore_result"]?.boolValue ?? false
+        m.replyTo = props["reply_to"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+        m.correlationID = props["correlation_id"]?.stringValue ?? id
+        m.priority = props["priority"]?.intValue ?? 0
+        if let ct = envelope["content-type"]?.stringValue, ct != "application/json" {
+            throw ProtocolError("task \(id): content type '\(ct)' is not supported (only application/json)",
+                                refusing: m, with: .contentDisallowed(ct))
+        }
         guard let bodyValue = envelope["body"] else { throw ProtocolError("task \(id): message has no 'body'") }
-        let bodyBytes: [UInt8]
+        var bodyBytes: [UInt8]
         switch bodyValue {
         case let .string(s):
             if props["body_encoding"]?.stringValue == "base64" {
@@ -182,6 +194,13 @@ public struct TaskMessage: Sendable {
         default:
             throw ProtocolError("task \(id): body must be a string")
         }
+        if let c = h["compression"]?.stringValue {
+            switch BodyCompression.decompress(bodyBytes, header: c) {
+            case let .success(plain): bodyBytes = plain
+            case let .failure(e):
+                throw ProtocolError("task \(id): compressed body ('\(c)') not decoded: \(e.message)", refusing: m, with: .decodeError(e.message))
+            }
+        }
         let body: JSONValue
         do { body = try JSONValue(parsing: bodyBytes) } catch {
             throw ProtocolError("task \(id): body is not JSON (\(error.description))")
@@ -195,17 +214,9 @@ public struct TaskMessage: Sendable {
             guard let k = parts[1].objectValue else { throw ProtocolError("task \(id): kwargs (body[1]) must be an object") }
             kwargs = k
         }
-        let deliveryInfo = props["delivery_info"]
-        let queue = deliveryInfo?["routing_key"]?.stringValue ?? ""
-        var m = TaskMessage(id: id, task: task, args: args, kwargs: kwargs, queue: queue)
+        m.args = args
+        m.kwargs = kwargs
         m.embed = parts.count == 3 ? parts[2] : .null
-        m.rootID = h["root_id"]?.stringValue
-        m.parentID = h["parent_id"]?.stringValue
-        m.groupID = h["group"]?.stringValue
-        m.groupIndex = h["group_index"]?.intValue
-        m.retries = h["retries"]?.intValue ?? 0
-        m.origin = h["origin"]?.stringValue
-        m.ignoreResult = h["ignore_result"]?.boolValue ?? false
         if let eta = h["eta"], !eta.isNull {
             guard let s = eta.stringValue, let d = CeleryDate.parse(s) else { throw ProtocolError("task \(id): eta \(eta) is not an ISO 8601 date") }
             m.eta = d
@@ -219,9 +230,6 @@ public struct TaskMessage: Sendable {
             m.hardTimeLimit = tl[0].doubleValue
             m.softTimeLimit = tl[1].doubleValue
         }
-        m.replyTo = props["reply_to"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
-        m.correlationID = props["correlation_id"]?.stringValue ?? id
-        m.priority = props["priority"]?.intValue ?? 0
         m.headers = headers.filter { !knownHeaders.contains($0.key) }
         return m
     }

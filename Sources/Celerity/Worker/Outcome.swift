@@ -18,6 +18,9 @@ struct Outcome: Sendable {
         /// Its handler could not take it now (a plugin paused or shutting down): back to the
         /// head of its queue unchanged.
         case handBack
+        /// Its body will not be decoded here (`ProtocolError.refused`): the client is told
+        /// why, then the message goes to the dead letters for `reason`.
+        case refused(TaskFailure, reason: String)
     }
     let result: Result
     let message: TaskMessage
@@ -64,6 +67,8 @@ extension Worker {
             return .complete(ResultMeta.failure(id, f, state: .revoked).about(o.message))
         case .notRegistered:
             return .complete(.failure(id, .notRegistered(o.message.task)))
+        case let .refused(f, why):
+            return .deadLetter(storesResults ? .failure(id, f) : nil, reason: why)
         case let .failure(f):
             let meta = ResultMeta.failure(id, f).about(o.message)
             guard let spec = o.spec else { return .complete(meta) }
@@ -133,7 +138,7 @@ extension Worker {
             s.failed += 1
             if case .retry = disposal { s.retried += 1 }
         case .revoked: s.revoked += 1
-        case .notRegistered, .handBack: break
+        case .notRegistered, .handBack, .refused: break
         }
     }
 

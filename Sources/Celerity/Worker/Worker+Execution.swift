@@ -14,6 +14,17 @@ extension Worker {
         do throws(ProtocolError) {
             if let decoded { message = decoded } else { message = try TaskMessage.decode(raw) }
         } catch {
+            if let (refusedCall, failure) = error.refused {
+                // A body it will not decode, of a call it can name: FAILURE for the client
+                // (instead of a wait that never ends), then the dead letters.
+                var call = refusedCall
+                if call.queue.isEmpty { call.queue = queue }
+                let log = TaskLog(base: logger, id: call.id, task: call.task)
+                log.error("message refused: FAILURE stored, message moved to the dead-letter list", metadata: ["queue": .string(queue), "reason": .string(error.message)])
+                await dispose(Outcome(result: .refused(failure, reason: "malformed message: \(error.message)"), message: call, spec: manifest.tasks[call.task]),
+                              raw, queue: queue, log)
+                return
+            }
             let moved: Void?? = try? await withRedisRetry("dead-letter") { try await self.broker.deadLetter(raw, queue: queue, reason: "malformed message: \(error.message)") }
             if moved != nil && moved! != nil {
                 logger.error("malformed message moved to the dead-letter list", metadata: ["queue": .string(queue), "reason": .string(error.message)])
@@ -62,6 +73,7 @@ extension Worker {
             slots.release()
             return
         }
+        if spec.trackStarted { await storeStarted(message, spec: spec, log) }
         log.debug("task started")
         let (limit, soft) = limits(message, spec)
         if let body = handler.inlineBody, soft == nil {
@@ -75,6 +87,18 @@ extension Worker {
         let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)
         let isPlugin = spec.handler.isPlugin
         await runAndSettle(l, slots: slots) { try await self.run(handler, l.call, limit: limit, isPlugin: isPlugin) }
+    }
+
+    /// Celery's `track_started`: STARTED, with this worker's pid and node name, stored before
+    /// the task runs (unless its result is not stored). Never over a stored SUCCESS: the Redis
+    /// backend's script refuses that. A failed store is logged; the task runs all the same.
+    func storeStarted(_ message: TaskMessage, spec: TaskSpec, _ log: TaskLog) async {
+        guard spec.storeResult && !message.ignoreResult else { return }
+        do {
+            try await results.store(.started(message.id, pid: Int(getpid()), hostname: config.node), for: message)
+        } catch {
+            log.warning("STARTED not stored", metadata: ["error": .string("\(error)")])
+        }
     }
 
     /// What a handler gets for `message`.
@@ -240,9 +264,12 @@ extension Worker {
         case let .failure(f as TaskFailure) where f.disposition == .handBack:
             outcome = .handBack
         case let .failure(error):
+            var f = (error as? TaskFailure) ?? TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")
+            if f.traceback == nil, case let .builtin(name) = spec.handler {
+                f.traceback = TaskFailure.builtinTraceback(task: message.task, id: message.id, builtin: name, f)
+            }
             // Every failure is stored and logged cut to size (TaskFailure+Limits).
-            let f = ((error as? TaskFailure) ?? TaskFailure(type: String(describing: type(of: error)), message: "\(error)", module: "celerity")).capped()
-            outcome = .failure(f)
+            outcome = .failure(f.capped())
         }
         await dispose(Outcome(result: outcome, message: message, spec: spec, runtime: runtime), raw, queue: queue, log)
     }

@@ -60,13 +60,13 @@ extension Worker {
     }
 
     /// Runs a message at once when it is a plain call of an inline built-in (no eta, expiry,
-    /// revocation, soft limit, stop, or lapse of the lease since its fetch in the way);
-    /// anything else is `.slow`.
+    /// revocation, soft limit, `track_started` (its STARTED is stored on the usual path), stop,
+    /// or lapse of the lease since its fetch in the way); anything else is `.slow`.
     func quickRun(_ raw: [UInt8], queue: String, generation: Int) -> QuickRun {
         guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
         guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
-              let spec = manifest.tasks[message.task], spec.softTimeLimit == nil,
+              let spec = manifest.tasks[message.task], spec.softTimeLimit == nil, !spec.trackStarted,
               let body = handlers[message.task]?.inlineBody,
               !revocations.contains(message.id), lease.covers(generation)   // the lease last: it starts right after
         else { return .slow(message) }
@@ -93,6 +93,7 @@ extension Worker {
 
     func startOnArrival(_ raw: [UInt8], queue: String, generation: Int, slots: Slots) -> Arrival {
         guard !isStopping, let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
+              !spec.trackStarted,   // its STARTED is stored on the usual path, before the call
               let plugin = handler as? PersistentPlugin, slots.tryAcquire() else { return .other(raw) }
         guard lease.covers(generation) else {
             slots.release()

@@ -59,16 +59,17 @@ public final class Worker: Service, Sendable {
         self.strays = StrayAudit(broker: broker, logger: logger)
         self.revocations = Revocations(broker: broker, alarm: dutyAlarm, logger: logger)
         var separateResults: Redis?
+        let extendedBy = config.resultBackend.extended ? config.node : nil
         switch config.resultBackend.kind {
         case let .redis(urlString):
             let url: RedisURL
             do { url = try RedisURL(string: urlString) } catch { throw ManifestError(nil, "result backend: \(error.message)") }
             if url != config.broker { separateResults = Redis(url: url, label: "results-\(config.node)") }
-            results = RedisResultBackend(redis: separateResults ?? broker.control, expires: config.resultBackend.expires)
+            results = RedisResultBackend(redis: separateResults ?? broker.control, expires: config.resultBackend.expires, extendedBy: extendedBy)
         case .sameAsBroker:
-            results = RedisResultBackend(redis: broker.control, expires: config.resultBackend.expires)
+            results = RedisResultBackend(redis: broker.control, expires: config.resultBackend.expires, extendedBy: extendedBy)
         case .rpc:
-            results = RPCResultBackend(redis: broker.control)
+            results = RPCResultBackend(redis: broker.control, extendedBy: extendedBy)
         case .none:
             results = NoResultBackend()
         }
@@ -79,13 +80,19 @@ public final class Worker: Service, Sendable {
         completer = Completer(processingKey: broker.processingKey, held: broker.held, brokers: lanes.map { Redis(url: config.broker, label: "complete-\($0)-\(config.node)") },
                               resultRedis: separateResults.map { r in lanes.map { Redis(url: r.url, label: "complete-results-\($0)-\(config.node)") } },
                               ttl: config.resultBackend.expires, stop: stop, logger: logger)
+        // A handler for every task of the manifest, not only those routed to the queues served
+        // here: as in Celery, a task runs on whichever consumed queue it arrives. Persistent
+        // plugins whose tasks are all routed elsewhere start their processes on the first call.
         var hs: [String: any TaskHandler] = [:]
         var pools: [PluginSpec: PersistentPlugin] = [:]
-        let served = manifest.taskOrder.compactMap { manifest.tasks[$0] }.filter { config.queues.contains($0.queue) }
-        for spec in served {
+        let all = manifest.taskOrder.compactMap { manifest.tasks[$0] }
+        let served = all.filter { config.queues.contains($0.queue) }
+        for spec in all {
             switch spec.handler {
             case let .builtin(b):
                 guard let h = builtins.handlers[b] else {
+                    // Routed elsewhere: NotRegistered here if it ever comes, as before.
+                    if !config.queues.contains(spec.queue) { continue }
                     throw ManifestError(manifest.path, "task '\(spec.name)' names unknown built-in '\(b)' (known: \(builtins.names.sorted().joined(separator: ", ")))")
                 }
                 hs[spec.name] = h
@@ -96,8 +103,10 @@ public final class Worker: Service, Sendable {
                 case let .persistent(options):
                     // Tasks naming the same program and options share one pool of processes.
                     if pools[p] == nil {
-                        let names = served.filter { $0.handler == .plugin(p) }.map(\.name)
-                        pools[p] = PersistentPlugin(spec: p, options: options, tasks: names, worker: config.node, queue: spec.queue, logger: logger)
+                        let names = all.filter { $0.handler == .plugin(p) }.map(\.name)
+                        let onDemand = !served.contains { $0.handler == .plugin(p) }
+                        pools[p] = PersistentPlugin(spec: p, options: options, tasks: names, worker: config.node, queue: spec.queue,
+                                                    startsOnDemand: onDemand, logger: logger)
                     }
                     hs[spec.name] = pools[p]!
                 }
@@ -272,20 +281,21 @@ public final class Worker: Service, Sendable {
         ])
     }
 
-    /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`).
+    /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`)
+    /// run inline (not `track_started`).
     func isLight(_ queue: String) -> Bool {
-        everyTask(of: queue) { $0?.inlineBody != nil }
+        everyTask(of: queue) { spec, handler in handler?.inlineBody != nil && !spec.trackStarted }
     }
 
-    /// Whether `queue` has tasks and `test` holds for the handler of each.
-    private func everyTask(of queue: String, _ test: ((any TaskHandler)?) -> Bool) -> Bool {
+    /// Whether `queue` has tasks and `test` holds for the manifest entry and handler of each.
+    private func everyTask(of queue: String, _ test: (TaskSpec, (any TaskHandler)?) -> Bool) -> Bool {
         let tasks = manifest.tasks.values.filter { $0.queue == queue }
-        return !tasks.isEmpty && tasks.allSatisfy { test(handlers[$0.name]) }
+        return !tasks.isEmpty && tasks.allSatisfy { test($0, handlers[$0.name]) }
     }
 
     /// Whether every task routed to `queue` runs in a persistent plugin.
     func isPersistentPluginQueue(_ queue: String) -> Bool {
-        everyTask(of: queue) { $0 is PersistentPlugin }
+        everyTask(of: queue) { _, handler in handler is PersistentPlugin }
     }
 }
 

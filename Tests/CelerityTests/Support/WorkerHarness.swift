@@ -13,8 +13,9 @@ final class WorkerHarness: Sendable {
     let broker: String
     let resultBackend: String
 
-    /// `tasks` is the YAML of the `tasks:` mapping, with `{q}` standing for this test's queue.
-    init(redis: RedisServer, tasks: String, concurrency: Int = 2, resultBackend: String? = nil, db: Int = 0, extraArgs: [String] = [], node: String? = nil, reusing other: WorkerHarness? = nil, reusingQueueOf sibling: WorkerHarness? = nil, extraEnvironment: [String: String] = [:], startWorker: Bool = true) throws {
+    /// `tasks` is the YAML of the `tasks:` mapping, with `{q}` standing for this test's queue;
+    /// `preamble`, top-level YAML written before it (`defaults:`, `result_backend:`).
+    init(redis: RedisServer, tasks: String, preamble: String = "", concurrency: Int = 2, resultBackend: String? = nil, db: Int = 0, extraArgs: [String] = [], node: String? = nil, reusing other: WorkerHarness? = nil, reusingQueueOf sibling: WorkerHarness? = nil, extraEnvironment: [String: String] = [:], startWorker: Bool = true) throws {
         self.redis = redis
         prefix = other?.prefix ?? sibling?.prefix ?? "t" + UUID().uuidString.prefix(8).lowercased()
         broker = redis.url(db: db)
@@ -22,7 +23,7 @@ final class WorkerHarness: Sendable {
         let dir = NSTemporaryDirectory() + "celerity-\(prefix)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         manifestPath = dir + "/tasks.yaml"
-        let yaml = "tasks:\n" + tasks.replacingOccurrences(of: "{q}", with: prefix).replacingOccurrences(of: "{root}", with: Paths.root)
+        let yaml = preamble + (preamble.isEmpty || preamble.hasSuffix("\n") ? "" : "\n") + "tasks:\n" + tasks.replacingOccurrences(of: "{q}", with: prefix).replacingOccurrences(of: "{root}", with: Paths.root)
         try yaml.write(toFile: manifestPath, atomically: true, encoding: .utf8)
         self.node = other?.node ?? node ?? "\(prefix)@test"
         if startWorker {
