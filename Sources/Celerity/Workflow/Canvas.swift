@@ -36,10 +36,18 @@ struct Canvas: Sendable {
             d.messages.append(m)
             d.children.append(Self.tuple(m.id))
         case "chain":
-            let tasks = try Signature.list(sig.kwarg("tasks"))
+            var tasks = try Signature.list(sig.kwarg("tasks"))
             guard var first = tasks.first else { return }
-            // The chain's own options (a queue, a reply_to) reach its steps.
-            for o in sig.options where first.option(o.key) == nil && o.key != "task_id" { first.setOption(o.key, o.value) }
+            // The chain's own routing options reach its first step; its link/link_error belong
+            // to its last step (Celery applies a chain's callbacks when the chain is done).
+            Self.inherit(sig, into: &first)
+            if tasks.count > 1 {
+                for key in ["link", "link_error"] where tasks[tasks.count - 1].option(key) == nil {
+                    tasks[tasks.count - 1].setOption(key, sig.option(key))
+                }
+            } else {
+                for key in ["link", "link_error"] where first.option(key) == nil { first.setOption(key, sig.option(key)) }
+            }
             // Run order after `first`: the chain's other steps, then what followed the chain;
             // reversed, as `embed.chain` holds it.
             let after = (rest ?? []) + Array(tasks.dropFirst().reversed())
@@ -72,12 +80,19 @@ struct Canvas: Sendable {
         }
     }
 
+    /// Options of a canvas that its calls take unless they set their own: where to send them
+    /// and where their results go.
+    static let inherited = ["queue", "routing_key", "reply_to", "priority", "expires", "time_limit", "soft_time_limit"]
+    static func inherit(_ canvas: Signature, into call: inout Signature) {
+        for key in inherited where call.option(key) == nil { call.setOption(key, canvas.option(key)) }
+    }
+
     /// Each member with `group` / `group_index` headers.
     func group(_ sig: Signature, prefix: [JSONValue], parentID: String?, rootID: String?, into d: inout Dispatch) throws(WorkflowError) {
         let gid = sig.taskID ?? FastUUID.string()
         var inner = Dispatch()
         for (i, var member) in try Signature.list(sig.kwarg("tasks")).enumerated() {
-            for o in sig.options where member.option(o.key) == nil && o.key != "task_id" { member.setOption(o.key, o.value) }
+            Self.inherit(sig, into: &member)
             member.setOption("group_id", .string(gid))
             member.setOption("group_index", .int(i))
             try apply(member, prefix: prefix, rest: nil, parentID: parentID, rootID: rootID, into: &inner)
