@@ -5,15 +5,23 @@ Tasks (routed to queue "pyq"):
     pyapp.mul(x, y)     -> x * y
     pyapp.hello(name)   -> "hello " + name
     pyapp.total(numbers) -> sum(numbers)   (a chord body)
+    pyapp.add(x, y)     -> x + y            (as Celerity's built-in add)
+    pyapp.sleep(seconds) -> seconds, after sleeping (a slow task, to revoke while running)
+    pyapp.fail(message) -> raises ValueError(message)
 
 Start the worker from this directory:
     celery -A py_worker_app worker -Q pyq --pool solo -c 1 -n pyworker@%h
+For interop/ops_clients.py (events on, and a pool that can terminate a running task: the solo
+pool runs tasks on the thread that reads remote-control messages, so a revoke with
+terminate=True only arrives after the task has finished):
+    celery -A py_worker_app worker -Q pyq --pool prefork -c 2 -E -n pyworker@%h
 
 Broker and result backend come from CELERITY_BROKER_URL and CELERITY_RESULT_BACKEND
 (default redis://localhost:6379/0; the backend may also be rpc://).
 """
 import os
 import sys
+import time
 
 from celery import Celery
 
@@ -49,6 +57,22 @@ def total(numbers):
 @app.task(name="pyapp.hello")
 def hello(name):
     return "hello " + name
+
+
+@app.task(name="pyapp.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="pyapp.sleep")
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="pyapp.fail")
+def fail(message="failed on purpose"):
+    raise ValueError(message)
 
 
 if __name__ == "__main__":

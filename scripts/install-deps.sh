@@ -4,11 +4,12 @@
 #   apt: redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev (compressed
 #        bodies), nodejs when there is no `node`,
 #        python3 and python3-pip when they are missing;
-#   pip: celery[redis]==5.7.0 and numpy.
+#   pip: celery[redis]==5.7.0, flower==2.2.0 (Flower, for the monitoring tests) and numpy.
 # Uses sudo when not root. Called by scripts/test.sh, scripts/demo.sh and .ci/run.
 set -euo pipefail
 
 CELERY_VERSION=5.7.0
+FLOWER_VERSION=2.2.0
 
 say() { printf '   %s\n' "$*"; }
 die() { printf 'install-deps: %s\n' "$*" >&2; exit 1; }
@@ -55,10 +56,10 @@ fi
 
 if python3 -c "
 import sys
-import celery, numpy, redis
-sys.exit(0 if celery.__version__ == '$CELERY_VERSION' else 1)
+import celery, flower, numpy, redis
+sys.exit(0 if celery.__version__ == '$CELERY_VERSION' and flower.__version__ == '$FLOWER_VERSION' else 1)
 " >/dev/null 2>&1; then
-    say "Python packages: celery $CELERY_VERSION, redis and numpy present"
+    say "Python packages: celery $CELERY_VERSION, flower $FLOWER_VERSION, redis and numpy present"
 else
     pip_args=(-q --disable-pip-version-check)
     # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668), and a
@@ -72,8 +73,8 @@ if not venv and not os.access(sysconfig.get_path("purelib"), os.W_OK):
     print("--user")
 ')
     pip_args+=("${extra[@]}")
-    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION numpy"
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" numpy
-    python3 -c 'import celery, numpy, redis' \
-        || die "pip installed celery and numpy, but python3 cannot import them"
+    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION flower==$FLOWER_VERSION numpy"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" "flower==$FLOWER_VERSION" numpy
+    python3 -c 'import celery, flower, numpy, redis' \
+        || die "pip installed celery, flower and numpy, but python3 cannot import them"
 fi
