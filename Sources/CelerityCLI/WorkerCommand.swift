@@ -70,7 +70,8 @@ struct WorkerCommand: AsyncParsableCommand {
             throw fail(error.description)
         }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
+            services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
+        // A worker that ends by itself (a remote `shutdown`) ends the group as a warm stop does.
         // The ServiceGroup turns the first SIGTERM/SIGINT into the warm stop; a second one (it
         // cannot list a signal as both graceful and cancelling) makes it cold: tasks handed back now.
         let signals = [SIGTERM, SIGINT].map { sig in

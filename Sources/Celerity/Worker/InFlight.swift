@@ -15,6 +15,8 @@ final class InFlight: Sendable {
     let fate = Mutex(Fate.running)
     /// The outcome was stored and acked where the handler got it (`TaskCall.settleOnAnswer`).
     let settled = Atomic<Bool>(false)
+    /// When it started (`celery inspect active`'s `time_start`).
+    let startedAt = Date()
     init(raw: [UInt8], taskID: String, listKey: String) {
         self.raw = raw
         self.taskID = taskID

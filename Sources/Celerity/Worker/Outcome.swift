@@ -132,9 +132,12 @@ extension Worker {
 
     private static func tally(_ outcome: Outcome, _ disposal: Disposal, into s: inout Stats) {
         switch outcome.result {
-        case .success: s.processed += 1
+        case .success:
+            s.processed += 1
+            s.perTask[outcome.message.task, default: 0] += 1
         case .failure:
             s.processed += 1
+            s.perTask[outcome.message.task, default: 0] += 1
             s.failed += 1
             if case .retry = disposal { s.retried += 1 }
         case .revoked: s.revoked += 1

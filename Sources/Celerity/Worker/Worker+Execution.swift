@@ -67,6 +67,13 @@ extension Worker {
             await requeue(raw, queue: queue, message: message, log, why: "worker stopping: message not started, returned to the head of its queue")
             return
         }
+        if revocations.contains(message.id) {
+            // Revoked while it waited for a slot (`celery control revoke` of a reserved task).
+            slots.release()
+            log.info("task was revoked before it ran: REVOKED")
+            await dispose(Outcome(result: .revoked(.revoked("revoked")), message: message, spec: spec), raw, queue: queue, log)
+            return
+        }
         // Fetched before a lapse of the lease (a stall, a cut from Redis): another worker
         // may have taken it back meanwhile; start it only if it is still in our list.
         if !lease.covers(generation), await !ownsStill(raw, queue: queue, message: message, log) {

@@ -27,7 +27,13 @@ public final class Worker: Service, Sendable {
     let stats = Mutex(Stats())
     let startedAt = Date()
 
-    struct Stats { var processed = 0; var failed = 0; var active = 0; var retried = 0; var revoked = 0 }
+    struct Stats {
+        var processed = 0, failed = 0, active = 0, retried = 0, revoked = 0
+        /// Tasks run, by name (`celery inspect stats`' `total`).
+        var perTask: [String: Int] = [:]
+    }
+    /// Celery's logical clock for remote control and events.
+    let controlClock = LamportClock()
     /// Messages being run now (for warm/cold shutdown and revoke --terminate).
     let inflight = Mutex<[Int: InFlight]>([:])
     let inflightCounter = Atomic<Int>(0)
@@ -191,6 +197,9 @@ public final class Worker: Service, Sendable {
             let watchdog = StopWatchdog(broker: self.broker, stop: self.stopRequested, isCold: { self.isColdStop },
                                         inFlight: { self.inflight.withLock { Array($0.values) } }, pools: self.persistentPools, logger: self.logger)
             background.addTask { await watchdog.run() }
+            // Celery's remote control (`celery inspect`, `celery control`, Flower, revoke from Python).
+            let pidbox = Pidbox(url: self.config.broker, node: self.config.node, clock: self.controlClock, logger: self.logger) { await self.control($0) }
+            background.addTask { await pidbox.run(isStopping: { self.isStopping }) }
             for pool in self.persistentPools {
                 background.addTask { await pool.supervise() }
             }

@@ -25,6 +25,10 @@ final class Revocations: Duty {
 
     /// Whether `id` was revoked (as of the last round).
     func contains(_ id: String) -> Bool { ids.withLock { $0.contains(id) } }
+    /// Every id revoked (as of the last round, and since).
+    var all: Set<String> { ids.withLock { $0 } }
+    /// Ids revoked by remote control, known here before the next round reads them back.
+    func add(_ new: Set<String>) { ids.withLock { $0.formUnion(new) } }
 
     func once() async -> Duration? {
         do {
