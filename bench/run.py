@@ -3,6 +3,7 @@
 
     scripts/bench.sh            (builds the release binaries, then runs this)
     python3 bench/run.py [--tasks N] [--e2e N] [--latency N] [--concurrency C] [--celery-pool P]
+                         [--chain-steps N] [--chord-parts N]
 
 Measures, each with the same task names, queues and Redis:
   a. drain: N add tasks pre-enqueued by the real Python Celery client, drained once by a
@@ -12,7 +13,11 @@ Measures, each with the same task names, queues and Redis:
      Python client -> Celery worker, Python client -> Celerity worker;
   d. factorial(20000) and mat_mul(1000, 1000) through a worker: Celerity's built-ins vs
      the tutorial's Python code in a Celery worker (round trip from a client);
-  e. worker memory (RSS) idle and peak under load, Celerity vs Celery.
+  e. worker memory (RSS) idle and peak under load, Celerity vs Celery;
+  f. workflows: a chain of N add steps and a chord of N add parts with a sum body, sent once
+     by the real Python Celery client (its send timed alone), then carried out by each
+     worker from the queue (timed from the copy into the queue to the final result); and
+     sent by Celerity's Swift client to a Celerity worker (send to final result).
 """
 import argparse
 import json
@@ -76,6 +81,7 @@ class Bench:
         self.procs = []
         self.rows = []
         self.notes = []
+        self.workflows = {}
 
     # -- processes -------------------------------------------------------------------------
     def spawn(self, argv, log, **kw):
@@ -129,7 +135,7 @@ class Bench:
 
     def celerity_worker(self, queues, name):
         argv = [os.path.join(BIN, "celerity"), "worker", "-Q", queues, "-n", name, "-c", str(self.args.concurrency),
-                "-l", "warning", "--manifest", os.path.join(REPO, "tasks.yaml"), "--broker", self.url]
+                "-l", "warning", "--manifest", os.path.join(REPO, "bench", "tasks.yaml"), "--broker", self.url]
         p = self.spawn(argv, name + ".log")
         self.wait_until(lambda: self.r.exists("celerity:worker:" + name), "Celerity worker %s" % name, 30)
         return p
@@ -196,6 +202,88 @@ class Bench:
             assert doc["status"] == "SUCCESS" and doc["result"] == 2 * i, (i, doc)
         return took, rss_kb(pids, "VmHWM")
 
+    # -- f. workflows --------------------------------------------------------------------------
+    def enqueue_workflows(self):
+        """The real Celery client sends a chain of --chain-steps add steps and a chord of
+        --chord-parts add parts with the tsum body, while no worker consumes `add`; each is set
+        aside (bench:chain, bench:chord) with the chord's size key, to be replayed to each worker."""
+        a = self.args
+        code = (
+            "import sys, os, time, json, celery_tutorial_app as t\n"
+            "from celery import chain, chord\n"
+            "kind, n = sys.argv[1], int(sys.argv[2])\n"
+            "t0 = time.perf_counter()\n"
+            "if kind == 'chain': wf = chain(t.add.s(1, 1), *[t.add.s(1) for _ in range(n - 1)])\n"
+            "else: wf = chord([t.add.s(i, i) for i in range(n)], t.tsum.s())\n"
+            "t1 = time.perf_counter(); r = wf.apply_async(); t2 = time.perf_counter()\n"
+            "print(json.dumps({'id': r.id, 'build_s': t1 - t0, 'send_s': t2 - t0}), flush=True)\n"
+            # exit at once: the AsyncResult's finalizers talk to Redis while Python shuts down
+            "os._exit(0)\n")
+        self.workflows = {}
+        for kind, n, expected in [("chain", a.chain_steps, a.chain_steps + 1), ("chord", a.chord_parts, a.chord_parts * (a.chord_parts - 1))]:
+            if n <= 0:
+                continue
+            assert not self.r.exists("add")
+            before = set(self.r.scan_iter("celery-taskset-meta-*"))
+            out = subprocess.run([sys.executable, "-c", code, kind, str(n)], env=self.env, cwd=REPO, check=True, capture_output=True, text=True).stdout
+            sent = json.loads(out.strip().splitlines()[-1])
+            messages = self.r.llen("add")
+            self.r.rename("add", "bench:" + kind)
+            # The chord's size (celery-taskset-meta-<group>.s), set by the client before the parts.
+            keys = [k for k in self.r.scan_iter("celery-taskset-meta-*") if k not in before]
+            sent["keys"] = [(k, self.r.dump(k), max(self.r.pttl(k), 0)) for k in keys]
+            sent.update(kind=kind, n=n, expected=expected, messages=messages)
+            self.workflows[kind] = sent
+            self.notes.append("f. the Python Celery client built a %d-%s in %.2f s and sent it in %.2f s more (%d message%s)"
+                              % (n, "step chain" if kind == "chain" else "part chord", sent["build_s"], sent["send_s"] - sent["build_s"],
+                                 messages, "" if messages == 1 else "s"))
+            print(self.notes[-1], flush=True)
+
+    def clear_workflow_state(self):
+        self.clear_results()
+        keys = list(self.r.scan_iter("celery-taskset-meta-*", count=10000))
+        for i in range(0, len(keys), 10000):
+            self.r.unlink(*keys[i:i + 10000])
+
+    def replay_workflow(self, kind):
+        """Copies the set-aside workflow into the `add` queue of a ready, idle worker (chord
+        size restored first); times until its final result (the chain's last step, the chord's
+        body) is stored, and checks it. None when the row is skipped."""
+        w = self.workflows.get(kind)
+        if not w:
+            return None
+        self.clear_workflow_state()
+        for k, dump, ttl in w["keys"]:
+            self.r.restore(k, ttl, dump, replace=True)
+        key = "celery-task-meta-" + w["id"]
+        t0 = time.time()
+        self.r.copy("bench:" + kind, "add")
+        while True:
+            doc = self.r.get(key)
+            if doc is not None and json.loads(doc)["status"] in ("SUCCESS", "FAILURE", "REVOKED"):
+                break
+            if time.time() - t0 > 1800:
+                sys.exit("the %s did not finish in 30 minutes" % kind)
+            time.sleep(0.005)
+        took = time.time() - t0
+        doc = json.loads(doc)
+        assert doc["status"] == "SUCCESS" and doc["result"] == w["expected"], (kind, doc)
+        self.clear_workflow_state()
+        return took
+
+    def swift_workflow(self, kind):
+        n = self.workflows.get(kind, {}).get("n", 0)
+        if n <= 0:
+            return None
+        self.clear_workflow_state()
+        out = subprocess.run([os.path.join(BIN, "celerity-bench"), "workflow", "--broker", self.url, "--%s" % ("chain-steps" if kind == "chain" else "chord-parts"), str(n)],
+                             cwd=REPO, check=True, capture_output=True, text=True)
+        sys.stderr.write(out.stderr)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        assert r["ok"], r
+        self.clear_workflow_state()
+        return r
+
     # -- c. latency from Python --------------------------------------------------------------
     def python_latency(self, n):
         code = (
@@ -241,6 +329,7 @@ class Bench:
         print("Redis: %s; concurrency %d for both workers (Celery pool: %s); %d tasks to drain" % (self.url, a.concurrency, a.celery_pool, a.tasks), flush=True)
         self.enqueue(a.tasks)
         print(self.notes[-1], flush=True)
+        self.enqueue_workflows()
 
         # Celery worker: drain, latency, compute, memory.
         cel = self.celery_worker("add,factorial,mat_mul", "celery")
@@ -255,6 +344,9 @@ class Bench:
         print("d. factorial / mat_mul in the Celery worker…", flush=True)
         cel_compute = self.python_compute(a.repeats)
         cel_peak_all = rss_kb(process_tree(cel.pid), "VmHWM")
+        print("f. workflows in the Celery worker…", flush=True)
+        cel_chain = self.replay_workflow("chain")
+        cel_chord = self.replay_workflow("chord")
         self.stop(cel)
 
         # Celerity worker: the same.
@@ -277,6 +369,11 @@ class Bench:
         cy_fact = self.swift_bench("latency", a.repeats, ["--task", "factorial_module.tasks.factorial", "--queue", "factorial", "--args", "[20000]"])
         cy_mm = self.swift_bench("latency", a.repeats, ["--task", "mat_mul_module.tasks.mat_mul", "--queue", "mat_mul", "--args", "[1000, 1000]"])
         cy_peak_all = rss_kb([cy.pid], "VmHWM")
+        print("f. workflows in the Celerity worker, from the Python client's messages and from the Swift client…", flush=True)
+        cy_chain = self.replay_workflow("chain")
+        cy_chord = self.replay_workflow("chord")
+        sw_chain = self.swift_workflow("chain")
+        sw_chord = self.swift_workflow("chord")
         self.stop(cy)
 
         def ratio(x, y):
@@ -295,6 +392,17 @@ class Bench:
             ("e. worker RSS peak, draining add (MB)", "%.1f" % (cy_peak / 1024), "%.1f" % (cel_peak / 1024), ratio(cel_peak, cy_peak)),
             ("e. worker RSS peak, incl. mat_mul(1000, 1000) (MB)", "%.1f" % (cy_peak_all / 1024), "%.1f" % (cel_peak_all / 1024), ratio(cel_peak_all, cy_peak_all)),
         ]
+        for kind, cy_t, cel_t, sw in [("chain", cy_chain, cel_chain, sw_chain), ("chord", cy_chord, cel_chord, sw_chord)]:
+            w = self.workflows.get(kind)
+            if not w:
+                continue
+            p = "f. %s %d" % (kind, w["n"])
+            rows += [
+                (p + ": Python client, build + send s", "%.2f" % w["send_s"], "%.2f" % w["send_s"], "n/a"),
+                (p + ": worker, queue -> final result s", "%.2f" % cy_t, "%.2f" % cel_t, ratio(cel_t, cy_t)),
+                (p + ": Swift client, send s", "%.3f" % sw["send_seconds"], "-", ""),
+                (p + ": Swift client, send -> final result s", "%.2f" % sw["seconds"], "-", ""),
+            ]
         print()
         print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
         for r in rows:
@@ -302,6 +410,12 @@ class Bench:
         print()
         print("ratio: how many times better Celerity is (Celery's time or size / Celerity's; rate / rate for drain).")
         print("c. 'own client' compares Celerity's Swift client -> Celerity worker with Python client -> Celery worker.")
+        if self.workflows:
+            print("f. chain N: chain(add.s(1, 1), add.s(1), ...) of N steps; chord N: chord([add.s(i, i) for i < N], tsum.s()).\n"
+                  "   The Python client sends each once, to no worker; the messages are then copied into the queue of each idle\n"
+                  "   worker: 'worker' is timed from that copy to the final result (the last step's, the body's), and the ratio\n"
+                  "   compares only that. The Python client's own time (one run, in both columns) comes on top of it. The Swift\n"
+                  "   client rows are one live run against the Celerity worker: apply() (build, freeze, push), then get().")
         print("Workers: Celerity `celerity worker -c %d`; Celery `celery worker -P %s -c %d` (without gossip/mingle/heartbeat)."
               % (a.concurrency, a.celery_pool, a.concurrency))
         print("Logs: %s" % self.tmp)
@@ -318,6 +432,8 @@ def main():
     ap.add_argument("--e2e", type=int, default=100_000, help="calls for the end-to-end run (b)")
     ap.add_argument("--latency", type=int, default=2000, help="sequential calls per latency run (c)")
     ap.add_argument("--repeats", type=int, default=5, help="calls of factorial and mat_mul (d)")
+    ap.add_argument("--chain-steps", type=int, default=1000, help="add steps of the chain (f; 0 skips it)")
+    ap.add_argument("--chord-parts", type=int, default=10_000, help="add parts of the chord (f; 0 skips it)")
     ap.add_argument("--concurrency", type=int, default=8, help="worker concurrency, both workers")
     ap.add_argument("--celery-pool", default="threads", help="Celery worker pool: threads, prefork or solo")
     args = ap.parse_args()

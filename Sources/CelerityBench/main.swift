@@ -2,6 +2,7 @@
 //   swift run -c release celerity-bench compute [--repeat N]   built-ins vs the tutorial's Python code
 //   swift run -c release celerity-bench plugins [--calls N]    plugin modes vs built-ins, through a worker on Redis
 //   celerity-bench e2e|latency --broker URL [--calls N]          client side of scripts/bench.sh (a worker must be running)
+//   celerity-bench workflow --broker URL --chain-steps N | --chord-parts N   the same, for a chain / a chord
 import BigInt
 import Celerity
 import CelerityBuiltins
@@ -12,8 +13,9 @@ switch mode {
 case "compute": computeBenchmarks()
 case "plugins": await pluginBenchmarks()
 case "e2e", "latency": await clientBenchmarks(mode)
+case "workflow": await workflowBenchmark()
 default:
-    print("usage: celerity-bench compute [--repeat N] | plugins [--calls N] | e2e|latency --broker URL [--calls N]\n(the side-by-side run with Celery: scripts/bench.sh)")
+    print("usage: celerity-bench compute [--repeat N] | plugins [--calls N] | e2e|latency --broker URL [--calls N] | workflow --broker URL --chain-steps N|--chord-parts N\n(the side-by-side run with Celery: scripts/bench.sh)")
     exit(2)
 }
 
