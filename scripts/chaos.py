@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Reliability chaos test for Celerity workers.
 
-Three phases on one Redis and three workers:
+Four phases on one Redis and three workers:
 1. kills: N tasks while a worker is SIGKILLed every few seconds and Redis restarts once;
 2. connection resets: 10,000 tasks while Redis kills every client connection
    (CLIENT KILL TYPE normal) every 0.2 s for 20 s. A fetch whose reply is lost leaves
    messages in a live worker's processing list: none may stay there ("stranded");
 3. a stalled worker: one worker SIGSTOPped for 15 s (its heartbeat expires, the others take
    its list back) while 4,000 tasks flow, then SIGCONT. It may finish what it had started
-   (counted as re-runs) but must start nothing it had only prefetched.
+   (counted as re-runs) but must start nothing it had only prefetched;
+4. workflows: 300 chains of 5 steps and 100 chords of 20 parts (a `sum` body) sent by the
+   real Celery client over 15 s while a worker is SIGKILLed and restarted every second, then
+   5 chords whose claimer "dies" between winning the claim and sending the body (staged). No
+   step may be lost or wrong, every chord body must run exactly once (its "task succeeded"
+   lines; the AOF shows how often each message was sent). Step re-runs are counted.
 
 What it proves: with workers SIGKILLed and restarted every few seconds and the Redis
 server itself restarted once mid-run (SHUTDOWN, which writes the append-only file, then
@@ -23,7 +28,7 @@ It runs its own redis-server (AOF, fsync always) and its own workers in a temp d
     scripts/chaos.py --tasks 2000 --malformed 100 --timeout 120
 Needs Python 3 with redis-py, redis-server on PATH and a built `celerity` binary.
 """
-import argparse, base64, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, uuid
+import argparse, base64, gc, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, uuid
 
 import redis
 from redis.backoff import NoBackoff
@@ -205,6 +210,9 @@ def write_manifest(tmp, token):
   chaos.add:
     queue: {QUEUE}
     builtin: add
+  chaos.sum:
+    queue: {QUEUE}
+    builtin: sum
   plugins.py_add:
     queue: {QUEUE}
     plugin: [python3, {json.dumps(plugin)}]
@@ -454,6 +462,240 @@ def stall_phase(r, workers, args, tmp):
     return rep
 
 
+def aof_files(tmp):
+    """The append-only files of the private Redis (Redis 7 keeps them in appendonlydir/)."""
+    d = os.path.join(tmp, "appendonlydir")
+    if os.path.isdir(d):
+        return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".aof")]
+    single = os.path.join(tmp, "appendonly.aof")
+    return [single] if os.path.exists(single) else []
+
+
+def aof_mark(r, tmp):
+    """Stops automatic AOF rewrites (they would fold the phase's history away) and returns the
+    files' sizes: what is written after this mark is every write command of the phase."""
+    r.config_set("auto-aof-rewrite-percentage", 0)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        info = r.info("persistence")
+        if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+            break
+        time.sleep(0.1)
+    return {f: os.path.getsize(f) for f in aof_files(tmp)}
+
+
+def aof_commands(data):
+    """The commands of an AOF slice (RESP arrays); starts at the first one found."""
+    pos = 0 if data[:1] == b"*" else data.find(b"\r\n*") + 2
+    if pos == 1:  # none
+        return
+    n = len(data)
+    while pos < n:
+        if data[pos:pos + 1] != b"*":
+            return
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            return
+        count, pos, args = int(data[pos + 1:end]), end + 2, []
+        for _ in range(count):
+            end = data.find(b"\r\n", pos)
+            if end < 0 or data[pos:pos + 1] != b"$":
+                return
+            size = int(data[pos + 1:end])
+            args.append(data[end + 2:end + 2 + size])
+            pos = end + 2 + size + 2
+        if pos > n:
+            return
+        yield args
+
+
+def aof_pushes(tmp, mark, ids):
+    """Per task id of `ids`: how many times a message with that id was sent (LPUSH: by a
+    client, a finished step, a chord's last part) and pushed back (RPUSH: handed back after
+    its worker died, or returned unstarted), read from the AOF written since `mark`.
+    None when there is no AOF to read."""
+    files = aof_files(tmp)
+    if not files:
+        return None
+    sent, back = {}, {}
+    for f in files:
+        with open(f, "rb") as fh:
+            fh.seek(mark.get(f, 0))
+            data = fh.read()
+        for args in aof_commands(data):
+            verb = args[0].upper()
+            if verb not in (b"LPUSH", b"RPUSH"):
+                continue
+            for value in args[2:]:
+                if b'"headers"' not in value:
+                    continue
+                tid = message_key(value.decode(errors="replace"), "id")
+                if tid in ids:
+                    into = sent if verb == b"LPUSH" else back
+                    into[tid] = into.get(tid, 0) + 1
+    return sent, back
+
+
+def send_workflows(app, args, chains, chords):
+    """Sends the phase's chains and chords with the real Celery client, spread over
+    --workflow-seconds so that kills land while every kind of step is in flight.
+    Appends (ids of the steps in order, expected results) and (body id, group id, part ids,
+    part results, body result)."""
+    from celery import chain, chord
+    add, tsum = app.signature("chaos.add"), app.signature("chaos.sum")
+    S, P = args.workflow_steps, args.workflow_parts
+    rounds = max(1, int(args.workflow_seconds / 0.25))
+    t0 = time.time()
+    for k in range(rounds):
+        for i in range(k * args.workflow_chains // rounds, (k + 1) * args.workflow_chains // rounds):
+            res = chain(add.clone(args=(i, i)), *[add.clone(args=(s,)) for s in range(1, S)]).apply_async()
+            ids, node = [], res
+            while node is not None:
+                ids.append(node.id)
+                node = node.parent
+            values = [2 * i]
+            for s in range(1, S):
+                values.append(values[-1] + s)
+            chains.append((ids[::-1], values))
+        for i in range(k * args.workflow_chords // rounds, (k + 1) * args.workflow_chords // rounds):
+            res = chord([add.clone(args=(i, j)) for j in range(P)], tsum.clone()).apply_async()
+            chords.append((res.id, res.parent.id, [p.id for p in res.parent.results], [i + j for j in range(P)],
+                           sum(i + j for j in range(P))))
+        time.sleep(max(0.0, t0 + (k + 1) * 0.25 - time.time()))
+
+
+def staged_dead_claimers(app, r, args):
+    """Chords whose last part's worker died right after it won the claim to send the body
+    (Redis `.c`) and before it sent it: a window of a few round trips that the random kills
+    hit only now and then (once in three runs before the fix), so it is staged too. Each chord's parts go to a side queue no worker reads; all
+    but the last are moved to the workers' queue and run; then what the dying worker did is
+    written (its part recorded in `.j`/`.d` as the part-return script does, the claim won
+    for --workflow-claim-lapse seconds) and its message handed back, as its restart would.
+    The re-run must find the chord claimed, wait for the claim to lapse, and send the body."""
+    from celery import chord
+    add, tsum, side = app.signature("chaos.add"), app.signature("chaos.sum"), QUEUE + "-staged"
+    staged = []
+    for k in range(args.workflow_staged):
+        res = chord([add.clone(args=(k, j), queue=side) for j in range(3)], tsum.clone()).apply_async()
+        staged.append((res.id, res.parent.id, [p.id for p in res.parent.results], [k, k + 1, k + 2], 3 * k + 3))
+    held = {message_key(m.decode(), "id"): m for m in r.lrange(side, 0, -1)}
+    def hand_over(tid, push):
+        env = json.loads(held[tid])
+        env["properties"]["delivery_info"]["routing_key"] = QUEUE
+        r.lrem(side, 1, held[tid])
+        push(QUEUE, json.dumps(env))
+    for _, _, parts, _, _ in staged:
+        for t in parts[:-1]:
+            hand_over(t, r.lpush)
+    wait_results(r, [t for _, _, parts, _, _ in staged for t in parts[:-1]], 30)
+    for _, group, parts, values, _ in staged:
+        key = f"celery-taskset-meta-{group}"
+        r.zadd(key + ".j", {json.dumps([1, parts[-1], "SUCCESS", values[-1]]): 2})
+        r.sadd(key + ".d", f"{parts[-1]}:2")
+        r.set(key + ".c", "0staged0dead0claimer0", nx=True, ex=args.workflow_claim_lapse)
+        hand_over(parts[-1], r.rpush)
+    return staged
+
+
+def workflow_phase(r, server, workers, args, tmp):
+    """Phase 4: chains and chords sent by the real Celery client while a worker is SIGKILLed
+    (and restarted) every --workflow-kill-every seconds. No step may be lost, every chord's
+    body must run exactly once; re-runs of steps (at-least-once) are counted."""
+    from celery import Celery
+    url = f"redis://127.0.0.1:{server.port}/0"
+    app = Celery("chaos", broker=url, backend=url)
+    app.conf.task_routes = {"chaos.*": {"queue": QUEUE}}   # the first step's queue; the worker routes the rest
+    offsets = log_offsets(tmp, args.workers)
+    mark = aof_mark(r, tmp)
+    kills0, crashes0, t0 = workers.kills, len(workers.crashes), time.time()
+    stop, errors = threading.Event(), []
+    def kill_loop():
+        try:
+            while not stop.wait(args.workflow_kill_every):
+                workers.restart_crashed()
+                workers.kill_and_restart(random.randrange(args.workers))
+        except Exception as e:
+            errors.append(repr(e))
+    killer = threading.Thread(target=kill_loop, daemon=True)
+    killer.start()
+    chains, chords = [], []
+    try:
+        send_workflows(app, args, chains, chords)
+    except Exception as e:  # the client failed: what was sent is still checked
+        errors.append(f"sending: {e!r}")
+    sent_s = time.time() - t0
+    finals = [ids[-1] for ids, _ in chains] + [body for body, *_ in chords]
+    pending = wait_results(r, finals, 60)
+    stop.set()
+    killer.join()
+    for i in range(args.workers):
+        workers.wait_started(i)
+    staged = []
+    if args.workflow_staged:
+        try:
+            staged = staged_dead_claimers(app, r, args)
+        except Exception as e:
+            errors.append(f"staging: {e!r}")
+        pending |= wait_results(r, [body for body, *_ in staged], args.workflow_claim_lapse + 30)
+    stranded = settle_processing(r, 15)
+    # The client keeps every chord part's AsyncResult as a pending result (it would wait on
+    # them); they go now, while it can still unsubscribe, not at exit with Python half gone.
+    for pending_results in getattr(app.backend, "_pending_results", ()):
+        pending_results.clear()
+    gc.collect()
+    try:
+        app.close()
+    except Exception:
+        pass
+
+    expected = {}   # id -> result, every step, part and body
+    for ids, values in chains:
+        expected.update(zip(ids, values))
+    for body, _, parts, values, total in chords + staged:
+        expected.update(zip(parts, values))
+        expected[body] = total
+    got = {}
+    ids = list(expected)
+    for start in range(0, len(ids), 1000):
+        batch = ids[start:start + 1000]
+        for tid, raw in zip(batch, r.mget([f"celery-task-meta-{t}" for t in batch])):
+            got[tid] = None if raw is None else json.loads(raw)
+    def lost(t): return got[t] is None
+    def wrong(t): return got[t] is not None and (got[t].get("status") != "SUCCESS" or got[t].get("result") != expected[t])
+    bodies = [body for body, *_ in chords + staged]
+    steps = [t for t in expected if t not in set(bodies)]
+    staged_parts = {t for _, _, parts, *_ in staged for t in parts}   # sent twice on purpose (to the side queue, then over)
+    runs = executions(tmp, args.workers, offsets, set(expected))
+    pushes = aof_pushes(tmp, mark, set(expected))
+    sent, back = pushes if pushes is not None else ({}, {})
+    # A body that ran twice is a failure unless the AOF shows it was sent once and handed
+    # back once its worker died (its own at-least-once re-run, like any task's).
+    body_reruns_redelivered = [b for b in bodies if runs.get(b, 0) > 1 and pushes is not None
+                               and sent.get(b, 0) == 1 and back.get(b, 0) >= runs[b] - 1]
+    bodies_run_twice = [b for b in bodies if runs.get(b, 0) > 1 and b not in body_reruns_redelivered]
+    chord_keys_left = sum(1 for _, g, *_ in chords + staged
+                          if r.exists(*[f"celery-taskset-meta-{g}{s}" for s in (".s", ".j", ".d")]))
+    dead = [message_key(json.loads(e).get("message", ""), "id") for e in r.lrange("celerity:dead", 0, -1)]
+    rep = {"chains": args.workflow_chains, "chains_sent": len(chains), "steps": args.workflow_steps,
+           "chords": args.workflow_chords, "chords_sent": len(chords), "parts": args.workflow_parts,
+           "kills": workers.kills - kills0, "unexpected_exits": len(workers.crashes) - crashes0,
+           "chains_lost": sum(1 for ids, _ in chains if any(lost(t) for t in ids)),
+           "chords_lost": sum(1 for b, _, parts, *_ in chords + staged if lost(b) or any(lost(t) for t in parts)),
+           "steps_lost": sum(1 for t in steps if lost(t)), "wrong": sum(1 for t in expected if wrong(t)),
+           "bodies_missing": sum(1 for b in bodies if lost(b)),
+           "bodies_run_twice": len(bodies_run_twice), "bodies_never_run": sum(1 for b in bodies if runs.get(b, 0) == 0),
+           "bodies_sent_twice": None if pushes is None else sum(1 for b in bodies if sent.get(b, 0) > 1),
+           "body_reruns_redelivered": len(body_reruns_redelivered),
+           "step_reruns": sum(max(0, runs.get(t, 0) - 1) for t in steps),
+           "steps_sent_twice": None if pushes is None else sum(1 for t in steps if sent.get(t, 0) > 1 and t not in staged_parts),
+           "dead_lettered": sum(1 for t in dead if t in expected), "chord_keys_left": chord_keys_left,
+           "staged_requested": args.workflow_staged, "staged": len(staged), "staged_completed": sum(1 for b, *_ in staged if not lost(b) and not wrong(b) and runs.get(b, 0) == 1),
+           "stranded": stranded, "timed_out": len(pending), "errors": errors,
+           "send_s": round(sent_s, 1), "time_s": round(time.time() - t0, 1)}
+    print(f"chaos: workflows: {rep}", flush=True)
+    return rep
+
+
 def judge(rep):
     """The reasons the run failed (empty: PASS)."""
     why = []
@@ -468,6 +710,20 @@ def judge(rep):
     # lapse while its connections keep being killed; its running tasks then run again.
     if rep.get("stall") and rep["stall"]["reruns_never_started"]:
         why.append(f"stall: {rep['stall']['reruns_never_started']} tasks re-run that the stalled worker had not started")
+    w = rep.get("workflows")
+    if w is not None:
+        if w["errors"]: why.append(f"workflows: {w['errors'][0]}")
+        if (w["chains_sent"], w["chords_sent"]) != (w["chains"], w["chords"]): why.append("workflows: not everything was sent")
+        if w["steps_lost"] or w["chains_lost"] or w["chords_lost"]:
+            why.append(f"workflows: {w['steps_lost']} steps lost ({w['chains_lost']} chains, {w['chords_lost']} chords incomplete)")
+        if w["wrong"]: why.append(f"workflows: {w['wrong']} wrong results")
+        if w["bodies_run_twice"]: why.append(f"workflows: {w['bodies_run_twice']} chord bodies ran twice")
+        if w["bodies_never_run"]: why.append(f"workflows: {w['bodies_never_run']} chord bodies never ran")
+        if w["bodies_sent_twice"]: why.append(f"workflows: {w['bodies_sent_twice']} chord bodies sent twice")
+        if w["stranded"]: why.append(f"workflows: {w['stranded']} stranded in processing lists")
+        if w["kills"] == 0: why.append("workflows: no worker was killed")
+        if w["staged_completed"] != w["staged_requested"]:
+            why.append(f"workflows: {w['staged_requested'] - w['staged_completed']} chords whose claimer died (staged) not completed exactly once")
     if rep["lost"]: why.append(f"{rep['lost']} lost")
     if rep["wrong"]: why.append(f"{rep['wrong']} wrong")
     if rep["malformed_dead_lettered"] != rep["malformed"]: why.append("malformed messages missing from dead letters")
@@ -510,6 +766,16 @@ def print_report(rep):
         print(f"stalled worker: {s['tasks']} tasks, SIGSTOP {s['stalled_s']} s: lost {s['lost']}, stranded {s['stranded']}, "
               f"re-runs {s['reruns']} (of started tasks {s['reruns_of_started']}, of never started {s['reruns_never_started']}), "
               f"prefetched messages it did not start {s['prefetched_not_started']}")
+    if rep.get("workflows"):
+        w = rep["workflows"]
+        print(f"workflows: {w['chains_sent']} chains of {w['steps']} steps and {w['chords_sent']} chords of {w['parts']} parts "
+              f"(real Celery client), {w['kills']} workers killed: lost {w['steps_lost']} steps "
+              f"({w['chains_lost']} chains, {w['chords_lost']} chords), wrong {w['wrong']}, "
+              f"chord bodies run twice {w['bodies_run_twice']}, never {w['bodies_never_run']}, sent twice {w['bodies_sent_twice']}, "
+              f"re-run after their own worker died {w['body_reruns_redelivered']}; step re-runs {w['step_reruns']}, "
+              f"steps sent twice {w['steps_sent_twice']}, dead-lettered {w['dead_lettered']}, stranded {w['stranded']}, "
+              f"chord keys left {w['chord_keys_left']}; claimer died before sending the body (staged): "
+              f"{w['staged_completed']} of {w['staged_requested']} chords completed once ({w['time_s']} s)")
 
 
 def main():
@@ -525,6 +791,14 @@ def main():
     ap.add_argument("--storm-seconds", type=float, default=20)
     ap.add_argument("--stall-tasks", type=int, default=4000, help="tasks of the stalled-worker phase (0: skip it)")
     ap.add_argument("--stall-seconds", type=float, default=15)
+    ap.add_argument("--workflow-chains", type=int, default=300, help="chains of the workflow phase (0 with --workflow-chords 0: skip it)")
+    ap.add_argument("--workflow-steps", type=int, default=5, help="steps per chain (chaos.add)")
+    ap.add_argument("--workflow-chords", type=int, default=100, help="chords of the workflow phase")
+    ap.add_argument("--workflow-parts", type=int, default=20, help="parts per chord (chaos.add; the body is chaos.sum)")
+    ap.add_argument("--workflow-seconds", type=float, default=15, help="time over which the workflows are sent")
+    ap.add_argument("--workflow-staged", type=int, default=5, help="chords whose claimer dies before sending the body (staged)")
+    ap.add_argument("--workflow-claim-lapse", type=int, default=3, help="seconds the staged dead claimer's claim holds")
+    ap.add_argument("--workflow-kill-every", type=float, default=1.0, help="seconds between SIGKILLs in the workflow phase")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir even on PASS")
     args = ap.parse_args()
     args.binary = os.path.abspath(args.binary)
@@ -594,6 +868,8 @@ def main():
                 phases["storm"] = storm_phase(r, server, args, tmp)
             if args.stall_tasks:
                 phases["stall"] = stall_phase(r, workers, args, tmp)
+            if args.workflow_chains or args.workflow_chords:
+                phases["workflows"] = workflow_phase(r, server, workers, args, tmp)
         codes, sigkilled = workers.terminate_all()
         time.sleep(0.5)
         leaked = leftover_plugins(token)

@@ -13,16 +13,32 @@ import RedisClient
 public protocol ChordStore: Sendable {
     /// Sets the size of chord `group` (and clears an old claim of a re-sent chord).
     func setChordSize(_ group: String, _ size: Int) async throws
-    /// Records the outcome of one part. Returns the parts' results, in order, when this part
-    /// completed the chord and this caller won the claim to send its body; nil otherwise.
-    func partReturned(group: String, taskID: String, index: Int?, state: TaskState, result: JSONValue) async throws -> ChordJoin?
+    /// Records the outcome of one part (a part recorded already counts once).
+    func partReturned(group: String, taskID: String, index: Int?, state: TaskState, result: JSONValue) async throws -> ChordPartReturn
     /// Renews the claim before the body is sent; false: it was lost (send nothing).
     func extendClaim(_ join: ChordJoin) async throws -> Bool
     /// After the body was sent: the chord's data goes, `.c` becomes `done` (late duplicates
     /// of parts are ignored from then on).
     func finish(_ join: ChordJoin) async throws
+    /// Sends the body (`messages`: list key, envelope) and finishes the chord in one step,
+    /// only while the claim is still ours; false: it was not (nothing sent). Only for a store
+    /// on the broker's own Redis.
+    func sendBody(_ join: ChordJoin, messages: [(listKey: String, envelope: [UInt8])]) async throws -> Bool
     /// After a failed chord was reported: its size goes, so a late duplicate cannot fail it again.
     func dropSize(_ group: String) async throws
+}
+
+/// What recording a chord part found.
+public enum ChordPartReturn: Sendable {
+    /// Recorded: the chord is not complete yet, or it is done (its body sent or failed).
+    case recorded
+    /// This part completed the chord and this caller won the claim to send its body: the
+    /// parts' results, in order.
+    case claimed(ChordJoin)
+    /// The chord is complete but another caller holds the claim: it is sending the body, or
+    /// it died before it did (its part is then run again, and finds this); the claim lapses
+    /// within `claimSeconds` (21 s once renewed), and the next to record a part claims it.
+    case claimedElsewhere
 }
 
 /// A completed chord, claimed by this worker.
@@ -89,6 +105,16 @@ extension RedisResultBackend: ChordStore {
     return 1
     """)
 
+    /// KEYS: .c .j .t .s .d, then one list per message; ARGV: token, seconds to keep `done`,
+    /// then the messages. The body goes out with the chord marked done, or not at all.
+    static let sendBodyScript = RedisScript("""
+    if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    for i = 6, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i - 3]) end
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+    if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], 'done', 'EX', tonumber(ARGV[2])) end
+    return 1
+    """)
+
     public func setChordSize(_ group: String, _ size: Int) async throws {
         _ = try await redis.pipeline([
             RedisCommand("DEL", Self.chordKey(group, ".c")),
@@ -97,15 +123,19 @@ extension RedisResultBackend: ChordStore {
         ])
     }
 
-    public func partReturned(group: String, taskID: String, index: Int?, state: TaskState, result: JSONValue) async throws -> ChordJoin? {
+    public func partReturned(group: String, taskID: String, index: Int?, state: TaskState, result: JSONValue) async throws -> ChordPartReturn {
         let entry = JSONValue.array([.int(1), .string(taskID), .string(state.rawValue), result]).serializedBytes()
         let token = FastUUID.string().replacingOccurrences(of: "-", with: "")
         let k = { (s: String) in Self.chordKey(group, s) }
         let reply = try await redis.evalScript(Self.partReturnScript, keys: [k(".j"), k(".t"), k(".s"), k(".d"), k(""), k(".c")],
                                                args: [taskID, entry, "1", index.map(String.init) ?? "+inf", expires, expires, Self.claimSeconds, token])
-        guard case let .array(r) = reply, r.count == 4, case let .integer(claimed) = r[3], claimed == 1 else { return nil }
+        guard case let .array(r) = reply, r.count == 4 else { return .recorded }
+        guard r[3].int == 1 else {
+            if let ready = r[0].int, ready >= 0, let size = r[2].int, ready == size + (r[1].int ?? 0) { return .claimedElsewhere }
+            return .recorded
+        }
         let members = try await redis.call("ZRANGE", k(".j"), 0, -1)
-        guard case let .array(items) = members else { return nil }
+        guard case let .array(items) = members else { return .recorded }
         var parts: [ChordJoin.Part] = []
         for item in items {
             guard let b = item.bytes, let v = try? JSONValue(parsing: b), let a = v.arrayValue, a.count == 4,
@@ -114,7 +144,7 @@ extension RedisResultBackend: ChordStore {
             }
             parts.append(.init(taskID: tid, state: st, result: a[3]))
         }
-        return ChordJoin(group: group, token: token, parts: parts)
+        return .claimed(ChordJoin(group: group, token: token, parts: parts))
     }
 
     public func extendClaim(_ join: ChordJoin) async throws -> Bool {
@@ -127,6 +157,14 @@ extension RedisResultBackend: ChordStore {
         let k = { (s: String) in Self.chordKey(join.group, s) }
         _ = try await redis.evalScript(Self.finishScript, keys: [k(".c"), k(".j"), k(".t"), k(".s"), k(".d")],
                                        args: [join.token, max(4 * Self.claimSeconds, 300)])
+    }
+
+    public func sendBody(_ join: ChordJoin, messages: [(listKey: String, envelope: [UInt8])]) async throws -> Bool {
+        let k = { (s: String) in Self.chordKey(join.group, s) }
+        let keys: [any RedisArgument] = [k(".c"), k(".j"), k(".t"), k(".s"), k(".d")] + messages.map { $0.listKey as any RedisArgument }
+        let args: [any RedisArgument] = [join.token, max(4 * Self.claimSeconds, 300)] + messages.map { $0.envelope as any RedisArgument }
+        let r = try await redis.evalScript(Self.sendBodyScript, keys: keys, args: args)
+        return r.int == 1
     }
 
     public func dropSize(_ group: String) async throws {

@@ -74,11 +74,12 @@ extension Worker {
         let call = taskCall(message, queue: queue)
         let value: JSONValue
         do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
-        if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
         // The same decision as every other outcome; only its `.complete` is written here.
         let outcome = Outcome(result: .success(value), message: message, spec: spec)
         let disposal = decide(outcome)
+        // Anything else (a workflow step) is settled, and logged as succeeded, by `settle`.
         guard case let .complete(meta) = disposal else { return .settle(.success(value), message, spec) }
+        if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
         return .done(Completer.Item(raw: raw, store: completionStore(meta, message)), outcome, disposal)
     }
 

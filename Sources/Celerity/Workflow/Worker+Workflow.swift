@@ -170,16 +170,38 @@ extension Worker {
     /// Records a chord part; when it completed the chord and this worker won the claim, sends
     /// the body with the parts' results in order, or fails it with Celery's ChordError when a
     /// part failed. False: Redis could not be reached (leave the part's message unacked).
+    ///
+    /// A part run again after its worker died may find the chord complete and claimed by that
+    /// worker, which may have died before it sent the body: it waits until the claim is done
+    /// (the body was sent) or lapses (then it claims it and sends the body), with its own
+    /// message unacked meanwhile.
     private func returnChordPart(_ p: ChordPart, _ log: TaskLog) async -> Bool {
         guard let chords = results.chords else {
             log.error("a chord part arrived but the result backend has no chords (rpc://); its result cannot be joined")
             return true
         }
-        let joined: ChordJoin??? = try? await withRedisRetry("chord part", policy: .throughGrace) {
-            try await chords.partReturned(group: p.group, taskID: p.taskID, index: p.index, state: p.state, result: p.result)
+        let deadline = ContinuousClock.now + .seconds(3 * RedisResultBackend.claimSeconds)
+        var claimed: ChordJoin?, waited = false
+        while claimed == nil {
+            let returned: ChordPartReturn?? = try? await withRedisRetry("chord part", policy: .throughGrace) {
+                try await chords.partReturned(group: p.group, taskID: p.taskID, index: p.index, state: p.state, result: p.result)
+            }
+            guard case let .some(.some(r)) = returned else { return false }
+            switch r {
+            case .recorded: return true   // not the last part, or the chord is done
+            case let .claimed(j): claimed = j
+            case .claimedElsewhere:
+                if isStopping { return false }
+                guard ContinuousClock.now < deadline else {
+                    log.error("chord complete but its claim stayed with another worker; this part is acked without sending the body", metadata: ["group": .string(p.group)])
+                    return true
+                }
+                if !waited { log.warning("chord complete and claimed by another worker: waiting until its body is sent or the claim lapses", metadata: ["group": .string(p.group)]) }
+                waited = true
+                try? await Task.sleep(for: .milliseconds(500))
+            }
         }
-        guard case let .some(.some(join)) = joined else { return false }
-        guard let join else { return true }   // not the last part, or another worker sends the body
+        guard let join = claimed else { return true }
         var body = p.body
         let bodyID = body.taskID ?? FastUUID.string()
         body.setOption("task_id", .string(bodyID))
@@ -210,6 +232,18 @@ extension Worker {
         }
         for (group, size) in d.chordSizes { guard await setChordSize(group, size, log) else { return false } }
         let pushes = d.messages.map { (Keys.queue($0.queue, priority: $0.priority), $0.encode()) }
+        if completer.storesOnBroker {
+            // One step: the body is sent and the chord marked done, or neither. A worker killed
+            // before it leaves the claim to lapse (a re-run part then sends the body); one
+            // killed after leaves the chord done (never sent twice).
+            let sent: Bool?? = try? await withRedisRetry("send chord body", policy: .throughGrace) { try await chords.sendBody(join, messages: pushes) }
+            guard case let .some(.some(ok)) = sent else { return false }
+            if !ok { log.warning("chord body not sent here: the claim to send it was lost (or it was sent already)", metadata: ["group": .string(p.group)]) }
+            return true
+        }
+        // The result backend on another Redis: the body, then the chord marked done (two
+        // steps: a worker killed between them leaves the claim to lapse, and a part run again
+        // then sends the body a second time).
         let pushed: Void?? = try? await withRedisRetry("send chord body", policy: .throughGrace) { try await self.broker.push(pushes) }
         guard case .some(.some) = pushed else { return false }
         _ = try? await withRedisRetry("finish chord", policy: .throughGrace) { try await chords.finish(join) }
