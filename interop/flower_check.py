@@ -64,6 +64,10 @@ p.add_argument("--skip", default="")
 p.add_argument("--offline-within", type=float, default=None)
 p.add_argument("--kill-pid", type=int, default=None)
 p.add_argument("--list", action="store_true")
+p.add_argument("--no-pidbox", action="store_true",
+               help="the workers answer no remote control: --node/--also-node are exact names (not resolved by "
+                    "ping); only the cases built from events make sense (healthcheck, workers-status, dashboard, "
+                    "tasks, metrics, offline)")
 opts = p.parse_args()
 
 app = Celery("flower_check", broker=opts.broker, backend=opts.backend or opts.broker)
@@ -321,7 +325,10 @@ selected = [(n, fn) for n, fn, default in CASES
 patterns = [opts.node] + opts.also_node
 wanted = []
 deadline = time.time() + 20
-while True:
+if opts.no_pidbox:
+    wanted = patterns
+    node = wanted[0]
+while not wanted:
     answers = app.control.inspect(timeout=1.0).ping() or {}
     found = [sorted(n for n in answers if fnmatch.fnmatchcase(n, pat)) for pat in patterns]
     if all(found):

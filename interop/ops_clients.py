@@ -49,6 +49,9 @@ p.add_argument("--only", default="", help="comma-separated case names to run")
 p.add_argument("--skip", default="", help="comma-separated case names not to run")
 p.add_argument("--with-shutdown", action="store_true", help="also run `shutdown` (stops the worker)")
 p.add_argument("--list", action="store_true", help="print the case names and exit")
+p.add_argument("--no-pidbox", action="store_true",
+               help="the worker answers no remote control: --node is its exact name (not resolved by ping), "
+                    "events cases do not send enable_events (run the worker with task events on)")
 opts = p.parse_args()
 
 app = Celery("ops_clients", broker=opts.broker, backend=opts.backend or opts.broker)
@@ -574,9 +577,14 @@ FIELDS = {   # celery/worker/request.py, celery/app/trace.py, celery/worker/hear
 }
 
 
+def enable_events():
+    if not opts.no_pidbox:
+        check(broadcast("enable_events").get("ok"), "enable_events")
+
+
 @case("events-shape")
 def _():
-    check(broadcast("enable_events").get("ok"), "enable_events")
+    enable_events()
     sent = []
 
     def action():
@@ -616,7 +624,7 @@ def _():
 
 @case("events-dump")
 def _():
-    check(broadcast("enable_events").get("ok"), "enable_events")
+    enable_events()
     proc = subprocess.Popen(CELERY + ["events", "--dump"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(3)                       # the interpreter starts and subscribes
@@ -669,6 +677,8 @@ selected = [(n, fn) for n, fn, default in CASES
             if (n in only if only else (default or (n == "shutdown" and opts.with_shutdown))) and n not in skip]
 
 deadline = time.time() + 20
+if opts.no_pidbox:
+    node = opts.node
 while node is None:
     answers = app.control.inspect(timeout=1.0).ping() or {}
     matching = sorted(n for n in answers if fnmatch.fnmatchcase(n, opts.node))
@@ -679,7 +689,7 @@ while node is None:
         sys.exit(2)
 print("node: %s" % node, flush=True)
 try:
-    concurrency = int(inspect("stats")["pool"]["max-concurrency"])
+    concurrency = 1 if opts.no_pidbox else int(inspect("stats")["pool"]["max-concurrency"])
 except Exception:   # noqa: BLE001 -- the stats case reports it
     concurrency = 1
 

@@ -13,6 +13,7 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
         Example: celerity worker -Q add,factorial -n worker-add -c 4 -l info
         Each task's outcome is logged at debug level (-l debug); info logs a throughput summary every 10 s.
+        Celery events: worker-online, worker-heartbeat (every 2 s) and worker-offline always; task events with -E.
         First SIGTERM or SIGINT: warm stop (no new tasks; those in flight get 30 s, then go back to the
         head of their queues); exit 0. A second one: cold stop (hand them back now).
         """
@@ -35,6 +36,9 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("shutdown-grace"), help: "Seconds tasks in flight get at a warm stop before they are handed back to their queues.")
     var shutdownGrace: Double = 30
+
+    @Flag(name: [.customShort("E"), .customLong("events")], help: "Send task events (Celery's -E) for monitors such as Flower and `celery events` (default: defaults.events in the manifest, else off). Worker heartbeats are sent either way.")
+    var events = false
 
     @OptionGroup var connection: ConnectionOptions
 
@@ -63,6 +67,7 @@ struct WorkerCommand: AsyncParsableCommand {
                                          broker: brokerURL, resultBackend: backend)
         config.shutdownGrace = shutdownGrace
         config.prefetchMultiplier = prefetchMultiplier
+        config.taskEvents = events || manifest.taskEvents
         let worker: Worker
         do {
             worker = try Worker(config: config, manifest: manifest, builtins: Builtins.registry, logger: logger)

@@ -13,6 +13,7 @@ extension Integration {
         static let workerACL = """
         resetkeys resetchannels -@all
         ~Q* ~celerity:* ~celery-task-meta-* &celery-task-meta-* ~????????-????-????-????-????????????
+        &/0.celeryev/*
         +ping +multi +exec +discard +evalsha +script|load
         +lmove +blmove +exists +lrange +lpos +llen +lrem +lpush +rpush +ltrim +expire
         +get +set +del +sadd +srem +smembers +publish

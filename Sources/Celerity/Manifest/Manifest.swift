@@ -16,6 +16,9 @@ public struct Manifest: Sendable {
     public var workers: [WorkerGroup]
     /// Deliveries after worker crashes before a message counts as a poison pill (dead-lettered).
     public var maxRedeliveries: Int = 3
+    /// Workers send task events from the start (`defaults.events`; Celery's
+    /// `worker_send_task_events`, as `-E` does).
+    public var taskEvents: Bool = false
     /// Workflows declared once by name (`workflows:`): `celerity call <name>` runs one.
     public var workflows: [String: WorkflowSpec] = [:]
 

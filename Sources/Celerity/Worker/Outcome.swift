@@ -26,7 +26,8 @@ struct Outcome: Sendable {
     let message: TaskMessage
     /// The task's manifest entry (nil for an unknown task).
     let spec: TaskSpec?
-    /// How long its handler ran (nil: it did not run, or ran inline where it was fetched).
+    /// How long its handler ran (nil: it did not run, or ran inline where it was fetched
+    /// while task events were off).
     var runtime: Duration? = nil
 }
 
@@ -43,6 +44,8 @@ enum Disposal: Sendable {
     /// A workflow step: its own result (stored or dead-lettered) with what it sends and
     /// writes besides (Workflow/Worker+Workflow.swift). Never taken by the fast paths.
     case workflow(Continuation)
+
+    var isRetry: Bool { if case .retry = self { return true } else { return false } }
 }
 
 extension Worker {
@@ -119,15 +122,26 @@ extension Worker {
 
     /// Where every outcome ends, exactly once, whatever route carried it (`dispose`, or a fast
     /// path after its own write of `.complete`), on whatever thread that route runs: the
-    /// worker's counters today; events, metrics and the like hang here. Cheap and
-    /// non-blocking: it runs on the fetcher's and the plugins' reader threads too.
+    /// worker's counters and the outcome's task event (queued on `events`, which publishes
+    /// it); metrics and the like hang here. Cheap and non-blocking: it runs on the fetcher's
+    /// and the plugins' reader threads too.
     func record(_ outcome: Outcome, _ disposal: Disposal) {
         stats.withLock { Self.tally(outcome, disposal, into: &$0) }
+        if events.isEnabled { events.finished(outcome, retried: disposal.isRetry, announce: false) }
     }
 
-    /// `record` for a batch of inline successes written together: one lock for the batch.
-    func record(_ batch: [(Outcome, Disposal)]) {
+    /// `record` for a tiny built-in run where it was fetched: its `task-received` and
+    /// `task-started` go with its outcome's event. `events`: the switch, read once by the
+    /// route that ran it (one atomic load per message, or per batch).
+    func recordInline(_ outcome: Outcome, _ disposal: Disposal, events on: Bool) {
+        stats.withLock { Self.tally(outcome, disposal, into: &$0) }
+        if on { events.finished(outcome, retried: disposal.isRetry, announce: true) }
+    }
+
+    /// `recordInline` for a batch of inline successes written together: one lock for the batch.
+    func recordInline(_ batch: [(Outcome, Disposal)], events on: Bool) {
         stats.withLock { s in for (o, d) in batch { Self.tally(o, d, into: &s) } }
+        if on { for (o, d) in batch { events.finished(o, retried: d.isRetry, announce: true) } }
     }
 
     private static func tally(_ outcome: Outcome, _ disposal: Disposal, into s: inout Stats) {

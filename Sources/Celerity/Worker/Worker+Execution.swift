@@ -41,6 +41,7 @@ extension Worker {
             await dispose(Outcome(result: .revoked(.revoked("expired")), message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case let .parked(eta):
+            if events.isEnabled { events.received(message) }
             log.debug("task has a future eta: parked in the delayed set", metadata: ["eta": .string(CeleryDate.format(eta))])
             _ = try? await withRedisRetry("defer") { try await self.broker.deferMessage(raw, listKey: Keys.queue(queue, priority: message.priority), until: eta) }
             return
@@ -58,6 +59,7 @@ extension Worker {
             return
         case let .run(s, h):
             (spec, handler) = (s, h)
+            if events.isEnabled { events.received(message) }
         }
         // Prefetched messages wait here for an execution slot (the worker's concurrency).
         _ = await slots.acquire()
@@ -81,6 +83,7 @@ extension Worker {
             return
         }
         if spec.trackStarted { await storeStarted(message, spec: spec, log) }
+        if events.isEnabled { events.started(message.id) }
         log.debug("task started")
         let (limit, soft) = limits(message, spec)
         if let body = handler.inlineBody, soft == nil {

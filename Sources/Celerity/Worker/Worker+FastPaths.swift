@@ -12,21 +12,24 @@ extension Worker {
 
     /// The usual failure path (retry, dead letter, store) for a tiny built-in that failed
     /// where it was fetched; then its prefetch slot is given back.
+    /// `events`: task events were on when it ran (its `task-received` and `task-started` go now).
     func settleQuickFailure(_ raw: [UInt8], _ outcome: Result<JSONValue, any Error>, _ quick: TaskMessage, spec: TaskSpec,
-                                    queue: String, prefetch: Slots) async {
+                                    queue: String, prefetch: Slots, events on: Bool) async {
         // The fast read keeps no unknown headers: a retry re-sends the full message.
         let message = (try? TaskMessage.decode(raw)) ?? quick
+        if on { events.received(message, alsoStarted: true) }
         await settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: logger, id: message.id, task: message.task), runtime: nil)
         prefetch.release()
     }
 
+    /// `events`: whether task events were on when it ran (read once, for `recordInline`).
     enum Handled: Sendable {
         /// Ran, stored and acked (not yet recorded).
-        case stored(Outcome, Disposal)
+        case stored(Outcome, Disposal, events: Bool)
         /// Ran; the write failed: still to store and ack.
-        case unstored(Completer.Item, Outcome, Disposal)
+        case unstored(Completer.Item, Outcome, Disposal, events: Bool)
         /// Ran and failed: the usual failure path (retry, dead letter, store), not run again.
-        case failed([UInt8], Result<JSONValue, any Error>, TaskMessage, TaskSpec)
+        case failed([UInt8], Result<JSONValue, any Error>, TaskMessage, TaskSpec, events: Bool)
         /// Not a plain call of a tiny built-in: the usual path.
         case other([UInt8])
     }
@@ -36,17 +39,18 @@ extension Worker {
     /// connection's commands run in order).
     func runAndStore(_ raw: [UInt8], queue: String, generation: Int, _ session: RedisSession) -> Handled {
         let item: Completer.Item, outcome: Outcome, disposal: Disposal
-        switch quickRun(raw, queue: queue, generation: generation) {
+        let on = events.isEnabled
+        switch quickRun(raw, queue: queue, generation: generation, timed: on) {
         case let .done(done, o, d): (item, outcome, disposal) = (done, o, d)
-        case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec)
+        case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec, events: on)
         case .slow: return .other(raw)
         }
         do throws(RedisError) {
             try Completer.check(try session.pipelineErrors(completer.commands(for: [item], ack: true)))
             broker.held.release(raw)
-            return .stored(outcome, disposal)
+            return .stored(outcome, disposal, events: on)
         } catch {
-            return .unstored(item, outcome, disposal)
+            return .unstored(item, outcome, disposal, events: on)
         }
     }
 
@@ -62,7 +66,8 @@ extension Worker {
     /// Runs a message at once when it is a plain call of an inline built-in (no eta, expiry,
     /// revocation, soft limit, `track_started` (its STARTED is stored on the usual path), stop,
     /// or lapse of the lease since its fetch in the way); anything else is `.slow`.
-    func quickRun(_ raw: [UInt8], queue: String, generation: Int) -> QuickRun {
+    /// `timed`: measure its runtime (for its task event).
+    func quickRun(_ raw: [UInt8], queue: String, generation: Int, timed: Bool = false) -> QuickRun {
         guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
         guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
@@ -73,9 +78,11 @@ extension Worker {
         if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }
         let call = taskCall(message, queue: queue)
         let value: JSONValue
+        let began: ContinuousClock.Instant? = timed ? .now : nil
         do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
         // The same decision as every other outcome; only its `.complete` is written here.
-        let outcome = Outcome(result: .success(value), message: message, spec: spec)
+        var outcome = Outcome(result: .success(value), message: message, spec: spec)
+        if let began { outcome.runtime = .now - began }
         let disposal = decide(outcome)
         // Anything else (a workflow step) is settled, and logged as succeeded, by `settle`.
         guard case let .complete(meta) = disposal else { return .settle(.success(value), message, spec) }
@@ -109,6 +116,7 @@ extension Worker {
             slots.release()
             return .other(raw)
         }
+        if events.isEnabled { events.received(message, alsoStarted: true) }
         return .started(l, plugin, started)
     }
 }

@@ -71,19 +71,19 @@ extension Worker {
                             switch handled {
                             case nil:
                                 got = []
-                            case let .stored(outcome, disposal)?:
-                                record(outcome, disposal)
+                            case let .stored(outcome, disposal, on)?:
+                                recordInline(outcome, disposal, events: on)
                                 continue
-                            case let .unstored(item, outcome, disposal)?:
+                            case let .unstored(item, outcome, disposal, on)?:
                                 // The write failed (Redis away): the completer retries it.
-                                defer { record(outcome, disposal) }
+                                defer { recordInline(outcome, disposal, events: on) }
                                 if await !completer.complete([item]) {
                                     logger.error("result not stored; message left unacked for redelivery")
                                 }
                                 continue
-                            case let .failed(raw, outcome, quick, spec)?:
+                            case let .failed(raw, outcome, quick, spec, on)?:
                                 prefetch.take()
-                                running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch) }
+                                running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch, events: on) }
                                 continue
                             case let .other(raw)?:
                                 got = [raw]
@@ -169,13 +169,14 @@ extension Worker {
             var quick: [Completer.Item] = []
             var decided: [(Outcome, Disposal)] = []
             decided.reserveCapacity(messages.count)
+            let on = events.isEnabled   // once per batch
             for raw in messages {
-                switch quickRun(raw, queue: queue, generation: generation) {
+                switch quickRun(raw, queue: queue, generation: generation, timed: on) {
                 case let .done(item, outcome, disposal):
                     quick.append(item)
                     decided.append((outcome, disposal))
                 case let .settle(outcome, quick, spec):
-                    running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch) }
+                    running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch, events: on) }
                 case let .slow(decoded) where messages.count == 1 && !inFetchLoop:
                     // A lone message (a quiet queue): run it in this task, one hand-off less.
                     await process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded)
@@ -188,7 +189,7 @@ extension Worker {
                 }
             }
             if !quick.isEmpty {
-                defer { record(decided) }
+                defer { recordInline(decided, events: on) }
                 if await !completer.complete(quick) {
                     logger.error("results not stored; messages left unacked for redelivery", metadata: ["count": .stringConvertible(quick.count)])
                 }

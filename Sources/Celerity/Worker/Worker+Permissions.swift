@@ -47,6 +47,7 @@ final class DutyAlarm: Sendable {
             + "LLEN, LRANGE, LREM on celerity:processing:*; RPUSH on every queue list; EVALSHA, SCRIPT LOAD",
         "delayed forwarder": "EVALSHA, SCRIPT LOAD; ZRANGEBYSCORE, ZREM on celerity:delayed; RPUSH on every queue list",
         "revocation poll": "ZREMRANGEBYSCORE, ZRANGE on celerity:revoked and celerity:revoked:terminate",
+        "events": "PUBLISH on the channels /<db>.celeryev/* (Celery's events: worker heartbeats, task events)",
     ]
 }
 
@@ -86,6 +87,7 @@ extension Worker {
             RedisCommand("SMEMBERS", Keys.workers), RedisCommand("SREM", Keys.workers, probe), RedisCommand("EXISTS", Keys.heartbeat(probe)),
             RedisCommand("LLEN", other), RedisCommand("LRANGE", other, 0, -1), RedisCommand("LREM", other, -1, probe),
             RedisCommand("LPOS", processing, probe),
+            RedisCommand("PUBLISH", EventDispatcher.channelPrefix(db: config.broker.db) + "worker.heartbeat", probe),
         ]
         var refused = try await Worker.refusals(essential + (results.isEmpty || separateResultsRedis != nil ? [] : results), on: broker.control)
         if let r = separateResultsRedis, !results.isEmpty { refused += try await Worker.refusals(results, on: r) }
@@ -102,7 +104,7 @@ extension Worker {
         if !missing.isEmpty {
             logger.error("""
                 Redis refuses commands of the worker's background duties (dead letters, delayed messages, revocations, \
-                recovery of dead workers); they will fail until its ACL user gets them (see docs/security.md)
+                recovery of dead workers, events); they will fail until its ACL user gets them (see docs/security.md)
                 """,
                          metadata: ["refused": .string(missing.joined(separator: "; "))])
         }

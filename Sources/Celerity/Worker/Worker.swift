@@ -47,6 +47,8 @@ public final class Worker: Service, Sendable {
     let strays: StrayAudit
     /// Logs refused permissions of the background duties (once, then rarely).
     let dutyAlarm = DutyAlarm()
+    /// Celery's events: worker events always, task events while on (Control/Events.swift).
+    public let events: EventDispatcher
 
     /// Batches of results written at once (each flusher its own connection), and fetch loops
     /// per queue: two of each, so a round trip under way never leaves Redis or the worker idle.
@@ -64,6 +66,7 @@ public final class Worker: Service, Sendable {
         self.broker = WorkerBroker(url: config.broker, node: config.node)
         self.strays = StrayAudit(broker: broker, logger: logger)
         self.revocations = Revocations(broker: broker, alarm: dutyAlarm, logger: logger)
+        self.events = EventDispatcher(url: config.broker, node: config.node, enabled: config.taskEvents, logger: logger, alarm: dutyAlarm)
         var separateResults: Redis?
         let extendedBy = config.resultBackend.extended ? config.node : nil
         switch config.resultBackend.kind {
@@ -175,6 +178,8 @@ public final class Worker: Service, Sendable {
         try await withRedisRetry("heartbeat") { try await heartbeat.beat() }
         revocations.onTerminate { ids in self.terminate(ids) }
         _ = await revocations.once()
+        let eventHeartbeat = self.eventHeartbeat
+        events.send("worker-online", fields: eventHeartbeat.fields())
         // The background duties (Duties/): each a child task of this group, on Swift's pool.
         let stopping: @Sendable () -> Bool = { self.isStopping }
         let duties: [any Duty] = [
@@ -184,6 +189,7 @@ public final class Worker: Service, Sendable {
             Recoverer(broker: broker, maxRedeliveries: manifest.maxRedeliveries, interval: .seconds(config.recoverySeconds),
                       alarm: dutyAlarm, logger: logger, isStopping: stopping),
             revocations,
+            eventHeartbeat,
         ]
         logger.info("worker ready", metadata: ["node": .string(config.node)])
 
@@ -193,6 +199,7 @@ public final class Worker: Service, Sendable {
         await withDiscardingTaskGroup { background in
             for lane in 0..<Worker.completerLanes { background.addTask { await self.completer.run(lane: lane) } }
             for duty in duties { background.addTask { await duty.run() } }
+            background.addTask { await self.events.run() }
             background.addTask { await self.strays.run { self.isStopping } }
             let watchdog = StopWatchdog(broker: self.broker, stop: self.stopRequested, isCold: { self.isColdStop },
                                         inFlight: { self.inflight.withLock { Array($0.values) } }, pools: self.persistentPools, logger: self.logger)
@@ -227,6 +234,7 @@ public final class Worker: Service, Sendable {
             background.cancelAll()
         }
         do { try await broker.clearHeartbeat() } catch { logger.warning("could not remove heartbeat: \(error)") }
+        await events.close(last: "worker-offline", fields: eventHeartbeat.fields())
         let s = stats.withLock { $0 }
         logger.info("worker stopped", metadata: ["processed": .stringConvertible(s.processed), "failed": .stringConvertible(s.failed)])
     }

@@ -24,6 +24,10 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownGrace: Double = 30
     /// How often dead workers' processing lists are swept.
     public var recoverySeconds: Double = 2
+    /// Task events from the start (`-E`, `defaults.events`), as Celery's `worker_send_task_events`;
+    /// worker events (online, heartbeat, offline) are sent either way. Switched at run time
+    /// through `Worker.events`.
+    public var taskEvents: Bool = false
 
     public init(node: String, queues: [String], concurrency: Int, broker: RedisURL, resultBackend: ResultBackendConfig) {
         self.node = node

@@ -1,0 +1,219 @@
+import Foundation
+import Logging
+import RedisClient
+import Synchronization
+
+/// Celery's monitoring events (celery/events/dispatcher.py), on the broker's Redis as kombu
+/// publishes them to the `celeryev` fanout exchange: `PUBLISH /<db>.celeryev/<routing key>`
+/// (docs/monitoring.md, "Events"; the wire: docs/monitoring-notes.md §3).
+///
+/// Worker events (`worker-online`, `worker-heartbeat`, `worker-offline`) are always sent, as a
+/// Python worker sends them with or without `-E`. Task events only while `enabled`: off by
+/// default, as in Celery; on with `-E`, `defaults.events` in tasks.yaml, or the pidbox's
+/// `enable_events` (`enable()` / `disable()`).
+///
+/// Threads: `send` and the worker's task hooks run wherever the worker is (the fetchers' and
+/// plugins' reader threads, the cooperative pool): they take a clock value and append a few
+/// references to a buffer under a mutex, never touching Redis. The flusher (`run`, a child task
+/// of the worker's background group) takes the buffer every `flushInterval`, writes each
+/// event's JSON and kombu envelope (`EventWire`) and PUBLISHes them in one pipeline on the
+/// dispatcher's own connection, whose hiredis I/O blocks that connection's thread only.
+/// Task events go out gathered as `task.multi` (a JSON array, as a Python worker with -E sends
+/// them); worker events one per message. With task events off, the worker's cost per message
+/// is one relaxed atomic load (`isEnabled`).
+public final class EventDispatcher: Sendable {
+    /// The node name: every event's `hostname`.
+    public let node: String
+    /// Whether task events are sent (Celery's `task` group). Switch it with `enable()` /
+    /// `disable()`; read it with `isEnabled`.
+    public let enabled: Atomic<Bool>
+    /// Lamport clock of this worker's events (Celery's `app.clock`): each event takes the next value.
+    let clock = Atomic<Int>(0)
+    let redis: Redis
+    let logger: Logger
+    let flushInterval: Duration
+    /// Events held at most while Redis is away; newer ones are dropped (and counted).
+    let maxPending: Int
+    private let pending = Mutex(Pending())
+    private let wire: Mutex<EventWire>
+    private let alarm: DutyAlarm?
+    private let lastWarning = Mutex<ContinuousClock.Instant?>(nil)
+
+    struct Pending {
+        var events: [PendingEvent] = []
+        var dropped = 0
+        var closed = false
+    }
+
+    /// `url`: the broker (its db names the channels); task events on from the start when `enabled`.
+    public convenience init(url: RedisURL, node: String, enabled: Bool = false, logger: Logger,
+                flushInterval: Duration = .milliseconds(100), maxPending: Int = 200_000) {
+        self.init(url: url, node: node, enabled: enabled, logger: logger, flushInterval: flushInterval, maxPending: maxPending, alarm: nil)
+    }
+
+    init(url: RedisURL, node: String, enabled: Bool, logger: Logger, flushInterval: Duration = .milliseconds(100),
+         maxPending: Int = 200_000, alarm: DutyAlarm?) {
+        self.node = node
+        self.enabled = Atomic(enabled)
+        self.redis = Redis(url: url, label: "events-\(node)")
+        self.logger = logger
+        self.flushInterval = flushInterval
+        self.maxPending = maxPending
+        self.alarm = alarm
+        wire = Mutex(EventWire(node: node, pid: Int(getpid()), channelPrefix: Self.channelPrefix(db: url.db)))
+    }
+
+    /// kombu's fanout channel of the `celeryev` exchange on a Redis database: `/<db>.celeryev/`.
+    static func channelPrefix(db: Int) -> String { "/\(db).celeryev/" }
+
+    // MARK: Switch
+
+    /// Turns task events on; true if they were off (Celery's `enable_events`).
+    public func enable() -> Bool { !enabled.exchange(true, ordering: .relaxed) }
+
+    /// Turns task events off; true if they were on (Celery's `disable_events`).
+    public func disable() -> Bool { enabled.exchange(false, ordering: .relaxed) }
+
+    /// Whether task events are on: the one check the worker's hot paths pay per message.
+    @inline(__always) public var isEnabled: Bool { enabled.load(ordering: .relaxed) }
+
+    // MARK: Sending
+
+    /// Queues an event with `fields` (besides the ones every event has: hostname, utcoffset,
+    /// pid, clock, timestamp, type); never blocks. A `task-*` event is dropped while task
+    /// events are off. It goes out within `flushInterval` (or at `flush()`).
+    public func send(_ type: String, fields: [JSONMember]) {
+        if type.hasPrefix("task-") && !isEnabled { return }
+        enqueue(.plain(type: type, clock: tick(), at: Self.now(), fields: fields))
+    }
+
+    /// `task-received` for a message taken for running (before its eta, before a slot);
+    /// `alsoStarted`: it starts at once, and `task-started` follows. Callers check `isEnabled`.
+    func received(_ message: TaskMessage, alsoStarted: Bool = false) {
+        enqueue(.received(message, clock: tick(alsoStarted ? 2 : 1), at: Self.now(), alsoStarted: alsoStarted))
+    }
+
+    /// `task-started` on the usual path. Callers check `isEnabled`.
+    func started(_ id: String) {
+        enqueue(.started(id: id, clock: tick(), at: Self.now()))
+    }
+
+    /// The event of an outcome (`Worker.record`); `announce`: `task-received` and
+    /// `task-started` first (it ran where it was fetched). Callers check `isEnabled`.
+    func finished(_ outcome: Outcome, retried: Bool, announce: Bool) {
+        enqueue(.finished(outcome, retried: retried, announce: announce, clock: tick(announce ? 3 : 1), at: Self.now()))
+    }
+
+    /// Takes `n` clock values; returns the last.
+    private func tick(_ n: Int = 1) -> Int { clock.wrappingAdd(n, ordering: .relaxed).newValue }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    private func enqueue(_ event: PendingEvent) {
+        pending.withLock { p in
+            guard !p.closed else { return }
+            if p.events.count >= maxPending {
+                p.dropped += 1
+                return
+            }
+            p.events.append(event)
+        }
+    }
+
+    // MARK: Flushing
+
+    /// The flusher: publishes what was queued every `flushInterval` until cancelled.
+    func run(clock: some Clock<Duration> = ContinuousClock()) async {
+        while !Task.isCancelled {
+            do { try await clock.sleep(for: flushInterval) } catch { return }
+            await flush()
+        }
+    }
+
+    /// Publishes every queued event now (one pipeline). Events that Redis did not take are
+    /// dropped, with a warning at most every 30 s (a refused PUBLISH: the duty alarm's error).
+    public func flush() async {
+        let (events, dropped) = pending.withLock { p -> ([PendingEvent], Int) in
+            let taken = (p.events, p.dropped)
+            p.events = []
+            p.dropped = 0
+            return taken
+        }
+        if dropped > 0 { warn("events dropped: more than \(maxPending) waited to be published", ["dropped": .stringConvertible(dropped)]) }
+        guard !events.isEmpty else { return }
+        let commands = wire.withLock { w in
+            w.refreshOffset()
+            return w.commands(events)
+        }
+        do {
+            let errors = try await redis.pipelineErrors(commands)
+            if let first = errors.first {
+                let e = RedisError(.server, first)
+                if alarm?.permissionDenied("events", e, logger: logger) != true {
+                    warn("events not published", ["error": .string(first), "messages": .stringConvertible(errors.count)])
+                }
+            }
+        } catch {
+            if alarm?.permissionDenied("events", error, logger: logger) != true {
+                warn("events not published; dropped", ["error": .string("\(error)"), "events": .stringConvertible(events.count)])
+            }
+        }
+    }
+
+    /// Sends `type` (a last event: `worker-offline`) and publishes everything queued; then
+    /// takes no more events.
+    func close(last type: String, fields: [JSONMember]) async {
+        send(type, fields: fields)
+        pending.withLock { $0.closed = true }
+        await flush()
+        await redis.close()
+    }
+
+    private func warn(_ message: String, _ metadata: Logger.Metadata) {
+        let now = ContinuousClock.now
+        let due = lastWarning.withLock { last -> Bool in
+            if let l = last, l.duration(to: now) < .seconds(30) { return false }
+            last = now
+            return true
+        }
+        if due { logger.warning("\(message)", metadata: metadata) }
+    }
+
+    // MARK: Worker events
+
+    /// `sw_ident`, `sw_ver`, `sw_sys` (Python: `py-celery`, `5.7.0`, `Linux`), shown verbatim by monitors.
+    public static let software: [JSONMember] = [
+        JSONMember("sw_ident", .string("celerity")), JSONMember("sw_ver", .string(CelerityVersion.string)),
+        JSONMember("sw_sys", .string(systemName)),
+    ]
+
+    static var systemName: String {
+        #if os(Linux)
+        "Linux"
+        #elseif os(macOS)
+        "Darwin"
+        #else
+        "Unknown"
+        #endif
+    }
+
+    /// The fields of `worker-online`, `worker-heartbeat` and `worker-offline`, as
+    /// celery/worker/heartbeat.py sends them: freq, active, processed, loadavg, sw_*.
+    public static func workerFields(freq: Double, active: Int, processed: Int) -> [JSONMember] {
+        [JSONMember("freq", .number(freq.description)), JSONMember("active", .number(String(active))),
+         JSONMember("processed", .number(String(processed))),
+         JSONMember("loadavg", .array(loadAverage().map { .number($0.description) }))] + software
+    }
+
+    /// The 1, 5 and 15 minute load averages, rounded up to 2 decimals as Celery's
+    /// `load_average()` does (glibc reads /proc/loadavg).
+    static func loadAverage() -> [Double] {
+        var l = [Double](repeating: 0, count: 3)
+        guard getloadavg(&l, 3) == 3 else { return [0, 0, 0] }
+        return l.map { ($0 * 100).rounded(.up) / 100 }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+
+/// Python's `repr` of JSON values, as Celery's events carry arguments, results and exceptions
+/// (`saferepr(args)`, `saferepr(retval)`, `safe_repr(exc)`: strings for monitors to show).
+/// Cut at `maxSize` characters (Celery's `argsrepr_maxsize` / `resultrepr_maxsize`: 1024),
+/// with "..." in place of the rest.
+enum PythonRepr {
+    static let maxSize = 1024
+
+    /// `repr(value)`: `None`, `True`, `3`, `2.5`, `'text'`, `[1, 'a']`, `{'k': None}`.
+    static func of(_ value: JSONValue, maxSize: Int = maxSize) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(16)
+        write(value, into: &out, budget: maxSize)
+        return cut(out, maxSize)
+    }
+
+    /// `repr(list(args))`, as a Python worker shows a message's positional arguments.
+    static func args(_ args: [JSONValue]) -> String { of(.array(args)) }
+
+    /// `repr(kwargs)`.
+    static func kwargs(_ kwargs: [JSONMember]) -> String { of(.object(kwargs)) }
+
+    /// `repr(exc)` of the exception a failure stands for: `ValueError('kaput')`, `KeyError()`.
+    static func exception(type: String, message: String) -> String {
+        guard !message.isEmpty else { return type + "()" }
+        var out = Array(type.utf8)
+        out.append(UInt8(ascii: "("))
+        writeString(message, into: &out)
+        out.append(UInt8(ascii: ")"))
+        return cut(out, maxSize)
+    }
+
+    private static func cut(_ out: [UInt8], _ maxSize: Int) -> String {
+        if out.count <= maxSize { return String(decoding: out, as: UTF8.self) }
+        // Cut on a character boundary (never inside a UTF-8 sequence).
+        var end = maxSize - 3
+        while end > 0 && out[end] & 0xC0 == 0x80 { end -= 1 }
+        return String(decoding: out[..<end], as: UTF8.self) + "..."
+    }
+
+    /// Writes until `out` holds more than `budget` bytes (the rest would be cut anyway).
+    static func write(_ value: JSONValue, into out: inout [UInt8], budget: Int) {
+        guard out.count <= budget else { return }
+        switch value {
+        case .null: out.append(contentsOf: "None".utf8)
+        case let .bool(b): out.append(contentsOf: (b ? "True" : "False").utf8)
+        case let .number(text): writeNumber(text, into: &out)
+        case let .string(s): writeString(s, into: &out)
+        case let .array(items):
+            out.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(contentsOf: ", ".utf8) }
+                write(item, into: &out, budget: budget)
+                if out.count > budget { return }
+            }
+            out.append(UInt8(ascii: "]"))
+        case let .object(members):
+            out.append(UInt8(ascii: "{"))
+            for (i, m) in members.enumerated() {
+                if i > 0 { out.append(contentsOf: ", ".utf8) }
+                writeString(m.key, into: &out)
+                out.append(contentsOf: ": ".utf8)
+                write(m.value, into: &out, budget: budget)
+                if out.count > budget { return }
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Integers as written (any size); floats as Python prints them (`1e10` is `10000000000.0`,
+    /// `NaN` is `nan`): Swift's shortest round-trip form is Python's for finite doubles.
+    static func writeNumber(_ text: String, into out: inout [UInt8]) {
+        let isFloat = text.utf8.contains { $0 == ASCII.dot || $0 == ASCII.lowerE || $0 == ASCII.upperE || $0 == UInt8(ascii: "N") || $0 == UInt8(ascii: "I") }
+        guard isFloat else {
+            out.append(contentsOf: text.utf8)
+            return
+        }
+        switch text {
+        case "NaN": out.append(contentsOf: "nan".utf8)
+        case "Infinity": out.append(contentsOf: "inf".utf8)
+        case "-Infinity": out.append(contentsOf: "-inf".utf8)
+        default:
+            guard let d = Double(text) else { out.append(contentsOf: text.utf8); return }
+            if d.isInfinite { out.append(contentsOf: (d < 0 ? "-inf" : "inf").utf8); return }
+            out.append(contentsOf: d.description.utf8)
+        }
+    }
+
+    /// A Python string literal: single quotes unless the text has one and no double quote;
+    /// backslash escapes for the quote, `\`, tab, newline, carriage return and other controls.
+    static func writeString(_ s: String, into out: inout [UInt8]) {
+        let utf8 = s.utf8
+        let quote: UInt8 = utf8.contains(UInt8(ascii: "'")) && !utf8.contains(UInt8(ascii: "\"")) ? UInt8(ascii: "\"") : UInt8(ascii: "'")
+        out.append(quote)
+        let hex = Array("0123456789abcdef".utf8)
+        for scalar in s.unicodeScalars {
+            let v = scalar.value
+            switch v {
+            case UInt32(quote), 0x5C:
+                out.append(ASCII.backslash)
+                out.append(UInt8(v))
+            case 0x09: out.append(contentsOf: "\\t".utf8)
+            case 0x0A: out.append(contentsOf: "\\n".utf8)
+            case 0x0D: out.append(contentsOf: "\\r".utf8)
+            case 0..<0x20, 0x7F..<0xA0:
+                out.append(contentsOf: "\\x".utf8)
+                out.append(hex[Int(v >> 4)])
+                out.append(hex[Int(v & 0xF)])
+            case 0..<0x80:
+                out.append(UInt8(v))
+            default:
+                out.append(contentsOf: String(scalar).utf8)
+            }
+        }
+        out.append(quote)
+    }
+}

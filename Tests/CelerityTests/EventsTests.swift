@@ -1,0 +1,220 @@
+@testable import Celerity
+import Foundation
+import Logging
+import RedisClient
+import Testing
+
+/// Celery's events as Celerity writes them (Control/): Python reprs, base64, the bodies and
+/// kombu envelopes, the switch. The worker end to end, seen by the real Python tools, is in
+/// `Integration.EventsInteropTests` below.
+struct EventsTests {
+    @Test func pythonReprOfJSONValues() throws {
+        #expect(PythonRepr.of(.null) == "None")
+        #expect(PythonRepr.of(.bool(true)) == "True" && PythonRepr.of(.bool(false)) == "False")
+        #expect(PythonRepr.of(.int(42)) == "42")
+        #expect(PythonRepr.of(try JSONValue(parsing: "123456789012345678901234567890")) == "123456789012345678901234567890")
+        #expect(PythonRepr.of(try JSONValue(parsing: "2.5")) == "2.5")
+        #expect(PythonRepr.of(try JSONValue(parsing: "1e10")) == "10000000000.0")
+        #expect(PythonRepr.of(try JSONValue(parsing: "1e-05")) == "1e-05")
+        #expect(PythonRepr.of(try JSONValue(parsing: "[NaN, Infinity, -Infinity]")) == "[nan, inf, -inf]")
+        #expect(PythonRepr.of(.string("kaput")) == "'kaput'")
+        #expect(PythonRepr.of(.string("it's")) == "\"it's\"")
+        #expect(PythonRepr.of(.string("a'b\"c\\d\ne\u{1}")) == #"'a\'b"c\\d\ne\x01'"#)
+        #expect(PythonRepr.of(.string("héllo ✓")) == "'héllo ✓'")
+        #expect(PythonRepr.args([.int(40), .int(2)]) == "[40, 2]")
+        #expect(PythonRepr.args([]) == "[]")
+        #expect(PythonRepr.kwargs([]) == "{}")
+        #expect(PythonRepr.of(try JSONValue(parsing: #"{"a": [1, {"b": null}], "c": true}"#)) == "{'a': [1, {'b': None}], 'c': True}")
+        #expect(PythonRepr.exception(type: "ValueError", message: "kaput") == "ValueError('kaput')")
+        #expect(PythonRepr.exception(type: "KeyError", message: "") == "KeyError()")
+        let long = PythonRepr.of(.array((0..<1000).map { .int($0) }))
+        #expect(long.count == PythonRepr.maxSize && long.hasPrefix("[0, 1, 2") && long.hasSuffix("..."))
+    }
+
+    @Test func base64AsFoundationWritesIt() {
+        for n in 0..<40 {
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 37 + 11) }
+            var out: [UInt8] = []
+            Base64.append(bytes, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == Data(bytes).base64EncodedString())
+        }
+    }
+
+    @Test func utcOffsetIsHoursWestOfUTC() throws {
+        let utc = EventWire.utcOffsetHours(TimeZone(identifier: "UTC")!)
+        #expect(utc == 0 && utc.sign == .plus, "\(utc)")   // 0.0, not -0.0
+        #expect(EventWire.utcOffsetHours(TimeZone(identifier: "Asia/Kolkata")!) == -5.5)
+        #expect(EventWire.utcOffsetHours(TimeZone(identifier: "America/Bogota")!) == 5)
+    }
+
+    @Test func enableAndDisableSayWhetherTheyChangedAnything() throws {
+        let d = EventDispatcher(url: try RedisURL(string: "redis://127.0.0.1:1/3"), node: "n@h", logger: .init(label: "t"))
+        #expect(!d.isEnabled)
+        #expect(d.enable() && !d.enable() && d.isEnabled)
+        #expect(d.disable() && !d.disable() && !d.isEnabled)
+        #expect(EventDispatcher.channelPrefix(db: 3) == "/3.celeryev/")
+    }
+
+    /// The PUBLISH commands: channels, kombu envelopes, bodies; task events in task.multi arrays.
+    @Test func wireFormatAsAPythonWorkerSendsIt() throws {
+        var message = TaskMessage(id: "id-1", task: "t.add", args: [.int(3), .int(4)], kwargs: [JSONMember("k", .string("v"))], queue: "q")
+        message.rootID = "root-1"
+        let ok = Outcome(result: .success(.int(7)), message: message, spec: nil, runtime: .milliseconds(250))
+        var failure = TaskFailure(type: "ValueError", message: "kaput")
+        failure.traceback = "Traceback ...\nValueError: kaput\n"
+        var terminated = TaskFailure.revoked("revoked")
+        terminated.message = "revoked (terminated)"
+        let wire = EventWire(node: "w@h", pid: 99, channelPrefix: "/0.celeryev/")
+        let heartbeat = EventDispatcher.workerFields(freq: 2, active: 1, processed: 5)
+        let commands = wire.commands([
+            .plain(type: "worker-heartbeat", clock: 1, at: 1000.5, fields: heartbeat),
+            .received(message, clock: 3, at: 1001, alsoStarted: true),
+            .finished(ok, retried: false, announce: true, clock: 6, at: 1002),
+            .finished(Outcome(result: .failure(failure), message: message, spec: nil), retried: false, announce: false, clock: 7, at: 1003),
+            .finished(Outcome(result: .failure(failure), message: message, spec: nil), retried: true, announce: false, clock: 8, at: 1003),
+            .finished(Outcome(result: .revoked(terminated), message: message, spec: nil), retried: false, announce: false, clock: 9, at: 1004),
+            .finished(Outcome(result: .revoked(.revoked("expired")), message: message, spec: nil), retried: false, announce: false, clock: 10, at: 1004),
+            .finished(Outcome(result: .notRegistered, message: message, spec: nil), retried: false, announce: false, clock: 11, at: 1004),
+            .finished(Outcome(result: .handBack, message: message, spec: nil), retried: false, announce: false, clock: 12, at: 1004),
+        ])
+        #expect(commands.count == 2)
+        func decode(_ c: RedisCommand) throws -> (channel: String, envelope: JSONValue, body: JSONValue) {
+            #expect(String(decoding: c.arguments[0], as: UTF8.self) == "PUBLISH")
+            let env = try JSONValue(parsing: c.arguments[2])
+            let b64 = try #require(env["body"]?.stringValue)
+            let data = try #require(Data(base64Encoded: b64))
+            let body = try JSONValue(parsing: Array(data))
+            return (String(decoding: c.arguments[1], as: UTF8.self), env, body)
+        }
+        let (channel, env, body) = try decode(commands[0])
+        #expect(channel == "/0.celeryev/worker.heartbeat")
+        #expect(env["content-type"]?.stringValue == "application/json" && env["content-encoding"]?.stringValue == "utf-8")
+        #expect(env["headers"]?["hostname"]?.stringValue == "w@h")
+        let props = try #require(env["properties"])
+        #expect(props["delivery_mode"]?.intValue == 1 && props["priority"]?.intValue == 0 && props["body_encoding"]?.stringValue == "base64")
+        #expect(props["delivery_info"]?["exchange"]?.stringValue == "celeryev" && props["delivery_info"]?["routing_key"]?.stringValue == "worker.heartbeat")
+        #expect(props["delivery_tag"]?.stringValue?.count == 36)
+        #expect(body.objectValue?.map(\.key) == ["hostname", "utcoffset", "pid", "clock", "freq", "active", "processed", "loadavg",
+                                                  "sw_ident", "sw_ver", "sw_sys", "timestamp", "type"])
+        #expect(body["type"]?.stringValue == "worker-heartbeat" && body["clock"]?.intValue == 1 && body["pid"]?.intValue == 99)
+        #expect(body["freq"]?.doubleValue == 2 && body["loadavg"]?.arrayValue?.count == 3 && body["sw_ident"]?.stringValue == "celerity")
+        #expect(body["timestamp"]?.doubleValue == 1000.5)
+
+        let (taskChannel, taskEnv, batch) = try decode(commands[1])
+        #expect(taskChannel == "/0.celeryev/task.multi" && taskEnv["properties"]?["delivery_info"]?["routing_key"]?.stringValue == "task.multi")
+        let events = try #require(batch.arrayValue)
+        #expect(events.compactMap { $0["type"]?.stringValue } == [
+            "task-received", "task-started", "task-received", "task-started", "task-succeeded", "task-failed", "task-retried",
+            "task-revoked", "task-revoked", "task-failed", "task-rejected"])
+        #expect(events.compactMap { $0["clock"]?.intValue } == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+        let received = events[0]
+        #expect(received["uuid"]?.stringValue == "id-1" && received["name"]?.stringValue == "t.add")
+        #expect(received["args"]?.stringValue == "[3, 4]" && received["kwargs"]?.stringValue == "{'k': 'v'}")
+        #expect(received["root_id"]?.stringValue == "root-1" && received["parent_id"]?.isNull == true && received["retries"]?.intValue == 0)
+        #expect(received["eta"]?.isNull == true && received["expires"]?.isNull == true)
+        // Announced with the outcome (an inline run): received and started when it began.
+        #expect(events[2]["timestamp"]?.doubleValue == 1001.75 && events[3]["timestamp"]?.doubleValue == 1001.75)
+        #expect(events[4]["result"]?.stringValue == "7" && events[4]["runtime"]?.doubleValue == 0.25 && events[4]["timestamp"]?.doubleValue == 1002)
+        #expect(events[5]["exception"]?.stringValue == "ValueError('kaput')" && events[5]["traceback"]?.stringValue == failure.traceback)
+        #expect(events[6]["exception"]?.stringValue == "ValueError('kaput')")
+        #expect(events[7]["terminated"]?.boolValue == true && events[7]["signum"]?.intValue == 15 && events[7]["expired"]?.boolValue == false)
+        #expect(events[8]["terminated"]?.boolValue == false && events[8]["signum"]?.isNull == true && events[8]["expired"]?.boolValue == true)
+        #expect(events[9]["exception"]?.stringValue == "NotRegistered('t.add')")
+        #expect(events[10]["requeue"]?.boolValue == true)
+    }
+
+    @Test func defaultsEventsTurnsTaskEventsOn() throws {
+        let on = try Manifest.parse("defaults:\n  events: true\ntasks:\n  a:\n    builtin: add\n", baseDirectory: "/tmp")
+        let off = try Manifest.parse("tasks:\n  a:\n    builtin: add\n", baseDirectory: "/tmp")
+        #expect(on.taskEvents && !off.taskEvents)
+        #expect(throws: ManifestError.self) { try Manifest.parse("defaults:\n  events: often\ntasks:\n  a:\n    builtin: add\n", baseDirectory: "/tmp") }
+    }
+
+    @Test func largeBatchesAreSplitIntoSeveralMessages() throws {
+        let message = TaskMessage(id: "id", task: "t", args: [.string(String(repeating: "x", count: 900))], kwargs: [], queue: "q")
+        var wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")
+        wire.maxBatchBytes = 4096
+        let commands = wire.commands((0..<40).map { .received(message, clock: $0, at: 1, alsoStarted: false) })
+        #expect(commands.count > 5)
+        var total = 0
+        for c in commands {
+            let env = try JSONValue(parsing: c.arguments[2])
+            let b64 = try #require(env["body"]?.stringValue)
+            let data = try #require(Data(base64Encoded: b64))
+            let body = try JSONValue(parsing: Array(data))
+            total += try #require(body.arrayValue).count
+        }
+        #expect(total == 40)
+    }
+}
+
+extension Integration {
+    /// Celerity workers seen by the real Python tools: a Celery EventReceiver, `celery events
+    /// --dump`, and Flower 2.2 (its event-based views; its worker list needs remote control).
+    @Suite(.timeLimit(.minutes(4)))
+    struct EventsInteropTests {
+        static let tasks = """
+          {q}.add:
+            queue: {q}
+            builtin: add
+          {q}.fail:
+            queue: {q}
+            builtin: fail
+          {q}.sleep:
+            queue: {q}
+            builtin: sleep
+        """
+
+        /// interop/events_check.py starts capturing, then the worker: worker-online,
+        /// heartbeats every 2 s with Flower's fields, worker-offline at its warm stop, and the
+        /// task events of add and fail (fields, order, task.multi) with -E or `defaults.events`;
+        /// none at all without either.
+        @Test(arguments: [("flag", true), ("manifest", true), ("off", false)])
+        func aPythonEventReceiverSeesTheWorkerAndItsTasks(how: String, taskEvents: Bool) async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks, preamble: how == "manifest" ? "defaults:\n  events: true\n" : "", startWorker: false)
+            let worker = [Paths.celerity, "worker", "-Q", h.queue, "-n", h.node, "-c", "2", "-l", "warning",
+                          "--manifest", h.manifestPath, "--broker", h.broker] + (how == "flag" ? ["-E"] : [])
+            let r = try await ChildProcess.run(Paths.python3, [Paths.root + "/interop/events_check.py", "--broker", h.broker, "--node", h.node,
+                                                               "--queue", h.queue, "--add-task", h.queue + ".add", "--fail-task", h.queue + ".fail"]
+                                                   + (taskEvents ? [] : ["--no-task-events"]) + ["--"] + worker, name: "events-check-\(how)")
+            #expect(r.status == 0, "\(r.output)")
+            #expect(r.output.contains("OK   worker-online first") && r.output.contains("OK   worker-offline last"), "\(r.output)")
+            if taskEvents {
+                #expect(r.output.contains("OK   task events came as task.multi arrays"), "\(r.output)")
+            } else {
+                #expect(r.output.contains("OK   no task events without -E"), "\(r.output)")
+            }
+        }
+
+        /// interop/ops_clients.py's event cases: the fields Flower reads on every kind of event,
+        /// and `celery events --dump` printing the heartbeat and the task lines.
+        @Test func celeryEventsDumpAndEventShapes() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks, extraArgs: ["-E"])
+            let r = try await ChildProcess.run(Paths.python3, [Paths.root + "/interop/ops_clients.py", "--broker", h.broker, "--backend", h.broker,
+                                                               "--node", h.node, "--queue", h.queue, "--add-task", h.queue + ".add",
+                                                               "--fail-task", h.queue + ".fail", "--sleep-task", h.queue + ".sleep",
+                                                               "--only", "events-shape,events-dump", "--no-pidbox"], name: "ops-events")
+            #expect(r.status == 0, "\(r.output)\nworker:\n\(h.worker.output.suffix(2000))")
+            #expect(r.output.contains("OK   events-shape") && r.output.contains("OK   events-dump"), "\(r.output)")
+            #expect(await h.stop() == 0)
+        }
+
+        /// interop/flower_check.py against Flower 2.2: the worker alive, its dashboard row, its
+        /// tasks with state, args, result and runtime, /metrics, and offline within 8 s of a SIGKILL.
+        @Test func flowerShowsTheWorkerAndItsTasks() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks, extraArgs: ["-E"])
+            let r = try await ChildProcess.run(Paths.python3, [Paths.root + "/interop/flower_check.py", "--broker", h.broker, "--backend", h.broker,
+                                                               "--node", h.node, "--queue", h.queue, "--add-task", h.queue + ".add",
+                                                               "--fail-task", h.queue + ".fail", "--sleep-task", h.queue + ".sleep",
+                                                               "--only", "healthcheck,workers-status,dashboard,tasks,metrics,offline",
+                                                               "--offline-within", "8", "--kill-pid", String(h.worker.pid), "--no-pidbox"],
+                                               name: "flower-events")
+            #expect(r.status == 0, "\(r.output)\nworker:\n\(h.worker.output.suffix(2000))")
+            for c in ["workers-status", "dashboard", "tasks", "metrics", "offline"] { #expect(r.output.contains("OK   \(c)"), "\(r.output)") }
+            _ = await h.worker.wait(seconds: 5)
+        }
+    }
+}
