@@ -32,6 +32,16 @@ extension Worker {
             logger.warning("remote control: shutdown requested (warm)")
             requestStop()
             return nil
+        case "enable_events":
+            return Self.ok(events.enable() ? "task events enabled" : "task events already enabled")
+        case "disable_events":
+            return Self.ok(events.disable() ? "task events disabled" : "task events already disabled")
+        case "heartbeat":
+            // A cast (Flower sends it at start-up): an immediate worker-heartbeat, as Python's.
+            events.send("worker-heartbeat", fields: [JSONMember("freq", .double(5))] + EventDispatcher.software)
+            return nil
+        case "pool_grow", "pool_shrink", "add_consumer", "cancel_consumer", "rate_limit", "time_limit", "autoscale":
+            return .object([JSONMember("error", .string("'\(r.method)' is not supported by Celerity workers yet"))])
         case "hello":
             // Another worker starting up: our revoked ids (none to our own hello).
             guard r.argument("from_node")?.stringValue != config.node else { return nil }
