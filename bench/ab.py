@@ -44,6 +44,8 @@ def main():
     ap.add_argument("--e2e", type=int, default=50_000)
     ap.add_argument("--latency", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--manifest", default=os.path.join(REPO, "tasks.yaml"),
+                    help="tasks.yaml both workers load (one an older binary can read: it refuses keys it does not know)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="celerity-ab-")
     port = free_port()
@@ -70,7 +72,7 @@ def main():
                 name = f"ab-{label}-{rnd}"
                 log = open(os.path.join(tmp, name + ".log"), "wb")
                 w = subprocess.Popen([binary, "worker", "-Q", "add", "-n", name, "-c", str(args.concurrency), "-l", "warning",
-                                      "--manifest", os.path.join(REPO, "tasks.yaml"), "--broker", url],
+                                      "--manifest", args.manifest, "--broker", url],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
                 while not r.exists(f"celerity:worker:{name}"):
                     time.sleep(0.02)
