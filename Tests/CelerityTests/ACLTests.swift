@@ -13,8 +13,8 @@ extension Integration {
         static let workerACL = """
         resetkeys resetchannels -@all
         ~Q* ~celerity:* ~celery-task-meta-* &celery-task-meta-* ~????????-????-????-????-????????????
-        &/0.celeryev/*
-        +ping +multi +exec +discard +evalsha +script|load
+        &/0.celeryev/* &/0.celery.pidbox ~_kombu.binding.reply.celery.pidbox ~*.reply.celery.pidbox ~celery-taskset-meta-*
+        +ping +subscribe +unsubscribe +multi +exec +discard +evalsha +script|load
         +lmove +blmove +exists +lrange +lpos +llen +lrem +lpush +rpush +ltrim +expire
         +get +set +del +sadd +srem +smembers +publish
         +zadd +zrem +zrange +zrangebyscore +zremrangebyscore
