@@ -18,6 +18,8 @@ struct Canvas: Sendable {
         var chordSizes: [(group: String, size: Int)] = []
         /// Result tuples of what was applied directly, for the parent's `children`.
         var children: [JSONValue] = []
+        /// The messages as they are pushed: (list key for their queue and priority, envelope).
+        var envelopes: [(String, [UInt8])] { messages.map { (Keys.queue($0.queue, priority: $0.priority), $0.encode()) } }
     }
 
     /// `[[id, null], null]`: Celery's result tuple of one task (`AsyncResult.as_tuple()`).

@@ -142,7 +142,7 @@ extension Worker {
         for part in c.chordParts {
             guard await returnChordPart(part, log) else { log.error("chord part not recorded; message left unacked for redelivery"); return }
         }
-        let pushes = c.dispatch.messages.map { (Keys.queue($0.queue, priority: $0.priority), $0.encode()) }
+        let pushes = c.dispatch.envelopes
         if let why = c.deadLetter {
             if let meta = c.meta, !message.ignoreResult {
                 let stored: Void?? = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: message) }
@@ -214,7 +214,7 @@ extension Worker {
             failed(err, id: bodyID, rootID: p.rootID ?? bodyID, chain: (try? Signature.list(body.option("chain"))) ?? [],
                    errbacks: (try? Signature.list(body.option("link_error"))) ?? [], into: &c)
             for (meta, stub) in c.failedSteps { _ = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: stub) } }
-            let pushes = c.dispatch.messages.map { (Keys.queue($0.queue, priority: $0.priority), $0.encode()) }
+            let pushes = c.dispatch.envelopes
             _ = try? await withRedisRetry("send errbacks", policy: .throughGrace) { try await self.broker.push(pushes) }
             _ = try? await withRedisRetry("chord size", policy: .throughGrace) { try await chords.dropSize(p.group) }
             return true
@@ -231,7 +231,7 @@ extension Worker {
             return true
         }
         for (group, size) in d.chordSizes { guard await setChordSize(group, size, log) else { return false } }
-        let pushes = d.messages.map { (Keys.queue($0.queue, priority: $0.priority), $0.encode()) }
+        let pushes = d.envelopes
         if completer.storesOnBroker {
             // One step: the body is sent and the chord marked done, or neither. A worker killed
             // before it leaves the claim to lapse (a re-run part then sends the body); one
