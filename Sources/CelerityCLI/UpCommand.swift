@@ -24,6 +24,9 @@ struct UpCommand: AsyncParsableCommand {
     @Option(name: [.customShort("l"), .customLong("loglevel")], help: "Log level of the workers: trace, debug, info, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
+    @Flag(name: [.customShort("E"), .customLong("events")], help: "Start the workers with task events on (celerity worker -E; Flower, celery events).")
+    var taskEvents = false
+
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
@@ -41,7 +44,7 @@ struct UpCommand: AsyncParsableCommand {
             throw badInput(error)
         }
         if manifest.workers.isEmpty { throw fail("\(manifest.path ?? "manifest"): no 'workers' section: nothing to start", .badInput) }
-        let service = UpService(manifest: manifest, brokerString: brokerString, broker: broker, backend: backend, logLevel: logLevel, logger: logger)
+        let service = UpService(manifest: manifest, brokerString: brokerString, broker: broker, backend: backend, logLevel: logLevel, taskEvents: taskEvents, logger: logger)
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
         try await group.run()
@@ -56,14 +59,17 @@ final class UpService: Service, Sendable {
     let broker: RedisURL
     let backend: ResultBackendConfig
     let logLevel: LogLevelOption
+    /// `-E`: the workers send task events.
+    let taskEvents: Bool
     let logger: Logger
     let stopping = Mutex(false)
     let failure = Mutex<String?>(nil)
     /// Set after every worker has stopped: then the private Redis goes too.
     let redisStop = Mutex(false)
 
-    init(manifest: Manifest, brokerString: String, broker: RedisURL, backend: ResultBackendConfig, logLevel: LogLevelOption, logger: Logger) {
+    init(manifest: Manifest, brokerString: String, broker: RedisURL, backend: ResultBackendConfig, logLevel: LogLevelOption, taskEvents: Bool = false, logger: Logger) {
         self.manifest = manifest
+        self.taskEvents = taskEvents
         self.brokerString = brokerString
         self.broker = broker
         self.backend = backend
@@ -107,6 +113,7 @@ final class UpService: Service, Sendable {
                 for g in manifest.workers {
                     var args = ["worker", "-Q", g.queues.joined(separator: ","), "-n", "\(g.name)@\(ProcessInfo.processInfo.hostName)",
                                 "-c", String(g.concurrency), "-l", logLevel.rawValue]
+                    if taskEvents { args.append("-E") }
                     if let path = manifest.path { args += ["--manifest", path] }
                     workers.addTask {
                         await self.runChild(name: g.name, executable: exe, arguments: args, environment: environment, restart: true, stop: { self.isStopping })
