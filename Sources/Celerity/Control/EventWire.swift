@@ -186,11 +186,11 @@ struct EventWire {
             string("exception", PythonRepr.exception(type: "NotRegistered", message: o.message.task), into: &out)
         case let .revoked(f):
             type = "task-revoked"
-            let terminated = f.isTermination
+            let signal = f.terminationSignal
             key("terminated", into: &out)
-            out.append(contentsOf: (terminated ? "true" : "false").utf8)
+            out.append(contentsOf: (signal != nil ? "true" : "false").utf8)
             key("signum", into: &out)
-            out.append(contentsOf: (terminated ? "15" : "null").utf8)
+            out.append(contentsOf: (signal.map { String($0) } ?? "null").utf8)
             key("expired", into: &out)
             out.append(contentsOf: (f.message == "expired" ? "true" : "false").utf8)
         case .handBack:
@@ -227,11 +227,6 @@ struct EventWire {
         env.append(contentsOf: #""}}"#.utf8)
         return RedisCommand([Array("PUBLISH".utf8), Array((channelPrefix + routingKey).utf8), env])
     }
-}
-
-extension TaskFailure {
-    /// A revocation that stopped the task while it ran (`revoke --terminate`).
-    var isTermination: Bool { type == "TaskRevokedError" && message.hasSuffix("(terminated)") }
 }
 
 /// Standard base64 (with padding), appended to a byte buffer.

@@ -184,13 +184,20 @@ extension Worker {
         default: return .object([JSONMember("error", "task_id is required")])
         }
         let terminate = forced || r.flag("terminate")
+        // Celery's default is SIGTERM (`signal` null or absent, as AsyncResult.revoke sends it).
+        var signal = SIGTERM
+        if terminate, let named = r.argument("signal") {
+            let text = named.stringValue ?? named.intValue.map { String($0) } ?? ""
+            guard let n = Signals.number(text) else { return .object([JSONMember("error", .string("TypeError('signal name \(text) is not supported')"))]) }
+            signal = n
+        }
         let until = Date().timeIntervalSince1970 + 3 * 3600   // Celery keeps revoked ids 3 hours
         var cmds = ids.map { RedisCommand("ZADD", Keys.revoked, until, $0) }
         if terminate { cmds += ids.map { RedisCommand("ZADD", Keys.revokedTerminate, until, $0) } }
         _ = try? await broker.control.pipeline(cmds)
         revocations.add(Set(ids))
         let running = Set(inflight.withLock { $0.values.map(\.taskID) }).intersection(ids)
-        if terminate && !running.isEmpty { self.terminate(running) }
+        if terminate && !running.isEmpty { self.terminate(running, signal: signal) }
         for id in ids where !running.contains(id) { await storeRevokedIfPending(id) }
         logger.info("remote control: revoked", metadata: ["ids": .string(ids.joined(separator: ",")), "terminate": .stringConvertible(terminate)])
         if terminate {

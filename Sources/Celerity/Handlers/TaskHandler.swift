@@ -102,12 +102,25 @@ public struct TaskCall: Sendable {
     }
 }
 
-/// A flag a synchronous built-in can poll to learn it should stop.
+/// A flag a synchronous built-in can poll to learn it should stop; and, while a one-shot
+/// plugin's process runs, the way to send that process a signal (`revoke(terminate=True,
+/// signal=...)`).
 public final class CancellationFlag: Sendable {
     private let flag = Atomic<Bool>(false)
+    private let signaller = Mutex<(@Sendable (Int32) -> Void)?>(nil)
     public init() {}
     public var isSet: Bool { flag.load(ordering: .relaxed) }
     public func set() { flag.store(true, ordering: .relaxed) }
+
+    /// Registers how to signal the running process (nil: it has ended).
+    func whileRunning(signal: (@Sendable (Int32) -> Void)?) { signaller.withLock { $0 = signal } }
+
+    /// Sends `signal` to the running process, if one is registered; whether one was.
+    func deliver(_ signal: Int32) -> Bool {
+        guard let send = signaller.withLock({ $0 }) else { return false }
+        send(signal)
+        return true
+    }
 }
 
 /// Something that runs a task: a built-in Swift function or a plugin process.

@@ -172,6 +172,9 @@ public struct OneShotPlugin: TaskHandler {
             stdin.finish()
             // Soft time limit: SIGTERM to the process group; the plugin may still answer.
             let pid = execution.processIdentifier.value
+            // `revoke(terminate=True, signal=...)`: the signal goes to the whole process group.
+            call.cancellation.whileRunning { signal in _ = kill(-pid, signal) }
+            defer { call.cancellation.whileRunning(signal: nil) }
             let softTimer: Task<Void, Never>? = call.softDeadline.map { soft in
                 Task {
                     try? await Task.sleep(for: .milliseconds(Int(max(soft.timeIntervalSinceNow, 0) * 1000)))

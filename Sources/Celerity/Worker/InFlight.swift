@@ -17,10 +17,15 @@ final class InFlight: Sendable {
     let settled = Atomic<Bool>(false)
     /// When it started (`celery inspect active`'s `time_start`).
     let startedAt = Date()
-    init(raw: [UInt8], taskID: String, listKey: String) {
+    /// The call's flag: a one-shot plugin's process is signalled through it.
+    let cancellation: CancellationFlag?
+    /// The signal of a termination (`revoke(terminate=True, signal=...)`), 0 if none.
+    let terminatedBy = Atomic<Int32>(0)
+    init(raw: [UInt8], taskID: String, listKey: String, cancellation: CancellationFlag? = nil) {
         self.raw = raw
         self.taskID = taskID
         self.listKey = listKey
+        self.cancellation = cancellation
     }
 }
 

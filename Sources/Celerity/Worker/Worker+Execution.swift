@@ -167,7 +167,7 @@ extension Worker {
         var call = taskCall(message, queue: queue, deadline: limit.map { Date().addingTimeInterval($0) })
         call.softDeadline = soft.map { Date().addingTimeInterval($0) }
         stats.withLock { $0.active += 1 }
-        let entry = InFlight(raw: raw, taskID: message.id, listKey: Keys.queue(queue, priority: message.priority))
+        let entry = InFlight(raw: raw, taskID: message.id, listKey: Keys.queue(queue, priority: message.priority), cancellation: call.cancellation)
         if handler is PersistentPlugin && completer.storesOnBroker {
             // A quiet answer is stored and acked on the plugin's reader thread, where it
             // arrives: two hand-offs less on the result's way (reader to the cooperative pool,
@@ -252,7 +252,8 @@ extension Worker {
         case .revoked:
             log.info("task revoked while running: terminated, REVOKED")
             var f = TaskFailure.revoked("revoked")
-            f.message = "revoked (terminated)"
+            let signal = entry.terminatedBy.load(ordering: .relaxed)
+            f.message = signal == 0 || signal == SIGTERM ? "revoked (terminated)" : "revoked (terminated by \(Signals.name(signal)))"
             await dispose(Outcome(result: .revoked(f), message: message, spec: spec, runtime: .now - l.started), raw, queue: queue, log)
             return
         case .running, .settling:

@@ -26,15 +26,25 @@ extension Worker {
     }
 
     /// Cancels the executions here of the revoked ids to terminate (`revoke --terminate`).
-    func terminate(_ ids: Set<String>) {
+    /// A one-shot plugin's process group gets `signal` at once, and is stopped as before
+    /// (SIGTERM, then SIGKILL after its grace period) if it still runs `grace` seconds later;
+    /// anything else (a built-in, a persistent plugin's call) is cancelled now.
+    func terminate(_ ids: Set<String>, signal: Int32 = SIGTERM, grace: Double = 3) {
         for entry in inflight.withLock({ Array($0.values) }) where ids.contains(entry.taskID) {
             let first = entry.fate.withLock { f -> Bool in
                 guard f == .running else { return false }
                 f = .revoked
                 return true
             }
-            if first {
-                logger.warning("terminating a revoked task", metadata: ["task_id": .string(entry.taskID)])
+            guard first else { continue }
+            entry.terminatedBy.store(signal, ordering: .relaxed)
+            logger.warning("terminating a revoked task", metadata: ["task_id": .string(entry.taskID), "signal": .string(Signals.name(signal))])
+            if signal != SIGTERM, entry.cancellation?.deliver(signal) == true {
+                Task {
+                    try? await Task.sleep(for: .milliseconds(Int(grace * 1000)))
+                    entry.task.withLock { $0 }?.cancel()
+                }
+            } else {
                 entry.task.withLock { $0 }?.cancel()
             }
         }
