@@ -1,6 +1,7 @@
 import ArgumentParser
 import Celerity
 import Foundation
+import RedisClient
 
 struct DeadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -90,11 +91,20 @@ struct RevokeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "revoke",
         abstract: "Revoke tasks: queued or delayed calls never run (REVOKED is stored).",
-        discussion: "With --terminate, running executions are stopped too: plugins are killed (process group), a built-in's result is discarded."
+        discussion: """
+        With --terminate, running executions are stopped too: plugins are killed (process group), a built-in's result is discarded.
+        The ids are written to Celerity's revoked set (Celerity workers read it) and the revocation is also broadcast
+        as Celery's remote-control revoke {task_id, terminate, signal}, so a Python Celery worker holding the task
+        obeys it too (as app.control.revoke: no reply awaited).
+        """
     )
     @Argument(help: "Task ids.") var ids: [String]
     @Flag(name: .long, help: "Also stop running executions.") var terminate = false
+    @Option(name: .long, help: ArgumentHelp("With --terminate: the signal Python Celery workers send (default SIGTERM).", valueName: "SIG")) var signal: String?
     @OptionGroup var connection: ConnectionOptions
+    func validate() throws {
+        if signal != nil && !terminate { throw ValidationError("--signal needs --terminate") }
+    }
     func run() async throws {
         let client: CelerityClient
         do {
@@ -105,6 +115,10 @@ struct RevokeCommand: AsyncParsableCommand {
         }
         do {
             for id in ids { try await client.revoke(id, terminate: terminate) }
+            let control = ControlClient(redis: Redis(url: client.broker, label: "revoke-broadcast"))
+            try await control.broadcast("revoke", arguments: .object([JSONMember("task_id", .array(ids.map(JSONValue.string))),
+                                                                     JSONMember("terminate", .bool(terminate)),
+                                                                     JSONMember("signal", .string(signal ?? "SIGTERM"))]), reply: false)
         } catch {
             throw fail(error)
         }
