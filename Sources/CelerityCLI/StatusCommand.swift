@@ -12,7 +12,8 @@ struct StatusCommand: AsyncParsableCommand {
 
         WAITING counts every priority list of a queue: P0-2 is the main list, P3-5, P6-8 and P9 the \\x06\\x16 sub-lists. IN FLIGHT is a worker's processing list (fetched, not yet acked). A dead worker (known, no heartbeat) keeps its list until a live worker hands it back.
 
-        PING lists the nodes that answered a remote-control ping within --ping-timeout (1 s; 0: no ping):
+        PING lists the nodes that answered a remote-control ping within --ping-timeout (1 s, with --watch at most its
+        interval; 0: no ping):
         Celerity workers and Python Celery workers alike (those have no Celerity heartbeat, so they are
         not in the WORKER table). Apart from that one broadcast, status only reads.
 
@@ -40,9 +41,10 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     /// The snapshot, with the nodes that answer `ping` (read at the same time).
+    /// With --watch, the ping waits at most one refresh interval (the refresh then takes it).
     func take(_ inspector: Inspector, _ control: ControlClient, queues: [String]?) async throws -> Inspector.Snapshot {
         guard pingTimeout > 0 else { return try await inspector.snapshot(queues: queues) }
-        let timeout = pingTimeout
+        let timeout = min(pingTimeout, watch ?? pingTimeout)
         async let pongs = control.broadcast("ping", timeout: timeout)
         var snapshot = try await inspector.snapshot(queues: queues)
         let known = Set(snapshot.workers.filter(\.alive).map(\.node))
@@ -77,6 +79,7 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let tty = isatty(STDOUT_FILENO) == 1
         while true {
+            let began = Date()
             do {
                 let snapshot = try await take(inspector, control, queues: only)
                 if tty && !json { write("\u{1B}[H\u{1B}[2J") }
@@ -85,7 +88,8 @@ struct StatusCommand: AsyncParsableCommand {
                 // Keep watching: the connection comes back by itself when Redis does.
                 FileHandle.standardError.write(Data("\(CeleryDate.format(Date())) cannot read the broker at \(inspector.redis.url): \(error)\n".utf8))
             }
-            try await Task.sleep(for: .milliseconds(Int(watch * 1000)))
+            let left = watch - Date().timeIntervalSince(began)
+            if left > 0 { try await Task.sleep(for: .milliseconds(Int(left * 1000))) }
         }
     }
 
