@@ -93,9 +93,8 @@ struct RevokeCommand: AsyncParsableCommand {
         abstract: "Revoke tasks: queued or delayed calls never run (REVOKED is stored).",
         discussion: """
         With --terminate, running executions are stopped too: plugins are killed (process group), a built-in's result is discarded.
-        The ids are written to Celerity's revoked set (Celerity workers read it) and the revocation is also broadcast
-        as Celery's remote-control revoke {task_id, terminate, signal}, so a Python Celery worker holding the task
-        obeys it too (as app.control.revoke: no reply awaited).
+
+        The ids are written to Celerity's revoked set (Celerity workers read it), and the revocation is also broadcast as Celery's remote-control revoke {task_id, terminate, signal}, so that a Python Celery worker holding the task obeys it too (as app.control.revoke does: no reply awaited).
         """
     )
     @Argument(help: "Task ids.") var ids: [String]
@@ -115,12 +114,17 @@ struct RevokeCommand: AsyncParsableCommand {
         }
         do {
             for id in ids { try await client.revoke(id, terminate: terminate) }
+        } catch {
+            throw fail(error)
+        }
+        do {
             let control = ControlClient(redis: Redis(url: client.broker, label: "revoke-broadcast"))
             try await control.broadcast("revoke", arguments: .object([JSONMember("task_id", .array(ids.map(JSONValue.string))),
                                                                      JSONMember("terminate", .bool(terminate)),
                                                                      JSONMember("signal", .string(signal ?? "SIGTERM"))]), reply: false)
         } catch {
-            throw fail(error)
+            throw fail("revoked \(ids.count) for Celerity workers, but the broadcast to Python Celery workers (PUBLISH on /\(client.broker.db).celery.pidbox) failed: \(error)",
+                       CelerityExit(error, otherwise: .redisUnreachable))
         }
         print("revoked \(ids.count)")
     }

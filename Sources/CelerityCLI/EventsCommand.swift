@@ -8,19 +8,11 @@ struct EventsCommand: AsyncParsableCommand {
         commandName: "events",
         abstract: "Watch the workers' Celery events (Celerity and Python Celery workers alike).",
         discussion: """
-        A live view, refreshed every --refresh seconds: the workers (online while their last heartbeat
-        is younger than 2 × its freq, Celery's rule; offline after worker-offline), their active and
-        processed counts, task rates (received/succeeded/failed per second over the last 10 s) and the
-        latest tasks. With --dump: every event as one line of JSON (task.multi batches unpacked), for
-        piping. On a stdout that is not a terminal the live view prints plain frames.
+        A live view, refreshed every --refresh seconds: the workers (online while their last heartbeat is younger than 2 × its freq, Celery's rule; offline after worker-offline), their active and processed counts, task rates (received/succeeded/failed per second over the last 10 s) and the latest 15 tasks. With --dump: every event as one line of JSON (task.multi batches unpacked), for piping. On a stdout that is not a terminal the live view prints plain frames.
 
-        At start it asks the workers for a heartbeat (as Celery's receiver does: no reply awaited).
-        Task events are off on workers unless started with -E (or turned on remotely): pass
-        --enable-events to send them enable_events first (Flower does this at start). The command
-        does not turn them off again at the end (nor does Flower): celerity control disable_events.
+        At start it asks the workers for a heartbeat (as Celery's receiver does; no reply awaited). Task events are off on workers unless started with -E (or turned on remotely): pass --enable-events to send enable_events first (Flower does so at start). Nothing turns them off again at the end (Flower does not either): celerity control disable_events.
 
-        Ctrl-C (or --duration) ends it with exit status 0. Exit status: 2 bad manifest or URL,
-        4 Redis cannot be reached, 6 Redis refused access.
+        Ctrl-C (or --duration) ends it with exit status 0. Exit status otherwise: 2 bad manifest or URL, 4 Redis cannot be reached, 6 Redis refused access.
         """
     )
 

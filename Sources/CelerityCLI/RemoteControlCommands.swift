@@ -97,7 +97,7 @@ struct RemoteCommandSpec: Sendable {
     }
 
     static func listing(_ kind: Kind) -> String {
-        all.filter { $0.kind == kind }.map { "  \($0.name) \($0.signature)".padding(toLength: 60, withPad: " ", startingAt: 0) + $0.help }.joined(separator: "\n")
+        all.filter { $0.kind == kind }.map { "  \($0.name)\($0.signature.isEmpty ? "" : " " + $0.signature)\n      \($0.help)" }.joined(separator: "\n")
     }
 
     /// The request's `arguments` from command-line words, as Celery's `_compile_arguments`
@@ -241,10 +241,9 @@ struct InspectCommand: AsyncParsableCommand {
         Commands:
         \(RemoteCommandSpec.listing(.inspect))
 
-        Prints "->  <node>: OK" and each reply, then how many nodes answered; --json prints {node: reply}.
-        Exit status: 0 some node replied, 1 a node answered an error, 2 bad manifest or URL,
-        3 no node replied within --timeout (Celery's own CLI exits 69), 4 Redis cannot be reached,
-        6 Redis refused access, 64 bad command line (unknown command, bad argument).
+        Prints "->  <node>: OK" and each reply, then how many nodes answered; --json prints {node: reply}. Works with Celerity and Python Celery workers alike. The wait ends after --timeout, or once every node named with -d has replied.
+
+        Exit status: 0 some node replied, 1 a node answered an error, 2 bad manifest or URL, 3 no node replied within --timeout (Celery's own CLI exits 69), 4 Redis cannot be reached, 6 Redis refused access, 64 bad command line (unknown command, bad argument).
         """
     )
 
@@ -276,12 +275,9 @@ struct ControlCommand: AsyncParsableCommand {
         Commands:
         \(RemoteCommandSpec.listing(.control))
 
-        Arguments are sent under the names Celery's handlers read (pool_grow 2 → {"n": 2};
-        revoke ID → {"task_id": [ID], "terminate": false, "signal": "SIGTERM"}).
-        A reply {"error": "..."} is shown as "->  <node>: ERROR" and makes the exit status 1.
-        Exit status: 0 every node that replied agreed, 1 some node answered an error, 2 bad manifest
-        or URL, 3 no node replied within --timeout (shutdown: never, workers do not reply to it),
-        4 Redis cannot be reached, 6 Redis refused access, 64 bad command line.
+        Arguments are sent under the names Celery's handlers read (pool_grow 2 → {"n": 2}; revoke ID → {"task_id": [ID], "terminate": false, "signal": "SIGTERM"}). A reply {"error": "..."} is shown as "->  <node>: ERROR" and makes the exit status 1.
+
+        Exit status: 0 every node that replied agreed, 1 some node answered an error, 2 bad manifest or URL, 3 no node replied within --timeout (not for shutdown: workers do not reply to it), 4 Redis cannot be reached, 6 Redis refused access, 64 bad command line.
         """
     )
 
