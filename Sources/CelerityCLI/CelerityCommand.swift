@@ -21,7 +21,8 @@ struct CelerityCommand: AsyncParsableCommand {
           1  the task failed (FAILURE or REVOKED), or what the command checks did not pass
              (plugin check, dead show/retry of entries that are not there, a worker that failed)
           2  bad manifest, URL or input
-          3  no result (yet): --timeout ran out, or the task has not finished (result without --wait)
+          3  no result (yet): --timeout ran out, or the task has not finished (result without --wait);
+             inspect/control: no node replied within --timeout (Celery's own CLI exits 69 for it)
           4  Redis could not be reached
           6  Redis refused access (an ACL permission is missing, or authentication failed)
           64 bad command line (unknown option, out-of-range value)
@@ -29,7 +30,7 @@ struct CelerityCommand: AsyncParsableCommand {
         A URL with a password given as --broker is visible to every local user (ps); prefer $CELERITY_BROKER_URL.
         """,
         version: CelerityVersion.string,
-        subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, StatusCommand.self, CheckCommand.self, PluginCommand.self]
+        subcommands: [WorkerCommand.self, UpCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, StatusCommand.self, InspectCommand.self, ControlCommand.self, EventsCommand.self, CheckCommand.self, PluginCommand.self]
     )
 }
 

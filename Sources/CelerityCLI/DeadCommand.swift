@@ -1,6 +1,7 @@
 import ArgumentParser
 import Celerity
 import Foundation
+import RedisClient
 
 struct DeadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -90,11 +91,19 @@ struct RevokeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "revoke",
         abstract: "Revoke tasks: queued or delayed calls never run (REVOKED is stored).",
-        discussion: "With --terminate, running executions are stopped too: plugins are killed (process group), a built-in's result is discarded."
+        discussion: """
+        With --terminate, running executions are stopped too: plugins are killed (process group), a built-in's result is discarded.
+
+        The ids are written to Celerity's revoked set (Celerity workers read it), and the revocation is also broadcast as Celery's remote-control revoke {task_id, terminate, signal}, so that a Python Celery worker holding the task obeys it too (as app.control.revoke does: no reply awaited).
+        """
     )
     @Argument(help: "Task ids.") var ids: [String]
     @Flag(name: .long, help: "Also stop running executions.") var terminate = false
+    @Option(name: .long, help: ArgumentHelp("With --terminate: the signal Python Celery workers send (default SIGTERM).", valueName: "SIG")) var signal: String?
     @OptionGroup var connection: ConnectionOptions
+    func validate() throws {
+        if signal != nil && !terminate { throw ValidationError("--signal needs --terminate") }
+    }
     func run() async throws {
         let client: CelerityClient
         do {
@@ -107,6 +116,15 @@ struct RevokeCommand: AsyncParsableCommand {
             for id in ids { try await client.revoke(id, terminate: terminate) }
         } catch {
             throw fail(error)
+        }
+        do {
+            let control = ControlClient(redis: Redis(url: client.broker, label: "revoke-broadcast"))
+            try await control.broadcast("revoke", arguments: .object([JSONMember("task_id", .array(ids.map(JSONValue.string))),
+                                                                     JSONMember("terminate", .bool(terminate)),
+                                                                     JSONMember("signal", .string(signal ?? "SIGTERM"))]), reply: false)
+        } catch {
+            throw fail("revoked \(ids.count) for Celerity workers, but the broadcast to Python Celery workers (PUBLISH on /\(client.broker.db).celery.pidbox) failed: \(error)",
+                       CelerityExit(error, otherwise: .redisUnreachable))
         }
         print("revoked \(ids.count)")
     }

@@ -12,6 +12,11 @@ struct StatusCommand: AsyncParsableCommand {
 
         WAITING counts every priority list of a queue: P0-2 is the main list, P3-5, P6-8 and P9 the \\x06\\x16 sub-lists. IN FLIGHT is a worker's processing list (fetched, not yet acked). A dead worker (known, no heartbeat) keeps its list until a live worker hands it back.
 
+        PING lists the nodes that answered a remote-control ping within --ping-timeout (1 s, with --watch at most its
+        interval; 0: no ping):
+        Celerity workers and Python Celery workers alike (those have no Celerity heartbeat, so they are
+        not in the WORKER table). Apart from that one broadcast, status only reads.
+
         Exit status: 0 ok, 2 bad manifest or URL, 4 Redis cannot be reached.
         """
     )
@@ -25,24 +30,48 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Refresh every N seconds until interrupted.", valueName: "N"))
     var watch: Double?
 
+    @Option(name: .customLong("ping-timeout"), help: ArgumentHelp("Seconds to wait for ping replies (0: send no ping).", valueName: "s"))
+    var pingTimeout: Double = 1
+
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
         if let watch, !(watch >= 0.1) { throw ValidationError("--watch must be at least 0.1 seconds") }
+        if !(pingTimeout >= 0 && pingTimeout <= 60) { throw ValidationError("--ping-timeout must be between 0 and 60 seconds") }
+    }
+
+    /// The snapshot, with the nodes that answer `ping` (read at the same time).
+    /// With --watch, the ping waits at most one refresh interval (the refresh then takes it).
+    func take(_ inspector: Inspector, _ control: ControlClient, queues: [String]?) async throws -> Inspector.Snapshot {
+        guard pingTimeout > 0 else { return try await inspector.snapshot(queues: queues) }
+        let timeout = min(pingTimeout, watch ?? pingTimeout)
+        async let pongs = control.broadcast("ping", timeout: timeout)
+        var snapshot = try await inspector.snapshot(queues: queues)
+        let known = Set(snapshot.workers.filter(\.alive).map(\.node))
+        do {
+            snapshot.pinged = try await pongs.map { r in
+                Inspector.PingInfo(node: r.node, reply: r.value["ok"]?.stringValue ?? r.value.serialized(), celerity: known.contains(r.node))
+            }.sorted { $0.node < $1.node }
+        } catch {
+            // A user that may read but not publish (an ACL) still gets the rest.
+            FileHandle.standardError.write(Data("status: ping not sent: \(error)\n".utf8))
+        }
+        return snapshot
     }
 
     func run() async throws {
-        let inspector: Inspector
+        let inspector: Inspector, control: ControlClient
         do {
             let manifest = try connection.loadManifest(required: false)
             inspector = try Inspector(broker: connection.brokerURL(manifest), manifest: manifest)
+            control = ControlClient(redis: Redis(url: inspector.redis.url, label: "status-ping"))
         } catch {
             throw badInput(error)
         }
         let only = queue.isEmpty ? nil : queue
         guard let watch else {
             let snapshot: Inspector.Snapshot
-            do { snapshot = try await inspector.snapshot(queues: only) } catch {
+            do { snapshot = try await take(inspector, control, queues: only) } catch {
                 throw fail("cannot read the broker at \(inspector.redis.url): \(error)", .redisUnreachable)
             }
             try emit(snapshot, compact: false)
@@ -50,15 +79,17 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let tty = isatty(STDOUT_FILENO) == 1
         while true {
+            let began = Date()
             do {
-                let snapshot = try await inspector.snapshot(queues: only)
+                let snapshot = try await take(inspector, control, queues: only)
                 if tty && !json { write("\u{1B}[H\u{1B}[2J") }
                 try emit(snapshot, compact: true)
             } catch {
                 // Keep watching: the connection comes back by itself when Redis does.
                 FileHandle.standardError.write(Data("\(CeleryDate.format(Date())) cannot read the broker at \(inspector.redis.url): \(error)\n".utf8))
             }
-            try await Task.sleep(for: .milliseconds(Int(watch * 1000)))
+            let left = watch - Date().timeIntervalSince(began)
+            if left > 0 { try await Task.sleep(for: .milliseconds(Int(left * 1000))) }
         }
     }
 
@@ -110,6 +141,10 @@ enum StatusTable {
             out += line + "  " + cut(queues, 28) + "\n"
         }
         out += "\n"
+        if let pinged = s.pinged {
+            let names = pinged.map { $0.node + ($0.celerity ? "" : " (no Celerity heartbeat)") }
+            out += "Ping          " + (pinged.isEmpty ? "no node answered" : "\(pinged.count) answered: " + names.joined(separator: ", ")) + "\n"
+        }
         let d = s.delayed
         var delayed = "\(d.count)"
         if let due = d.nextDue { delayed += ", next due \(relative(due, from: s.at))" + (d.nextQueue.map { " (\($0))" } ?? "") }

@@ -21,9 +21,14 @@ extension Inspector {
         public var delayed: DelayedInfo
         public var deadLetters: DeadLetterInfo
         public var revoked: RevokedInfo
+        /// The nodes that answered a remote-control `ping` (Celerity and Python Celery workers
+        /// alike), by name; nil when none was sent (`Inspector.snapshot` sends none:
+        /// `celerity status` adds it).
+        public var pinged: [PingInfo]?
 
         public init(at: Date, broker: String, queues: [QueueInfo], workers: [WorkerInfo], delayed: DelayedInfo,
-                    deadLetters: DeadLetterInfo, revoked: RevokedInfo) {
+                    deadLetters: DeadLetterInfo, revoked: RevokedInfo, pinged: [PingInfo]? = nil) {
+            self.pinged = pinged
             self.at = at
             self.broker = broker
             self.queues = queues
@@ -63,6 +68,22 @@ extension Inspector {
                 return date
             }
             return d
+        }
+    }
+
+    /// A node that answered `ping`.
+    public struct PingInfo: Sendable, Codable, Equatable {
+        public var node: String
+        /// Its answer as sent (`{"ok": "pong"}`).
+        public var reply: String
+        /// Whether it is a Celerity worker known to this broker (has a heartbeat key); a Python
+        /// Celery worker has none.
+        public var celerity: Bool
+
+        public init(node: String, reply: String, celerity: Bool) {
+            self.node = node
+            self.reply = reply
+            self.celerity = celerity
         }
     }
 
