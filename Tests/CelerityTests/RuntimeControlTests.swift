@@ -62,18 +62,35 @@ extension Integration {
             var shrunk: [AsyncResult] = []
             for _ in 0..<3 { shrunk.append(try await client.send("o.sleep", args: [1.5])) }
             for g in grown { _ = try await g.get(timeout: .seconds(20)) }
-            try await Task.sleep(for: .milliseconds(500))
+            // One at a time: never two seen running, and the three take three times as long.
+            let freed = Date()
             var seen: [Int] = []
             for _ in 0..<3 {
-                seen.append(try await Self.activeCount(h))
                 try await Task.sleep(for: .milliseconds(300))
+                seen.append(try await Self.activeCount(h))
             }
-            #expect(seen.allSatisfy { $0 == 1 }, "active while shrunk to 1: \(seen)\nworker:\n\(h.worker.output.suffix(3000))")
+            #expect(seen.allSatisfy { $0 <= 1 } && seen.contains(1), "active while shrunk to 1: \(seen)\nworker:\n\(h.worker.output.suffix(3000))")
             for s in shrunk { _ = try await s.get(timeout: .seconds(20)) }
+            #expect(Date().timeIntervalSince(freed) >= 4.2, "three 1.5 s sleeps at concurrency 1")
             // Never below 1: Celery's error shape (a ValueError), and the concurrency stays 1.
             let refused = try await Self.control(h, #"pool_shrink={"n": 1}"#)
             #expect(refused["error"]?.stringValue?.hasPrefix("ValueError(") == true, "\(refused)")
             #expect(try await Self.control(h, "inspect:stats")["pool"]?["max-concurrency"] == .int(1))
+            #expect(await h.stop() == 0)
+        }
+
+        /// `-c 1` runs messages one at a time in the order fetched; grown, side by side.
+        @Test func poolGrowOfAWorkerStartedWithOneSlot() async throws {
+            let redis = try await sharedRedis.value
+            let h = try WorkerHarness(redis: redis, tasks: Self.tasks, concurrency: 1, db: 12)
+            let client = try h.client()
+            #expect(try await Self.control(h, "pool_grow") == Self.ok("pool will grow"))
+            let began = Date()
+            var runs: [AsyncResult] = []
+            for _ in 0..<2 { runs.append(try await client.send("o.sleep", args: [2])) }
+            #expect(try await eventually(seconds: 3) { try await Self.activeCount(h) == 2 }, "worker:\n\(h.worker.output.suffix(2000))")
+            for r in runs { _ = try await r.get(timeout: .seconds(20)) }
+            #expect(Date().timeIntervalSince(began) < 3.9, "two 2 s sleeps with two slots")
             #expect(await h.stop() == 0)
         }
 

@@ -14,10 +14,10 @@ extension Worker {
         switch r.argument("n") {
         case nil, .null?: n = 1
         case let v?:
-            guard let k = v.intValue ?? v.stringValue.flatMap({ Int($0) }), k >= 0 else {
+            guard let k = v.intValue ?? v.stringValue.flatMap({ Int($0) }) else {
                 return Self.error(PythonRepr.exception(type: "ValueError", message: "invalid literal for int() with base 10: \(v.serialized())"))
             }
-            n = k
+            n = max(k, 0)   // Celery: range(n) of a negative n changes nothing
         }
         let changed = runtime.resize(by: grow ? n : -n)
         let room = max(config.prefetchMultiplier, 1)
