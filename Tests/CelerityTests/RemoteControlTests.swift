@@ -12,7 +12,7 @@ extension Integration {
         static let cases = ["ping", "ping-filter", "cli-ping", "cli-status", "cli-inspect", "stats", "registered", "active-queues",
                             "conf", "clock", "report", "active", "reserved", "scheduled", "query-task", "revoke-reply", "revoked",
                             "revoke-queued", "revoke-delayed", "revoke-terminate", "terminate-command", "asyncresult-revoke",
-                            "unknown-command", "pidbox-garbage", "cli-control", "heartbeat", "events-toggle", "events-shape"]
+                            "unknown-command", "pidbox-garbage", "add-cancel-consumer", "limits", "pool-grow-shrink", "cli-control", "heartbeat", "events-toggle", "events-shape"]
 
         @Test func celeryInspectControlAndRevokeWorkWithACelerityWorker() async throws {
             let redis = try await sharedRedis.value

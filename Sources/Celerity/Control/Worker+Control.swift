@@ -20,7 +20,7 @@ extension Worker {
             })
         case "registered":
             return .array(handlers.keys.filter { !$0.hasPrefix("celery.") }.sorted().map { .string($0) })
-        case "active_queues": return .array(config.queues.map(Self.queueInfo))
+        case "active_queues": return .array(runtime.queues.map(Self.queueInfo))
         case "revoked": return .array(revocations.all.sorted().map { .string($0) })
         case "conf": return confReply()
         case "query_task": return await queryTask(r)
@@ -40,7 +40,13 @@ extension Worker {
             // A cast (Flower sends it at start-up): an immediate worker-heartbeat, as Python's.
             events.send("worker-heartbeat", fields: [JSONMember("freq", .double(5))] + EventDispatcher.software)
             return nil
-        case "pool_grow", "pool_shrink", "add_consumer", "cancel_consumer", "rate_limit", "time_limit", "autoscale":
+        case "pool_grow": return poolResize(r, grow: true)
+        case "pool_shrink": return poolResize(r, grow: false)
+        case "add_consumer": return addConsumer(r)
+        case "cancel_consumer": return cancelConsumer(r)
+        case "rate_limit": return rateLimit(r)
+        case "time_limit": return timeLimit(r)
+        case "autoscale":
             return .object([JSONMember("error", .string("'\(r.method)' is not supported by Celerity workers yet"))])
         case "hello":
             // Another worker starting up: our revoked ids (none to our own hello).
@@ -71,7 +77,7 @@ extension Worker {
             JSONMember("clock", .string(String(controlClock.now))),
             JSONMember("uptime", .int(uptime)),
             JSONMember("pool", .object([
-                JSONMember("implementation", "celerity:TaskGroup"), JSONMember("max-concurrency", .int(config.concurrency)),
+                JSONMember("implementation", "celerity:TaskGroup"), JSONMember("max-concurrency", .int(runtime.concurrency)),
                 JSONMember("processes", .array([.int(Int(getpid()))])), JSONMember("max-tasks-per-child", "N/A"),
                 JSONMember("put-guarded-by-semaphore", false), JSONMember("timeouts", .array([0, 0])),
             ])),
@@ -83,7 +89,7 @@ extension Worker {
                 JSONMember("uri_prefix", .null), JSONMember("heartbeat", .double(120)), JSONMember("failover_strategy", "round-robin"),
                 JSONMember("alternates", .array([])),
             ])),
-            JSONMember("prefetch_count", .int(config.concurrency * config.prefetchMultiplier)),
+            JSONMember("prefetch_count", .int(runtime.concurrency * config.prefetchMultiplier)),
             JSONMember("rusage", .object([
                 JSONMember("utime", .double(Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6)),
                 JSONMember("stime", .double(Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6)),
@@ -121,7 +127,7 @@ extension Worker {
         return .object([
             JSONMember("broker_url", .string(config.broker.description)), JSONMember("result_backend", .string(backend)),
             JSONMember("result_expires", .int(config.resultBackend.expires)), JSONMember("task_routes", .object(routes)),
-            JSONMember("worker_concurrency", .int(config.concurrency)), JSONMember("worker_prefetch_multiplier", .int(config.prefetchMultiplier)),
+            JSONMember("worker_concurrency", .int(runtime.concurrency)), JSONMember("worker_prefetch_multiplier", .int(config.prefetchMultiplier)),
             JSONMember("include", .array(handlers.keys.sorted().map { .string($0) })),
         ])
     }
@@ -152,7 +158,7 @@ extension Worker {
             guard let member = reply[i].bytes, let score = reply[i + 1].string.flatMap(Double.init),
                   let zero = member.firstIndex(of: 0) else { continue }
             let queue = Keys.queueName(fromListKey: String(decoding: member[..<zero], as: UTF8.self))
-            guard config.queues.contains(queue), let m = try? TaskMessage.decode(Array(member[(zero + 1)...])) else { continue }
+            guard runtime.isConsuming(queue), let m = try? TaskMessage.decode(Array(member[(zero + 1)...])) else { continue }
             out.append((Date(timeIntervalSince1970: score), HeldTask(message: m, startedAt: nil)))
         }
         return out

@@ -59,6 +59,11 @@ final class Slots: Sendable {
         state.withLock { $0.free -= 1 }
     }
 
+    /// Takes `n` slots away for good, free or not (`pool_shrink`): a debt, as `take`.
+    func shrink(_ n: Int) {
+        state.withLock { $0.free -= n }
+    }
+
     func release(_ n: Int = 1) {
         var wake: [CheckedContinuation<Void, Never>] = []
         state.withLock { s in

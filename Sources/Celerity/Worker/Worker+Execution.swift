@@ -61,6 +61,9 @@ extension Worker {
             (spec, handler) = (s, h)
             if events.isEnabled { events.received(message) }
         }
+        // A rate limit (`rate_limit`): wait for the task's turn holding no execution slot;
+        // the message stays in the processing list meanwhile.
+        if runtime.hasTaskOverrides.load(ordering: .relaxed) { await waitForRate(message.task) }
         // Prefetched messages wait here for an execution slot (the worker's concurrency).
         _ = await slots.acquire()
         if isStopping {
@@ -138,11 +141,13 @@ extension Worker {
         return .run(spec, handler)
     }
 
-    /// The hard and soft time limits of a message (the task's, or the message's if shorter).
+    /// The hard and soft time limits of a message (the task's, as the manifest or
+    /// `time_limit` set them, or the message's if shorter).
     func limits(_ message: TaskMessage, _ spec: TaskSpec) -> (hard: Double?, soft: Double?) {
         var limit = spec.timeLimit
-        if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
         var soft = spec.softTimeLimit
+        if let set = runtime.timeLimits(for: spec.name) { (limit, soft) = (set.hard, set.soft) }
+        if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
         if let sl = message.softTimeLimit, sl > 0 { soft = min(soft ?? sl, sl) }
         if let s = soft, let l = limit, s >= l { soft = nil }   // a soft limit past the hard one never strikes
         return (limit, soft)
@@ -315,6 +320,20 @@ extension Worker {
     static func ms(_ d: Duration) -> String {
         let c = d.components
         return String(format: "%.3f", Double(c.seconds) * 1000 + Double(c.attoseconds) / 1e15)
+    }
+
+    /// Waits until `task` may start under its rate limit (a changed or removed limit ends
+    /// the wait on the old one: the task then takes from the new one, if any).
+    func waitForRate(_ task: String) async {
+        while let bucket = runtime.bucket(for: task) {
+            let due = bucket.reserve()
+            while !bucket.isRetired && !isStopping {
+                let left = ContinuousClock.now.duration(to: due)
+                if left <= .zero { return }
+                try? await Task.sleep(for: min(left, .milliseconds(250)))
+            }
+            if isStopping { return }
+        }
     }
 
     /// Runs a handler; built-ins are abandoned (and fail) at the hard limit, plugins enforce it

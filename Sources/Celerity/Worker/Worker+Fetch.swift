@@ -7,7 +7,12 @@ import Synchronization
 // tasks (docs/architecture.md, steps 1-2).
 
 extension Worker {
-    func fetchLoop(queue: String, prefetch: Slots, room: Int, ownRoom: Bool, batchesInFlight: Int, slots: Slots) async {
+    /// `room`: a room of the queue's own (`prefetch` is then its own), or nil for the shared
+    /// room, whose size follows `pool_grow`/`pool_shrink`. The loop ends at a stop or when
+    /// its queue is cancelled (`cancel_consumer`); what it fetched still runs and is acked.
+    func fetchLoop(_ consumer: QueueConsumer, prefetch: Slots, room ownRoomSize: Int?, batchesInFlight: Int, slots: Slots) async {
+        let queue = consumer.name
+        let ownRoom = ownRoomSize != nil
         let fetcher = broker.makeFetcher(queue)
         var backoff = Backoff(first: 0.1, max: 5)
         let pluginQueue = isPersistentPluginQueue(queue)
@@ -20,14 +25,23 @@ extension Worker {
                 let (stream, feed) = AsyncStream.makeStream(of: (generation: Int, batch: [[UInt8]]).self)
                 inOrder = feed
                 running.addTask {
-                    for await (generation, batch) in stream {
-                        for raw in batch { await self.work([raw], queue: queue, generation: generation, prefetch: prefetch, slots: slots, inFetchLoop: false) }
+                    // Grown by `pool_grow`: messages run side by side (each waits for a slot).
+                    await withDiscardingTaskGroup { side in
+                        for await (generation, batch) in stream {
+                            for raw in batch {
+                                if self.runtime.concurrency > 1 {
+                                    side.addTask { await self.work([raw], queue: queue, generation: generation, prefetch: prefetch, slots: slots, inFetchLoop: false) }
+                                } else {
+                                    await self.work([raw], queue: queue, generation: generation, prefetch: prefetch, slots: slots, inFetchLoop: false)
+                                }
+                            }
+                        }
                     }
                 }
             }
             defer { inOrder?.finish() }
             var pausedFor: String?
-            while !isStopping && !Task.isCancelled {
+            while !isStopping && !consumer.isCancelled && !Task.isCancelled {
                 // A handler of this queue in a crash loop: pause the queue instead of burning its tasks.
                 if let why = poolsByQueue[queue]?.lazy.compactMap(\.unavailability).first {
                     if pausedFor == nil { logger.error("queue paused: a plugin handler of it is unavailable", metadata: ["queue": .string(queue), "reason": .string(why)]) }
@@ -44,10 +58,10 @@ extension Worker {
                 // being fetched, others being run or stored). A queue with a room of its own
                 // waits until a whole batch is free; fetch loops that share a room take what is
                 // free (waiting while holding part of a shared room could deadlock them).
-                let most = max(1, room / batchesInFlight)
+                let most = max(1, (ownRoomSize ?? sharedRoom) / batchesInFlight)
                 var n = await prefetch.acquire(upTo: most)
                 if ownRoom { while n < most && !isStopping { n += await prefetch.acquire(upTo: most - n) } }
-                if isStopping { prefetch.release(n); break }
+                if isStopping || consumer.isCancelled { prefetch.release(n); break }
                 let messages: [[UInt8]]
                 // Read before the fetch: a lapse of the lease after this point makes the
                 // messages of this fetch be checked against the list before they start.
@@ -125,8 +139,9 @@ extension Worker {
                     continue
                 }
                 if messages.count < n { prefetch.release(n - messages.count) }
-                if isStopping {
-                    // Fetched while a stop was requested (a blocking fetch was under way): give them back.
+                if isStopping || consumer.isCancelled {
+                    // Fetched while a stop was requested or the queue cancelled (a blocking
+                    // fetch was under way): give them back.
                     await handBack(messages, queue: queue, prefetch: prefetch)
                     break
                 }

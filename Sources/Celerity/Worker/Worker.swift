@@ -49,6 +49,15 @@ public final class Worker: Service, Sendable {
     let dutyAlarm = DutyAlarm()
     /// Celery's events: worker events always, task events while on (Control/Events.swift).
     public let events: EventDispatcher
+    /// What remote control changed: concurrency, consumed queues, rate and time limits.
+    let runtime: RuntimeSettings
+    /// Execution slots (the concurrency) and the prefetch room (concurrency × multiplier)
+    /// shared by the queues that have no room of their own; `pool_grow`/`pool_shrink` resize both.
+    let slots: Slots
+    let prefetch: Slots
+    /// Queues added by `add_consumer`, for `serve` to start their fetch loops.
+    let queueStarts: AsyncStream<QueueConsumer>.Continuation
+    private let addedQueues: AsyncStream<QueueConsumer>
 
     /// Batches of results written at once (each flusher its own connection), and fetch loops
     /// per queue: two of each, so a round trip under way never leaves Redis or the worker idle.
@@ -67,6 +76,11 @@ public final class Worker: Service, Sendable {
         self.strays = StrayAudit(broker: broker, logger: logger)
         self.revocations = Revocations(broker: broker, alarm: dutyAlarm, logger: logger)
         self.events = EventDispatcher(url: config.broker, node: config.node, enabled: config.taskEvents, logger: logger, alarm: dutyAlarm)
+        self.runtime = RuntimeSettings(concurrency: config.concurrency, queues: config.queues)
+        self.slots = Slots(config.concurrency)
+        // Messages fetched and not yet acked: Celery's prefetch (concurrency × multiplier).
+        self.prefetch = Slots(config.concurrency * max(config.prefetchMultiplier, 1))
+        (addedQueues, queueStarts) = AsyncStream.makeStream(of: QueueConsumer.self)
         var separateResults: Redis?
         let extendedBy = config.resultBackend.extended ? config.node : nil
         switch config.resultBackend.kind {
@@ -108,7 +122,9 @@ public final class Worker: Service, Sendable {
             case let .plugin(p):
                 switch p.mode {
                 case .oneshot:
-                    hs[spec.name] = OneShotPlugin(spec: p, timeLimit: spec.timeLimit, logger: logger)
+                    // Its limit comes with each call (`TaskCall.deadline`, from `limits`), so
+                    // that `time_limit` can change it at run time.
+                    hs[spec.name] = OneShotPlugin(spec: p, timeLimit: nil, logger: logger)
                 case let .persistent(options):
                     // Tasks naming the same program and options share one pool of processes.
                     if pools[p] == nil {
@@ -193,9 +209,6 @@ public final class Worker: Service, Sendable {
         ]
         logger.info("worker ready", metadata: ["node": .string(config.node)])
 
-        let slots = Slots(config.concurrency)
-        // Messages fetched and not yet acked: Celery's prefetch (concurrency × multiplier).
-        let prefetch = Slots(config.concurrency * max(config.prefetchMultiplier, 1))
         await withDiscardingTaskGroup { background in
             for lane in 0..<Worker.completerLanes { background.addTask { await self.completer.run(lane: lane) } }
             for duty in duties { background.addTask { await duty.run() } }
@@ -211,20 +224,15 @@ public final class Worker: Service, Sendable {
                 background.addTask { await pool.supervise() }
             }
             await withDiscardingTaskGroup { fetchers in
-                for q in self.config.queues {
-                    // A queue whose every task is a tiny built-in gets a prefetch room of its own,
-                    // large: its messages never wait for an execution slot, and the worker keeps
-                    // many batches in flight (fetch, run, store) to keep Redis and both cores busy.
-                    // `-c 1` promises one task at a time, in the order fetched (priority first):
-                    // then every queue takes the usual path with a single fetch loop, since
-                    // light batches and a second loop would run messages side by side.
-                    let serial = self.config.concurrency == 1
-                    let light = !serial && self.isLight(q)
-                    let pool = light ? Slots(Worker.lightRoom) : prefetch
-                    let room = light ? Worker.lightRoom : self.config.concurrency * max(self.config.prefetchMultiplier, 1)
-                    for _ in 0..<(serial ? 1 : Worker.fetchersPerQueue) {
-                        fetchers.addTask { await self.fetchLoop(queue: q, prefetch: pool, room: room, ownRoom: light, batchesInFlight: light ? 8 : 4, slots: slots) }
-                    }
+                for consumer in self.runtime.consumers { self.startFetchers(consumer, in: &fetchers) }
+                // Queues added by `add_consumer` while running; the stream ends at a stop.
+                let starts = self.queueStarts
+                fetchers.addTask {
+                    while !self.isStopping && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(200)) }
+                    starts.finish()
+                }
+                for await consumer in self.addedQueues where !self.isStopping && !consumer.isCancelled {
+                    self.startFetchers(consumer, in: &fetchers)
                 }
             }
             // Every task has finished: write what is left, then stop the flusher.
@@ -238,6 +246,28 @@ public final class Worker: Service, Sendable {
         let s = stats.withLock { $0 }
         logger.info("worker stopped", metadata: ["processed": .stringConvertible(s.processed), "failed": .stringConvertible(s.failed)])
     }
+
+    /// Starts the fetch loops of one consumed queue (they end when it is cancelled).
+    private func startFetchers(_ consumer: QueueConsumer, in fetchers: inout DiscardingTaskGroup) {
+        let q = consumer.name
+        // A queue whose every task is a tiny built-in gets a prefetch room of its own,
+        // large: its messages never wait for an execution slot, and the worker keeps
+        // many batches in flight (fetch, run, store) to keep Redis and both cores busy.
+        // `-c 1` promises one task at a time, in the order fetched (priority first):
+        // then every queue takes the usual path with a single fetch loop, since
+        // light batches and a second loop would run messages side by side.
+        let serial = config.concurrency == 1
+        let light = !serial && isLight(q)
+        let pool = light ? Slots(Worker.lightRoom) : prefetch
+        let room: Int? = light ? Worker.lightRoom : nil   // nil: the shared room, as resized now
+        let slots = self.slots
+        for _ in 0..<(serial ? 1 : Worker.fetchersPerQueue) {
+            fetchers.addTask { await self.fetchLoop(consumer, prefetch: pool, room: room, batchesInFlight: light ? 8 : 4, slots: slots) }
+        }
+    }
+
+    /// The shared prefetch room now (concurrency × multiplier).
+    var sharedRoom: Int { runtime.concurrency * max(config.prefetchMultiplier, 1) }
 
     /// Waits until the broker answers PING, logging and backing off; false if stopped meanwhile.
     private func waitForBroker() async throws -> Bool {
@@ -291,7 +321,7 @@ public final class Worker: Service, Sendable {
         return JSONValue.object([
             JSONMember("node", .string(config.node)), JSONMember("pid", .int(Int(getpid()))),
             JSONMember("host", .string(ProcessInfo.processInfo.hostName)),
-            JSONMember("queues", .array(config.queues.map { .string($0) })), JSONMember("concurrency", .int(config.concurrency)),
+            JSONMember("queues", .array(runtime.queues.map { .string($0) })), JSONMember("concurrency", .int(runtime.concurrency)),
             JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
             JSONMember("failed", .int(s.failed)), JSONMember("retried", .int(s.retried)), JSONMember("revoked", .int(s.revoked)),
             JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),

@@ -1,0 +1,119 @@
+import Foundation
+
+// The remote-control commands that change a running worker, with Celery 5.7's arguments
+// and replies (celery/worker/control.py): pool_grow, pool_shrink, add_consumer,
+// cancel_consumer, rate_limit, time_limit. The state they change is `RuntimeSettings`.
+
+extension Worker {
+    /// `pool_grow n` / `pool_shrink n`: more or fewer execution slots, and the shared
+    /// prefetch room with them. Shrinking stops no running task: the slots it takes away are
+    /// a debt that the next tasks to finish pay back. Below 1 it refuses (a Python worker
+    /// shrinks to no process at all, then answers this same ValueError).
+    func poolResize(_ r: ControlRequest, grow: Bool) -> JSONValue {
+        let n: Int
+        switch r.argument("n") {
+        case nil, .null?: n = 1
+        case let v?:
+            guard let k = v.intValue ?? v.stringValue.flatMap({ Int($0) }) else {
+                return Self.error(PythonRepr.exception(type: "ValueError", message: "invalid literal for int() with base 10: \(v.serialized())"))
+            }
+            n = max(k, 0)   // Celery: range(n) of a negative n changes nothing
+        }
+        let changed = runtime.resize(by: grow ? n : -n)
+        let room = max(config.prefetchMultiplier, 1)
+        if changed > 0 {
+            slots.release(changed)
+            prefetch.release(changed * room)
+        } else if changed < 0 {
+            slots.shrink(-changed)
+            prefetch.shrink(-changed * room)
+        }
+        logger.info("remote control: pool \(grow ? "grown" : "shrunk")", metadata: [
+            "by": .stringConvertible(abs(changed)), "concurrency": .stringConvertible(runtime.concurrency)])
+        if !grow && changed > -n {
+            return Self.error(PythonRepr.exception(type: "ValueError", message: "Can't shrink pool below 1 process"))
+        }
+        return Self.ok(grow ? "pool will grow" : "pool will shrink")
+    }
+
+    /// `add_consumer QUEUE`: fetch loops for it start now (Celery's reply, also when it is
+    /// consumed already: then nothing changes).
+    func addConsumer(_ r: ControlRequest) -> JSONValue {
+        guard let queue = r.argument("queue")?.stringValue, !queue.isEmpty else { return Self.error("queue is required") }
+        if let consumer = runtime.addQueue(queue) {
+            queueStarts.yield(consumer)
+            logger.info("remote control: consuming from queue", metadata: ["queue": .string(queue)])
+        } else {
+            logger.info("remote control: already consuming from queue", metadata: ["queue": .string(queue)])
+        }
+        return Self.ok("add consumer \(queue)")
+    }
+
+    /// `cancel_consumer QUEUE`: its fetch loops end after the fetch under way (what that
+    /// fetch brings goes back to the queue); messages already fetched still run and are acked.
+    func cancelConsumer(_ r: ControlRequest) -> JSONValue {
+        guard let queue = r.argument("queue")?.stringValue, !queue.isEmpty else { return Self.error("queue is required") }
+        if runtime.cancelQueue(queue) {
+            logger.info("remote control: no longer consuming from queue", metadata: ["queue": .string(queue)])
+        }
+        return Self.ok("no longer consuming from \(queue)")
+    }
+
+    /// `rate_limit TASK RATE`: per worker, as in Celery ("10/s", "100/m", "5/h", a number per
+    /// second; 0, "" or None: none).
+    func rateLimit(_ r: ControlRequest) -> JSONValue {
+        let raw = r.argument("rate_limit")
+        let perSecond: Double
+        do throws(RateLimitParser.Failure) {
+            perSecond = try RateLimitParser.perSecond(raw)
+        } catch {
+            switch error {
+            case let .notANumber(text):
+                let inner = PythonRepr.exception(type: "ValueError", message: "could not convert string to float: \(PythonRepr.of(.string(text)))")
+                return Self.error("Invalid rate limit string: \(inner)")
+            case let .unknownUnit(unit):
+                return Self.error(PythonRepr.exception(type: "KeyError", message: unit))
+            }
+        }
+        guard let task = r.argument("task_name")?.stringValue, manifest.tasks[task] != nil else {
+            logger.error("rate limit attempt for unknown task", metadata: ["task": .string(r.argument("task_name")?.stringValue ?? "")])
+            return Self.error("unknown task")
+        }
+        runtime.setRateLimit(task, perSecond: perSecond)
+        // Celery answers by the truth of the argument ("0" is set, and limits nothing).
+        let truthy: Bool
+        switch raw {
+        case nil, .null?: truthy = false
+        case let .string(s)?: truthy = !s.isEmpty
+        case let .bool(b)?: truthy = b
+        case let v?: truthy = (v.doubleValue ?? 0) != 0
+        }
+        if !truthy {
+            logger.info("remote control: rate limit disabled", metadata: ["task": .string(task)])
+            return Self.ok("rate limit disabled successfully")
+        }
+        logger.info("remote control: new rate limit", metadata: ["task": .string(task), "per_second": .stringConvertible(perSecond)])
+        return Self.ok("new rate limit set successfully")
+    }
+
+    /// `time_limit TASK soft hard`: replaces both limits of the task for the calls that start
+    /// from now on (None clears one, as in Celery); a message's own shorter limits still apply.
+    func timeLimit(_ r: ControlRequest) -> JSONValue {
+        guard let task = r.argument("task_name")?.stringValue, manifest.tasks[task] != nil else {
+            logger.error("time limit change for unknown task", metadata: ["task": .string(r.argument("task_name")?.stringValue ?? "")])
+            return Self.error("unknown task")
+        }
+        func seconds(_ name: String) -> Double? {
+            guard let v = r.argument(name) else { return nil }
+            let s = v.doubleValue ?? v.stringValue.flatMap { Double($0) }
+            return s.flatMap { $0 > 0 ? $0 : nil }
+        }
+        let limits = RuntimeSettings.TimeLimits(hard: seconds("hard"), soft: seconds("soft"))
+        runtime.setTimeLimits(task, limits)
+        logger.info("remote control: new time limits", metadata: [
+            "task": .string(task), "soft": .string(limits.soft.map { "\($0)" } ?? "None"), "hard": .string(limits.hard.map { "\($0)" } ?? "None")])
+        return Self.ok("time limits set successfully")
+    }
+
+    static func error(_ text: String) -> JSONValue { .object([JSONMember("error", .string(text))]) }
+}
