@@ -96,9 +96,12 @@ extension Integration {
             let nobody = try await e.cli(["inspect", "ping", "-d", "no-such-node@nowhere", "--timeout", "0.5"])
             #expect(nobody.status == 3 && nobody.output.contains("No nodes replied within time constraint."), "\(nobody.status) \(nobody.output)")
 
-            // An error reply: shown as ERROR, exit 1 (Celerity workers refuse pool_grow).
+            // A control command with an argument, then an error reply: shown as ERROR, exit 1
+            // (Celerity workers refuse autoscale).
             let grow = try await e.cli(["control", "pool_grow", "1", "-d", h.node])
-            #expect(grow.status == 1 && grow.output.contains("->  \(h.node): ERROR"), "\(grow.status) \(grow.output)")
+            #expect(grow.status == 0 && grow.output.contains("pool will grow"), "\(grow.status) \(grow.output)")
+            let autoscale = try await e.cli(["control", "autoscale", "4", "2", "-d", h.node])
+            #expect(autoscale.status == 1 && autoscale.output.contains("->  \(h.node): ERROR"), "\(autoscale.status) \(autoscale.output)")
 
             // status: both listed as answering ping; only the Celerity one has a heartbeat key.
             let status = try await e.cli(["status", "--json"])
