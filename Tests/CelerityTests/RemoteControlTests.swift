@@ -23,6 +23,9 @@ extension Integration {
               plugins.py_add:
                 queue: {q}
                 plugin: [python3, {root}/plugins/py_tasks.py]
+              plugins.py_sleep:
+                queue: {q}
+                plugin: [python3, {root}/plugins/py_tasks.py]
               o.sleep:
                 queue: {q}
                 builtin: sleep
@@ -36,6 +39,12 @@ extension Integration {
                                                  name: "ops-clients")
             #expect(run.status == 0, "ops clients:\n\(run.output)\nworker:\n\(h.worker.output.suffix(3000))")
             for c in Self.cases { #expect(run.output.contains("OK   \(c) ("), "missing: \(c)") }
+            // The revokes again with a plugin as the slow task: queued, and running (terminated).
+            let pluginCases = ["revoke-queued", "revoke-terminate", "terminate-command", "asyncresult-revoke"]
+            let plugin = try await ChildProcess.run(Paths.python3, [Paths.root + "/interop/ops_clients.py"] + common
+                                                    + ["--sleep-task", "plugins.py_sleep", "--only", pluginCases.joined(separator: ",")], name: "ops-plugin-revokes")
+            #expect(plugin.status == 0, "ops clients (plugin):\n\(plugin.output)\nworker:\n\(h.worker.output.suffix(3000))")
+            for c in pluginCases { #expect(plugin.output.contains("OK   \(c) ("), "missing (plugin): \(c)") }
             // `celery control shutdown`: a warm stop, worker-offline published, exit 0 (no reply, as
             // a Python worker gives none).
             let shutdown = try await ChildProcess.run(Paths.python3, [Paths.root + "/interop/ops_clients.py"] + common + ["--only", "shutdown", "--with-shutdown"],
