@@ -4,7 +4,8 @@
 #   apt: redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev (compressed
 #        bodies), nodejs when there is no `node`,
 #        python3 and python3-pip when they are missing;
-#   pip: celery[redis]==5.7.0, flower==2.2.0 (Flower, for the monitoring tests) and numpy.
+#   pip: celery[redis]==5.7.0, flower==2.2.0 (Flower, for the monitoring tests), numpy and
+#        croniter (the cron tests' second oracle, beside Celery's crontab).
 # Uses sudo when not root. Called by scripts/test.sh, scripts/demo.sh and .ci/run.
 set -euo pipefail
 
@@ -56,10 +57,10 @@ fi
 
 if python3 -c "
 import sys
-import celery, flower, numpy, redis
+import celery, flower, numpy, redis, croniter
 sys.exit(0 if celery.__version__ == '$CELERY_VERSION' and flower.__version__ == '$FLOWER_VERSION' else 1)
 " >/dev/null 2>&1; then
-    say "Python packages: celery $CELERY_VERSION, flower $FLOWER_VERSION, redis and numpy present"
+    say "Python packages: celery $CELERY_VERSION, flower $FLOWER_VERSION, redis, numpy and croniter present"
 else
     pip_args=(-q --disable-pip-version-check)
     # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668), and a
@@ -73,8 +74,8 @@ if not venv and not os.access(sysconfig.get_path("purelib"), os.W_OK):
     print("--user")
 ')
     pip_args+=("${extra[@]}")
-    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION flower==$FLOWER_VERSION numpy"
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" "flower==$FLOWER_VERSION" numpy
-    python3 -c 'import celery, flower, numpy, redis' \
-        || die "pip installed celery, flower and numpy, but python3 cannot import them"
+    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION flower==$FLOWER_VERSION numpy croniter==7.0.0"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" "flower==$FLOWER_VERSION" numpy croniter==7.0.0
+    python3 -c 'import celery, flower, numpy, redis, croniter' \
+        || die "pip installed celery, flower, numpy and croniter, but python3 cannot import them"
 fi

@@ -24,7 +24,8 @@ struct CheckCommand: AsyncParsableCommand {
         let path = file ?? ProcessInfo.processInfo.environment["CELERITY_MANIFEST"] ?? "tasks.yaml"
         do {
             let m = try Manifest.load(path: path, builtins: Builtins.registry.names)
-            print("\(path): OK, \(m.tasks.count) task\(m.tasks.count == 1 ? "" : "s"), \(m.workers.count) worker group\(m.workers.count == 1 ? "" : "s")")
+            print("\(path): OK, \(m.tasks.count) task\(m.tasks.count == 1 ? "" : "s"), \(m.workers.count) worker group\(m.workers.count == 1 ? "" : "s")"
+                  + (m.schedules.isEmpty ? "" : ", \(m.schedules.count) schedule\(m.schedules.count == 1 ? "" : "s")"))
             for name in m.taskOrder {
                 guard let t = m.tasks[name] else { continue }
                 let handler: String
@@ -36,6 +37,19 @@ struct CheckCommand: AsyncParsableCommand {
             }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
             for name in m.workflows.keys.sorted() { print("  workflow \(name): \(m.workflows[name]!.summary)") }
+            let now = Date()
+            for e in m.schedules {
+                var zone = ""
+                if case .cron = e.rule, !["UTC", "GMT"].contains(e.timeZone.identifier) { zone = " \(e.timeZone.identifier)" }
+                let next = e.nextFire(after: now).map { "next \(ScheduleDate.format($0, in: e.timeZone))" + (e.timeZone.secondsFromGMT(for: $0) == 0 ? "" : " (\(ScheduleDate.format($0, in: TimeZone(identifier: "UTC")!)))") }
+                    ?? "no fire after now (ended)"
+                var extras: [String] = []
+                if e.misfire != .skip { extras.append("misfire \(e.misfire.rawValue)") }
+                if let start = e.start { extras.append("start \(ScheduleDate.format(start, in: e.timeZone))") }
+                if let end = e.end { extras.append("end \(ScheduleDate.format(end, in: e.timeZone))") }
+                if let limit = e.limit { extras.append("limit \(limit)") }
+                print("  schedule \(e.name): \(e.task) → queue \(e.queue), \(e.rule)\(zone), \(next)" + (extras.isEmpty ? "" : ", " + extras.joined(separator: ", ")))
+            }
         } catch {
             throw fail(error.description, .badInput)
         }

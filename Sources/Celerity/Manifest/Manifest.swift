@@ -21,6 +21,8 @@ public struct Manifest: Sendable {
     public var taskEvents: Bool = false
     /// Workflows declared once by name (`workflows:`): `celerity call <name>` runs one.
     public var workflows: [String: WorkflowSpec] = [:]
+    /// Periodic tasks (`schedules:`), in file order.
+    public var schedules: [ScheduleEntry] = []
 
     public init(path: String? = nil, baseDirectory: String = FileManager.default.currentDirectoryPath, broker: String? = nil,
                 resultBackend: ResultBackendConfig? = nil, tasks: [TaskSpec] = [], workers: [WorkerGroup] = []) {

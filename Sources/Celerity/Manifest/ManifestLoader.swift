@@ -116,7 +116,7 @@ struct ManifestReader {
     mutating func manifest(_ root: Node, baseDirectory: String, builtins: Set<String>?) throws(ManifestError) -> Manifest {
         var m = Manifest(path: path, baseDirectory: baseDirectory)
         var tasksNode: Node?
-        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "result_backend", "tasks", "workers", "defaults", "workflows"]) {
+        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "result_backend", "tasks", "workers", "defaults", "workflows", "schedules"]) {
             switch key {
             case "broker": m.broker = try string(value, "broker")
             case "result_backend": m.resultBackend = try backend(value)
@@ -168,6 +168,9 @@ struct ManifestReader {
         }
         for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "workflows" {
             m.workflows = try workflows(value, tasks: m.tasks)
+        }
+        for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "schedules" {
+            m.schedules = try schedules(value, tasks: m.tasks)
         }
         return m
     }
