@@ -15,8 +15,9 @@ import Synchronization
 /// Threads: `send` and the worker's task hooks run wherever the worker is (the fetchers' and
 /// plugins' reader threads, the cooperative pool): they take a clock value and append a few
 /// references to a buffer under a mutex, never touching Redis. The flusher (`run`, a child task
-/// of the worker's background group) takes the buffer every `flushInterval`, writes each
-/// event's JSON and kombu envelope (`EventWire`) and PUBLISHes them in one pipeline on the
+/// of the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
+/// while there are events), writes each event's JSON and kombu envelope (`EventWire`) and
+/// PUBLISHes them in pipelines of ~96 KiB, one written and sent after the other, on the
 /// dispatcher's own connection, whose hiredis I/O blocks that connection's thread only.
 /// Task events go out gathered as `task.multi` (a JSON array, as a Python worker with -E sends
 /// them); worker events one per message. With task events off, the worker's cost per message
