@@ -3,6 +3,8 @@
 before and after a change (drain rate, end to end, single-call latency).
 
     python3 bench/ab.py --a OLD/.build/release/celerity --b .build/release/celerity [--rounds 4]
+    python3 bench/ab.py --a .build/release/celerity --b .build/release/celerity --b-args=-E --drain-only
+                        (one binary, events off / on)
 
 Each round runs both binaries, in alternating order: the worker drains N add tasks that were
 enqueued before it started (COPY of a prepared list, so both drain the very same bytes),
@@ -46,7 +48,11 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--manifest", default=os.path.join(REPO, "tasks.yaml"),
                     help="tasks.yaml both workers load (one an older binary can read: it refuses keys it does not know)")
+    ap.add_argument("--a-args", default="", help="extra worker arguments of A (space-separated, e.g. -E)")
+    ap.add_argument("--b-args", default="", help="extra worker arguments of B")
+    ap.add_argument("--drain-only", action="store_true", help="measure the drain only (no e2e, no latency)")
     args = ap.parse_args()
+    extra = {"A": args.a_args.split(), "B": args.b_args.split()}
     tmp = tempfile.mkdtemp(prefix="celerity-ab-")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
@@ -72,7 +78,7 @@ def main():
                 name = f"ab-{label}-{rnd}"
                 log = open(os.path.join(tmp, name + ".log"), "wb")
                 w = subprocess.Popen([binary, "worker", "-Q", "add", "-n", name, "-c", str(args.concurrency), "-l", "warning",
-                                      "--manifest", args.manifest, "--broker", url],
+                                      "--manifest", args.manifest, "--broker", url] + extra[label],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
                 while not r.exists(f"celerity:worker:{name}"):
                     time.sleep(0.02)
@@ -84,23 +90,35 @@ def main():
                 drain = args.tasks / (time.time() - t0)
                 r.delete(*[k for k in r.scan_iter("celery-task-meta-*", count=10000)] or ["none"])
                 out = {}
-                for mode, n in (("e2e", args.e2e), ("latency", args.latency)):
+                for mode, n in () if args.drain_only else (("e2e", args.e2e), ("latency", args.latency)):
                     p = subprocess.run([args.bench, mode, "--broker", url, "--calls", str(n)], cwd=REPO, check=True,
                                        capture_output=True, text=True)
                     out[mode] = json.loads(p.stdout.strip().splitlines()[-1])
                 w.send_signal(signal.SIGTERM)
                 w.wait(timeout=60)
+                if args.drain_only:
+                    runs[label].append({"drain": drain})
+                    print(f"round {rnd} {label}: drain {drain:6.0f}/s", flush=True)
+                    continue
                 run = {"drain": drain, "e2e": out["e2e"], "latency": out["latency"]}
                 runs[label].append(run)
                 print(f"round {rnd} {label}: drain {drain:6.0f}/s  e2e {out['e2e']['per_second']:6.0f}/s  "
                       f"latency p50 {out['latency']['p50_ms']:.3f} ms  p99 {out['latency']['p99_ms']:.3f} ms", flush=True)
         print()
         for label, binary in (("A", args.a), ("B", args.b)):
+            if args.drain_only:
+                v = [x["drain"] for x in runs[label]]
+                print(f"{label} ({binary} {' '.join(extra[label])}): drain/s mean {statistics.mean(v):.0f} "
+                      f"median {statistics.median(v):.0f} [{min(v):.0f}–{max(v):.0f}]")
+                continue
             cols = {"drain/s": [x["drain"] for x in runs[label]], "e2e/s": [x["e2e"]["per_second"] for x in runs[label]],
                     "p50 ms": [x["latency"]["p50_ms"] for x in runs[label]], "p99 ms": [x["latency"]["p99_ms"] for x in runs[label]]}
             print(f"{label} ({binary}): " + "   ".join(
                 f"{k} mean {statistics.mean(v):.3f} [{min(v):.3f}–{max(v):.3f}]" if "ms" in k else
                 f"{k} mean {statistics.mean(v):.0f} [{min(v):.0f}–{max(v):.0f}]" for k, v in cols.items()))
+        if args.drain_only:
+            a, b = (statistics.median([x["drain"] for x in runs[k]]) for k in ("A", "B"))
+            print(f"B / A drain (medians): {100 * b / a:.1f}%")
     finally:
         srv.kill()
         srv.wait()

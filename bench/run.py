@@ -17,7 +17,11 @@ Measures, each with the same task names, queues and Redis:
   f. workflows: a chain of N add steps and a chord of N add parts with a sum body, sent once
      by the real Python Celery client (its send timed alone), then carried out by each
      worker from the queue (timed from the copy into the queue to the final result); and
-     sent by Celerity's Swift client to a Celerity worker (send to final result).
+     sent by Celerity's Swift client to a Celerity worker (send to final result);
+  g. the cost of task events: the drain of (a) by a Celerity worker started without and
+     with -E, alternated for --events-rounds rounds (a fresh worker each run), median tasks/s
+     each way and the ratio on/off; with --events-celery, the same for the Celery worker
+     (one round each way) as the reference.
 """
 import argparse
 import json
@@ -119,11 +123,11 @@ class Bench:
                 time.sleep(0.05)
         sys.exit("redis-server did not start (see %s/redis.log)" % self.tmp)
 
-    def celery_worker(self, queues, name):
+    def celery_worker(self, queues, name, extra=()):
         a = self.args
         argv = [sys.executable, "-m", "celery", "-A", "celery_tutorial_app", "worker", "-Q", queues, "-n", name + "@%h",
                 "-P", a.celery_pool, "-c", str(a.concurrency), "-l", "warning",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+                "--without-gossip", "--without-mingle", "--without-heartbeat"] + list(extra)
         p = self.spawn(argv, name + ".log")
         self.wait_until(lambda: self.celery_ready(name), "Celery worker %s" % name, 60)
         return p
@@ -133,9 +137,9 @@ class Bench:
         r = app.control.ping(destination=["%s@%s" % (name, socket.gethostname())], timeout=0.5)
         return bool(r)
 
-    def celerity_worker(self, queues, name):
+    def celerity_worker(self, queues, name, extra=()):
         argv = [os.path.join(BIN, "celerity"), "worker", "-Q", queues, "-n", name, "-c", str(self.args.concurrency),
-                "-l", "warning", "--manifest", os.path.join(REPO, "bench", "tasks.yaml"), "--broker", self.url]
+                "-l", "warning", "--manifest", os.path.join(REPO, "bench", "tasks.yaml"), "--broker", self.url] + list(extra)
         p = self.spawn(argv, name + ".log")
         self.wait_until(lambda: self.r.exists("celerity:worker:" + name), "Celerity worker %s" % name, 30)
         return p
@@ -323,8 +327,61 @@ class Bench:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     # -- the run -----------------------------------------------------------------------------
+    # -- g. the cost of events ------------------------------------------------------------------
+    def events_cost(self):
+        """Drains the kept add tasks with a fresh Celerity worker without -E and one with -E,
+        alternating which goes first, for --events-rounds rounds; medians of tasks/s. With
+        --events-celery, one Celery drain each way too. Returns the rows."""
+        a = self.args
+        rates = {"off": [], "on": []}
+        for rnd in range(a.events_rounds):
+            order = ["off", "on"] if rnd % 2 == 0 else ["on", "off"]
+            for mode in order:
+                name = "celerity-ev-%s-%d" % (mode, rnd)
+                w = self.celerity_worker("add", name, ["-E"] if mode == "on" else [])
+                time.sleep(0.3)
+                took, _ = self.drain(lambda: [w.pid])
+                self.stop(w)
+                self.clear_results()
+                time.sleep(0.5)   # Redis frees the unlinked results in the background
+                rates[mode].append(a.tasks / took)
+                print("   round %d, events %-3s: %.2f s (%.0f tasks/s)" % (rnd, mode, took, a.tasks / took), flush=True)
+        off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+        span = lambda v: "%.0f–%.0f" % (min(v), max(v))
+        rows = [("g. drain, Celerity worker, events off (tasks/s)", "%.0f" % off, "-", span(rates["off"])),
+                ("g. drain, Celerity worker -E, events on (tasks/s)", "%.0f" % on, "-", span(rates["on"])),
+                ("g. events on / off, Celerity (target ≥ 90%)", "%.1f%%" % (100 * on / off), "-", "")]
+        self.events_rates = rates
+        if a.events_celery:
+            cel = {}
+            for mode in ("off", "on"):
+                w = self.celery_worker("add", "celery-ev-" + mode, ["-E"] if mode == "on" else [])
+                time.sleep(0.5)
+                took, _ = self.drain(lambda: process_tree(w.pid))
+                self.stop(w)
+                self.clear_results()
+                cel[mode] = a.tasks / took
+                print("   Celery, events %-3s: %.1f s (%.0f tasks/s)" % (mode, took, cel[mode]), flush=True)
+            rows[0] = rows[0][:2] + ("%.0f" % cel["off"],) + rows[0][3:]
+            rows[1] = rows[1][:2] + ("%.0f" % cel["on"],) + rows[1][3:]
+            rows[2] = rows[2][:2] + ("%.1f%%" % (100 * cel["on"] / cel["off"]),) + rows[2][3:]
+        return rows
+
     def run(self):
         a = self.args
+        if a.only_events:
+            self.start_redis()
+            print("Redis: %s; concurrency %d; %d tasks to drain" % (self.url, a.concurrency, a.tasks), flush=True)
+            self.enqueue(a.tasks)
+            print(self.notes[-1], flush=True)
+            print("g. events off / on, Celerity worker…", flush=True)
+            rows = self.events_cost()
+            print()
+            print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "range"))
+            for r in rows:
+                print("%-52s %12s %12s %10s" % r)
+            print("Logs: %s" % self.tmp)
+            return 0
         self.start_redis()
         print("Redis: %s; concurrency %d for both workers (Celery pool: %s); %d tasks to drain" % (self.url, a.concurrency, a.celery_pool, a.tasks), flush=True)
         self.enqueue(a.tasks)
@@ -375,6 +432,9 @@ class Bench:
         sw_chain = self.swift_workflow("chain")
         sw_chord = self.swift_workflow("chord")
         self.stop(cy)
+        self.clear_results()
+        print("g. events off / on, Celerity worker (%d rounds)…" % a.events_rounds, flush=True)
+        events_rows = self.events_cost() if a.events_rounds > 0 else []
 
         def ratio(x, y):
             return "%.1f×" % (x / y) if y else "n/a"
@@ -403,6 +463,7 @@ class Bench:
                 (p + ": Swift client, send s", "%.3f" % sw["send_seconds"], "-", ""),
                 (p + ": Swift client, send -> final result s", "%.2f" % sw["seconds"], "-", ""),
             ]
+        rows += events_rows
         print()
         print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
         for r in rows:
@@ -416,6 +477,11 @@ class Bench:
                   "   worker: 'worker' is timed from that copy to the final result (the last step's, the body's), and the ratio\n"
                   "   compares only that. The Python client's own time (one run, in both columns) comes on top of it. The Swift\n"
                   "   client rows are one live run against the Celerity worker: apply() (build, freeze, push), then get().")
+        if events_rows:
+            print("g. ratio column: the range of the %d runs each way; the median is shown. Celerity -E publishes task events\n"
+                  "   (task.multi batches); worker heartbeats go out either way. %s"
+                  % (a.events_rounds, "Celery column: one run each way, with and without -E." if a.events_celery else
+                     "--events-celery adds Celery's own cost of -E."))
         print("Workers: Celerity `celerity worker -c %d`; Celery `celery worker -P %s -c %d` (without gossip/mingle/heartbeat)."
               % (a.concurrency, a.celery_pool, a.concurrency))
         print("Logs: %s" % self.tmp)
@@ -436,6 +502,9 @@ def main():
     ap.add_argument("--chord-parts", type=int, default=10_000, help="add parts of the chord (f; 0 skips it)")
     ap.add_argument("--concurrency", type=int, default=8, help="worker concurrency, both workers")
     ap.add_argument("--celery-pool", default="threads", help="Celery worker pool: threads, prefork or solo")
+    ap.add_argument("--events-rounds", type=int, default=3, help="rounds of drains without and with -E (g; 0 skips it)")
+    ap.add_argument("--events-celery", action="store_true", help="g: also drain with a Celery worker without and with -E")
+    ap.add_argument("--only-events", action="store_true", help="run row g alone (with --tasks)")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(BIN, "celerity-bench")):
         sys.exit("release binaries missing: run scripts/bench.sh (or swift build -c release) first")

@@ -130,6 +130,46 @@ struct EventsTests {
         #expect(throws: ManifestError.self) { try Manifest.parse("defaults:\n  events: often\ntasks:\n  a:\n    builtin: add\n", baseDirectory: "/tmp") }
     }
 
+    /// A batch of inline runs is queued as one entry: each outcome still gets received,
+    /// started and its outcome's event, with three clock values of its own, in order; and a
+    /// flush's pipelines hold every event once, in order.
+    @Test func aBatchOfInlineRunsIsAnnouncedPerTaskAndPipelinesKeepTheOrder() throws {
+        let outcomes: [(Outcome, Disposal)] = (0..<50).map { i in
+            (Outcome(result: .success(.int(i)), message: TaskMessage(id: "id-\(i)", task: "t.add", args: [.int(i)], kwargs: [], queue: "q"),
+                     spec: nil, runtime: .milliseconds(1)), .complete(nil))
+        }
+        var wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")
+        wire.maxBatchBytes = 2048
+        wire.maxPipelineBytes = 8192
+        let events: [PendingEvent] = [.finishedBatch(Array(outcomes[..<25]), clock: 75, at: 10),
+                                      .started(id: "other", clock: 76, at: 10),
+                                      .finishedBatch(Array(outcomes[25...]), clock: 151, at: 11)]
+        var pipelines = 0
+        var rest = events[...]
+        var all: [JSONValue] = []
+        while !rest.isEmpty {
+            let (commands, used) = wire.pipeline(rest)
+            #expect(used > 0)
+            rest = rest.dropFirst(used)
+            pipelines += 1
+            for c in commands {
+                let env = try JSONValue(parsing: c.arguments[2])
+                #expect(c.arguments[2].count < 32 * 1024)
+                let b64 = try #require(env["body"]?.stringValue)
+                let data = try #require(Data(base64Encoded: b64))
+                let body = try JSONValue(parsing: Array(data))
+                all += try #require(body.arrayValue)
+            }
+        }
+        #expect(pipelines > 1)
+        #expect(all.compactMap { $0["clock"]?.intValue } == Array(1...151))
+        let types = all.compactMap { $0["type"]?.stringValue }
+        #expect(types.count == 151 && types[75] == "task-started" && all[75]["uuid"]?.stringValue == "other")
+        #expect(Array(types[..<3]) == ["task-received", "task-started", "task-succeeded"])
+        #expect(all[150]["uuid"]?.stringValue == "id-49" && all[150]["result"]?.stringValue == "49" && types[149] == "task-started")
+        #expect(wire.commands(events).count >= pipelines)
+    }
+
     @Test func largeBatchesAreSplitIntoSeveralMessages() throws {
         let message = TaskMessage(id: "id", task: "t", args: [.string(String(repeating: "x", count: 900))], kwargs: [], queue: "q")
         var wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")

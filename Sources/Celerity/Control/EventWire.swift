@@ -14,6 +14,10 @@ enum PendingEvent: Sendable {
     /// The outcome's event (`Worker.record`); `announce`: preceded by `task-received` and
     /// `task-started` (a tiny built-in run where it was fetched: `clock` is the last of three).
     case finished(Outcome, retried: Bool, announce: Bool, clock: Int, at: Double)
+    /// `finished(announce: true)` for each outcome of a batch of inline runs, handed over as
+    /// the batch itself (one reference, not a copy of each outcome); `clock`: the last of
+    /// 3 per outcome, the first outcome's first.
+    case finishedBatch([(Outcome, Disposal)], clock: Int, at: Double)
 }
 
 /// Writes events as Celery's dispatcher sends them (celery/events/dispatcher.py, kombu's Redis
@@ -25,15 +29,43 @@ struct EventWire {
     let node: String
     let pid: Int
     let channelPrefix: String
-    /// A message holds task events until its body passes this many bytes.
-    var maxBatchBytes = 48 * 1024
+    /// A message holds task events until its body passes this many bytes. Its envelope (the
+    /// body in base64, 4/3 of it, and ~330 bytes) stays small for Redis: an argument of 32 KiB
+    /// or more takes Redis's "big argument" path (a fresh query buffer each time); measured
+    /// with -E, 48 KiB bodies cost Redis ~7% of the machine in page faults alone.
+    var maxBatchBytes = 8 * 1024
+    /// A flush writes its PUBLISHes in pipelines of about this many bytes: both copies of a
+    /// pipeline (ours, RESP-encoded, and hiredis's output buffer) stay below glibc's mmap
+    /// threshold (128 KiB), so they reuse heap memory instead of faulting in fresh pages.
+    var maxPipelineBytes = 96 * 1024
+    static let taskMulti = "task.multi"
     /// `{"hostname":"<node>","utcoffset":<h>,"pid":<pid>,"clock":`
     private var prefix: [UInt8] = []
+    /// The constant parts of every envelope: before the base64 body; after it up to the
+    /// routing key; after the routing key up to the delivery tag; the end.
+    private let envelopeHead: [UInt8]
+    private let envelopeMiddle: [UInt8]
+    private let envelopeTail: [UInt8]
+    private static let envelopeEnd: [UInt8] = Array(#""}}"#.utf8)
+    private static let publishName: [UInt8] = Array("PUBLISH".utf8)
+    /// The task.multi channel and its routing key in JSON (every task event batch).
+    private let taskMultiChannel: [UInt8]
+    private let taskMultiKey: [UInt8]
 
     init(node: String, pid: Int, channelPrefix: String) {
         self.node = node
         self.pid = pid
         self.channelPrefix = channelPrefix
+        envelopeHead = Array(#"{"body":""#.utf8)
+        var middle = Array(#"","content-encoding":"utf-8","content-type":"application/json","headers":{"hostname":"#.utf8)
+        JSONValue.writeString(node, into: &middle)
+        middle.append(contentsOf: #"},"properties":{"delivery_mode":1,"delivery_info":{"exchange":"celeryev","routing_key":"#.utf8)
+        envelopeMiddle = middle
+        envelopeTail = Array(#"},"priority":0,"body_encoding":"base64","delivery_tag":""#.utf8)
+        taskMultiChannel = Array((channelPrefix + Self.taskMulti).utf8)
+        var key: [UInt8] = []
+        JSONValue.writeString(Self.taskMulti, into: &key)
+        taskMultiKey = key
         refreshOffset()
     }
 
@@ -59,23 +91,44 @@ struct EventWire {
     /// The PUBLISH commands for `events`, in order: task events batched, worker events alone.
     func commands(_ events: [PendingEvent]) -> [RedisCommand] {
         var out: [RedisCommand] = []
+        var rest = events[...]
+        while !rest.isEmpty {
+            let (pipeline, used) = pipeline(rest)
+            out += pipeline
+            rest = rest.dropFirst(used)
+        }
+        return out
+    }
+
+    /// The PUBLISH commands of the first events of `events`, about `maxPipelineBytes` of
+    /// them, and how many events they hold. A flush writes a pipeline, sends it, then writes
+    /// the next: only one pipeline's envelopes are alive at a time (all of a busy flush's,
+    /// megabytes, made glibc give back and fault in fresh heap pages each flush).
+    func pipeline(_ events: ArraySlice<PendingEvent>) -> (commands: [RedisCommand], used: Int) {
+        var pipeline: [RedisCommand] = []
+        var pipelineBytes = 0
+        func add(_ command: RedisCommand) {
+            pipeline.append(command)
+            pipelineBytes += command.arguments[2].count + 64
+        }
         var batch: [UInt8] = []
-        batch.reserveCapacity(min(maxBatchBytes + 2048, 256 * events.count + 16))
+        batch.reserveCapacity(maxBatchBytes + 2048)
         func flushBatch() {
             guard !batch.isEmpty else { return }
             batch.append(ASCII.closeBracket)
-            out.append(publish(batch, routingKey: "task.multi"))
+            add(publish(batch, routingKey: Self.taskMulti))
             batch.removeAll(keepingCapacity: true)
         }
         func startTaskEvent() {
             batch.append(batch.isEmpty ? ASCII.openBracket : ASCII.comma)
         }
+        var used = 0
         for event in events {
             switch event {
             case let .plain(type, clock, at, fields) where !type.hasPrefix("task-"):
                 var body: [UInt8] = []
                 writePlain(type, clock, at, fields, into: &body)
-                out.append(publish(body, routingKey: type.replacingOccurrences(of: "-", with: ".")))
+                add(publish(body, routingKey: type.replacingOccurrences(of: "-", with: ".")))
             case let .plain(type, clock, at, fields):
                 startTaskEvent()
                 writePlain(type, clock, at, fields, into: &batch)
@@ -91,22 +144,38 @@ struct EventWire {
                 writeStarted(id, clock: clock, at: at, into: &batch)
             case let .finished(outcome, retried, announce, clock, at):
                 startTaskEvent()
-                if announce {
-                    let began = at - (outcome.runtime.map(Self.seconds) ?? 0)
-                    writeReceived(outcome.message, clock: clock - 2, at: began, into: &batch)
-                    batch.append(ASCII.comma)
-                    writeStarted(outcome.message.id, clock: clock - 1, at: began, into: &batch)
-                    batch.append(ASCII.comma)
+                writeOutcome(outcome, retried: retried, announce: announce, clock: clock, at: at, into: &batch)
+            case let .finishedBatch(outcomes, last, at):
+                var clock = last - 3 * outcomes.count
+                for (outcome, disposal) in outcomes {
+                    clock += 3
+                    startTaskEvent()
+                    writeOutcome(outcome, retried: disposal.isRetry, announce: true, clock: clock, at: at, into: &batch)
+                    if batch.count >= maxBatchBytes { flushBatch() }
                 }
-                writeFinished(outcome, retried: retried, clock: clock, at: at, into: &batch)
             }
+            used += 1
             if batch.count >= maxBatchBytes { flushBatch() }
+            if pipelineBytes >= maxPipelineBytes { break }
         }
         flushBatch()
-        return out
+        return (pipeline, used)
     }
 
     // MARK: Bodies
+
+    /// The event of an outcome; `announce`: its `task-received` and `task-started` first
+    /// (`clock` is the last of three), timed when it began (`at` less its runtime).
+    private func writeOutcome(_ outcome: Outcome, retried: Bool, announce: Bool, clock: Int, at: Double, into batch: inout [UInt8]) {
+        if announce {
+            let began = at - (outcome.runtime.map(Self.seconds) ?? 0)
+            writeReceived(outcome.message, clock: clock - 2, at: began, into: &batch)
+            batch.append(ASCII.comma)
+            writeStarted(outcome.message.id, clock: clock - 1, at: began, into: &batch)
+            batch.append(ASCII.comma)
+        }
+        writeFinished(outcome, retried: retried, clock: clock, at: at, into: &batch)
+    }
 
     private func open(_ clock: Int, into out: inout [UInt8]) {
         out.append(contentsOf: prefix)
@@ -212,48 +281,85 @@ struct EventWire {
 
     // MARK: Envelope
 
-    /// kombu's envelope (as captured from a Python worker: docs/monitoring-notes.md §3).
+    /// kombu's envelope (as captured from a Python worker: docs/monitoring-notes.md §3),
+    /// written in one allocation of its exact size.
     func publish(_ body: [UInt8], routingKey: String) -> RedisCommand {
-        var env: [UInt8] = []
-        env.reserveCapacity(body.count * 4 / 3 + 320)
-        env.append(contentsOf: #"{"body":""#.utf8)
-        Base64.append(body, to: &env)
-        env.append(contentsOf: #"","content-encoding":"utf-8","content-type":"application/json","headers":{"hostname":"#.utf8)
-        JSONValue.writeString(node, into: &env)
-        env.append(contentsOf: #"},"properties":{"delivery_mode":1,"delivery_info":{"exchange":"celeryev","routing_key":"#.utf8)
-        JSONValue.writeString(routingKey, into: &env)
-        env.append(contentsOf: #"},"priority":0,"body_encoding":"base64","delivery_tag":""#.utf8)
-        env.append(contentsOf: FastUUID.string().utf8)
-        env.append(contentsOf: #""}}"#.utf8)
-        return RedisCommand([Array("PUBLISH".utf8), Array((channelPrefix + routingKey).utf8), env])
+        let channel: [UInt8], key: [UInt8]
+        if routingKey == Self.taskMulti {
+            (channel, key) = (taskMultiChannel, taskMultiKey)
+        } else {
+            var k: [UInt8] = []
+            JSONValue.writeString(routingKey, into: &k)
+            (channel, key) = (Array((channelPrefix + routingKey).utf8), k)
+        }
+        let tag = FastUUID.string()
+        let size = envelopeHead.count + Base64.encodedCount(body.count) + envelopeMiddle.count + key.count
+            + envelopeTail.count + tag.utf8.count + Self.envelopeEnd.count
+        let env = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            var at = 0
+            func put(_ bytes: [UInt8]) {
+                bytes.withUnsafeBufferPointer { b in
+                    UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[at..<at + b.count]).copyMemory(from: UnsafeRawBufferPointer(b))
+                }
+                at += bytes.count
+            }
+            put(envelopeHead)
+            at += Base64.encode(body, into: UnsafeMutableBufferPointer(rebasing: buffer[at...]))
+            put(envelopeMiddle)
+            put(key)
+            put(envelopeTail)
+            for b in tag.utf8 { buffer[at] = b; at += 1 }
+            put(Self.envelopeEnd)
+            count = at
+        }
+        return RedisCommand([Self.publishName, channel, env])
     }
 }
 
-/// Standard base64 (with padding), appended to a byte buffer.
+/// Standard base64 (with padding).
 enum Base64 {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
+    /// The length of `n` bytes in base64.
+    static func encodedCount(_ n: Int) -> Int { (n + 2) / 3 * 4 }
+
+    /// Appends `bytes` in base64 to `out`.
     static func append(_ bytes: [UInt8], to out: inout [UInt8]) {
-        alphabet.withUnsafeBufferPointer { a in
-            bytes.withUnsafeBufferPointer { b in
-                let n = b.count
-                var i = 0
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: encodedCount(bytes.count)))
+        out.withUnsafeMutableBufferPointer { o in _ = encode(bytes, into: UnsafeMutableBufferPointer(rebasing: o[start...])) }
+    }
+
+    /// Writes `bytes` in base64 at the start of `out` (room for `encodedCount(bytes.count)`
+    /// bytes); returns how many it wrote.
+    static func encode(_ bytes: [UInt8], into out: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        let total = encodedCount(bytes.count)
+        precondition(out.count >= total, "base64: no room")
+        guard let o = out.baseAddress else { return 0 }
+        return alphabet.withUnsafeBufferPointer { ab in
+            bytes.withUnsafeBufferPointer { bb in
+                guard let a = ab.baseAddress, let b = bb.baseAddress else { return 0 }
+                let n = bb.count
+                var i = 0, j = 0
                 while i + 3 <= n {
                     let v = UInt32(b[i]) << 16 | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2])
-                    out.append(a[Int(v >> 18)])
-                    out.append(a[Int(v >> 12 & 63)])
-                    out.append(a[Int(v >> 6 & 63)])
-                    out.append(a[Int(v & 63)])
+                    o[j] = a[Int(v >> 18)]
+                    o[j + 1] = a[Int(v >> 12 & 63)]
+                    o[j + 2] = a[Int(v >> 6 & 63)]
+                    o[j + 3] = a[Int(v & 63)]
                     i += 3
+                    j += 4
                 }
                 let rest = n - i
                 if rest > 0 {
                     let v = UInt32(b[i]) << 16 | (rest == 2 ? UInt32(b[i + 1]) << 8 : 0)
-                    out.append(a[Int(v >> 18)])
-                    out.append(a[Int(v >> 12 & 63)])
-                    out.append(rest == 2 ? a[Int(v >> 6 & 63)] : UInt8(ascii: "="))
-                    out.append(UInt8(ascii: "="))
+                    o[j] = a[Int(v >> 18)]
+                    o[j + 1] = a[Int(v >> 12 & 63)]
+                    o[j + 2] = rest == 2 ? a[Int(v >> 6 & 63)] : UInt8(ascii: "=")
+                    o[j + 3] = UInt8(ascii: "=")
+                    j += 4
                 }
+                return j
             }
         }
     }

@@ -15,8 +15,9 @@ import Synchronization
 /// Threads: `send` and the worker's task hooks run wherever the worker is (the fetchers' and
 /// plugins' reader threads, the cooperative pool): they take a clock value and append a few
 /// references to a buffer under a mutex, never touching Redis. The flusher (`run`, a child task
-/// of the worker's background group) takes the buffer every `flushInterval`, writes each
-/// event's JSON and kombu envelope (`EventWire`) and PUBLISHes them in one pipeline on the
+/// of the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
+/// while there are events), writes each event's JSON and kombu envelope (`EventWire`) and
+/// PUBLISHes them in pipelines of ~96 KiB, one written and sent after the other, on the
 /// dispatcher's own connection, whose hiredis I/O blocks that connection's thread only.
 /// Task events go out gathered as `task.multi` (a JSON array, as a Python worker with -E sends
 /// them); worker events one per message. With task events off, the worker's cost per message
@@ -41,6 +42,10 @@ public final class EventDispatcher: Sendable {
 
     struct Pending {
         var events: [PendingEvent] = []
+        /// The buffer of the flush before, emptied with its capacity kept: the next `events`.
+        /// Two buffers taking turns, never a fresh one (a fresh array of a busy flush's events,
+        /// ~1 MB, is fresh pages to fault in on every flush).
+        var spare: [PendingEvent] = []
         var dropped = 0
         var closed = false
     }
@@ -104,6 +109,13 @@ public final class EventDispatcher: Sendable {
         enqueue(.finished(outcome, retried: retried, announce: announce, clock: tick(announce ? 3 : 1), at: Self.now()))
     }
 
+    /// `finished(_:retried:announce: true)` for a batch of inline runs: the batch is queued
+    /// as it is (one reference, one lock, one clock reservation). Callers check `isEnabled`.
+    func finished(announcing batch: [(Outcome, Disposal)]) {
+        guard !batch.isEmpty else { return }
+        enqueue(.finishedBatch(batch, clock: tick(3 * batch.count), at: Self.now()))
+    }
+
     /// Takes `n` clock values; returns the last.
     private func tick(_ n: Int = 1) -> Int { clock.wrappingAdd(n, ordering: .relaxed).newValue }
 
@@ -126,29 +138,61 @@ public final class EventDispatcher: Sendable {
 
     // MARK: Flushing
 
-    /// The flusher: publishes what was queued every `flushInterval` until cancelled.
+    /// The flusher: publishes what was queued every `flushInterval` until cancelled; every
+    /// `busyInterval` while the flushes before found events (task events under load: the
+    /// outcomes they hold are freed sooner, a quarter as many held at once).
     func run(clock: some Clock<Duration> = ContinuousClock()) async {
+        var busy = false
         while !Task.isCancelled {
-            do { try await clock.sleep(for: flushInterval) } catch { return }
-            await flush()
+            do { try await clock.sleep(for: busy ? min(busyInterval, flushInterval) : flushInterval) } catch { return }
+            busy = await publishQueued() > 0
         }
     }
 
-    /// Publishes every queued event now (one pipeline). Events that Redis did not take are
+    /// How often the flusher runs while there are events to publish: measured with -E on a
+    /// drain of 100,000 tiny tasks, 20–25 ms instead of 100 ms took the worker's page faults
+    /// from ~13,000 to ~5,000 (glibc faults the heap back in after each flush freed ~100 ms
+    /// of held outcomes).
+    let busyInterval: Duration = .milliseconds(25)
+
+    /// Publishes every queued event now (pipelines of ~96 KiB). Events that Redis did not take are
     /// dropped, with a warning at most every 30 s (a refused PUBLISH: the duty alarm's error).
     public func flush() async {
-        let (events, dropped) = pending.withLock { p -> ([PendingEvent], Int) in
-            let taken = (p.events, p.dropped)
-            p.events = []
-            p.dropped = 0
-            return taken
+        _ = await publishQueued()
+    }
+
+    /// `flush()`; returns how many entries it took (a batch of inline runs is one).
+    private func publishQueued() async -> Int {
+        var events: [PendingEvent] = []
+        let dropped = pending.withLock { p -> Int in
+            swap(&events, &p.events)
+            swap(&p.events, &p.spare)
+            defer { p.dropped = 0 }
+            return p.dropped
         }
         if dropped > 0 { warn("events dropped: more than \(maxPending) waited to be published", ["dropped": .stringConvertible(dropped)]) }
-        guard !events.isEmpty else { return }
-        let commands = wire.withLock { w in
+        guard !events.isEmpty else { return 0 }
+        let count = events.count
+        let w = wire.withLock { w in
             w.refreshOffset()
-            return w.commands(events)
+            return w
         }
+        var rest = events[...]
+        while !rest.isEmpty {
+            let (commands, used) = w.pipeline(rest)
+            rest = rest.dropFirst(used)
+            // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
+            guard await publish(commands, events: events.count) else { break }
+        }
+        rest = []
+        events.removeAll(keepingCapacity: true)
+        pending.withLock { $0.spare = events }
+        return count
+    }
+
+    /// One pipeline of PUBLISHes (about `EventWire.maxPipelineBytes`); false if Redis could
+    /// not be reached.
+    private func publish(_ commands: [RedisCommand], events: Int) async -> Bool {
         do {
             let errors = try await redis.pipelineErrors(commands)
             if let first = errors.first {
@@ -157,10 +201,12 @@ public final class EventDispatcher: Sendable {
                     warn("events not published", ["error": .string(first), "messages": .stringConvertible(errors.count)])
                 }
             }
+            return true
         } catch {
             if alarm?.permissionDenied("events", error, logger: logger) != true {
-                warn("events not published; dropped", ["error": .string("\(error)"), "events": .stringConvertible(events.count)])
+                warn("events not published; dropped", ["error": .string("\(error)"), "events": .stringConvertible(events)])
             }
+            return false
         }
     }
 

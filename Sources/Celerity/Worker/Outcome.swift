@@ -141,7 +141,7 @@ extension Worker {
     /// `recordInline` for a batch of inline successes written together: one lock for the batch.
     func recordInline(_ batch: [(Outcome, Disposal)], events on: Bool) {
         stats.withLock { s in for (o, d) in batch { Self.tally(o, d, into: &s) } }
-        if on { for (o, d) in batch { events.finished(o, retried: d.isRetry, announce: true) } }
+        if on { events.finished(announcing: batch) }
     }
 
     private static func tally(_ outcome: Outcome, _ disposal: Disposal, into s: inout Stats) {
