@@ -59,48 +59,75 @@ struct EventsCommand: AsyncParsableCommand {
             throw fail("events: cannot subscribe at \(receiver.url): \(error)", CelerityExit(error, otherwise: .redisUnreachable))
         }
         // Ctrl-C, SIGTERM or --duration: unsubscribe, unbind, exit 0.
-        let stopping = Atomic<Bool>(false)
-        let stop: @Sendable () -> Void = {
-            guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
-            Task {
-                await receiver.stop()
-                Output.flush()
-                Foundation.exit(0)
-            }
-        }
-        let signals = [SIGINT, SIGTERM].map { sig in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stop() }
-            source.resume()
-            return source
-        }
+        let stopper = Stopper(receiver: receiver)
+        let signals = stopper.onSignals([SIGINT, SIGTERM])
         defer { signals.forEach { $0.cancel() } }
         if let duration {
             Task {
                 try? await Task.sleep(for: .milliseconds(Int(duration * 1000)))
-                stop()
+                stopper.stop()
             }
         }
         if dump {
-            for await event in receiver.events {
-                if !Output.line(event.serialized()) { stop() }
-            }
+            await Self.dumpEvents(receiver, stopper)
         } else {
-            let state = EventsState()
-            let consumer = Task { for await event in receiver.events { state.apply(event) } }
-            let tty = isatty(STDOUT_FILENO) == 1
-            let url = receiver.url.description
-            while !stopping.load(ordering: .acquiring) {
-                let frame = state.render(broker: url, now: Date().timeIntervalSince1970, enabledEvents: enableEvents)
-                if !Output.write((tty ? "\u{1B}[H\u{1B}[2J" : "\n") + frame) { stop() }
-                Output.flush()
-                try? await Task.sleep(for: .milliseconds(Int(refresh * 1000)))
-            }
-            consumer.cancel()
+            await viewEvents(receiver, stopper)
         }
         // The stream ended: stop() runs and exits.
         while true { try? await Task.sleep(for: .seconds(1)) }
+    }
+
+    /// `--dump`: one JSON event per line.
+    static func dumpEvents(_ receiver: EventReceiver, _ stopper: Stopper) async {
+        for await event in receiver.events {
+            if !Output.line(event.serialized()) { stopper.stop() }
+        }
+    }
+
+    /// The live view, redrawn every `refresh` seconds.
+    func viewEvents(_ receiver: EventReceiver, _ stopper: Stopper) async {
+        let state = EventsState()
+        let consumer = Task { for await event in receiver.events { state.apply(event) } }
+        let tty = isatty(STDOUT_FILENO) == 1
+        let url = receiver.url.description
+        while !stopper.isStopping {
+            let frame = state.render(broker: url, now: Date().timeIntervalSince1970, enabledEvents: enableEvents)
+            if !Output.write((tty ? "\u{1B}[H\u{1B}[2J" : "\n") + frame) { stopper.stop() }
+            Output.flush()
+            try? await Task.sleep(for: .milliseconds(Int(refresh * 1000)))
+        }
+        consumer.cancel()
+    }
+}
+
+/// Ends `celerity events` once: unsubscribes and unbinds the receiver, then exits 0.
+/// (Its own type, not closures inside `run()`: Swift 6.3.1's optimizer crashed on those in a
+/// release build, SemanticARCOpts on EventsCommand.run.)
+final class Stopper: Sendable {
+    let receiver: EventReceiver
+    private let stopping = Atomic<Bool>(false)
+    init(receiver: EventReceiver) { self.receiver = receiver }
+    var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let receiver = self.receiver
+        Task {
+            await receiver.stop()
+            Output.flush()
+            Foundation.exit(0)
+        }
+    }
+
+    /// Handles `signals` (ignored by the process, delivered here) by stopping.
+    func onSignals(_ signals: [Int32]) -> [any DispatchSourceSignal] {
+        signals.map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [self] in self.stop() }
+            source.resume()
+            return source
+        }
     }
 }
 
