@@ -72,7 +72,7 @@ struct StatusCommand: AsyncParsableCommand {
         guard let watch else {
             let snapshot: Inspector.Snapshot
             do { snapshot = try await take(inspector, control, queues: only) } catch {
-                throw fail("cannot read the broker at \(inspector.redis.url): \(error)", .redisUnreachable)
+                throw fail("cannot read the broker at \(inspector.redis.url): \(error)", CelerityExit(error, otherwise: .redisUnreachable))
             }
             try emit(snapshot, compact: false)
             return

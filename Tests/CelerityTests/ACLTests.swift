@@ -133,6 +133,46 @@ extension Integration {
             await s.stop()
         }
 
+        /// docs/security.md, "An operator (inspect, control, events, revoke)".
+        static let operatorACL = """
+        resetkeys resetchannels -@all
+        &/0.celery.pidbox &/0.celeryev/*
+        ~_kombu.binding.reply.celery.pidbox ~_kombu.binding_permanent.reply.celery.pidbox ~_kombu.binding_deadlines ~*.reply.celery.pidbox*
+        ~_kombu.binding.celeryev ~_kombu.binding_permanent.celeryev ~celerity:revoked ~celerity:revoked:terminate
+        +ping +publish +evalsha +script|load +time +sadd +srem +zadd +del +brpop +psubscribe +punsubscribe
+        """
+
+        /// `celerity inspect`, `control`, `events --dump` and `revoke` as a user with only the
+        /// operator's rules; without PUBLISH, inspect exits 6 and names what was refused.
+        @Test func anOperatorUserInspectsControlsWatchesAndRevokes() async throws {
+            let s = try await Setup()
+            let workerURL = try await s.user("celerity-worker", Self.workerACL)
+            let operatorURL = try await s.user("celerity-operator", Self.operatorACL)
+            let node = "w-\(UUID().uuidString.prefix(6))@acl"
+            let w = try s.worker(workerURL, backend: workerURL, node: node)
+            try await Self.waitReady(w)
+            func cli(_ url: String, _ args: [String]) async throws -> (status: Int32, output: String) {
+                let r = try await ChildProcess.run(Paths.celerity, args, environment: ["CELERITY_BROKER_URL": url])
+                return (r.status, r.output)
+            }
+            let ping = try await cli(operatorURL, ["inspect", "ping"])
+            #expect(ping.status == 0 && ping.output.contains("\(node): OK"), "\(ping.output)")
+            let enable = try await cli(operatorURL, ["control", "enable_events", "-d", node])
+            #expect(enable.status == 0 && enable.output.contains("task events enabled"), "\(enable.output)")
+            let events = try await cli(operatorURL, ["events", "--dump", "--duration", "3"])
+            #expect(events.status == 0 && events.output.contains("\"worker-heartbeat\""), "\(events.output)")
+            let revoke = try await cli(operatorURL, ["revoke", UUID().uuidString.lowercased()])
+            #expect(revoke.status == 0, "\(revoke.output)")
+            // Nothing left behind: the reply queue's binding and the event receiver's are gone.
+            #expect(try await s.admin.call("SCARD", "_kombu.binding.reply.celery.pidbox").int == 0)
+            #expect(try await s.admin.call("SCARD", "_kombu.binding.celeryev").int == 0)
+            let mute = try await s.user("celerity-mute", Self.operatorACL.replacingOccurrences(of: "+publish ", with: ""))
+            let refused = try await cli(mute, ["inspect", "ping"])
+            #expect(refused.status == 6 && refused.output.contains("publish"), "\(refused.status) \(refused.output)")
+            #expect(await w.stop(grace: 20) == 0)
+            await s.stop()
+        }
+
         @Test func aWorkerThatMayNotFetchExitsWithTheMissingPermission() async throws {
             let s = try await Setup()
             // No access to its processing list: it could never fetch.

@@ -37,7 +37,7 @@ extension Integration {
               o.sleep:
                 queue: {q}
                 builtin: sleep
-            """, concurrency: 2, db: 12)
+            """, concurrency: 2, db: 11)
             let pyQueue = h.queue + "-py"
             let pyNode = h.prefix + "-py@test"
             let py = try ChildProcess(name: "py-cli-worker", executable: Paths.python3,

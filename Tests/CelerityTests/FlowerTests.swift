@@ -24,7 +24,7 @@ extension Integration {
               plugins.py_sleep:
                 queue: {q}
                 plugin: [python3, {root}/plugins/py_tasks.py]
-            """, concurrency: 4, db: 12, extraArgs: ["-E"])
+            """, concurrency: 4, db: 6, extraArgs: ["-E"])
             // The Python worker: prefork (a solo pool reads remote control only between tasks), -E.
             let pyNode = "py-\(h.queue)@flower"
             let py = try ChildProcess(name: "py-worker-flower", executable: Paths.python3,

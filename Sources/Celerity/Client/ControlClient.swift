@@ -160,15 +160,7 @@ public struct ControlReply: Sendable, Hashable {
 
     /// A reply envelope: its ticket and clock headers, and its `{node: value}` body.
     static func decode(envelope raw: [UInt8]) -> (ticket: String?, clock: Int, replies: [ControlReply])? {
-        guard let env = try? JSONValue(parsing: raw), let text = env["body"]?.stringValue else { return nil }
-        let bytes: [UInt8]
-        if env["properties"]?["body_encoding"]?.stringValue == "base64" {
-            guard let d = Data(base64Encoded: text, options: .ignoreUnknownCharacters) else { return nil }
-            bytes = Array(d)
-        } else {
-            bytes = Array(text.utf8)
-        }
-        guard let body = try? JSONValue(parsing: bytes), let members = body.objectValue else { return nil }
+        guard let (env, bytes) = KombuEnvelope.open(raw), let body = try? JSONValue(parsing: bytes), let members = body.objectValue else { return nil }
         return (env["headers"]?["ticket"]?.stringValue, env["headers"]?["clock"]?.intValue ?? 0,
                 members.map { ControlReply(node: $0.key, value: $0.value) })
     }

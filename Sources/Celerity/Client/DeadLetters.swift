@@ -93,7 +93,7 @@ extension CelerityClient {
         do {
             for r in try await redis.pipeline(cmds) { try r.throwingError() }
         } catch let e as RedisError {
-            throw ClientError("cannot revoke \(id) at \(broker): \(e.message)")
+            throw ClientError("cannot revoke \(id) at \(broker): \(e.message)", cause: e)
         }
     }
 }

@@ -78,15 +78,7 @@ public final class EventReceiver: Sendable {
     /// The events of one kombu envelope (a `task.multi` body's array unpacked); nil when it
     /// is not an envelope with a JSON body.
     public static func decode(envelope raw: [UInt8]) -> [JSONValue]? {
-        guard let env = try? JSONValue(parsing: raw), let text = env["body"]?.stringValue else { return nil }
-        let bytes: [UInt8]
-        if env["properties"]?["body_encoding"]?.stringValue == "base64" {
-            guard let d = Data(base64Encoded: text, options: .ignoreUnknownCharacters) else { return nil }
-            bytes = Array(d)
-        } else {
-            bytes = Array(text.utf8)
-        }
-        guard let body = try? JSONValue(parsing: bytes) else { return nil }
+        guard let (_, bytes) = KombuEnvelope.open(raw), let body = try? JSONValue(parsing: bytes) else { return nil }
         switch body {
         case let .array(items): return items.filter { $0.objectValue != nil }
         case .object: return [body]

@@ -110,15 +110,7 @@ struct ControlRequest: Sendable {
     var clock: Int
 
     init?(envelope raw: [UInt8]) {
-        guard let env = try? JSONValue(parsing: raw), let bodyText = env["body"]?.stringValue else { return nil }
-        let bytes: [UInt8]
-        if env["properties"]?["body_encoding"]?.stringValue == "base64" {
-            guard let d = Data(base64Encoded: bodyText, options: .ignoreUnknownCharacters) else { return nil }
-            bytes = Array(d)
-        } else {
-            bytes = Array(bodyText.utf8)
-        }
-        guard let body = try? JSONValue(parsing: bytes), let method = body["method"]?.stringValue else { return nil }
+        guard let (env, bytes) = KombuEnvelope.open(raw), let body = try? JSONValue(parsing: bytes), let method = body["method"]?.stringValue else { return nil }
         self.method = method
         arguments = body["arguments"] ?? .object([])
         destination = body["destination"]?.arrayValue?.compactMap(\.stringValue)
