@@ -292,7 +292,26 @@ extension Integration {
                 if let doc = try await r.call("GET", k).bytes, let v = try? JSONValue(parsing: doc), v["result"]?.intValue == 11 { elevens += 1 }
             }
             let count = try await r.call("HGET", BeatStore.countKey, "w").int ?? -1
-            #expect(count >= 3 && elevens == count, "sent \(count), ran \(elevens)\n\(worker.output.suffix(2000))")
+            // Each one sent ran, or still waits in the queue (sent as the worker stopped).
+            let waiting = try await r.call("LLEN", f.queue).int ?? 0
+            #expect(count >= 3 && elevens + waiting == count && waiting <= 1, "sent \(count), ran \(elevens), waiting \(waiting)\n\(worker.output.suffix(2000))")
+            await server.stop()
+        }
+        /// `celerity up` starts one beat beside its workers when the manifest has `schedules:`.
+        @Test func upStartsABeat() async throws {
+            let server = try await RedisServer.start()
+            let f = try BeatFixture(server: server, schedules: "  u: {task: add, every: 1s, args: [5, 6]}\n")
+            try (try String(contentsOfFile: f.manifest, encoding: .utf8) + "workers:\n  g: {queues: [\(f.queue)], concurrency: 1}\nbroker: \(f.broker)\n")
+                .write(toFile: f.manifest, atomically: true, encoding: .utf8)
+            let up = try ChildProcess(name: "up-beat", executable: Paths.celerity, arguments: ["up", "--manifest", f.manifest, "-l", "info"])
+            try await Task.sleep(for: .seconds(5))
+            #expect(await up.stop(grace: 20) == 0, "\(up.output.suffix(2000))")
+            #expect(up.output.contains("[beat]") && up.output.contains("schedule u: sent add"), "\(up.output.suffix(2000))")
+            let r = try f.redis()
+            let count = try await r.call("HGET", BeatStore.countKey, "u").int ?? -1
+            let keys = try await r.call("KEYS", "celery-task-meta-*").array?.compactMap(\.string) ?? []
+            let waiting = try await r.call("LLEN", f.queue).int ?? 0
+            #expect(count >= 2 && keys.count + waiting == count && waiting <= 1, "sent \(count), results \(keys.count), waiting \(waiting)\n\(up.output.suffix(2000))")
             await server.stop()
         }
     }
