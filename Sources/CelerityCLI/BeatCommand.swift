@@ -109,7 +109,8 @@ struct ScheduleListCommand: AsyncParsableCommand {
             let state = !current ? (s.definition == nil ? "new" : "changed") : (overdue ? "overdue" : "ok")
             var rule = e.rule.description
             if case .cron = e.rule, e.timeZone.identifier != "UTC" { rule += " \(e.timeZone.identifier)" }
-            let lastText = last.map { ScheduleDate.format(Date(timeIntervalSince1970: Double($0)), in: utc) } ?? "-"
+            let sent = current ? s.lastSent : nil
+            let lastText = sent.map { ScheduleDate.format(Date(timeIntervalSince1970: Double($0)), in: utc) } ?? "-"
             let nextText = next.map { ScheduleDate.format($0, in: utc) } ?? "never"
             let manual = s.manual.flatMap { $0.split(separator: " ").first.flatMap { Int($0) } }
             lines.append([e.name, e.task, e.queue, rule, lastText, nextText + (overdue ? " (overdue: is a beat running?)" : ""),
@@ -117,7 +118,7 @@ struct ScheduleListCommand: AsyncParsableCommand {
             var o: [JSONMember] = [
                 JSONMember("name", .string(e.name)), JSONMember("task", .string(e.task)), JSONMember("queue", .string(e.queue)),
                 JSONMember("schedule", .string(rule)), JSONMember("misfire", .string(e.misfire.rawValue)),
-                JSONMember("last", last.map { .string(ScheduleDate.format(Date(timeIntervalSince1970: Double($0)), in: utc)) } ?? .null),
+                JSONMember("last", sent.map { .string(ScheduleDate.format(Date(timeIntervalSince1970: Double($0)), in: utc)) } ?? .null),
                 JSONMember("next", next.map { .string(ScheduleDate.format($0, in: utc)) } ?? .null),
                 JSONMember("count", .int(count)), JSONMember("limit", e.limit.map { .int($0) } ?? .null),
                 JSONMember("state", .string(state)),

@@ -217,6 +217,7 @@ extension Integration {
             let server = try await RedisServer.start()
             let f = try BeatFixture(server: server, schedules: """
                   pyadd: {task: pyapp.add, queue: pyq, every: 1s, args: [20, 22]}
+                  nightly: {task: pyapp.add, queue: pyq, cron: "0 3 * * *", timezone: Europe/Paris, args: [0, 0]}
                   limited: {task: pyapp.add, queue: pyq, every: 1s, args: [1, 1], limit: 2}
 
                 """)
@@ -228,7 +229,7 @@ extension Integration {
             #expect(lines.dropFirst().first?.prefix(5) == ["pyadd", "pyapp.add", "pyq", "every", "1s"] && lines.dropFirst().first?[5] == "-" && lines.dropFirst().first?.last == "0", "\(fresh.output)")
             #expect(lines.last?.first == "limited" && lines.last?.last == "0/2", "\(fresh.output)")
             let unknown = try await f.cli(["schedule", "run", "nope"])
-            #expect(unknown.status == 2 && unknown.output.contains("no schedule named 'nope'") && unknown.output.contains("pyadd, limited"), "\(unknown.output)")
+            #expect(unknown.status == 2 && unknown.output.contains("no schedule named 'nope'") && unknown.output.contains("pyadd, nightly, limited"), "\(unknown.output)")
             let down = try await f.cli(["schedule", "list"], broker: "redis://127.0.0.1:\(RedisServer.freePort())/0")
             #expect(down.status == 4, "\(down.output)")
             let noBeat = try await ChildProcess.run(Paths.celerity, ["beat", "--manifest", f.manifest, "--broker", "redis://127.0.0.1:\(RedisServer.freePort())/0"])
@@ -253,7 +254,11 @@ extension Integration {
             let pyadd = rows.first { $0["name"]?.stringValue == "pyadd" }, limited = rows.first { $0["name"]?.stringValue == "limited" }
             let count = pyadd?["count"]?.intValue ?? 0
             #expect(count >= 3 && count <= 5 && pyadd?["last"]?.stringValue != nil && pyadd?["last_manual_run"]?.stringValue != nil, "\(list.output)")
-            #expect(limited?["count"]?.intValue == 2 && limited?["next"] == .null, "\(list.output)")
+            #expect(limited?["count"]?.intValue == 2 && limited?["next"] == .null && limited?["last"]?.stringValue != nil, "\(list.output)")
+            // Started, never sent: no last fire; the next one is 03:00 in Paris.
+            let nightly = rows.first { $0["name"]?.stringValue == "nightly" }
+            #expect(nightly?["last"] == .null && nightly?["state"]?.stringValue == "ok" && nightly?["count"]?.intValue == 0, "\(list.output)")
+            #expect(["T02:00:00Z", "T01:00:00Z"].contains { nightly?["next"]?.stringValue?.hasSuffix($0) == true }, "\(list.output)")
             let table = try await f.cli(["schedule", "list"])
             #expect(table.output.contains("limited") && table.output.contains("2/2"), "\(table.output)")
 

@@ -16,8 +16,9 @@ import Synchronization
 ///   A second beat trying the same tick gets 0 and sends nothing.
 ///
 /// Keys (hashes, field = entry name): `celerity:beat:last` (last fired or skipped tick, Unix
-/// seconds), `celerity:beat:count` (fires so far, for `limit`), `celerity:beat:def`
-/// (fingerprint of the entry's definition), `celerity:beat:manual` (last `schedule run`).
+/// seconds: the compare-and-set value), `celerity:beat:fired` (last tick sent),
+/// `celerity:beat:count` (fires so far, for `limit`), `celerity:beat:def` (fingerprint of the
+/// entry's definition), `celerity:beat:manual` (last `schedule run`).
 public final class Beat: Service, Sendable {
     public let entries: [ScheduleEntry]
     public let broker: RedisURL
@@ -186,10 +187,14 @@ public enum BeatStore {
     public static let countKey = "celerity:beat:count"
     public static let defKey = "celerity:beat:def"
     public static let manualKey = "celerity:beat:manual"
+    public static let firedKey = "celerity:beat:fired"
 
     public struct EntryState: Sendable, Hashable {
-        /// The last fired (or skipped) tick, Unix seconds.
+        /// The last fired (or skipped, or the restart point) tick, Unix seconds: the
+        /// compare-and-set value.
         public var last: Int?
+        /// The last tick actually sent.
+        public var lastSent: Int?
         public var count: Int = 0
         public var definition: String?
         /// `schedule run`: "<unix time> <task id>".
@@ -225,7 +230,7 @@ public enum BeatStore {
     public static func read(_ names: [String], on redis: Redis) async throws -> State {
         var commands = [RedisCommand("TIME")]
         if !names.isEmpty {
-            for key in [lastKey, countKey, defKey, manualKey] { commands.append(RedisCommand("HMGET", arguments: [key] + names)) }
+            for key in [lastKey, countKey, defKey, manualKey, firedKey] { commands.append(RedisCommand("HMGET", arguments: [key] + names)) }
         }
         let replies = try await redis.pipeline(commands)
         for (r, c) in zip(replies, commands) { _ = try r.throwingError(naming: c) }
@@ -234,13 +239,14 @@ public enum BeatStore {
         }
         var out: [String: EntryState] = [:]
         if !names.isEmpty {
-            let last = replies[1].array ?? [], count = replies[2].array ?? [], def = replies[3].array ?? [], manual = replies[4].array ?? []
+            let last = replies[1].array ?? [], count = replies[2].array ?? [], def = replies[3].array ?? [], manual = replies[4].array ?? [], sent = replies[5].array ?? []
             for (i, n) in names.enumerated() {
                 var s = EntryState()
                 s.last = i < last.count ? last[i].int : nil
                 s.count = (i < count.count ? count[i].int : nil) ?? 0
                 s.definition = i < def.count ? def[i].string : nil
                 s.manual = i < manual.count ? manual[i].string : nil
+                s.lastSent = i < sent.count ? sent[i].int : nil
                 out[n] = s
             }
         }
@@ -262,7 +268,7 @@ public enum BeatStore {
         try await redis.evalScript(initScript, keys: [lastKey, countKey, defKey], args: [name, fingerprint]).int == 1
     }
 
-    /// One fire, atomically. KEYS: last, count, def, queue list, kombu binding, binding_permanent.
+    /// One fire, atomically. KEYS: last, count, def, queue list, kombu binding, binding_permanent, fired.
     /// ARGV: name, fingerprint, tick, send (1/0), message, limit (0: none), binding member.
     /// Returns 1 fired (or skipped, send=0), 0 this tick (or a later one) was already fired,
     /// -1 the stored definition differs, -2 the tick is in the future by Redis's clock,
@@ -281,6 +287,7 @@ public enum BeatStore {
       redis.call('SADD', KEYS[5], ARGV[7])
       redis.call('SADD', KEYS[6], ARGV[7])
       redis.call('LPUSH', KEYS[4], ARGV[5])
+      redis.call('HSET', KEYS[7], name, ARGV[3])
     end
     redis.call('HSET', KEYS[1], name, ARGV[3])
     return 1
@@ -288,7 +295,7 @@ public enum BeatStore {
 
     static func fire(_ e: ScheduleEntry, tick: Int, fingerprint: String, send: Bool, message: TaskMessage, on redis: Redis) async throws -> Int {
         let r = try await redis.evalScript(fireScript,
-                                           keys: [lastKey, countKey, defKey, Keys.queue(e.queue, priority: message.priority), Keys.binding(e.queue), Keys.bindingPermanent(e.queue)],
+                                           keys: [lastKey, countKey, defKey, Keys.queue(e.queue, priority: message.priority), Keys.binding(e.queue), Keys.bindingPermanent(e.queue), firedKey],
                                            args: [e.name, fingerprint, tick, send ? "1" : "0", message.encode(), e.limit ?? 0, Keys.bindingMember(e.queue)])
         guard let i = r.int else { throw RedisError(.unexpectedReply, "the beat's fire script answered \(r)") }
         return i
@@ -319,7 +326,7 @@ public enum BeatStore {
         let known = try await redis.call("HKEYS", defKey).array?.compactMap(\.string) ?? []
         let stale = known.filter { !keeping.contains($0) }.sorted()
         if stale.isEmpty { return [] }
-        let commands = [lastKey, countKey, defKey, manualKey].map { RedisCommand("HDEL", arguments: [$0] + stale) }
+        let commands = [lastKey, countKey, defKey, manualKey, firedKey].map { RedisCommand("HDEL", arguments: [$0] + stale) }
         for (r, c) in zip(try await redis.pipeline(commands), commands) { _ = try r.throwingError(naming: c) }
         return stale
     }
