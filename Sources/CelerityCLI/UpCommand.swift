@@ -14,9 +14,10 @@ struct UpCommand: AsyncParsableCommand {
         abstract: "Start the worker groups of the manifest (and a private Redis if none answers).",
         discussion: """
         Starts one `celerity worker` process per entry of the manifest's `workers:` section, with its
-        queues and concurrency, and prefixes their log lines with the group name. When the broker URL
-        is local and nothing answers there, a private redis-server is started on that port first (no
-        persistence) and stopped at the end. A worker that exits on its own is restarted with backoff.
+        queues and concurrency, and one `celerity beat` when the manifest has `schedules:`; prefixes
+        their log lines with the group name ("beat" for the beat). When the broker URL is local and
+        nothing answers there, a private redis-server is started on that port first (no persistence)
+        and stopped at the end. A worker or beat that exits on its own is restarted with backoff.
         SIGINT/SIGTERM stops every worker gracefully (they finish their tasks in flight), then Redis.
         """
     )
@@ -117,6 +118,14 @@ final class UpService: Service, Sendable {
                     if let path = manifest.path { args += ["--manifest", path] }
                     workers.addTask {
                         await self.runChild(name: g.name, executable: exe, arguments: args, environment: environment, restart: true, stop: { self.isStopping })
+                    }
+                }
+                if !manifest.schedules.isEmpty {
+                    // One beat for the manifest's schedules (more would be harmless: each tick is sent once).
+                    var args = ["beat", "-n", "beat@\(ProcessInfo.processInfo.hostName)", "-l", logLevel.rawValue]
+                    if let path = manifest.path { args += ["--manifest", path] }
+                    workers.addTask {
+                        await self.runChild(name: "beat", executable: exe, arguments: args, environment: environment, restart: true, stop: { self.isStopping })
                     }
                 }
             }

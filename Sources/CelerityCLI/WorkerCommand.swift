@@ -40,6 +40,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: [.customShort("E"), .customLong("events")], help: "Send task events (Celery's -E) for monitors such as Flower and `celery events` (default: defaults.events in the manifest, else off). Worker heartbeats are sent either way.")
     var events = false
 
+    @Flag(name: [.customShort("B"), .customLong("beat")], help: "Also run a beat in this process (Celery's worker -B): the manifest's schedules are sent, exactly once per tick however many beats run.")
+    var beat = false
+
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
@@ -74,8 +77,13 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             throw fail(error.description)
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)]
+        if beat {
+            if manifest.schedules.isEmpty { throw fail("-B: \(manifest.path ?? "manifest") has no 'schedules' section: nothing for the beat to send", .badInput) }
+            services.append(.init(service: BeatCommand.makeBeat(manifest, broker: brokerURL, node: "beat-\(node)", logger: logger), successTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
         // A worker that ends by itself (a remote `shutdown`) ends the group as a warm stop does.
         // The ServiceGroup turns the first SIGTERM/SIGINT into the warm stop; a second one (it
         // cannot list a signal as both graceful and cancelling) makes it cold: tasks handed back now.
