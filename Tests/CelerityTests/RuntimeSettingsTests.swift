@@ -29,6 +29,17 @@ import Testing
         #expect(b.reserve(now: later) == later + .milliseconds(500))
     }
 
+    /// Extreme numbers from a control command are clamped, never a trap that kills the worker.
+    @Test func extremeValuesAreClampedNotFatal() {
+        let s = RuntimeSettings(concurrency: 2, queues: ["a"])
+        #expect(s.resize(by: Int.max) == RuntimeSettings.maxConcurrency - 2 && s.concurrency == RuntimeSettings.maxConcurrency)
+        #expect(s.resize(by: Int.min + 1) == 1 - RuntimeSettings.maxConcurrency && s.concurrency == 1)
+        let slow = TokenBucket(perSecond: 1e-300)
+        let now = ContinuousClock.now
+        #expect(slow.reserve(now: now) == now)
+        #expect(slow.reserve(now: now) > now + .seconds(86_400 * 364))
+    }
+
     @Test func limitsAndQueuesChangeAndTheHotPathFlagFollows() {
         let s = RuntimeSettings(concurrency: 2, queues: ["a"])
         let flag = { s.hasTaskOverrides.load(ordering: .relaxed) }

@@ -129,7 +129,8 @@ public final class ControlClient: Sendable {
             guard message.ticket == nil || message.ticket == ticket else { continue }
             replies += message.replies
         }
-        try await cleanUp()
+        // Best effort once replies are in: a failed cleanup must not turn them into an error.
+        try? await cleanUp()
         return replies
     }
 

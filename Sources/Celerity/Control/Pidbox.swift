@@ -91,7 +91,13 @@ final class Pidbox: Sendable {
                 let parts = m.components(separatedBy: Keys.separator)
                 return parts.count == 3 && parts[0] == replyTo ? parts[2] : nil
             }
-            if queues.isEmpty { queues = [replyTo + ".reply.celery.pidbox"] }
+            guard !queues.isEmpty else {
+                // No binding: the requester gave up waiting (or never bound). Kombu's usual queue
+                // name, kept 5 minutes only, so a late reply is not left in Redis for good.
+                let q = replyTo + ".reply.celery.pidbox"
+                _ = try await redis.pipeline([RedisCommand("LPUSH", q, envelope), RedisCommand("EXPIRE", q, 300)])
+                return
+            }
             for q in Set(queues) { _ = try await redis.call("LPUSH", q, envelope) }
         } catch {
             logger.warning("remote control: reply not sent: \(error)")

@@ -17,7 +17,7 @@ extension Worker {
             guard let k = v.intValue ?? v.stringValue.flatMap({ Int($0) }) else {
                 return Self.error(PythonRepr.exception(type: "ValueError", message: "invalid literal for int() with base 10: \(v.serialized())"))
             }
-            n = max(k, 0)   // Celery: range(n) of a negative n changes nothing
+            n = min(max(k, 0), RuntimeSettings.maxConcurrency)   // Celery: range(n) of a negative n changes nothing
         }
         let changed = runtime.resize(by: grow ? n : -n)
         let room = max(config.prefetchMultiplier, 1)
@@ -75,6 +75,9 @@ extension Worker {
                 return Self.error(PythonRepr.exception(type: "KeyError", message: unit))
             }
         }
+        guard perSecond.isFinite && perSecond >= 0 else {
+            return Self.error("Invalid rate limit string: " + PythonRepr.exception(type: "ValueError", message: "rate must be a finite number, got \(perSecond)"))
+        }
         guard let task = r.argument("task_name")?.stringValue, manifest.tasks[task] != nil else {
             logger.error("rate limit attempt for unknown task", metadata: ["task": .string(r.argument("task_name")?.stringValue ?? "")])
             return Self.error("unknown task")
@@ -106,7 +109,8 @@ extension Worker {
         func seconds(_ name: String) -> Double? {
             guard let v = r.argument(name) else { return nil }
             let s = v.doubleValue ?? v.stringValue.flatMap { Double($0) }
-            return s.flatMap { $0 > 0 ? $0 : nil }
+            // At most a year: a limit past that is none, and the timers count milliseconds in an Int.
+            return s.flatMap { $0 > 0 && $0.isFinite ? min($0, 365 * 86_400) : nil }
         }
         let limits = RuntimeSettings.TimeLimits(hard: seconds("hard"), soft: seconds("soft"))
         runtime.setTimeLimits(task, limits)

@@ -35,12 +35,15 @@ final class RuntimeSettings: Sendable {
     // MARK: - Concurrency
 
     var concurrency: Int { concurrencyNow.load(ordering: .relaxed) }
+    /// The most `pool_grow` reaches (a huge n must not overflow the counts).
+    static let maxConcurrency = 100_000
 
     /// Changes the concurrency by `delta`, never below 1; returns the change made.
     func resize(by delta: Int) -> Int {
         resizing.withLock { _ in
             let now = concurrencyNow.load(ordering: .relaxed)
-            let new = max(1, now + delta)
+            let (sum, overflow) = now.addingReportingOverflow(delta)
+            let new = overflow ? (delta > 0 ? Self.maxConcurrency : 1) : min(max(1, sum), Self.maxConcurrency)
             concurrencyNow.store(new, ordering: .relaxed)
             return new - now
         }
@@ -141,7 +144,8 @@ final class TokenBucket: Sendable {
 
     /// Reserves a start: the instant it may happen (now or later).
     func reserve(now: ContinuousClock.Instant = .now) -> ContinuousClock.Instant {
-        let interval = Duration.nanoseconds(Int64(1e9 / perSecond))
+        // At least one start a year (a rate of almost nothing must not overflow the interval).
+        let interval = Duration.nanoseconds(Int64(min(1e9 / perSecond, 365 * 86_400 * 1e9)))
         return next.withLock { n in
             let at = max(now, n ?? now)
             n = at + interval

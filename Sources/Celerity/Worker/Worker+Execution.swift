@@ -135,7 +135,9 @@ extension Worker {
             // Celery's canvas tasks (`task.map`, `task.starmap`, `task.chunks`) run anywhere.
             guard MapTask.names.contains(message.task) else { return .unknown }
             return .run(TaskSpec(name: message.task, queue: message.queue, handler: .builtin(message.task)),
-                        MapTask(star: message.task == "celery.starmap", handlers: handlers))
+                        MapTask(star: message.task == "celery.starmap", handlers: handlers, hardLimit: { [self] name in
+                            manifest.tasks[name].flatMap { limits(TaskMessage(id: "", task: name, queue: ""), $0).hard }
+                        }))
         }
         if let pool = handler as? PersistentPlugin, pool.unavailability != nil { return .unavailable }
         return .run(spec, handler)
@@ -150,7 +152,9 @@ extension Worker {
         if let h = message.hardTimeLimit, h > 0 { limit = min(limit ?? h, h) }
         if let sl = message.softTimeLimit, sl > 0 { soft = min(soft ?? sl, sl) }
         if let s = soft, let l = limit, s >= l { soft = nil }   // a soft limit past the hard one never strikes
-        return (limit, soft)
+        // At most a year (a message's 1e300 must not overflow the timers' milliseconds).
+        let year = 365.0 * 86_400
+        return (limit.map { $0.isFinite ? min($0, year) : year }, soft.map { $0.isFinite ? min($0, year) : year })
     }
 
     /// A message about to run (its execution slot taken): its call and its in-flight entry.

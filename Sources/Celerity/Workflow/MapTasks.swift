@@ -7,6 +7,10 @@ import Foundation
 struct MapTask: TaskHandler {
     let star: Bool
     let handlers: [String: any TaskHandler]
+    /// The hard time limit of a named task (tasks.yaml's, or `time_limit`'s at run time): each
+    /// call of it gets it, within the map's own deadline (a one-shot plugin's limit comes with
+    /// its call, nowhere else).
+    var hardLimit: @Sendable (String) -> Double? = { _ in nil }
 
     static let names: Set<String> = ["celery.map", "celery.starmap"]
 
@@ -28,8 +32,13 @@ struct MapTask: TaskHandler {
             } else {
                 args = [item]
             }
+            var deadline = call.deadline
+            if let own = hardLimit(sig.task) {
+                let d = Date().addingTimeInterval(own)
+                deadline = min(deadline ?? d, d)
+            }
             var c = TaskCall(id: call.id, task: sig.task, args: args, kwargs: sig.kwargs, queue: call.queue, attempt: call.attempt,
-                             deadline: call.deadline, rootID: call.rootID, parentID: call.parentID, retries: call.retries, worker: call.worker)
+                             deadline: deadline, rootID: call.rootID, parentID: call.parentID, retries: call.retries, worker: call.worker)
             c.softDeadline = call.softDeadline
             if let body = handler.inlineBody { out.append(try body(c)) } else { out.append(try await handler.run(c)) }
         }
