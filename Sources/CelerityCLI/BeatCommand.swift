@@ -27,14 +27,7 @@ struct BeatCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logs.bootstrap(logLevel)
-        let manifest: Manifest
-        let broker: RedisURL
-        do {
-            manifest = try connection.loadManifest(required: true)!
-            broker = try RedisURL(string: connection.brokerURL(manifest))
-        } catch {
-            throw badInput(error)
-        }
+        let (manifest, broker) = try connection.manifestAndBroker()
         if manifest.schedules.isEmpty { throw fail("\(manifest.path ?? "manifest"): no 'schedules' section: nothing to send", .badInput) }
         let beat = BeatCommand.makeBeat(manifest, broker: broker, node: hostname, logger: logger)
         do {
@@ -77,14 +70,7 @@ struct ScheduleListCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let manifest: Manifest
-        let broker: RedisURL
-        do {
-            manifest = try connection.loadManifest(required: true)!
-            broker = try RedisURL(string: connection.brokerURL(manifest))
-        } catch {
-            throw badInput(error)
-        }
+        let (manifest, broker) = try connection.manifestAndBroker()
         let redis = Redis(url: broker, label: "schedule")
         let state: BeatStore.State
         do { state = try await BeatStore.read(manifest.schedules.map(\.name), on: redis) } catch {
@@ -152,14 +138,7 @@ struct ScheduleRunCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let manifest: Manifest
-        let broker: RedisURL
-        do {
-            manifest = try connection.loadManifest(required: true)!
-            broker = try RedisURL(string: connection.brokerURL(manifest))
-        } catch {
-            throw badInput(error)
-        }
+        let (manifest, broker) = try connection.manifestAndBroker()
         guard let e = manifest.schedules.first(where: { $0.name == name }) else {
             let known = manifest.schedules.map(\.name)
             throw fail("\(manifest.path ?? "manifest"): no schedule named '\(name)'" + (known.isEmpty ? " (it has no schedules)" : " (schedules: \(known.joined(separator: ", ")))"), .badInput)
@@ -169,6 +148,18 @@ struct ScheduleRunCommand: AsyncParsableCommand {
             print(m.id)
         } catch {
             throw fail("schedule run \(name): \(broker): \(error)", CelerityExit(error, otherwise: .redisUnreachable))
+        }
+    }
+}
+
+extension ConnectionOptions {
+    /// The manifest (required) and the broker URL it leads to; a bad one exits 2.
+    func manifestAndBroker() throws -> (Manifest, RedisURL) {
+        do {
+            let manifest = try loadManifest(required: true)!
+            return (manifest, try RedisURL(string: brokerURL(manifest)))
+        } catch {
+            throw badInput(error)
         }
     }
 }
