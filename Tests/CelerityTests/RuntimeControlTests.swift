@@ -145,13 +145,16 @@ extension Integration {
             }
             #expect(done[0] < 1.5, "\(done)")
             #expect(done[1] >= 1.6 && done[2] >= 3.6, "\(done)")
-            // Waiting messages stay in the processing list (a SIGKILL would not lose them);
-            // the waits hold no execution slot: a sleep runs meanwhile.
+            // Messages waiting for a later turn wait in Redis (parked: a SIGKILL would not lose
+            // them), holding no execution slot: a sleep runs meanwhile.
             var waiting: [AsyncResult] = []
             for i in 0..<4 { waiting.append(try await client.send("o.add", args: [.int(i), 1])) }
             let r = try h.redisClient()
-            #expect(try await eventually(seconds: 3) { try await r.call("LLEN", Keys.processing(h.node)).int ?? 0 >= 3 })
+            #expect(try await eventually(seconds: 3) { try await r.call("ZCARD", Keys.rateParked("o.add")).int ?? 0 >= 3 })
             #expect(try await client.send("o.sleep", args: [0.1]).get(timeout: .seconds(3)) == .double(0.1))
+            // `registered` shows the rate as Celery does (rate_limit is one of its default items).
+            let registered = try await Self.control(h, "inspect:registered").arrayValue?.compactMap(\.stringValue) ?? []
+            #expect(registered.contains("o.add [rate_limit=30/m]"), "\(registered)")
             // Disabled: those waiting go at once, and new calls run at full speed.
             let disable = Date()
             #expect(try await Self.control(h, #"rate_limit={"task_name": "o.add", "rate_limit": 0}"#) == Self.ok("rate limit disabled successfully"))

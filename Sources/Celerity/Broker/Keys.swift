@@ -16,6 +16,11 @@
 /// - `celerity:delayed`: sorted set of messages waiting for their eta.
 /// - `celerity:lock:recovery`: lock of the sweep that requeues dead workers' messages.
 /// - `celerity:revoked`, `celerity:revoked:terminate`: revoked task ids (sorted by expiry).
+/// - `celerity:rate:<task>`, `celerity:rate-wait:<task>`, `celerity:rate-turn:<id>`,
+///   `celerity:rate-conf`: global rate limits (GCRA state, parked messages, a parked
+///   message's reserved turn, rates set at run time); see `TaskGate`.
+/// - `celerity:cap:<task>`, `celerity:cap-wait:<task>`: concurrency caps (running ids with
+///   their lease, messages waiting for a place).
 public enum Keys {
     /// kombu's separator between a queue name and its priority bucket.
     public static let separator = "\u{06}\u{16}"
@@ -59,4 +64,18 @@ public enum Keys {
     public static let revoked = "celerity:revoked"
     /// Revoked task ids whose running execution must also be terminated (same scoring).
     public static let revokedTerminate = "celerity:revoked:terminate"
+
+    /// GCRA state of a task's global rate limit: the theoretical arrival time (Redis ms).
+    public static func rateState(_ task: String) -> String { "celerity:rate:" + task }
+    /// The reserved turn (Redis ms) of a message parked by its rate limit.
+    public static func rateTurn(_ taskID: String) -> String { "celerity:rate-turn:" + taskID }
+    /// Messages parked by a task's rate limit (sorted set scored by when they go back to
+    /// their queue, Redis ms; members `<list key>\0<id>\0<message>`).
+    public static func rateParked(_ task: String) -> String { "celerity:rate-wait:" + task }
+    /// Rates set at run time by `rate_limit` (hash: task → tasks per second; 0: none).
+    public static let rateOverrides = "celerity:rate-conf"
+    /// Ids of a capped task running now (sorted set scored by lease end, Redis ms).
+    public static func running(_ task: String) -> String { "celerity:cap:" + task }
+    /// Messages of a capped task waiting for a place (`<list key>\0<id>\0<message>`).
+    public static func capWaiting(_ task: String) -> String { "celerity:cap-wait:" + task }
 }

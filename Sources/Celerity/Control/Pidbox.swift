@@ -87,7 +87,7 @@ final class Pidbox: Sendable {
         do {
             // kombu's direct exchange: the binding table maps the routing key to its queue.
             let members = try await redis.call("SMEMBERS", "_kombu.binding.reply.celery.pidbox").array?.compactMap(\.string) ?? []
-            var queues = members.compactMap { m -> String? in
+            let queues = members.compactMap { m -> String? in
                 let parts = m.components(separatedBy: Keys.separator)
                 return parts.count == 3 && parts[0] == replyTo ? parts[2] : nil
             }

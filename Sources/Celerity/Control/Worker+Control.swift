@@ -19,7 +19,7 @@ extension Worker {
                          JSONMember("request", t.task.info(self, safe: r.flag("safe"), started: false))])
             })
         case "registered":
-            return .array(handlers.keys.filter { !$0.hasPrefix("celery.") }.sorted().map { .string($0) })
+            return .array(handlers.keys.filter { !$0.hasPrefix("celery.") }.sorted().map { .string(registeredItem($0, r)) })
         case "active_queues": return .array(runtime.queues.map(Self.queueInfo))
         case "revoked": return .array(revocations.all.sorted().map { .string($0) })
         case "conf": return confReply()
@@ -44,7 +44,7 @@ extension Worker {
         case "pool_shrink": return poolResize(r, grow: false)
         case "add_consumer": return addConsumer(r)
         case "cancel_consumer": return cancelConsumer(r)
-        case "rate_limit": return rateLimit(r)
+        case "rate_limit": return await rateLimit(r)
         case "time_limit": return timeLimit(r)
         case "autoscale":
             return .object([JSONMember("error", .string("'\(r.method)' is not supported by Celerity workers yet"))])
@@ -239,5 +239,32 @@ struct HeldTask {
                                                  JSONMember("priority", .int(m.priority)), JSONMember("redelivered", false)])),
             JSONMember("worker_pid", started ? .int(Int(getpid())) : .null),
         ])
+    }
+}
+
+extension Worker {
+    /// One line of `registered`: the name, then `[attr=value …]` for the attributes asked
+    /// (`taskinfoitems`; Celery's default: exchange, routing_key, rate_limit) that the task
+    /// has, as Celery's `_extract_info` writes them.
+    func registeredItem(_ task: String, _ r: ControlRequest) -> String {
+        let given = r.argument("taskinfoitems")?.arrayValue?.compactMap(\.stringValue) ?? []
+        let asked = given.isEmpty ? ["exchange", "routing_key", "rate_limit"] : given
+        let spec = manifest.tasks[task]
+        var fields: [String] = []
+        for item in asked {
+            let value: String?
+            switch item {
+            case "rate_limit": value = gate.rateText(task)
+            case "max_concurrency": value = spec?.maxConcurrency.map { "\($0)" }
+            case "time_limit": value = (runtime.timeLimits(for: task)?.hard ?? spec?.timeLimit).map { "\($0)" }
+            case "soft_time_limit": value = (runtime.timeLimits(for: task)?.soft ?? spec?.softTimeLimit).map { "\($0)" }
+            case "max_retries": value = spec.map { "\($0.retries)" }
+            case "ignore_result": value = spec.map { $0.storeResult ? "False" : "True" }
+            case "track_started": value = spec.map { $0.trackStarted ? "True" : "False" }
+            default: value = nil
+            }
+            if let value { fields.append("\(item)=\(value)") }
+        }
+        return fields.isEmpty ? task : "\(task) [\(fields.joined(separator: " "))]"
     }
 }

@@ -59,9 +59,11 @@ extension Worker {
         return Self.ok("no longer consuming from \(queue)")
     }
 
-    /// `rate_limit TASK RATE`: per worker, as in Celery ("10/s", "100/m", "5/h", a number per
-    /// second; 0, "" or None: none).
-    func rateLimit(_ r: ControlRequest) -> JSONValue {
+    /// `rate_limit TASK RATE` ("10/s", "100/m", "5/h", a number per second; 0, "" or None:
+    /// none): Celery's command and replies, but the limit is Celerity's global one (`TaskGate`):
+    /// it holds for all workers together, and changes for all of them, whichever got the
+    /// command (each that gets it writes the same value).
+    func rateLimit(_ r: ControlRequest) async -> JSONValue {
         let raw = r.argument("rate_limit")
         let perSecond: Double
         do throws(RateLimitParser.Failure) {
@@ -82,7 +84,13 @@ extension Worker {
             logger.error("rate limit attempt for unknown task", metadata: ["task": .string(r.argument("task_name")?.stringValue ?? "")])
             return Self.error("unknown task")
         }
-        runtime.setRateLimit(task, perSecond: perSecond)
+        let text = raw?.stringValue ?? raw.map { $0.serialized() } ?? "None"
+        do {
+            try await gate.setRate(task, perSecond: perSecond, text: text)
+        } catch {
+            logger.error("rate limit not changed: Redis refused", metadata: ["task": .string(task), "error": .string("\(error)")])
+            return Self.error("rate limit not changed: \(error)")
+        }
         // Celery answers by the truth of the argument ("0" is set, and limits nothing).
         let truthy: Bool
         switch raw {

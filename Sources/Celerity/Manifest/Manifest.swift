@@ -162,6 +162,23 @@ public struct TaskSpec: Sendable, Hashable {
     /// First retry delay in seconds; doubles each attempt up to `retryBackoffMax`, with jitter.
     public var retryBackoff: Double = 1
     public var retryBackoffMax: Double = 60
+    /// A rate limit across all workers together (`rate_limit`, `burst`), nil: none.
+    public var rateLimit: RateLimit?
+    /// At most this many calls of the task run at once on all workers (`max_concurrency`).
+    public var maxConcurrency: Int?
+
+    /// Starts per second, and how many may start at once after a quiet spell (GCRA's burst).
+    public struct RateLimit: Sendable, Hashable {
+        public var perSecond: Double
+        public var burst: Int
+        /// As written in tasks.yaml (`100/s`), for listings.
+        public var text: String
+        public init(perSecond: Double, burst: Int = 1, text: String? = nil) {
+            self.perSecond = perSecond
+            self.burst = burst
+            self.text = text ?? "\(perSecond)/s"
+        }
+    }
 
     /// Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter"
     /// (half fixed, half random) so a burst of failures does not retry in lockstep.

@@ -212,7 +212,10 @@ struct ManifestReader {
         var backoffMax = 60.0
         var pluginOptions: [(String, Node, Node)] = []
         var pluginNode: Node?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started"]) {
+        var rateLimit: TaskSpec.RateLimit?
+        var burst: (Int, Node)?
+        var maxConcurrency: Int?
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "rate_limit", "burst", "max_concurrency"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -235,8 +238,15 @@ struct ManifestReader {
             case "retries": retries = try integer(v, "\(name).retries", min: 0)
             case "retry_backoff": backoff = try number(v, "\(name).retry_backoff")
             case "retry_backoff_max": backoffMax = try number(v, "\(name).retry_backoff_max")
+            case "rate_limit": rateLimit = try rate(v, "\(name).rate_limit")
+            case "burst": burst = (try integer(v, "\(name).burst", min: 1), kn)
+            case "max_concurrency": maxConcurrency = try integer(v, "\(name).max_concurrency", min: 1)
             default: pluginOptions.append((k, kn, v))
             }
+        }
+        if let (b, bn) = burst {
+            guard rateLimit != nil else { throw fail(bn, "\(name).burst applies to a rate limit: add 'rate_limit: <n>/s' (or /m, /h) to \(what)") }
+            rateLimit?.burst = b
         }
         guard let h = handler else { throw fail(n, "\(what) is missing a handler: add 'builtin: <name>' or 'plugin: [program, args…]'") }
         if case .builtin = h, let (k, kn, _) = pluginOptions.first {
@@ -324,6 +334,8 @@ struct ManifestReader {
             t.retryBackoff = backoff
             t.retryBackoffMax = max(backoffMax, backoff)
             t.trackStarted = trackStarted
+            t.rateLimit = rateLimit
+            t.maxConcurrency = maxConcurrency
             return t
         }
         var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
@@ -332,7 +344,27 @@ struct ManifestReader {
         t.retryBackoff = backoff
         t.retryBackoffMax = max(backoffMax, backoff)
         t.trackStarted = trackStarted
+        t.rateLimit = rateLimit
+        t.maxConcurrency = maxConcurrency
         return t
+    }
+
+    /// A rate in Celery's words: `100/s`, `10/m`, `5/h`, or a number (per second); > 0.
+    func rate(_ n: Node, _ what: String) throws(ManifestError) -> TaskSpec.RateLimit {
+        guard case let .scalar(s) = n, n.null == nil else { throw fail(n, "\(what) must be a rate like '100/s', '10/m' or '5/h', found \(kind(n))") }
+        let perSecond: Double
+        do throws(RateLimitParser.Failure) {
+            perSecond = try RateLimitParser.perSecond(.string(s.string))
+        } catch {
+            switch error {
+            case let .notANumber(t): throw fail(n, "\(what): '\(t)' is not a number (expected a rate like '100/s', '10/m' or '5/h')")
+            case let .unknownUnit(u): throw fail(n, "\(what): unknown unit '\(u)' (expected s, m or h, as in '100/s')")
+            }
+        }
+        guard perSecond > 0, perSecond.isFinite, perSecond <= 1_000_000 else {
+            throw fail(n, "\(what) must be more than 0 and at most 1000000/s, got '\(s.string)'")
+        }
+        return TaskSpec.RateLimit(perSecond: perSecond, text: s.string)
     }
 
     static func looksLikeScript(_ arg: String) -> Bool {

@@ -3,7 +3,8 @@ import Synchronization
 
 /// What remote control changes in a running worker (Control/Worker+RuntimeControl.swift):
 /// its concurrency (`pool_grow`, `pool_shrink`), the queues it consumes (`add_consumer`,
-/// `cancel_consumer`), and per-task rate and time limits (`rate_limit`, `time_limit`).
+/// `cancel_consumer`), and per-task time limits (`time_limit`). Rate limits are global
+/// (`TaskGate`): `rate_limit` changes them in Redis.
 ///
 /// The hot path reads at most one relaxed atomic of it per message (`hasTaskOverrides`),
 /// and only when that is set looks further.
@@ -13,7 +14,7 @@ final class RuntimeSettings: Sendable {
     /// Serialises grow and shrink (two requests may be handled at once).
     private let resizing = Mutex(())
     private let consuming: Mutex<[QueueConsumer]>
-    /// Set while any task has a rate limit or a time-limit override.
+    /// Set while any task has a time-limit override.
     let hasTaskOverrides = Atomic<Bool>(false)
     private let overrides = Mutex(Overrides())
 
@@ -22,9 +23,8 @@ final class RuntimeSettings: Sendable {
         var soft: Double?
     }
     private struct Overrides {
-        var buckets: [String: TokenBucket] = [:]
         var timeLimits: [String: TimeLimits] = [:]
-        var isEmpty: Bool { buckets.isEmpty && timeLimits.isEmpty }
+        var isEmpty: Bool { timeLimits.isEmpty }
     }
 
     init(concurrency: Int, queues: [String]) {
@@ -81,27 +81,6 @@ final class RuntimeSettings: Sendable {
 
     // MARK: - Rate and time limits
 
-    /// Sets (perSecond > 0) or removes the rate limit of `task`. A new limit starts a new
-    /// bucket (as Celery's `reset_rate_limits`); messages waiting on the old one take again.
-    func setRateLimit(_ task: String, perSecond: Double?) {
-        let old = overrides.withLock { o -> TokenBucket? in
-            let old = o.buckets.removeValue(forKey: task)
-            if let r = perSecond, r > 0 { o.buckets[task] = TokenBucket(perSecond: r) }
-            hasTaskOverrides.store(!o.isEmpty, ordering: .relaxed)
-            return old
-        }
-        old?.retire()
-    }
-
-    /// The bucket of `task` (nil: no rate limit).
-    func bucket(for task: String) -> TokenBucket? {
-        guard hasTaskOverrides.load(ordering: .relaxed) else { return nil }
-        return overrides.withLock { $0.buckets[task] }
-    }
-
-    /// The rate limits set now, in tasks per second.
-    var rateLimits: [String: Double] { overrides.withLock { $0.buckets.mapValues(\.perSecond) } }
-
     /// Celery's `time_limit`: replaces both limits of `task` (nil clears one).
     func setTimeLimits(_ task: String, _ limits: TimeLimits) {
         overrides.withLock { o in
@@ -118,9 +97,9 @@ final class RuntimeSettings: Sendable {
 
     var allTimeLimits: [String: TimeLimits] { overrides.withLock { $0.timeLimits } }
 
-    /// Whether `task` cannot take the inline fast path (a rate limit or a changed time limit).
+    /// Whether `task` cannot take the inline fast path (a changed time limit).
     func overrides(_ task: String) -> Bool {
-        overrides.withLock { $0.buckets[task] != nil || $0.timeLimits[task] != nil }
+        overrides.withLock { $0.timeLimits[task] != nil }
     }
 }
 
@@ -131,31 +110,6 @@ final class QueueConsumer: Sendable {
     init(_ name: String) { self.name = name }
     func cancel() { cancelled.store(true, ordering: .relaxed) }
     var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
-}
-
-/// Celery's per-task token bucket (kombu's `TokenBucket(rate, capacity=1)`): one start per
-/// `1/perSecond` seconds, the first at once. Each taker reserves the next free instant.
-final class TokenBucket: Sendable {
-    let perSecond: Double
-    private let next = Mutex<ContinuousClock.Instant?>(nil)
-    private let retiredFlag = Atomic<Bool>(false)
-
-    init(perSecond: Double) { self.perSecond = perSecond }
-
-    /// Reserves a start: the instant it may happen (now or later).
-    func reserve(now: ContinuousClock.Instant = .now) -> ContinuousClock.Instant {
-        // At least one start a year (a rate of almost nothing must not overflow the interval).
-        let interval = Duration.nanoseconds(Int64(min(1e9 / perSecond, 365 * 86_400 * 1e9)))
-        return next.withLock { n in
-            let at = max(now, n ?? now)
-            n = at + interval
-            return at
-        }
-    }
-
-    /// Replaced or removed: those waiting on it stop waiting and ask again.
-    func retire() { retiredFlag.store(true, ordering: .relaxed) }
-    var isRetired: Bool { retiredFlag.load(ordering: .relaxed) }
 }
 
 /// Celery's rate strings (`celery.utils.time.rate`): "10/s", "100/m", "5/h", a plain number

@@ -38,6 +38,7 @@ extension Worker {
         switch triage(message) {
         case .expired:
             log.info("task expired before it ran: REVOKED")
+            await releasePlaceIfCapped(message, log)
             await dispose(Outcome(result: .revoked(.revoked("expired")), message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case let .parked(eta):
@@ -47,6 +48,7 @@ extension Worker {
             return
         case .revoked:
             log.info("task was revoked before it ran: REVOKED")
+            await releasePlaceIfCapped(message, log)
             await dispose(Outcome(result: .revoked(.revoked("revoked")), message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case .unknown:
@@ -61,9 +63,21 @@ extension Worker {
             (spec, handler) = (s, h)
             if events.isEnabled { events.received(message) }
         }
-        // A rate limit (`rate_limit`): wait for the task's turn holding no execution slot;
-        // the message stays in the processing list meanwhile.
-        if runtime.hasTaskOverrides.load(ordering: .relaxed) { await waitForRate(message.task) }
+        // A global rate limit or concurrency cap (`TaskGate`): its turn and its place first,
+        // holding no execution slot; a long wait happens in Redis, not here.
+        var holdsPlace = false
+        if gate.isGated(message.task) {
+            guard let place = await admit(raw, message, queue: queue, log) else { return }
+            holdsPlace = place
+        }
+        await start(raw, message, spec: spec, handler: handler, queue: queue, generation: generation, slots: slots, log)
+        if holdsPlace { await releasePlace(message, log) }
+    }
+
+    /// The rest of `process`: an execution slot, the checks that may have changed while the
+    /// message waited, the run and its outcome.
+    func start(_ raw: [UInt8], _ message: TaskMessage, spec: TaskSpec, handler: any TaskHandler, queue: String, generation: Int,
+               slots: Slots, _ log: TaskLog) async {
         // Prefetched messages wait here for an execution slot (the worker's concurrency).
         _ = await slots.acquire()
         if isStopping {
@@ -326,18 +340,62 @@ extension Worker {
         return String(format: "%.3f", Double(c.seconds) * 1000 + Double(c.attoseconds) / 1e15)
     }
 
-    /// Waits until `task` may start under its rate limit (a changed or removed limit ends
-    /// the wait on the old one: the task then takes from the new one, if any).
-    func waitForRate(_ task: String) async {
-        while let bucket = runtime.bucket(for: task) {
-            let due = bucket.reserve()
-            while !bucket.isRetired && !isStopping {
-                let left = ContinuousClock.now.duration(to: due)
-                if left <= .zero { return }
-                try? await Task.sleep(for: min(left, .milliseconds(250)))
+    /// Asks the gate (`TaskGate`) whether the message may start. nil: not here, not now (its
+    /// wait goes on in Redis: parked until its turn, or waiting for a place under the cap; or
+    /// another worker took it back). Else whether it holds a place under a cap (to release).
+    func admit(_ raw: [UInt8], _ message: TaskMessage, queue: String, _ log: TaskLog) async -> Bool? {
+        let listKey = Keys.queue(queue, priority: message.priority)
+        let verdict: TaskGate.Verdict?
+        do {
+            verdict = try await withRedisRetry("rate limit / concurrency cap") {
+                try await self.gate.admit(raw, task: message.task, id: message.id, listKey: listKey)
             }
-            if isStopping { return }
+        } catch {
+            // Refused (an ACL without the gate's keys, a script error): the limit cannot be
+            // kept, so the message does not run here; it goes back after a pause.
+            log.error("rate limit / concurrency cap could not be checked; message returned to its queue", metadata: ["error": .string("\(error)")])
+            try? await Task.sleep(for: .seconds(1))
+            await requeue(raw, queue: queue, message: message, log, why: "rate limit / concurrency cap unavailable: message returned to the head of its queue")
+            return nil
         }
+        let capped = gate.policies[message.task]?.cap != nil
+        switch verdict {
+        case nil:
+            return nil   // stopping while Redis was away: it stays in the processing list
+        case .go?:
+            return capped
+        case let .wait(d)?:
+            log.debug("rate limit: waiting for its turn", metadata: ["wait_ms": .string(Self.ms(d))])
+            try? await Task.sleep(for: d)
+            return capped
+        case .parked?:
+            broker.forget(raw)
+            log.debug("rate limit: parked in the delayed set until its turn")
+            return nil
+        case .waiting?:
+            broker.forget(raw)
+            log.debug("concurrency cap reached: waiting in Redis for a place")
+            return nil
+        case .gone?:
+            broker.forget(raw)
+            return nil
+        }
+    }
+
+    /// Frees the place a capped task held (it ran, or will not run).
+    func releasePlace(_ message: TaskMessage, _ log: TaskLog) async {
+        do {
+            _ = try await withRedisRetry("concurrency cap release", policy: .throughGrace) {
+                try await self.gate.release(task: message.task, id: message.id)
+            }
+        } catch {
+            // Its lease lapses within `leaseSeconds` and the place comes back then.
+            log.warning("concurrency cap place not released; it comes back when its lease lapses", metadata: ["error": .string("\(error)")])
+        }
+    }
+
+    func releasePlaceIfCapped(_ message: TaskMessage, _ log: TaskLog) async {
+        if gate.policies[message.task]?.cap != nil { await releasePlace(message, log) }
     }
 
     /// Runs a handler; built-ins are abandoned (and fail) at the hard limit, plugins enforce it

@@ -72,8 +72,9 @@ extension Worker {
         guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
               let spec = manifest.tasks[message.task], spec.softTimeLimit == nil, !spec.trackStarted,
-              // A rate limit or a changed time limit (remote control): the usual path.
+              // A changed time limit (remote control), a rate limit or a cap: the usual path.
               !runtime.hasTaskOverrides.load(ordering: .relaxed) || !runtime.overrides(message.task),
+              !gate.isGated(message.task),
               let body = handlers[message.task]?.inlineBody,
               !revocations.contains(message.id), lease.covers(generation)   // the lease last: it starts right after
         else { return .slow(message) }
@@ -104,7 +105,7 @@ extension Worker {
     func startOnArrival(_ raw: [UInt8], queue: String, generation: Int, slots: Slots) -> Arrival {
         guard !isStopping, let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
               !spec.trackStarted,   // its STARTED is stored on the usual path, before the call
-              runtime.bucket(for: message.task) == nil,   // rate-limited: waits on the usual path
+              !gate.isGated(message.task),   // a rate limit or a cap: the usual path
               let plugin = handler as? PersistentPlugin, slots.tryAcquire() else { return .other(raw) }
         guard lease.covers(generation) else {
             slots.release()

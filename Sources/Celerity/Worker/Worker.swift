@@ -49,8 +49,10 @@ public final class Worker: Service, Sendable {
     let dutyAlarm = DutyAlarm()
     /// Celery's events: worker events always, task events while on (Control/Events.swift).
     public let events: EventDispatcher
-    /// What remote control changed: concurrency, consumed queues, rate and time limits.
+    /// What remote control changed: concurrency, consumed queues, time limits.
     let runtime: RuntimeSettings
+    /// Global rate limits and concurrency caps (tasks.yaml `rate_limit`, `max_concurrency`).
+    let gate: TaskGate
     /// Execution slots (the concurrency) and the prefetch room (concurrency × multiplier)
     /// shared by the queues that have no room of their own; `pool_grow`/`pool_shrink` resize both.
     let slots: Slots
@@ -77,6 +79,7 @@ public final class Worker: Service, Sendable {
         self.revocations = Revocations(broker: broker, alarm: dutyAlarm, logger: logger)
         self.events = EventDispatcher(url: config.broker, node: config.node, enabled: config.taskEvents, logger: logger, alarm: dutyAlarm)
         self.runtime = RuntimeSettings(concurrency: config.concurrency, queues: config.queues)
+        self.gate = TaskGate(control: broker.control, processingKey: broker.processingKey, manifest: manifest, leaseSeconds: config.heartbeatTTL)
         self.slots = Slots(config.concurrency)
         // Messages fetched and not yet acked: Celery's prefetch (concurrency × multiplier).
         self.prefetch = Slots(config.concurrency * max(config.prefetchMultiplier, 1))
@@ -206,6 +209,7 @@ public final class Worker: Service, Sendable {
                       alarm: dutyAlarm, logger: logger, isStopping: stopping),
             revocations,
             eventHeartbeat,
+            GateKeeper(gate: gate, alarm: dutyAlarm, logger: logger),
         ]
         logger.info("worker ready", metadata: ["node": .string(config.node)])
 
