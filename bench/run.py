@@ -21,7 +21,12 @@ Measures, each with the same task names, queues and Redis:
   g. the cost of task events: the drain of (a) by a Celerity worker started without and
      with -E, alternated for --events-rounds rounds (a fresh worker each run), median tasks/s
      each way and the ratio on/off; with --events-celery, the same for the Celery worker
-     (one round each way) as the reference.
+     (one round each way) as the reference;
+  h. the cost of a global rate limit (tasks.yaml `rate_limit`): the drain of (a) by a
+     Celerity worker whose add task has a limit it never reaches (1000000/s: every message
+     still asks Redis for its turn) against the same worker without a limit, alternated for
+     --limit-rounds rounds; and one drain under a limit that binds (tasks / 5 s, so about
+     5 s), the rate achieved against the limit.
 """
 import argparse
 import json
@@ -137,9 +142,9 @@ class Bench:
         r = app.control.ping(destination=["%s@%s" % (name, socket.gethostname())], timeout=0.5)
         return bool(r)
 
-    def celerity_worker(self, queues, name, extra=()):
+    def celerity_worker(self, queues, name, extra=(), manifest=None):
         argv = [os.path.join(BIN, "celerity"), "worker", "-Q", queues, "-n", name, "-c", str(self.args.concurrency),
-                "-l", "warning", "--manifest", os.path.join(REPO, "bench", "tasks.yaml"), "--broker", self.url] + list(extra)
+                "-l", "warning", "--manifest", manifest or os.path.join(REPO, "bench", "tasks.yaml"), "--broker", self.url] + list(extra)
         p = self.spawn(argv, name + ".log")
         self.wait_until(lambda: self.r.exists("celerity:worker:" + name), "Celerity worker %s" % name, 30)
         return p
@@ -367,8 +372,66 @@ class Bench:
             rows[2] = rows[2][:2] + ("%.1f%%" % (100 * cel["on"] / cel["off"]),) + rows[2][3:]
         return rows
 
+    # -- h. the cost of a global rate limit ---------------------------------------------------------
+    def limited_manifest(self, rate):
+        """bench/tasks.yaml with `rate_limit: <rate>` on the add task; its path."""
+        text = open(os.path.join(REPO, "bench", "tasks.yaml")).read()
+        anchor = "    queue: add\n    builtin: add\n"
+        assert anchor in text
+        path = os.path.join(self.tmp, "tasks-limit-%s.yaml" % rate.replace("/", "-"))
+        open(path, "w").write(text.replace(anchor, anchor + "    rate_limit: %s\n" % rate, 1))
+        return path
+
+    def limit_cost(self):
+        """Drains the kept add tasks with a fresh Celerity worker without a rate limit and one
+        with a limit it never reaches, alternating, for --limit-rounds rounds (medians); then
+        once under a limit that binds. Returns the rows."""
+        a = self.args
+        never = self.limited_manifest("1000000/s")
+        rates = {"unlimited": [], "limited": []}
+        for rnd in range(a.limit_rounds):
+            order = ["unlimited", "limited"] if rnd % 2 == 0 else ["limited", "unlimited"]
+            for mode in order:
+                name = "celerity-rl-%s-%d" % (mode, rnd)
+                w = self.celerity_worker("add", name, manifest=never if mode == "limited" else None)
+                time.sleep(0.3)
+                took, _ = self.drain(lambda: [w.pid])
+                self.stop(w)
+                self.clear_results()
+                time.sleep(0.5)
+                rates[mode].append(a.tasks / took)
+                print("   round %d, %-9s: %.2f s (%.0f tasks/s)" % (rnd, mode, took, a.tasks / took), flush=True)
+        binding = max(100, a.tasks // 5)
+        w = self.celerity_worker("add", "celerity-rl-binding", manifest=self.limited_manifest("%d/s" % binding))
+        time.sleep(0.3)
+        took, _ = self.drain(lambda: [w.pid])
+        self.stop(w)
+        self.clear_results()
+        # The first call starts at once (burst 1): N calls take (N - 1) periods.
+        achieved = (a.tasks - 1) / took
+        print("   limit %d/s: %.2f s (%.0f tasks/s)" % (binding, took, achieved), flush=True)
+        un, lim = statistics.median(rates["unlimited"]), statistics.median(rates["limited"])
+        span = lambda v: "%.0f–%.0f" % (min(v), max(v))
+        return [("h. drain, add without a rate limit (tasks/s)", "%.0f" % un, "-", span(rates["unlimited"])),
+                ("h. drain, add rate_limit 1000000/s, never reached", "%.0f" % lim, "-", span(rates["limited"])),
+                ("h. limited / unlimited (the cost of asking Redis)", "%.1f%%" % (100 * lim / un), "-", ""),
+                ("h. drain under rate_limit %d/s: achieved (tasks/s)" % binding, "%.0f" % achieved, "-", "%.1f%% of it" % (100 * achieved / binding))]
+
     def run(self):
         a = self.args
+        if a.only_limits:
+            self.start_redis()
+            print("Redis: %s; concurrency %d; %d tasks to drain" % (self.url, a.concurrency, a.tasks), flush=True)
+            self.enqueue(a.tasks)
+            print(self.notes[-1], flush=True)
+            print("h. rate limit off / on, Celerity worker…", flush=True)
+            rows = self.limit_cost()
+            print()
+            print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "range"))
+            for r in rows:
+                print("%-52s %12s %12s %10s" % r)
+            print("Logs: %s" % self.tmp)
+            return 0
         if a.only_events:
             self.start_redis()
             print("Redis: %s; concurrency %d; %d tasks to drain" % (self.url, a.concurrency, a.tasks), flush=True)
@@ -435,6 +498,8 @@ class Bench:
         self.clear_results()
         print("g. events off / on, Celerity worker (%d rounds)…" % a.events_rounds, flush=True)
         events_rows = self.events_cost() if a.events_rounds > 0 else []
+        print("h. rate limit off / on, Celerity worker (%d rounds)…" % a.limit_rounds, flush=True)
+        limit_rows = self.limit_cost() if a.limit_rounds > 0 else []
 
         def ratio(x, y):
             return "%.1f×" % (x / y) if y else "n/a"
@@ -464,6 +529,7 @@ class Bench:
                 (p + ": Swift client, send -> final result s", "%.2f" % sw["seconds"], "-", ""),
             ]
         rows += events_rows
+        rows += limit_rows
         print()
         print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
         for r in rows:
@@ -482,6 +548,9 @@ class Bench:
                   "   (task.multi batches); worker heartbeats go out either way. %s"
                   % (a.events_rounds, "Celery column: one run each way, with and without -E." if a.events_celery else
                      "--events-celery adds Celery's own cost of -E."))
+        if limit_rows:
+            print("h. range column: the range of the %d runs each way; the median is shown. The limit is global (all workers\n"
+                  "   together, decided in Redis per message): Celery's rate_limit is per worker and has no counterpart here." % a.limit_rounds)
         print("Workers: Celerity `celerity worker -c %d`; Celery `celery worker -P %s -c %d` (without gossip/mingle/heartbeat)."
               % (a.concurrency, a.celery_pool, a.concurrency))
         print("Logs: %s" % self.tmp)
@@ -505,6 +574,8 @@ def main():
     ap.add_argument("--events-rounds", type=int, default=3, help="rounds of drains without and with -E (g; 0 skips it)")
     ap.add_argument("--events-celery", action="store_true", help="g: also drain with a Celery worker without and with -E")
     ap.add_argument("--only-events", action="store_true", help="run row g alone (with --tasks)")
+    ap.add_argument("--limit-rounds", type=int, default=3, help="rounds of drains without and with a rate limit (h; 0 skips it)")
+    ap.add_argument("--only-limits", action="store_true", help="run row h alone (with --tasks)")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(BIN, "celerity-bench")):
         sys.exit("release binaries missing: run scripts/bench.sh (or swift build -c release) first")

@@ -33,7 +33,10 @@ struct CheckCommand: AsyncParsableCommand {
                 case let .builtin(b): handler = "builtin \(b)"
                 case let .plugin(p): handler = "plugin \(p.argv.joined(separator: " "))"
                 }
-                print("  \(name) → queue \(t.queue), \(handler)\(t.timeLimit.map { ", time limit \($0) s" } ?? "")")
+                var policy = t.timeLimit.map { ", time limit \($0) s" } ?? ""
+                if let r = t.rateLimit { policy += ", rate limit \(r.text)" + (r.burst > 1 ? " (burst \(r.burst))" : "") + " across all workers" }
+                if let c = t.maxConcurrency { policy += ", at most \(c) at once across all workers" }
+                print("  \(name) → queue \(t.queue), \(handler)\(policy)")
             }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
             for name in m.workflows.keys.sorted() { print("  workflow \(name): \(m.workflows[name]!.summary)") }

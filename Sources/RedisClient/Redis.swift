@@ -80,6 +80,34 @@ public final class Redis: @unchecked Sendable {
         }
     }
 
+    /// Runs the same script once per call, all in one pipeline (one round trip), loading it
+    /// first when needed. Replies in order; a server error is returned as `.error`, not thrown.
+    /// A call that found the script gone (NOSCRIPT: it did not run) is run again alone.
+    public func evalScriptMany(_ script: RedisScript, calls: [(keys: [any RedisArgument], args: [any RedisArgument])]) async throws -> [RedisReply] {
+        let encoded = calls.map { (keys: $0.keys.map(\.redisBytes), args: $0.args.map(\.redisBytes)) }
+        return try await run { c throws(RedisError) in
+            guard let first = encoded.first else { return [] }
+            // The first call loads the script if this connection has not yet.
+            var replies = [try self.evalOnQueue(c, script, keys: first.keys, args: first.args, throwing: false)]
+            guard encoded.count > 1, let sha = self.scriptSHAs[script.source] else {
+                return replies + (try encoded.dropFirst().map { x throws(RedisError) in try self.evalOnQueue(c, script, keys: x.keys, args: x.args, throwing: false) })
+            }
+            let commands = encoded.dropFirst().map { x in
+                RedisCommand([Array("EVALSHA".utf8), Array(sha.utf8), Array(String(x.keys.count).utf8)] + x.keys + x.args)
+            }
+            var rest = try c.pipeline(Array(commands))
+            for (i, r) in rest.enumerated() {
+                if case let .error(message) = r, message.hasPrefix("NOSCRIPT") {
+                    self.scriptSHAs[script.source] = nil
+                    let x = encoded[i + 1]
+                    rest[i] = try self.evalOnQueue(c, script, keys: x.keys, args: x.args, throwing: false)
+                }
+            }
+            replies += rest
+            return replies
+        }
+    }
+
     /// Runs `body` on this handle's own thread with its connection, for commands that must
     /// follow one another without a hand-off between threads (a blocking fetch, then at once
     /// the writes it leads to). They block this handle's thread only, never Swift's
@@ -125,7 +153,7 @@ public final class Redis: @unchecked Sendable {
 
     // MARK: - Internals
 
-    private func evalOnQueue(_ c: RedisConnection, _ script: RedisScript, keys: [[UInt8]], args: [[UInt8]]) throws(RedisError) -> RedisReply {
+    private func evalOnQueue(_ c: RedisConnection, _ script: RedisScript, keys: [[UInt8]], args: [[UInt8]], throwing: Bool = true) throws(RedisError) -> RedisReply {
         let sha: String
         if let known = scriptSHAs[script.source] {
             sha = known
@@ -140,8 +168,9 @@ public final class Redis: @unchecked Sendable {
         let reply = try c.command(RedisCommand(argv))
         if case let .error(message) = reply, message.hasPrefix("NOSCRIPT") {
             scriptSHAs[script.source] = nil
-            return try evalOnQueue(c, script, keys: keys, args: args)
+            return try evalOnQueue(c, script, keys: keys, args: args, throwing: throwing)
         }
+        guard throwing else { return reply }
         return try reply.throwingError(naming: RedisCommand("EVALSHA", "on keys " + keys.map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")))
     }
 

@@ -132,6 +132,61 @@ extension Integration {
             await server2.stop()
         }
 
+        /// The same over several minutes (`CELERITY_BEAT_SOAK_SECONDS`, default 180): three beats
+        /// with skewed clocks, one of them SIGKILLed and restarted every 15 s in turn, and Redis
+        /// restarted (AOF on) halfway. Every tick of `every: 1s` is sent exactly once: no
+        /// duplicate, no gap except across the Redis outage (where `run_once` sends one).
+        @Test(.timeLimit(.minutes(10))) func threeBeatsOverSeveralMinutesWithKillsAndARedisRestart() async throws {
+            let seconds = Double(ProcessInfo.processInfo.environment["CELERITY_BEAT_SOAK_SECONDS"] ?? "") ?? 180
+            let dataDir = NSTemporaryDirectory() + "celerity-beat-soak-\(UUID().uuidString.prefix(6))"
+            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+            let persist = ["--appendonly", "yes", "--appendfsync", "always", "--dir", dataDir]
+            var server = try await RedisServer.start(extra: persist)
+            let port = server.port
+            let f = try BeatFixture(server: server, schedules: "  tick: {task: add, every: 1s, args: [1, 2], misfire: run_once}\n")
+            let start = try await f.redisTime()
+            let skews: [Double] = [-40, 0, 35]
+            var beats = try skews.indices.map { try f.beat("s\($0)", skew: skews[$0]) }
+            var kills = 0
+            var outage: (down: Double, up: Double)?
+            let began = Date()
+            while Date().timeIntervalSince(began) < seconds {
+                try await Task.sleep(for: .seconds(15))
+                if outage == nil && Date().timeIntervalSince(began) >= seconds / 2 {
+                    let down = try await f.redisTime()
+                    await server.stop()
+                    try await Task.sleep(for: .seconds(2))
+                    server = try await RedisServer.start(port: port, extra: persist)
+                    outage = (down, try await f.redisTime())
+                    continue
+                }
+                let i = kills % beats.count
+                beats[i].signal(SIGKILL)
+                _ = await beats[i].wait()
+                beats[i] = try f.beat("s\(i)-\(kills)", skew: skews[i])
+                kills += 1
+            }
+            var exits: [Int32] = []
+            for b in beats { exits.append(await b.stop(grace: 10)) }
+            let end = try await f.redisTime()
+            #expect(exits == [0, 0, 0], "beats: \(beats.map { $0.output.suffix(1500) })")
+            let messages = try await BeatMessage.read(f.queue, on: f.redis())
+            let ticks = messages.compactMap(\.tick).sorted()
+            print("beat soak: \(Int(end - start)) s, \(kills) beats killed, Redis restarted once: \(messages.count) messages, \(Set(ticks).count) distinct ticks")
+            #expect(Set(ticks).count == ticks.count, "ticks sent twice: \(Dictionary(grouping: ticks, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted())")
+            var gaps: [(Int, Int)] = []
+            for (a, b) in zip(ticks, ticks.dropFirst()) where b != a + 1 { gaps.append((a, b)) }
+            #expect(gaps.count <= 1, "gaps \(gaps)")
+            if let (a, b) = gaps.first, let o = outage {
+                #expect(Double(a) >= o.down - 2 && Double(b) <= o.up + 7, "gap \(a)…\(b) is not the outage \(o)")
+            }
+            // Every second of the run has its tick, but for the outage.
+            let outageSeconds = outage.map { $0.up - $0.down } ?? 0
+            #expect(Double(ticks.count) >= (end - start) - outageSeconds - 8, "\(ticks.count) ticks in \(end - start) s")
+            #expect(kills >= 3)
+            await server.stop()
+        }
+
         /// All beats stopped for 6 ticks: `skip` sends none of the missed ticks, `run_once` exactly one.
         @Test func misfireAfterDowntimeFollowsThePolicy() async throws {
             let server = try await RedisServer.start()

@@ -153,30 +153,50 @@ public final class TaskGate: Sendable {
     return {0, 0}
     """)
 
+    /// One message asking: what `admit` needs of it.
+    struct Request: Sendable {
+        var raw: [UInt8]
+        var task: String
+        var id: String
+        var listKey: String
+    }
+
     /// Asks whether the message `raw` (of `task`, id `id`, from list `listKey`) may start now.
     /// On `.go` and `.wait` a capped task holds a place: call `release` when it is over.
     func admit(_ raw: [UInt8], task: String, id: String, listKey: String) async throws -> Verdict {
-        let policy = policies[task]
-        let rate = policy?.rate
-        let period = rate.map { 1000 / $0.perSecond } ?? 0
-        let keys = [processingKey, Keys.rateState(task), Keys.rateOverrides, Keys.rateTurn(id), Keys.running(task), Keys.capWaiting(task), Keys.rateParked(task)]
-        let args: [any RedisArgument] = [raw, listKey, task, id, period, rate?.burst ?? 1, policy?.cap ?? 0, leaseSeconds * 1000,
-                                         Self.horizonMs, Self.lookaheadMs, 0, Self.toleranceMs]
-        let r = try await control.evalScript(Self.admitScript, keys: keys, args: args)
-        try r.throwingError(naming: RedisCommand("EVALSHA", "admit"))
-        let parts = r.array ?? []
-        let verdict = parts.first?.int ?? 0
-        let micros = parts.count > 1 ? parts[1].int ?? 0 : 0
-        let v: Verdict
-        switch verdict {
-        case 1: v = .wait(.microseconds(micros))
-        case 2: v = .parked
-        case 3: v = .waiting
-        case 4: v = .gone
-        default: v = .go
+        try await admit([Request(raw: raw, task: task, id: id, listKey: listKey)])[0]
+    }
+
+    /// The same for a batch, in one round trip (one script run per message, pipelined).
+    /// A refusal of any of them (an error reply) throws; those before it were decided.
+    func admit(_ requests: [Request]) async throws -> [Verdict] {
+        let calls = requests.map { q -> (keys: [any RedisArgument], args: [any RedisArgument]) in
+            let policy = policies[q.task]
+            let rate = policy?.rate
+            let period = rate.map { 1000 / $0.perSecond } ?? 0
+            return ([processingKey, Keys.rateState(q.task), Keys.rateOverrides, Keys.rateTurn(q.id), Keys.running(q.task), Keys.capWaiting(q.task), Keys.rateParked(q.task)],
+                    [q.raw, q.listKey, q.task, q.id, period, rate?.burst ?? 1, policy?.cap ?? 0, leaseSeconds * 1000,
+                     Self.horizonMs, Self.lookaheadMs, 0, Self.toleranceMs])
         }
-        if policy?.cap != nil, v == .go || v.isWait { hold(task, id) }
-        return v
+        let replies = try await control.evalScriptMany(Self.admitScript, calls: calls)
+        var out: [Verdict] = []
+        out.reserveCapacity(replies.count)
+        for (q, r) in zip(requests, replies) {
+            try r.throwingError(naming: RedisCommand("EVALSHA", "admit", Keys.rateState(q.task), Keys.running(q.task)))
+            let parts = r.array ?? []
+            let micros = parts.count > 1 ? parts[1].int ?? 0 : 0
+            let v: Verdict
+            switch parts.first?.int ?? 0 {
+            case 1: v = .wait(.microseconds(micros))
+            case 2: v = .parked
+            case 3: v = .waiting
+            case 4: v = .gone
+            default: v = .go
+            }
+            if policies[q.task]?.cap != nil, v == .go || v.isWait { hold(q.task, q.id) }
+            out.append(v)
+        }
+        return out
     }
 
     private func hold(_ task: String, _ id: String) {

@@ -9,7 +9,8 @@ import Synchronization
 extension Worker {
     /// `decoded`: the message as the fast read found it (no unknown headers; `retry` reads
     /// the full message again), or nil to decode it here.
-    func process(_ raw: [UInt8], queue: String, generation: Int, slots: Slots, decoded: TaskMessage? = nil) async {
+    /// `admitted`: the gate's verdict when the batch asked it already (`work`).
+    func process(_ raw: [UInt8], queue: String, generation: Int, slots: Slots, decoded: TaskMessage? = nil, admitted: TaskGate.Verdict? = nil) async {
         let message: TaskMessage
         do throws(ProtocolError) {
             if let decoded { message = decoded } else { message = try TaskMessage.decode(raw) }
@@ -66,7 +67,10 @@ extension Worker {
         // A global rate limit or concurrency cap (`TaskGate`): its turn and its place first,
         // holding no execution slot; a long wait happens in Redis, not here.
         var holdsPlace = false
-        if gate.isGated(message.task) {
+        if let admitted {
+            guard let place = await follow(admitted, raw, message, log) else { return }
+            holdsPlace = place
+        } else if gate.isGated(message.task) {
             guard let place = await admit(raw, message, queue: queue, log) else { return }
             holdsPlace = place
         }
@@ -139,6 +143,7 @@ extension Worker {
     enum Triage {
         case expired, parked(Date), revoked, unknown, unavailable
         case run(TaskSpec, any TaskHandler)
+        var runs: Bool { if case .run = self { return true } else { return false } }
     }
 
     func triage(_ message: TaskMessage) -> Triage {
@@ -358,25 +363,31 @@ extension Worker {
             await requeue(raw, queue: queue, message: message, log, why: "rate limit / concurrency cap unavailable: message returned to the head of its queue")
             return nil
         }
+        // nil: stopping while Redis was away (it stays in the processing list).
+        guard let verdict else { return nil }
+        return await follow(verdict, raw, message, log)
+    }
+
+    /// Does what the gate decided: nil when the message does not run here now, else whether
+    /// it holds a place under a cap.
+    func follow(_ verdict: TaskGate.Verdict, _ raw: [UInt8], _ message: TaskMessage, _ log: TaskLog) async -> Bool? {
         let capped = gate.policies[message.task]?.cap != nil
         switch verdict {
-        case nil:
-            return nil   // stopping while Redis was away: it stays in the processing list
-        case .go?:
+        case .go:
             return capped
-        case let .wait(d)?:
+        case let .wait(d):
             log.debug("rate limit: waiting for its turn", metadata: ["wait_ms": .string(Self.ms(d))])
             try? await Task.sleep(for: d)
             return capped
-        case .parked?:
+        case .parked:
             broker.forget(raw)
-            log.debug("rate limit: parked in the delayed set until its turn")
+            log.debug("rate limit: parked in Redis until its turn")
             return nil
-        case .waiting?:
+        case .waiting:
             broker.forget(raw)
             log.debug("concurrency cap reached: waiting in Redis for a place")
             return nil
-        case .gone?:
+        case .gone:
             broker.forget(raw)
             return nil
         }

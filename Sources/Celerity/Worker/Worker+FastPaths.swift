@@ -67,14 +67,15 @@ extension Worker {
     /// revocation, soft limit, `track_started` (its STARTED is stored on the usual path), stop,
     /// or lapse of the lease since its fetch in the way); anything else is `.slow`.
     /// `timed`: measure its runtime (for its task event).
-    func quickRun(_ raw: [UInt8], queue: String, generation: Int, timed: Bool = false) -> QuickRun {
+    /// `admitted`: the gate let it go already (a rate limit that did not hold it back).
+    func quickRun(_ raw: [UInt8], queue: String, generation: Int, timed: Bool = false, admitted: Bool = false) -> QuickRun {
         guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
         guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
               let spec = manifest.tasks[message.task], spec.softTimeLimit == nil, !spec.trackStarted,
               // A changed time limit (remote control), a rate limit or a cap: the usual path.
               !runtime.hasTaskOverrides.load(ordering: .relaxed) || !runtime.overrides(message.task),
-              !gate.isGated(message.task),
+              admitted || !gate.isGated(message.task),
               let body = handlers[message.task]?.inlineBody,
               !revocations.contains(message.id), lease.covers(generation)   // the lease last: it starts right after
         else { return .slow(message) }

@@ -184,6 +184,8 @@ extension Worker {
             var quick: [Completer.Item] = []
             var decided: [(Outcome, Disposal)] = []
             decided.reserveCapacity(messages.count)
+            // Messages under a rate limit or a cap: the batch asks the gate in one round trip.
+            var gated: [(raw: [UInt8], message: TaskMessage)] = []
             let on = events.isEnabled   // once per batch
             for raw in messages {
                 switch quickRun(raw, queue: queue, generation: generation, timed: on) {
@@ -192,6 +194,8 @@ extension Worker {
                     decided.append((outcome, disposal))
                 case let .settle(outcome, quick, spec):
                     running.addTask { await self.settleQuickFailure(raw, outcome, quick, spec: spec, queue: queue, prefetch: prefetch, events: on) }
+                case let .slow(decoded?) where messages.count > 1 && gate.isGated(decoded.task) && triage(decoded).runs:
+                    gated.append((raw, decoded))
                 case let .slow(decoded) where messages.count == 1 && !inFetchLoop:
                     // A lone message (a quiet queue): run it in this task, one hand-off less.
                     await process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded)
@@ -199,6 +203,33 @@ extension Worker {
                 case let .slow(decoded):
                     running.addTask {
                         await self.process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded)
+                        prefetch.release()
+                    }
+                }
+            }
+            if !gated.isEmpty {
+                let requests = gated.map { TaskGate.Request(raw: $0.raw, task: $0.message.task, id: $0.message.id,
+                                                            listKey: Keys.queue(queue, priority: $0.message.priority)) }
+                // An error: each asks again on its own (and handles the error there).
+                let verdicts = (try? await withRedisRetry("rate limit / concurrency cap") { try await self.gate.admit(requests) }) ?? nil
+                for (i, (raw, message)) in gated.enumerated() {
+                    let verdict = verdicts?[i]
+                    if verdict == .go && gate.policies[message.task]?.cap == nil {
+                        // Its turn is now and it holds no place: a tiny built-in runs here, in the batch.
+                        switch quickRun(raw, queue: queue, generation: generation, timed: on, admitted: true) {
+                        case let .done(item, outcome, disposal):
+                            quick.append(item)
+                            decided.append((outcome, disposal))
+                            continue
+                        case let .settle(outcome, failed, spec):
+                            running.addTask { await self.settleQuickFailure(raw, outcome, failed, spec: spec, queue: queue, prefetch: prefetch, events: on) }
+                            continue
+                        case .slow:
+                            break
+                        }
+                    }
+                    running.addTask {
+                        await self.process(raw, queue: queue, generation: generation, slots: slots, decoded: message, admitted: verdict)
                         prefetch.release()
                     }
                 }
