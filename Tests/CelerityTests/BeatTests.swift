@@ -166,6 +166,8 @@ extension Integration {
                 beats[i] = try f.beat("s\(i)-\(kills)", skew: skews[i])
                 kills += 1
             }
+            // The beat restarted last has its signal handlers in place before the stop.
+            try await Task.sleep(for: .seconds(3))
             var exits: [Int32] = []
             for b in beats { exits.append(await b.stop(grace: 10)) }
             let end = try await f.redisTime()
