@@ -164,7 +164,12 @@ public final class WorkerBroker: Sendable {
         let r = try await control.evalScript(WorkerBroker.deadLetterScript, keys: [source, Keys.deadLetters] + (unlessAlive.map { [$0] } ?? []),
                                              args: [raw, entry, deadLetterCap, deadLetterTTL])
         if source == processingKey { held.release(raw) }
-        return r.int ?? 0
+        let moved = r.int ?? 0
+        // A dead-lettered unique task is final: its key goes (best effort; the ttl remains).
+        if moved == 1, let u = TaskMessage.uniqueRelease(of: raw) {
+            _ = try? await control.evalScript(UniqueSpec.releaseScript, keys: [u.key], args: [u.id])
+        }
+        return moved
     }
 
     /// KEYS[1] source list, KEYS[2] dead letters, KEYS[3] (optional) the heartbeat of the

@@ -162,6 +162,9 @@ public struct TaskSpec: Sendable, Hashable {
     /// First retry delay in seconds; doubles each attempt up to `retryBackoffMax`, with jitter.
     public var retryBackoff: Double = 1
     public var retryBackoffMax: Double = 60
+    /// `unique:`: a call with the same key as one still queued or running is not enqueued
+    /// (the sender gets the first call's id). See `UniqueSpec`.
+    public var unique: UniqueSpec?
 
     /// Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter"
     /// (half fixed, half random) so a burst of failures does not retry in lockstep.

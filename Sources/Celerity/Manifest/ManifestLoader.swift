@@ -212,7 +212,8 @@ struct ManifestReader {
         var backoffMax = 60.0
         var pluginOptions: [(String, Node, Node)] = []
         var pluginNode: Node?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started"]) {
+        var unique: UniqueSpec?
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "unique"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -235,6 +236,7 @@ struct ManifestReader {
             case "retries": retries = try integer(v, "\(name).retries", min: 0)
             case "retry_backoff": backoff = try number(v, "\(name).retry_backoff")
             case "retry_backoff_max": backoffMax = try number(v, "\(name).retry_backoff_max")
+            case "unique": unique = try self.unique(v, task: name)
             default: pluginOptions.append((k, kn, v))
             }
         }
@@ -324,6 +326,7 @@ struct ManifestReader {
             t.retryBackoff = backoff
             t.retryBackoffMax = max(backoffMax, backoff)
             t.trackStarted = trackStarted
+            t.unique = unique
             return t
         }
         var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
@@ -332,6 +335,7 @@ struct ManifestReader {
         t.retryBackoff = backoff
         t.retryBackoffMax = max(backoffMax, backoff)
         t.trackStarted = trackStarted
+        t.unique = unique
         return t
     }
 

@@ -98,7 +98,7 @@ extension Worker {
         }
         switch disposal {
         case let .complete(meta):
-            if await !completer.complete(raw, store: completionStore(meta, message)) {
+            if await !completer.complete(raw, store: completionStore(meta, message), of: message) {
                 log.error("result not stored; message left unacked for redelivery")
             }
         case let .retry(failure):

@@ -153,7 +153,7 @@ extension Worker {
             _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
             return
         }
-        if await !completer.complete([Completer.Item(raw: raw, store: completionStore(c.meta, message), pushes: pushes)]) {
+        if await !completer.complete([Completer.Item(raw: raw, store: completionStore(c.meta, message), pushes: pushes, of: message)]) {
             log.error("result not stored; message left unacked for redelivery")
         }
     }
