@@ -33,7 +33,7 @@ struct CheckCommand: AsyncParsableCommand {
                 case let .builtin(b): handler = "builtin \(b)"
                 case let .plugin(p): handler = "plugin \(p.argv.joined(separator: " "))"
                 }
-                print("  \(name) → queue \(t.queue), \(handler)\(t.timeLimit.map { ", time limit \($0) s" } ?? "")")
+                print("  \(name) → queue \(t.queue), \(handler)\(t.timeLimit.map { ", time limit \($0) s" } ?? "")\(t.unique.map { ", unique (\($0))" } ?? "")")
             }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
             for name in m.workflows.keys.sorted() { print("  workflow \(name): \(m.workflows[name]!.summary)") }
