@@ -181,6 +181,16 @@ extension Integration {
             #expect(!f2.isDuplicate && f2.id != f1.id)
             await #expect(throws: TaskFailure.self) { try await f2.get(timeout: .seconds(20)) }
             #expect(try await r.call("EXISTS", c.message("\(h.queue).fail", args: ["boom"]).uniqueKey!).int == 0)
+
+            // Expired before it ran: REVOKED, and the key goes.
+            var options = CelerityClient.SendOptions()
+            options.expires = Date().addingTimeInterval(-1)
+            let x1 = try await c.send("\(h.queue).echo", args: ["late"], options: options)
+            await #expect(throws: TaskFailure.self) { try await x1.get(timeout: .seconds(20)) }
+            #expect(try await x1.state() == .revoked)
+            let x2 = try await c.send("\(h.queue).echo", args: ["late"])
+            #expect(!x2.isDuplicate && x2.id != x1.id)
+            #expect(try await x2.get(timeout: .seconds(20)) != .null)
             #expect(await h.stop() == 0)
         }
 
