@@ -220,7 +220,7 @@ final class Completer: Sendable {
     func commands(for items: [Item], ack: Bool) -> [RedisCommand] {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(items.count * 3 + 2)
-        let transaction = ack && items.contains { $0.store != nil || !$0.pushes.isEmpty }
+        let transaction = ack && items.contains { $0.store != nil || !$0.pushes.isEmpty || $0.unique != nil }
         if transaction { commands.append(RedisCommand("MULTI")) }
         let ttl = Array(String(self.ttl).utf8)
         let set = Array("SET".utf8), ex = Array("EX".utf8), publish = Array("PUBLISH".utf8), lpush = Array("LPUSH".utf8)
