@@ -166,10 +166,13 @@ public final class WorkerBroker: Sendable {
         if source == processingKey { held.release(raw) }
         let moved = r.int ?? 0
         // A dead-lettered unique task is final: its key goes (best effort; the ttl remains).
-        if moved == 1, let u = TaskMessage.uniqueRelease(of: raw) {
-            _ = try? await control.evalScript(UniqueSpec.releaseScript, keys: [u.key], args: [u.id])
-        }
+        if moved == 1, let u = TaskMessage.uniqueRelease(of: raw) { try? await releaseUnique(u.key, id: u.id) }
         return moved
+    }
+
+    /// Deletes a unique task's key (`celerity_unique_key`) if it still holds `id`.
+    func releaseUnique(_ key: String, id: String) async throws {
+        _ = try await control.evalScript(UniqueSpec.releaseScript, keys: [key], args: [id])
     }
 
     /// KEYS[1] source list, KEYS[2] dead letters, KEYS[3] (optional) the heartbeat of the

@@ -199,11 +199,23 @@ final class Completer: Sendable {
         // Documents that must not replace a stored SUCCESS are checked in a script (rare path).
         for item in items {
             if case let .redisKey(key, doc, success)? = item.store, !success {
-                _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [key], args: [doc, self.ttl])
+                if ack, let u = item.unique {
+                    // A unique task's key goes in the same script as its result is published:
+                    // whoever sees the result and calls again is not told "duplicate".
+                    _ = try await redis.evalScript(Completer.storeAndReleaseScript, keys: [key, u.key], args: [doc, self.ttl, u.id])
+                } else {
+                    _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [key], args: [doc, self.ttl])
+                }
             }
         }
         try Self.check(try await redis.pipelineErrors(commands(for: items, ack: ack)))
     }
+
+    /// `RedisResultBackend.storeScript` (KEYS[1] result key, ARGV[1] document, ARGV[2] ttl)
+    /// preceded by the compare-and-delete of a unique key (KEYS[2], ARGV[3] the task id).
+    static let storeAndReleaseScript = RedisScript("""
+    if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+    """ + "\n" + RedisResultBackend.storeScript.source)
 
     /// The pipeline that stores and acks `items`: per message SET (with TTL) + PUBLISH of a
     /// SUCCESS document (or LPUSH of an rpc reply), then LREM of the message. Documents that

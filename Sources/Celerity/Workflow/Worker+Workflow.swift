@@ -144,6 +144,7 @@ extension Worker {
         }
         let pushes = c.dispatch.envelopes
         if let why = c.deadLetter {
+            await releaseUnique(message)
             if let meta = c.meta, !message.ignoreResult {
                 let stored: Void?? = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: message) }
                 guard case .some(.some) = stored else { log.error("result not stored; message left unacked for redelivery"); return }
