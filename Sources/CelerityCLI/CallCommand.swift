@@ -105,8 +105,10 @@ struct CallCommand: AsyncParsableCommand {
         if noWait {
             // Only the send: no result subscription (a client allowed to send but not to read
             // results can still use --no-wait).
-            do { try await client.publish(message) } catch { throw fail(error) }
-            print(message.id)
+            let first: String?
+            do { first = try await client.publish(message) } catch { throw fail(error) }
+            if let first { Self.duplicateNotice(first) }
+            print(first ?? message.id)
             return
         }
         // --timeout bounds everything from here: the result subscription, then the wait.
@@ -114,6 +116,7 @@ struct CallCommand: AsyncParsableCommand {
         do {
             try await client.subscribeToResults(timeout: .milliseconds(Int(timeout * 1000)))
             let handle = try await client.sendMany([message])[0]
+            if handle.isDuplicate { Self.duplicateNotice(handle.id) }
             let value = try await handle.get(timeout: .milliseconds(Int(max(deadline.timeIntervalSinceNow, 0.001) * 1000)))
             print(value.serialized())
         } catch let f as TaskFailure {
@@ -127,6 +130,12 @@ struct CallCommand: AsyncParsableCommand {
 }
 
 extension CallCommand {
+    /// A unique task's call that was not enqueued: said on stderr (the result, or the id with
+    /// --no-wait, is the first call's, on stdout as usual).
+    static func duplicateNotice(_ first: String) {
+        FileHandle.standardError.write(Data("duplicate of \(first): not enqueued (unique task still queued or running)\n".utf8))
+    }
+
     /// The arguments split at each `--then`: the first call's args, then each next step's
     /// task name and args.
     static func steps(_ args: [String]) -> [[String]] {

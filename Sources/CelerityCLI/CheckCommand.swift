@@ -36,6 +36,7 @@ struct CheckCommand: AsyncParsableCommand {
                 var policy = t.timeLimit.map { ", time limit \($0) s" } ?? ""
                 if let r = t.rateLimit { policy += ", rate limit \(r.text)" + (r.burst > 1 ? " (burst \(r.burst))" : "") + " across all workers" }
                 if let c = t.maxConcurrency { policy += ", at most \(c) at once across all workers" }
+                if let u = t.unique { policy += ", unique (\(u))" }
                 print("  \(name) → queue \(t.queue), \(handler)\(policy)")
             }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }

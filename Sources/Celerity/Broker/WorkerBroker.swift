@@ -164,7 +164,15 @@ public final class WorkerBroker: Sendable {
         let r = try await control.evalScript(WorkerBroker.deadLetterScript, keys: [source, Keys.deadLetters] + (unlessAlive.map { [$0] } ?? []),
                                              args: [raw, entry, deadLetterCap, deadLetterTTL])
         if source == processingKey { held.release(raw) }
-        return r.int ?? 0
+        let moved = r.int ?? 0
+        // A dead-lettered unique task is final: its key goes (best effort; the ttl remains).
+        if moved == 1, let u = TaskMessage.uniqueRelease(of: raw) { try? await releaseUnique(u.key, id: u.id) }
+        return moved
+    }
+
+    /// Deletes a unique task's key (`celerity_unique_key`) if it still holds `id`.
+    func releaseUnique(_ key: String, id: String) async throws {
+        _ = try await control.evalScript(UniqueSpec.releaseScript, keys: [key], args: [id])
     }
 
     /// KEYS[1] source list, KEYS[2] dead letters, KEYS[3] (optional) the heartbeat of the

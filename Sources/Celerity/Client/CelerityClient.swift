@@ -181,16 +181,22 @@ public final class CelerityClient: Sendable {
     }
 
     /// The message a call would send (for bulk sending or inspection).
+    /// A task with `unique:` in the manifest gets its key (`celerity_unique_key` header).
     public func message(_ task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [], options: SendOptions = SendOptions()) -> TaskMessage {
-        let queue = options.queue ?? manifest?.queue(for: task) ?? "celery"
+        let spec = manifest?.tasks[task]
+        let queue = options.queue ?? spec?.queue ?? "celery"
         var eta = options.eta
         if let c = options.countdown { eta = Date().addingTimeInterval(c) }
-        return TaskMessage(id: options.taskID ?? newTaskID(), task: task, args: args, kwargs: kwargs, queue: queue,
-                           priority: options.priority, eta: eta, expires: options.expires, replyTo: replyTo,
-                           hardTimeLimit: options.timeLimit, ignoreResult: options.ignoreResult)
+        var m = TaskMessage(id: options.taskID ?? newTaskID(), task: task, args: args, kwargs: kwargs, queue: queue,
+                            priority: options.priority, eta: eta, expires: options.expires, replyTo: replyTo,
+                            hardTimeLimit: options.timeLimit, ignoreResult: options.ignoreResult)
+        if let unique = spec?.unique { m.uniqueKey = unique.redisKey(task: task, args: args, kwargs: kwargs) }
+        return m
     }
 
     /// Sends one call and returns its handle (LPUSH to the queue's list for its priority).
+    /// For a unique task (`unique:` in the manifest) whose key is held by a call still queued
+    /// or running, nothing is sent: the handle is that call's (`isDuplicate`).
     public func send(_ task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [], options: SendOptions = SendOptions()) async throws -> AsyncResult {
         let m = message(task, args: args, kwargs: kwargs, options: options)
         return try await sendMany([m])[0]
@@ -204,16 +210,38 @@ public final class CelerityClient: Sendable {
         // (To send without waiting for results, use `publish`: it needs no subscription.)
         if messages.contains(where: { !$0.ignoreResult && $0.id.hasPrefix(idPrefix) }) { try await ensureSubscribed() }
         let mark = waiters.mark
-        try await publish(messages)
+        let duplicates = try await publish(messages)
         let own = !perCallChannels.load(ordering: .acquiring)
-        return messages.map { AsyncResult(id: $0.id, client: self, mark: own && $0.id.hasPrefix(idPrefix) ? mark : nil) }
+        guard !duplicates.isEmpty else {
+            return messages.map { AsyncResult(id: $0.id, client: self, mark: own && $0.id.hasPrefix(idPrefix) ? mark : nil) }
+        }
+        return messages.indices.map { i in
+            if let first = duplicates[i] { return AsyncResult(id: first, client: self, mark: nil, isDuplicate: true) }
+            return AsyncResult(id: messages[i].id, client: self, mark: own && messages[i].id.hasPrefix(idPrefix) ? mark : nil)
+        }
     }
 
-    /// Publishes one prepared message.
-    public func publish(_ m: TaskMessage) async throws { try await publish([m]) }
+    /// Publishes one prepared message. Returns nil when it was enqueued, or, for a unique
+    /// task whose key is held, the id of the call holding it (nothing was enqueued).
+    @discardableResult
+    public func publish(_ m: TaskMessage) async throws -> String? { try await publish([m])[0] }
 
-    /// Publishes prepared messages in pipelined LPUSH batches.
-    public func publish(_ messages: [TaskMessage]) async throws {
+    /// Enqueues a unique call atomically. KEYS[1] its unique key, KEYS[2] its queue list;
+    /// ARGV[1] task id, ARGV[2] ttl (ms), ARGV[3] message. Returns nil when it was enqueued,
+    /// else the id that holds the key (nothing pushed).
+    static let uniqueEnqueueScript = """
+    if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+      redis.call('LPUSH', KEYS[2], ARGV[3])
+      return false
+    end
+    return redis.call('GET', KEYS[1])
+    """
+
+    /// Publishes prepared messages in pipelined LPUSH batches. Returns the messages that were
+    /// not enqueued, by index, with the id of the call that holds their unique key (a task
+    /// with `unique:` in this client's manifest; see `UniqueSpec`); empty when all were.
+    @discardableResult
+    public func publish(_ messages: [TaskMessage]) async throws -> [Int: String] {
         var commands: [RedisCommand] = []
         var fresh: [String] = []
         for q in Set(messages.map(\.queue)) where declared.withLock({ $0.insert(q).inserted }) {
@@ -229,12 +257,22 @@ public final class CelerityClient: Sendable {
             if !batch.isEmpty { commands.append(RedisCommand([Array("LPUSH".utf8), Array(key.utf8)] + batch)) }
             batch.removeAll(keepingCapacity: true)
         }
-        for m in messages {
+        // Unique calls: one script each (SET NX PX + LPUSH), at their place in the order.
+        var uniqueAt: [Int: Int] = [:]   // command index → message index
+        for (i, m) in messages.enumerated() {
             let k = Keys.queue(m.queue, priority: m.priority)
+            if let uniqueKey = m.uniqueKey, let ttl = manifest?.tasks[m.task]?.unique?.ttl {
+                flush()
+                key = ""
+                uniqueAt[commands.count] = i
+                commands.append(RedisCommand("EVAL", CelerityClient.uniqueEnqueueScript, 2, uniqueKey, k, m.id, ttl * 1000, m.encode()))
+                continue
+            }
             if k != key || batch.count >= 1000 { flush(); key = k }
             batch.append(m.encode())
         }
         flush()
+        var duplicates: [Int: String] = [:]
         let what = messages.count == 1 ? messages[0].task : "\(messages.count) calls"
         var i = 0
         while i < commands.count {
@@ -245,7 +283,8 @@ public final class CelerityClient: Sendable {
                 declared.withLock { for q in fresh { $0.remove(q) } }
                 throw ClientError("cannot send \(what) to \(broker): \(e.message)", cause: e)
             }
-            for (r, c) in zip(replies, chunk) {
+            for (j, (r, c)) in zip(replies, chunk).enumerated() {
+                if !uniqueAt.isEmpty, let m = uniqueAt[i - chunk.count + j], let first = r.string { duplicates[m] = first }
                 if case .error = r {
                     do { try r.throwingError(naming: c) } catch {
                         declared.withLock { for q in fresh { $0.remove(q) } }
@@ -254,6 +293,7 @@ public final class CelerityClient: Sendable {
                 }
             }
         }
+        return duplicates
     }
 
     /// The stored result document of a task (Redis backend), or nil while PENDING.
@@ -357,16 +397,21 @@ public struct AsyncResult: Sendable {
     public let client: CelerityClient
     /// The client's result mark when sent (nil: not sent by this client, or unknown).
     let mark: Int?
+    /// True when the call was not enqueued because a call with the same unique key
+    /// (`unique:` in the manifest) is still queued or running: `id` is that call's, and
+    /// `get()` waits for its result.
+    public let isDuplicate: Bool
 
     /// A handle for a task sent earlier (by any client), by its id.
     public init(id: String, client: CelerityClient) {
         self.init(id: id, client: client, mark: nil)
     }
 
-    init(id: String, client: CelerityClient, mark: Int?) {
+    init(id: String, client: CelerityClient, mark: Int?, isDuplicate: Bool = false) {
         self.id = id
         self.client = client
         self.mark = mark
+        self.isDuplicate = isDuplicate
     }
 
     /// The current state (PENDING while nothing is stored). Redis backend only.

@@ -179,6 +179,9 @@ public struct TaskSpec: Sendable, Hashable {
             self.text = text ?? "\(perSecond)/s"
         }
     }
+    /// `unique:`: a call with the same key as one still queued or running is not enqueued
+    /// (the sender gets the first call's id). See `UniqueSpec`.
+    public var unique: UniqueSpec?
 
     /// Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter"
     /// (half fixed, half random) so a burst of failures does not retry in lockstep.

@@ -215,7 +215,8 @@ struct ManifestReader {
         var rateLimit: TaskSpec.RateLimit?
         var burst: (Int, Node)?
         var maxConcurrency: Int?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "rate_limit", "burst", "max_concurrency"]) {
+        var unique: UniqueSpec?
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "rate_limit", "burst", "max_concurrency", "unique"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -241,6 +242,7 @@ struct ManifestReader {
             case "rate_limit": rateLimit = try rate(v, "\(name).rate_limit")
             case "burst": burst = (try integer(v, "\(name).burst", min: 1), kn)
             case "max_concurrency": maxConcurrency = try integer(v, "\(name).max_concurrency", min: 1)
+            case "unique": unique = try self.unique(v, task: name)
             default: pluginOptions.append((k, kn, v))
             }
         }
@@ -336,6 +338,7 @@ struct ManifestReader {
             t.trackStarted = trackStarted
             t.rateLimit = rateLimit
             t.maxConcurrency = maxConcurrency
+            t.unique = unique
             return t
         }
         var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
@@ -346,6 +349,7 @@ struct ManifestReader {
         t.trackStarted = trackStarted
         t.rateLimit = rateLimit
         t.maxConcurrency = maxConcurrency
+        t.unique = unique
         return t
     }
 

@@ -63,7 +63,10 @@ extension ManifestReader {
         }
 
         var entry = ScheduleEntry(name: name, task: task, rule: rule, timeZone: zone)
-        if let spec = tasks[task] { entry.queue = spec.queue }
+        if let spec = tasks[task] {
+            entry.queue = spec.queue
+            entry.unique = spec.unique
+        }
         var sawQueue = false
         for (key, _, v) in fields {
             switch key {

@@ -30,6 +30,9 @@ public struct TaskMessage: Sendable {
     public var headers: [JSONMember]
     /// The `embed` element of the body (callbacks, errbacks, chain, chord).
     public var embed: JSONValue
+    /// The Redis key of a unique task (`celerity_unique_key` header, `UniqueSpec.redisKey`):
+    /// the worker deletes it, if it still holds this task's id, when the task is done.
+    public var uniqueKey: String?
 
     public init(id: String = FastUUID.string(), task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [],
                 queue: String, priority: Int = 0, eta: Date? = nil, expires: Date? = nil, replyTo: String? = nil,
@@ -70,7 +73,7 @@ public struct TaskMessage: Sendable {
         var retries = 0, ignoreResult = false, usual = true
         var hard: Double?, soft: Double?
         var replyTo: String?, correlationID: String?, priority = 0, base64 = false, routingKey = ""
-        var body: String?
+        var body: String?, uniqueKey: String?
         let ok: Bool? = raw.withUnsafeBufferPointer { buf in
             do throws(JSONError) {
                 try JSONReader.readObject(buf) { (key, r) throws(JSONError) in
@@ -92,6 +95,7 @@ public struct TaskMessage: Sendable {
                             else if k.is("timelimit") {
                                 if let tl = try r.value().arrayValue, tl.count == 2 { hard = tl[0].doubleValue; soft = tl[1].doubleValue }
                             }
+                            else if k.is("celerity_unique_key") { uniqueKey = try r.value().stringValue }
                         }
                     } else if key.is("properties") {
                         try r.object { (k, r) throws(JSONError) in
@@ -140,13 +144,14 @@ public struct TaskMessage: Sendable {
         m.replyTo = replyTo.flatMap { $0.isEmpty ? nil : $0 }
         m.correlationID = correlationID ?? id
         m.priority = priority
+        m.uniqueKey = uniqueKey
         return m
     }
 
     /// Headers decoded into fields (the rest are kept in `headers`). `compression` is used up
     /// by decoding: a message sent again (a retry) has a plain body.
     static let knownHeaders: Set<String> = ["task", "id", "root_id", "parent_id", "group", "group_index", "retries", "eta", "expires", "timelimit", "origin", "ignore_result",
-                                            "compression"]
+                                            "compression", "celerity_unique_key"]
 
     public static func decode(_ raw: [UInt8]) throws(ProtocolError) -> TaskMessage {
         let envelope: JSONValue
@@ -231,7 +236,23 @@ public struct TaskMessage: Sendable {
             m.softTimeLimit = tl[1].doubleValue
         }
         m.headers = headers.filter { !knownHeaders.contains($0.key) }
+        m.uniqueKey = h["celerity_unique_key"]?.stringValue
         return m
+    }
+
+    /// The unique key and task id of a raw message, if it has the `celerity_unique_key`
+    /// header (rare paths only: it decodes the whole message when the header is there).
+    static func uniqueRelease(of raw: [UInt8]) -> (key: String, id: String)? {
+        let needle = Array("\"celerity_unique_key\"".utf8)
+        guard raw.count >= needle.count else { return nil }
+        var found = false
+        var i = 0
+        while i <= raw.count - needle.count {
+            if raw[i] == needle[0] && raw[i..<(i + needle.count)].elementsEqual(needle) { found = true; break }
+            i += 1
+        }
+        guard found, let m = try? TaskMessage.decode(raw), let key = m.uniqueKey else { return nil }
+        return (key, m.id)
     }
 
     // MARK: Encoding
@@ -279,6 +300,7 @@ public struct TaskMessage: Sendable {
         raw(#","origin":"#); str(origin ?? TaskMessage.defaultOrigin)
         raw(#","ignore_result":"#); raw(ignoreResult ? "true" : "false")
         raw(#","replaced_task_nesting":0,"stamped_headers":null,"stamps":{}"#)
+        if let uniqueKey { raw(#","celerity_unique_key":"#); str(uniqueKey) }
         for h in headers where !TaskMessage.writtenHeaders.contains(h.key) {
             out.append(ASCII.comma); str(h.key); out.append(ASCII.colon); h.value.write(into: &out)
         }
@@ -302,7 +324,7 @@ public struct TaskMessage: Sendable {
     /// The headers `encode` writes itself (others in `headers` are added after them).
     static let writtenHeaders: Set<String> = ["lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
                                               "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
-                                              "replaced_task_nesting", "stamped_headers", "stamps"]
+                                              "replaced_task_nesting", "stamped_headers", "stamps", "celerity_unique_key"]
 
     public static let defaultOrigin: String = "gen\(getpid())@\(ProcessInfo.processInfo.hostName)"
 

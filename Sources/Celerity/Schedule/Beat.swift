@@ -117,8 +117,11 @@ public final class Beat: Service, Sendable {
                     send = e.misfire == .runOnce
                 }
                 let msg = Beat.message(e, tick: target, node: node, misfire: misfire)
-                let r = try await BeatStore.fire(e, tick: target, fingerprint: fp, send: send, message: msg, on: redis)
+                let (r, holder) = try await BeatStore.fire(e, tick: target, fingerprint: fp, send: send, message: msg, on: redis)
                 switch r {
+                case 2:
+                    logger.info("schedule \(e.name): tick \(ScheduleDate.format(Date(timeIntervalSince1970: Double(target)), in: e.timeZone)) skipped: \(e.task) \(holder ?? "?") with the same unique key is still queued or running")
+                    s.last = target
                 case 1:
                     if send {
                         fired.add(1, ordering: .relaxed)
@@ -177,6 +180,7 @@ public final class Beat: Service, Sendable {
         m.headers = [JSONMember("celerity_beat_entry", .string(e.name))]
         if let tick { m.headers.append(JSONMember("celerity_beat_tick", .int(tick))) } else { m.headers.append(JSONMember("celerity_beat_manual", .bool(true))) }
         if misfire { m.headers.append(JSONMember("celerity_beat_misfire", .string(e.misfire.rawValue))) }
+        m.uniqueKey = e.unique?.redisKey(task: e.task, args: e.args, kwargs: e.kwargs)
         return m
     }
 }
@@ -268,11 +272,13 @@ public enum BeatStore {
         try await redis.evalScript(initScript, keys: [lastKey, countKey, defKey], args: [name, fingerprint]).int == 1
     }
 
-    /// One fire, atomically. KEYS: last, count, def, queue list, kombu binding, binding_permanent, fired.
-    /// ARGV: name, fingerprint, tick, send (1/0), message, limit (0: none), binding member.
+    /// One fire, atomically. KEYS: last, count, def, queue list, kombu binding, binding_permanent, fired,
+    /// and (a unique task) its unique key. ARGV: name, fingerprint, tick, send (1/0), message,
+    /// limit (0: none), binding member, and (a unique task) ttl in ms, task id.
     /// Returns 1 fired (or skipped, send=0), 0 this tick (or a later one) was already fired,
     /// -1 the stored definition differs, -2 the tick is in the future by Redis's clock,
-    /// -3 the limit is reached.
+    /// -3 the limit is reached, {2, id}: a unique task whose key `id` holds (still queued or
+    /// running): the tick is recorded as done, nothing sent, not counted.
     static let fireScript = RedisScript("""
     local name, t = ARGV[1], tonumber(ARGV[3])
     if redis.call('HGET', KEYS[3], name) ~= ARGV[2] then return -1 end
@@ -283,6 +289,10 @@ public enum BeatStore {
       local n = tonumber(redis.call('HGET', KEYS[2], name) or '0')
       local limit = tonumber(ARGV[6])
       if limit > 0 and n >= limit then return -3 end
+      if KEYS[8] and not redis.call('SET', KEYS[8], ARGV[9], 'NX', 'PX', ARGV[8]) then
+        redis.call('HSET', KEYS[1], name, ARGV[3])
+        return {2, redis.call('GET', KEYS[8])}
+      end
       redis.call('HINCRBY', KEYS[2], name, 1)
       redis.call('SADD', KEYS[5], ARGV[7])
       redis.call('SADD', KEYS[6], ARGV[7])
@@ -293,12 +303,18 @@ public enum BeatStore {
     return 1
     """)
 
-    static func fire(_ e: ScheduleEntry, tick: Int, fingerprint: String, send: Bool, message: TaskMessage, on redis: Redis) async throws -> Int {
-        let r = try await redis.evalScript(fireScript,
-                                           keys: [lastKey, countKey, defKey, Keys.queue(e.queue, priority: message.priority), Keys.binding(e.queue), Keys.bindingPermanent(e.queue), firedKey],
-                                           args: [e.name, fingerprint, tick, send ? "1" : "0", message.encode(), e.limit ?? 0, Keys.bindingMember(e.queue)])
+    /// The script's answer, and for 2 (a unique task still queued or running) the id holding its key.
+    static func fire(_ e: ScheduleEntry, tick: Int, fingerprint: String, send: Bool, message: TaskMessage, on redis: Redis) async throws -> (Int, String?) {
+        var keys: [any RedisArgument] = [lastKey, countKey, defKey, Keys.queue(e.queue, priority: message.priority), Keys.binding(e.queue), Keys.bindingPermanent(e.queue), firedKey]
+        var args: [any RedisArgument] = [e.name, fingerprint, tick, send ? "1" : "0", message.encode(), e.limit ?? 0, Keys.bindingMember(e.queue)]
+        if let key = message.uniqueKey, let unique = e.unique {
+            keys.append(key)
+            args += [unique.ttl * 1000, message.id]
+        }
+        let r = try await redis.evalScript(fireScript, keys: keys, args: args)
+        if let a = r.array, a.count == 2, a[0].int == 2 { return (2, a[1].string) }
         guard let i = r.int else { throw RedisError(.unexpectedReply, "the beat's fire script answered \(r)") }
-        return i
+        return (i, nil)
     }
 
     /// `celerity schedule run`: sends the entry's message now and records it as a manual run

@@ -101,6 +101,9 @@ public struct ScheduleEntry: Sendable, Hashable {
     public var end: Date?
     /// At most this many fires in all (the beat keeps the count).
     public var limit: Int?
+    /// The task's `unique:` policy (from its manifest entry): a tick whose call is still
+    /// queued or running is skipped.
+    public var unique: UniqueSpec?
 
     public init(name: String, task: String, rule: ScheduleRule, timeZone: TimeZone = TimeZone(identifier: "UTC")!, args: [JSONValue] = [],
                 kwargs: [JSONMember] = [], queue: String = "celery", misfire: MisfirePolicy = .skip, start: Date? = nil, end: Date? = nil, limit: Int? = nil) {

@@ -29,6 +29,20 @@ final class Completer: Sendable {
         /// Messages sent with the ack, in the same transaction (a workflow's next steps):
         /// (list key, envelope).
         var pushes: [(String, [UInt8])] = []
+        /// A unique task's key and id (`TaskMessage.uniqueKey`): released with the ack.
+        var unique: (key: String, id: String)? = nil
+
+        init(raw: [UInt8], store: ResultWrite?, pushes: [(String, [UInt8])] = [], unique: (key: String, id: String)? = nil) {
+            self.raw = raw
+            self.store = store
+            self.pushes = pushes
+            self.unique = unique
+        }
+
+        /// The item of `message`: its unique key, if it has one, goes with it.
+        init(raw: [UInt8], store: ResultWrite?, pushes: [(String, [UInt8])] = [], of message: TaskMessage) {
+            self.init(raw: raw, store: store, pushes: pushes, unique: message.uniqueKey.map { ($0, message.id) })
+        }
     }
     /// Items handed in together, and who waits for them.
     private struct Group {
@@ -89,8 +103,8 @@ final class Completer: Sendable {
 
     /// Stores (if `store` is given) and acks `raw`; returns once both are done, false if the
     /// worker stopped before Redis took them (the message then stays in the processing list).
-    func complete(_ raw: [UInt8], store: ResultWrite?) async -> Bool {
-        await complete([Item(raw: raw, store: store)])
+    func complete(_ raw: [UInt8], store: ResultWrite?, of message: TaskMessage? = nil) async -> Bool {
+        await complete([message.map { Item(raw: raw, store: store, of: $0) } ?? Item(raw: raw, store: store)])
     }
 
     /// The same for many messages at once (one wake-up, one continuation).
@@ -176,7 +190,7 @@ final class Completer: Sendable {
             if !stores.isEmpty {
                 guard await retry({ _ = try await self.send(stores, on: resultRedis, ack: false) }) else { return false }
             }
-            return await retry({ _ = try await self.send(items.map { Item(raw: $0.raw, store: nil, pushes: $0.pushes) }, on: broker, ack: true) })
+            return await retry({ _ = try await self.send(items.map { Item(raw: $0.raw, store: nil, pushes: $0.pushes, unique: $0.unique) }, on: broker, ack: true) })
         }
         return await retry({ _ = try await self.send(items, on: broker, ack: true) })
     }
@@ -185,11 +199,23 @@ final class Completer: Sendable {
         // Documents that must not replace a stored SUCCESS are checked in a script (rare path).
         for item in items {
             if case let .redisKey(key, doc, success)? = item.store, !success {
-                _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [key], args: [doc, self.ttl])
+                if ack, let u = item.unique {
+                    // A unique task's key goes in the same script as its result is published:
+                    // whoever sees the result and calls again is not told "duplicate".
+                    _ = try await redis.evalScript(Completer.storeAndReleaseScript, keys: [key, u.key], args: [doc, self.ttl, u.id])
+                } else {
+                    _ = try await redis.evalScript(RedisResultBackend.storeScript, keys: [key], args: [doc, self.ttl])
+                }
             }
         }
         try Self.check(try await redis.pipelineErrors(commands(for: items, ack: ack)))
     }
+
+    /// `RedisResultBackend.storeScript` (KEYS[1] result key, ARGV[1] document, ARGV[2] ttl)
+    /// preceded by the compare-and-delete of a unique key (KEYS[2], ARGV[3] the task id).
+    static let storeAndReleaseScript = RedisScript("""
+    if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+    """ + "\n" + RedisResultBackend.storeScript.source)
 
     /// The pipeline that stores and acks `items`: per message SET (with TTL) + PUBLISH of a
     /// SUCCESS document (or LPUSH of an rpc reply), then LREM of the message. Documents that
@@ -199,10 +225,14 @@ final class Completer: Sendable {
     /// refuses when queued (OOM under `maxmemory`) aborts the whole of it, so no message is
     /// acked without its result (a plain pipeline went on to the LREM after a refused SET).
     /// MULTI and EXEC are two commands per batch, not per message.
+    ///
+    /// A unique task's key (`celerity_unique_key`) is released after its ack, in the same
+    /// transaction: a compare-and-delete script (`UniqueSpec.releaseSource`). Messages
+    /// without one add nothing.
     func commands(for items: [Item], ack: Bool) -> [RedisCommand] {
         var commands: [RedisCommand] = []
         commands.reserveCapacity(items.count * 3 + 2)
-        let transaction = ack && items.contains { $0.store != nil || !$0.pushes.isEmpty }
+        let transaction = ack && items.contains { $0.store != nil || !$0.pushes.isEmpty || $0.unique != nil }
         if transaction { commands.append(RedisCommand("MULTI")) }
         let ttl = Array(String(self.ttl).utf8)
         let set = Array("SET".utf8), ex = Array("EX".utf8), publish = Array("PUBLISH".utf8), lpush = Array("LPUSH".utf8)
@@ -221,7 +251,10 @@ final class Completer: Sendable {
                 break
             }
             for (key, envelope) in item.pushes where ack { commands.append(RedisCommand([lpush, Array(key.utf8), envelope])) }
-            if ack { commands.append(RedisCommand([lrem, processing, minusOne, item.raw])) }
+            if ack {
+                commands.append(RedisCommand([lrem, processing, minusOne, item.raw]))
+                if let u = item.unique { commands.append(RedisCommand("EVAL", UniqueSpec.releaseSource, 1, u.key, u.id)) }
+            }
         }
         if transaction { commands.append(RedisCommand("EXEC")) }
         return commands

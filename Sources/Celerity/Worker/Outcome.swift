@@ -98,13 +98,16 @@ extension Worker {
         }
         switch disposal {
         case let .complete(meta):
-            if await !completer.complete(raw, store: completionStore(meta, message)) {
+            if await !completer.complete(raw, store: completionStore(meta, message), of: message) {
                 log.error("result not stored; message left unacked for redelivery")
             }
         case let .retry(failure):
             guard let spec = outcome.spec else { return }
             await retry(message, raw, spec: spec, failure: failure, log)
         case let .deadLetter(meta, why):
+            // A unique task's key goes before its result is visible (and again, idempotent,
+            // with the move to the dead letters).
+            await releaseUnique(message)
             if let meta, !message.ignoreResult {
                 let stored: Void?? = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: message) }
                 guard case .some(.some) = stored else {
@@ -117,6 +120,14 @@ extension Worker {
             await requeue(raw, queue: queue, message: message, log)
         case let .workflow(c):
             await carryOut(c, message, raw, log)
+        }
+    }
+
+    /// Deletes a unique task's key if it still holds this task's id (rare paths: dead letters).
+    func releaseUnique(_ message: TaskMessage) async {
+        guard let key = message.uniqueKey else { return }
+        _ = try? await withRedisRetry("release unique key", policy: .throughGrace) {
+            try await self.broker.releaseUnique(key, id: message.id)
         }
     }
 

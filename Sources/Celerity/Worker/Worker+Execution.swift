@@ -209,7 +209,7 @@ extension Worker {
                 let disposal = self.decide(outcome)
                 guard case let .complete(meta) = disposal else { return }
                 guard entry.fate.withLock({ f in guard f == .running else { return false }; f = .settling; return true }) else { return }
-                let item = Completer.Item(raw: raw, store: self.completionStore(meta, message))
+                let item = Completer.Item(raw: raw, store: self.completionStore(meta, message), of: message)
                 switch self.completer.writeNow([item]) {
                 case .written:
                     entry.settled.store(true, ordering: .releasing)

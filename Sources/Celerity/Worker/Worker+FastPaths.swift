@@ -91,7 +91,7 @@ extension Worker {
         // Anything else (a workflow step) is settled, and logged as succeeded, by `settle`.
         guard case let .complete(meta) = disposal else { return .settle(.success(value), message, spec) }
         if logger.logLevel <= .debug { logger.debug("task succeeded", metadata: ["task_id": .string(message.id), "task": .string(message.task), "runtime_ms": "inline"]) }
-        return .done(Completer.Item(raw: raw, store: completionStore(meta, message)), outcome, disposal)
+        return .done(Completer.Item(raw: raw, store: completionStore(meta, message), of: message), outcome, disposal)
     }
 
     /// A message of a queue of persistent plugins, taken where it arrived (the fetcher's own

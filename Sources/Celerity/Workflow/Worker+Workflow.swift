@@ -144,6 +144,7 @@ extension Worker {
         }
         let pushes = c.dispatch.envelopes
         if let why = c.deadLetter {
+            await releaseUnique(message)
             if let meta = c.meta, !message.ignoreResult {
                 let stored: Void?? = try? await withRedisRetry("store result", policy: .throughGrace) { try await self.results.store(meta, for: message) }
                 guard case .some(.some) = stored else { log.error("result not stored; message left unacked for redelivery"); return }
@@ -153,7 +154,7 @@ extension Worker {
             _ = try? await withRedisRetry("ack", policy: .throughGrace) { try await self.broker.deadLetter(raw, queue: message.queue, reason: why) }
             return
         }
-        if await !completer.complete([Completer.Item(raw: raw, store: completionStore(c.meta, message), pushes: pushes)]) {
+        if await !completer.complete([Completer.Item(raw: raw, store: completionStore(c.meta, message), pushes: pushes, of: message)]) {
             log.error("result not stored; message left unacked for redelivery")
         }
     }
