@@ -102,8 +102,10 @@ extension Integration {
             let rate = Double(times.count - 1) / span
             print("rate limit 40/s, 3 workers, 400 calls: \(String(format: "%.2f", rate))/s over \(String(format: "%.2f", span)) s; busiest second: \(Self.busiestWindow(times, seconds: 1.0))")
             #expect(abs(rate / 40 - 1) <= 0.05, "achieved \(rate)/s")
-            // One second holds at most 40 starts plus the burst (1) and one for the clock's grain.
-            #expect(Self.busiestWindow(times, seconds: 1.0) <= 42)
+            // One second holds at most 40 starts plus the burst (1), and a few for the time
+            // between a start and its stored result on a loaded machine (without the limit the
+            // 400 calls take well under a second).
+            #expect(Self.busiestWindow(times, seconds: 1.0) <= 44)
             // Each worker ran a share (the limit is shared, not per worker).
             for w in ws { #expect(await w.stop() == 0) }
             let ran = ws.map { w in w.worker.output.components(separatedBy: "task succeeded").count - 1 }
@@ -122,13 +124,14 @@ extension Integration {
             let h = ws[0]
             let client = try h.client()
             let task = h.queue + ".add"
-            let sent = Date()
             let handles = try await client.sendMany((0..<28).map { client.message(task, args: [.int($0), 1]) })
             let times = try await Self.finishTimes(client, handles.map(\.id), timeout: .seconds(30))
-            // 8 at once, then 20 more at 10/s: about 2 s in all.
-            #expect(times[7].timeIntervalSince(sent) < 0.6, "\(times.map { $0.timeIntervalSince(sent) })")
-            let total = times.last!.timeIntervalSince(sent)
-            #expect(total > 1.8 && total < 2.8, "\(total)")
+            let first = times[0]
+            // 8 at once (without the burst the 8th would come 0.7 s after the first), then 20
+            // more at 10/s: about 2 s in all.
+            #expect(times[7].timeIntervalSince(first) < 0.4, "\(times.map { $0.timeIntervalSince(first) })")
+            let total = times.last!.timeIntervalSince(first)
+            #expect(total > 1.8 && total < 2.6, "\(total)")
             #expect(await h.stop() == 0)
         }
 
@@ -158,6 +161,35 @@ extension Integration {
             #expect(times.count == 30)
             #expect(try await r.call("ZCARD", Keys.rateParked(task)).int == 0)
             #expect(await other.stop() == 0)
+        }
+
+        /// A limit removed from tasks.yaml strands nothing: messages parked under it go back to
+        /// their queue as soon as a worker without the limit runs.
+        @Test func messagesParkedUnderARemovedLimitStillRun() async throws {
+            let ws = try await Self.workers("""
+              {q}.add:
+                queue: {q}
+                builtin: add
+                rate_limit: 1/s
+            """, count: 1)
+            let h = ws[0]
+            let client = try h.client()
+            let task = h.queue + ".add"
+            let handles = try await client.sendMany((0..<20).map { client.message(task, args: [.int($0), 1]) })
+            let r = try h.redisClient()
+            #expect(try await eventually(seconds: 5) { try await r.call("ZCARD", Keys.rateParked(task)).int ?? 0 >= 15 })
+            #expect(await h.stop() == 0)
+            let redis = try await sharedRedis.value
+            let unlimited = try WorkerHarness(redis: redis, tasks: """
+              {q}.add:
+                queue: {q}
+                builtin: add
+            """, concurrency: 4, db: Self.db, node: "w5-\(h.prefix)@limits", reusingQueueOf: h)
+            let restarted = Date()
+            _ = try await Self.finishTimes(client, handles.map(\.id), timeout: .seconds(30))
+            #expect(Date().timeIntervalSince(restarted) < 6, "\(Date().timeIntervalSince(restarted)) s")
+            #expect(try await r.call("ZCARD", Keys.rateParked(task)).int == 0)
+            #expect(await unlimited.stop() == 0)
         }
 
         /// `rate_limit` from Python Celery's control client, sent to ONE worker, changes the

@@ -42,8 +42,11 @@ public final class TaskGate: Sendable {
     private let overrides = Mutex<[String: (perSecond: Double, text: String)]>([:])
     /// Whether any task is limited now (the hot path reads this one atomic per message).
     private let anyGated: Atomic<Bool>
-    /// Ids of the capped tasks running here (their leases are renewed), by task name.
-    private let leased = Mutex<[String: [String: Int]]>([:])
+    /// The places held by the capped tasks running here (their members in the running set,
+    /// whose leases are renewed), by task name and task id.
+    private let leased = Mutex<[String: [String: [String]]]>([:])
+    /// Tasks with messages parked by a rate limit in Redis (found by `maintain`).
+    private let discovered = Mutex<Set<String>>([])
     let leaseSeconds: Int
 
     /// Waits up to this long in the worker; longer waits are parked in Redis.
@@ -107,7 +110,9 @@ public final class TaskGate: Sendable {
     /// KEYS: 1 processing list, 2 rate state, 3 runtime rates, 4 reserved turn of this message,
     /// 5 running ids (cap), 6 waiting list (cap), 7 parked messages of the task (rate).
     /// ARGV: 1 message, 2 its list key, 3 task, 4 task id, 5 period ms (0: none), 6 burst,
-    /// 7 cap (0: none), 8 lease ms, 9 horizon ms, 10 lookahead ms, 11 (unused), 12 tolerance ms.
+    /// 7 cap (0: none), 8 lease ms, 9 horizon ms, 10 lookahead ms, 11 the member of this run in
+    /// the running set (`<id> <token>`: unique per run, so a release never frees another
+    /// run's place), 12 tolerance ms.
     /// Returns {verdict, µs}: 0 go, 1 wait µs, 2 parked, 3 waiting, 4 gone.
     static let admitScript = RedisScript("""
     local t = redis.call('TIME')
@@ -121,7 +126,10 @@ public final class TaskGate: Sendable {
     local cap = tonumber(ARGV[7])
     if cap > 0 then
       redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-      if not redis.call('ZSCORE', KEYS[5], ARGV[4]) and redis.call('ZCARD', KEYS[5]) >= cap then
+      -- A place handed over to this message by a release (`r:<id>`) is its own; else it
+      -- needs a free one.
+      local reserved = redis.call('ZSCORE', KEYS[5], 'r:' .. ARGV[4])
+      if not reserved and redis.call('ZCARD', KEYS[5]) >= cap then
         if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return {4, 0} end
         redis.call('LPUSH', KEYS[6], ARGV[2] .. '\\0' .. ARGV[4] .. '\\0' .. ARGV[1])
         return {3, 0}
@@ -144,11 +152,15 @@ public final class TaskGate: Sendable {
         if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return {4, 0} end
         redis.call('SET', KEYS[4], tostring(slot), 'PX', math.ceil(wait) + 60000)
         redis.call('ZADD', KEYS[7], slot - tonumber(ARGV[10]), ARGV[2] .. '\\0' .. ARGV[4] .. '\\0' .. ARGV[1])
-        if cap > 0 then redis.call('ZREM', KEYS[5], ARGV[4]) end
+        -- A place handed over to it goes to the next waiter (at the next sweep).
+        if cap > 0 then redis.call('ZREM', KEYS[5], 'r:' .. ARGV[4]) end
         return {2, 0}
       end
     end
-    if cap > 0 then redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[4]) end
+    if cap > 0 then
+      redis.call('ZREM', KEYS[5], 'r:' .. ARGV[4])
+      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[11])
+    end
     if wait > 0 then return {1, math.floor(wait * 1000)} end
     return {0, 0}
     """)
@@ -170,18 +182,19 @@ public final class TaskGate: Sendable {
     /// The same for a batch, in one round trip (one script run per message, pipelined).
     /// A refusal of any of them (an error reply) throws; those before it were decided.
     func admit(_ requests: [Request]) async throws -> [Verdict] {
-        let calls = requests.map { q -> (keys: [any RedisArgument], args: [any RedisArgument]) in
+        let members = requests.map { q in q.id + " " + String(UInt64.random(in: 0...UInt64.max), radix: 36) }
+        let calls = zip(requests, members).map { q, member -> (keys: [any RedisArgument], args: [any RedisArgument]) in
             let policy = policies[q.task]
             let rate = policy?.rate
             let period = rate.map { 1000 / $0.perSecond } ?? 0
             return ([processingKey, Keys.rateState(q.task), Keys.rateOverrides, Keys.rateTurn(q.id), Keys.running(q.task), Keys.capWaiting(q.task), Keys.rateParked(q.task)],
                     [q.raw, q.listKey, q.task, q.id, period, rate?.burst ?? 1, policy?.cap ?? 0, leaseSeconds * 1000,
-                     Self.horizonMs, Self.lookaheadMs, 0, Self.toleranceMs])
+                     Self.horizonMs, Self.lookaheadMs, member, Self.toleranceMs])
         }
         let replies = try await control.evalScriptMany(Self.admitScript, calls: calls)
         var out: [Verdict] = []
         out.reserveCapacity(replies.count)
-        for (q, r) in zip(requests, replies) {
+        for (i, (q, r)) in zip(requests, replies).enumerated() {
             try r.throwingError(naming: RedisCommand("EVALSHA", "admit", Keys.rateState(q.task), Keys.running(q.task)))
             let parts = r.array ?? []
             let micros = parts.count > 1 ? parts[1].int ?? 0 : 0
@@ -193,22 +206,23 @@ public final class TaskGate: Sendable {
             case 4: v = .gone
             default: v = .go
             }
-            if policies[q.task]?.cap != nil, v == .go || v.isWait { hold(q.task, q.id) }
+            if policies[q.task]?.cap != nil, v == .go || v.isWait { hold(q.task, q.id, members[i]) }
             out.append(v)
         }
         return out
     }
 
-    private func hold(_ task: String, _ id: String) {
-        leased.withLock { $0[task, default: [:]][id, default: 0] += 1 }
+    private func hold(_ task: String, _ id: String, _ member: String) {
+        leased.withLock { $0[task, default: [:]][id, default: []].append(member) }
     }
 
     // MARK: - Caps: release, renewal, sweep
 
-    /// KEYS: 1 running ids, 2 waiting list. ARGV: 1 id ending ("" for none: a sweep), 2 cap,
-    /// 3 lease ms. Drops lapsed leases, then hands each free place to the oldest waiter: its
-    /// message goes back to the pop end of its list (it runs next) with the place reserved.
-    /// A list this worker may not write keeps its waiter (answered as an error).
+    /// KEYS: 1 running set, 2 waiting list. ARGV: 1 the member whose place ends ("" for none:
+    /// a sweep), 2 cap, 3 lease ms. Drops lapsed leases, then hands each free place to the
+    /// oldest waiter: its message goes back to the pop end of its list (it runs next) with the
+    /// place reserved for it (`r:<id>`, taken over when it is admitted). A waiter whose list
+    /// this worker may not write stays waiting; the others still move (then an error answer).
     static let releaseScript = RedisScript("""
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -216,6 +230,8 @@ public final class TaskGate: Sendable {
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
     local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
     local moved = 0
+    local refused = {}
+    local why = nil
     while free > 0 do
       local m = redis.call('RPOP', KEYS[2])
       if not m then break end
@@ -225,25 +241,30 @@ public final class TaskGate: Sendable {
         local key = string.sub(m, 1, a - 1)
         local r = redis.pcall('RPUSH', key, string.sub(m, b + 1))
         if type(r) == 'table' and r.err then
-          redis.call('RPUSH', KEYS[2], m)
-          return redis.error_reply(r.err .. ' (RPUSH ' .. key .. ' of a message waiting for its concurrency cap)')
+          refused[#refused + 1] = m
+          why = why or (r.err .. ' (RPUSH ' .. key .. ' of a message waiting for its concurrency cap)')
+        else
+          redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), 'r:' .. string.sub(m, a + 1, b - 1))
+          free = free - 1
+          moved = moved + 1
         end
-        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), string.sub(m, a + 1, b - 1))
-        free = free - 1
-        moved = moved + 1
       end
     end
+    for i = #refused, 1, -1 do redis.call('RPUSH', KEYS[2], refused[i]) end
+    if why then return redis.error_reply(why) end
     return moved
     """)
 
-    /// A capped task that held a place is over (whatever its outcome): frees the place.
+    /// A capped task is over (whatever its outcome), or will not run: frees the place it held
+    /// (or the one handed over to it).
     func release(task: String, id: String) async throws {
         guard let cap = policies[task]?.cap else { return }
-        leased.withLock { l in
-            guard let n = l[task]?[id] else { return }
-            if n <= 1 { l[task]?.removeValue(forKey: id) } else { l[task]?[id] = n - 1 }
+        let member = leased.withLock { l -> String in
+            guard var members = l[task]?[id], let m = members.popLast() else { return "r:" + id }
+            if members.isEmpty { l[task]?.removeValue(forKey: id) } else { l[task]?[id] = members }
+            return m
         }
-        let r = try await control.evalScript(Self.releaseScript, keys: [Keys.running(task), Keys.capWaiting(task)], args: [id, cap, leaseSeconds * 1000])
+        let r = try await control.evalScript(Self.releaseScript, keys: [Keys.running(task), Keys.capWaiting(task)], args: [member, cap, leaseSeconds * 1000])
         try r.throwingError(naming: RedisCommand("EVALSHA", "release"))
     }
 
@@ -263,7 +284,7 @@ public final class TaskGate: Sendable {
     /// Renews the leases of the capped tasks running here, then (any worker may) gives the
     /// places of lapsed leases (a crashed worker's) to waiters. Runs every second.
     func maintain() async throws {
-        let held = leased.withLock { l in l.filter { !$0.value.isEmpty }.mapValues { Array($0.keys) } }
+        let held = leased.withLock { l in l.filter { !$0.value.isEmpty }.mapValues { Array($0.values.joined()) } }
         if !held.isEmpty {
             var keys: [String] = []
             var args: [any RedisArgument] = [leaseSeconds * 1000]
@@ -275,12 +296,38 @@ public final class TaskGate: Sendable {
             let r = try await control.evalScript(Self.renewScript, keys: keys, args: args)
             try r.throwingError(naming: RedisCommand("EVALSHA", "renew"))
         }
-        for (task, p) in policies {
-            guard let cap = p.cap else { continue }
-            let r = try await control.evalScript(Self.releaseScript, keys: [Keys.running(task), Keys.capWaiting(task)], args: ["", cap, leaseSeconds * 1000])
-            try r.throwingError(naming: RedisCommand("EVALSHA", "sweep"))
-        }
         try await refreshOverrides()
+        // Tasks with messages parked or waiting in Redis, whatever this worker's tasks.yaml says
+        // (a limit removed from it, or a task gone, must not strand them).
+        let parked = try await scan("celerity:rate-wait:*").map { String($0.dropFirst("celerity:rate-wait:".count)) }
+        let waiting = try await scan("celerity:cap-wait:*").map { String($0.dropFirst("celerity:cap-wait:".count)) }
+        discovered.withLock { $0 = Set(parked) }
+        var failure: (any Error)?
+        for task in Set(waiting).union(policies.compactMap { $0.value.cap != nil ? $0.key : nil }) {
+            // No cap here (any more): every waiter goes back to its queue.
+            let cap = policies[task]?.cap ?? Int(Int32.max)
+            do {
+                let r = try await control.evalScript(Self.releaseScript, keys: [Keys.running(task), Keys.capWaiting(task)], args: ["", cap, leaseSeconds * 1000])
+                try r.throwingError(naming: RedisCommand("EVALSHA", "sweep", Keys.capWaiting(task)))
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Every key matching `pattern` (SCAN: it never blocks Redis).
+    private func scan(_ pattern: String) async throws -> [String] {
+        var cursor = "0"
+        var keys: [String] = []
+        repeat {
+            let r = try await control.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            try r.throwingError(naming: RedisCommand("SCAN", pattern))
+            let parts = r.array ?? []
+            cursor = parts.first?.string ?? "0"
+            keys += parts.count > 1 ? parts[1].array?.compactMap(\.string) ?? [] : []
+        } while cursor != "0"
+        return keys
     }
 
     // MARK: - Rates changed at run time
@@ -328,7 +375,8 @@ public final class TaskGate: Sendable {
     /// KEYS: 1 parked messages of a task. ARGV: 1 most to move, 2 "1": all of them (their
     /// turns forgotten), else those whose time came (Redis's clock). Each goes to the pop end
     /// of its list (it runs next); ZREM decides who moves it, so it moves once whichever
-    /// worker runs this. A list this worker may not write keeps its message (error answer).
+    /// worker runs this. A list this worker may not write keeps its message; the others still
+    /// move (then an error answer).
     static let forwardScript = RedisScript("""
     local all = ARGV[2] == '1'
     local upto = '+inf'
@@ -338,6 +386,7 @@ public final class TaskGate: Sendable {
     end
     local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', upto, 'LIMIT', 0, tonumber(ARGV[1]))
     local moved = 0
+    local why = nil
     for _, m in ipairs(due) do
       local a = string.find(m, '\\0', 1, true)
       local b = a and string.find(m, '\\0', a + 1, true)
@@ -345,15 +394,17 @@ public final class TaskGate: Sendable {
         local key = string.sub(m, 1, a - 1)
         local r = redis.pcall('RPUSH', key, string.sub(m, b + 1))
         if type(r) == 'table' and r.err then
-          return redis.error_reply(r.err .. ' (RPUSH ' .. key .. ' of a message parked by its rate limit)')
+          why = why or (r.err .. ' (RPUSH ' .. key .. ' of a message parked by its rate limit)')
+        else
+          redis.call('ZREM', KEYS[1], m)
+          if all then redis.call('DEL', 'celerity:rate-turn:' .. string.sub(m, a + 1, b - 1)) end
+          moved = moved + 1
         end
-        redis.call('ZREM', KEYS[1], m)
-        if all then redis.call('DEL', 'celerity:rate-turn:' .. string.sub(m, a + 1, b - 1)) end
-        moved = moved + 1
       else
         redis.call('ZREM', KEYS[1], m)
       end
     end
+    if why then return redis.error_reply(why) end
     return moved
     """)
 
@@ -371,13 +422,14 @@ public final class TaskGate: Sendable {
         }
     }
 
-    /// The tasks whose parked messages the keeper looks after: those with a rate now, and
-    /// those whose rate was set at run time (a removed limit leaves nothing parked, but a
-    /// message parked by a worker that had not heard of it yet is still moved).
-    var rateLimitedTasks: [String] {
+    /// The tasks whose parked messages the keeper looks after: those with a rate here, those
+    /// whose rate was set at run time, and any other with messages parked in Redis (found by
+    /// `maintain`). For a task with no rate here, `forward` moves them all.
+    var rateLimitedTasks: [(task: String, all: Bool)] {
         var names = Set(policies.compactMap { $0.value.rate != nil ? $0.key : nil })
         for (task, _) in overrides.withLock({ $0 }) { names.insert(task) }
-        return names.sorted()
+        names.formUnion(discovered.withLock { $0 })
+        return names.sorted().map { ($0, rateText($0) == nil) }
     }
 }
 

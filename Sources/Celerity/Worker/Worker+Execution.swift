@@ -43,6 +43,7 @@ extension Worker {
             await dispose(Outcome(result: .revoked(.revoked("expired")), message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case let .parked(eta):
+            if admitted != nil { await releasePlaceIfCapped(message, log) }
             if events.isEnabled { events.received(message) }
             log.debug("task has a future eta: parked in the delayed set", metadata: ["eta": .string(CeleryDate.format(eta))])
             _ = try? await withRedisRetry("defer") { try await self.broker.deferMessage(raw, listKey: Keys.queue(queue, priority: message.priority), until: eta) }
@@ -53,10 +54,12 @@ extension Worker {
             await dispose(Outcome(result: .revoked(.revoked("revoked")), message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return
         case .unknown:
+            if admitted != nil { await releasePlaceIfCapped(message, log) }
             log.warning("unknown task: FAILURE NotRegistered")
             await dispose(Outcome(result: .notRegistered, message: message, spec: nil), raw, queue: queue, log)
             return
         case .unavailable:
+            if admitted != nil { await releasePlaceIfCapped(message, log) }
             // A plugin in a crash loop: hand the message back instead of burning it.
             await dispose(Outcome(result: .handBack, message: message, spec: manifest.tasks[message.task]), raw, queue: queue, log)
             return

@@ -195,6 +195,10 @@ public final class Worker: Service, Sendable {
         let heartbeat = Heartbeat(broker: broker, lease: lease, ttl: config.heartbeatTTL, interval: .seconds(config.heartbeatSeconds),
                                   alarm: dutyAlarm, logger: logger) { self.heartbeatDocument() }
         try await withRedisRetry("heartbeat") { try await heartbeat.beat() }
+        // Rates set at run time (`rate_limit`) apply from the first message.
+        do { try await gate.refreshOverrides() } catch {
+            logger.warning("could not read the rates set at run time (celerity:rate-conf); read again every second", metadata: ["error": .string("\(error)")])
+        }
         revocations.onTerminate { ids in self.terminate(ids) }
         _ = await revocations.once()
         let eventHeartbeat = self.eventHeartbeat

@@ -21,18 +21,30 @@ final class GateKeeper: Duty, Sendable {
     }
 
     func once() async -> Duration? {
-        do {
-            for task in gate.rateLimitedTasks {
-                let n = try await gate.forward(task)
+        var failed = false
+        // Each part on its own: a refusal in one (a queue this worker may not write) must not
+        // stop the others (the leases above all).
+        for (task, all) in gate.rateLimitedTasks {
+            do {
+                let n = try await gate.forward(task, all: all)
                 if n > 0 { logger.debug("rate limit: parked messages back on their queues for their turn", metadata: ["task": .string(task), "count": .stringConvertible(n)]) }
+            } catch {
+                failed = true
+                report(error)
             }
-            if rounds.wrappingAdd(1, ordering: .relaxed).newValue % 4 == 0 { try await gate.maintain() }
-            return nil
-        } catch {
-            if !alarm.permissionDenied("rate limits and concurrency caps", error, logger: logger) {
-                logger.debug("rate limit / concurrency cap upkeep failed: \(error)")
+        }
+        if rounds.wrappingAdd(1, ordering: .relaxed).newValue % 4 == 0 {
+            do { try await gate.maintain() } catch {
+                failed = true
+                report(error)
             }
-            return .seconds(2)
+        }
+        return failed ? .seconds(1) : nil
+    }
+
+    private func report(_ error: any Error) {
+        if !alarm.permissionDenied("rate limits and concurrency caps", error, logger: logger) {
+            logger.debug("rate limit / concurrency cap upkeep failed: \(error)")
         }
     }
 }
