@@ -4,7 +4,7 @@ import Logging
 import RedisClient
 import Testing
 
-/// Celery's events as Celerity writes them (Control/): Python reprs, base64, the bodies and
+/// Celery's events as Celerity writes them (Control/): Python reprs, the bodies (escaped JSON) and
 /// kombu envelopes, the switch. The worker end to end, seen by the real Python tools, is in
 /// `Integration.EventsInteropTests` below.
 struct EventsTests {
@@ -31,13 +31,45 @@ struct EventsTests {
         #expect(long.count == PythonRepr.maxSize && long.hasPrefix("[0, 1, 2") && long.hasSuffix("..."))
     }
 
-    @Test func base64AsFoundationWritesIt() {
-        for n in 0..<40 {
-            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 37 + 11) }
-            var out: [UInt8] = []
-            Base64.append(bytes, to: &out)
-            #expect(String(decoding: out, as: UTF8.self) == Data(bytes).base64EncodedString())
+    /// An event body goes in its envelope as a JSON string (escaped, not base64): any bytes
+    /// come back as they were, and the size is known before writing.
+    @Test func bodiesAreEscapedIntoAJSONString() throws {
+        let samples: [[UInt8]] = [[], Array(#"[{"a":"b\"c\\d"}]"#.utf8), Array("plain ✓".utf8), [0x01, 0x1F, 0x22, 0x5C, 0x41, 0x0A],
+                                  (0..<256).map { UInt8($0) }.filter { $0 < 0x80 }]
+        for body in samples {
+            let n = EventWire.escapedCount(body)
+            var out = [UInt8](repeating: 0, count: n)
+            let written = out.withUnsafeMutableBufferPointer { EventWire.escape(body, into: $0) }
+            #expect(written == n)
+            let back = try #require(JSONValue(parsing: [ASCII.quote] + out + [ASCII.quote]).stringValue)
+            #expect(Array(back.utf8) == body)
         }
+    }
+
+    /// Reprs written straight into the JSON of an event, and numbers written without a String.
+    @Test func reprsAndNumbersWrittenInPlace() throws {
+        let values: [JSONValue] = [.null, .int(7), .string(#"a"b\c'd"#), .string("it's"), .array([.int(1), .string("x\ny")]),
+                                   .object([JSONMember("k", .string("v\\"))]), .array((0..<1000).map { .int($0) })]
+        for v in values {
+            var out: [UInt8] = Array("prefix".utf8)
+            PythonRepr.writeJSONString(v, into: &out)
+            #expect(Array(out[..<6]) == Array("prefix".utf8))
+            #expect(try JSONValue(parsing: Array(out[6...])).stringValue == PythonRepr.of(v))
+        }
+        func text(_ write: (inout [UInt8]) -> Void) -> String {
+            var out: [UInt8] = []
+            write(&out)
+            return String(decoding: out, as: UTF8.self)
+        }
+        #expect(text { EventWire.writeInt(0, into: &$0) } == "0" && text { EventWire.writeInt(1234567890123, into: &$0) } == "1234567890123")
+        #expect(text { EventWire.writeInt(Int.max, into: &$0) } == String(Int.max) && text { EventWire.writeInt(-5, into: &$0) } == "-5")
+        #expect(text { EventWire.writeSeconds(1001.75, into: &$0) } == "1001.75")
+        #expect(text { EventWire.writeSeconds(1764700000.0, into: &$0) } == "1764700000.0")
+        #expect(text { EventWire.writeSeconds(1764700000.000123, into: &$0) } == "1764700000.000123")
+        #expect(text { EventWire.writeSeconds(-1.5, into: &$0) } == "-1.5")
+        #expect(text { EventWire.writeSeconds(Duration.milliseconds(250), into: &$0) } == "0.25")
+        #expect(text { EventWire.writeSeconds(Duration.nanoseconds(12345), into: &$0) } == "0.000012345")
+        #expect(text { EventWire.writeSeconds(Duration.seconds(3), into: &$0) } == "3.0")
     }
 
     @Test func utcOffsetIsHoursWestOfUTC() throws {
@@ -81,17 +113,14 @@ struct EventsTests {
         func decode(_ c: RedisCommand) throws -> (channel: String, envelope: JSONValue, body: JSONValue) {
             #expect(String(decoding: c.arguments[0], as: UTF8.self) == "PUBLISH")
             let env = try JSONValue(parsing: c.arguments[2])
-            let b64 = try #require(env["body"]?.stringValue)
-            let data = try #require(Data(base64Encoded: b64))
-            let body = try JSONValue(parsing: Array(data))
-            return (String(decoding: c.arguments[1], as: UTF8.self), env, body)
+            return (String(decoding: c.arguments[1], as: UTF8.self), env, try Self.body(env))
         }
         let (channel, env, body) = try decode(commands[0])
         #expect(channel == "/0.celeryev/worker.heartbeat")
         #expect(env["content-type"]?.stringValue == "application/json" && env["content-encoding"]?.stringValue == "utf-8")
         #expect(env["headers"]?["hostname"]?.stringValue == "w@h")
         let props = try #require(env["properties"])
-        #expect(props["delivery_mode"]?.intValue == 1 && props["priority"]?.intValue == 0 && props["body_encoding"]?.stringValue == "base64")
+        #expect(props["delivery_mode"]?.intValue == 1 && props["priority"]?.intValue == 0 && props["body_encoding"]?.isNull == true)
         #expect(props["delivery_info"]?["exchange"]?.stringValue == "celeryev" && props["delivery_info"]?["routing_key"]?.stringValue == "worker.heartbeat")
         #expect(props["delivery_tag"]?.stringValue?.count == 36)
         #expect(body.objectValue?.map(\.key) == ["hostname", "utcoffset", "pid", "clock", "freq", "active", "processed", "loadavg",
@@ -155,10 +184,7 @@ struct EventsTests {
             for c in commands {
                 let env = try JSONValue(parsing: c.arguments[2])
                 #expect(c.arguments[2].count < 32 * 1024)
-                let b64 = try #require(env["body"]?.stringValue)
-                let data = try #require(Data(base64Encoded: b64))
-                let body = try JSONValue(parsing: Array(data))
-                all += try #require(body.arrayValue)
+                all += try #require(Self.body(env).arrayValue)
             }
         }
         #expect(pipelines > 1)
@@ -179,12 +205,16 @@ struct EventsTests {
         var total = 0
         for c in commands {
             let env = try JSONValue(parsing: c.arguments[2])
-            let b64 = try #require(env["body"]?.stringValue)
-            let data = try #require(Data(base64Encoded: b64))
-            let body = try JSONValue(parsing: Array(data))
-            total += try #require(body.arrayValue).count
+            total += try #require(Self.body(env).arrayValue).count
         }
         #expect(total == 40)
+    }
+
+    /// An event envelope's body, parsed: a JSON string holding the JSON text (no base64).
+    static func body(_ env: JSONValue) throws -> JSONValue {
+        #expect(env["properties"]?["body_encoding"]?.isNull == true)
+        let text = try #require(env["body"]?.stringValue)
+        return try JSONValue(parsing: Array(text.utf8))
     }
 }
 
