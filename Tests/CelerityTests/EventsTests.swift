@@ -4,7 +4,7 @@ import Logging
 import RedisClient
 import Testing
 
-/// Celery's events as Celerity writes them (Control/): Python reprs, the bodies (escaped JSON) and
+/// Celery's events as Celerity writes them (Control/): Python reprs, base64, the bodies and
 /// kombu envelopes, the switch. The worker end to end, seen by the real Python tools, is in
 /// `Integration.EventsInteropTests` below.
 struct EventsTests {
@@ -31,18 +31,12 @@ struct EventsTests {
         #expect(long.count == PythonRepr.maxSize && long.hasPrefix("[0, 1, 2") && long.hasSuffix("..."))
     }
 
-    /// An event body goes in its envelope as a JSON string (escaped, not base64): any bytes
-    /// come back as they were, and the size is known before writing.
-    @Test func bodiesAreEscapedIntoAJSONString() throws {
-        let samples: [[UInt8]] = [[], Array(#"[{"a":"b\"c\\d"}]"#.utf8), Array("plain ✓".utf8), [0x01, 0x1F, 0x22, 0x5C, 0x41, 0x0A],
-                                  (0..<256).map { UInt8($0) }.filter { $0 < 0x80 }]
-        for body in samples {
-            let n = EventWire.escapedCount(body)
-            var out = [UInt8](repeating: 0, count: n)
-            let written = out.withUnsafeMutableBufferPointer { EventWire.escape(body, into: $0) }
-            #expect(written == n)
-            let back = try #require(JSONValue(parsing: [ASCII.quote] + out + [ASCII.quote]).stringValue)
-            #expect(Array(back.utf8) == body)
+    @Test func base64AsFoundationWritesIt() {
+        for n in 0..<40 {
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 37 + 11) }
+            var out: [UInt8] = []
+            Base64.append(bytes, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == Data(bytes).base64EncodedString())
         }
     }
 
@@ -120,7 +114,7 @@ struct EventsTests {
         #expect(env["content-type"]?.stringValue == "application/json" && env["content-encoding"]?.stringValue == "utf-8")
         #expect(env["headers"]?["hostname"]?.stringValue == "w@h")
         let props = try #require(env["properties"])
-        #expect(props["delivery_mode"]?.intValue == 1 && props["priority"]?.intValue == 0 && props["body_encoding"]?.isNull == true)
+        #expect(props["delivery_mode"]?.intValue == 1 && props["priority"]?.intValue == 0 && props["body_encoding"]?.stringValue == "base64")
         #expect(props["delivery_info"]?["exchange"]?.stringValue == "celeryev" && props["delivery_info"]?["routing_key"]?.stringValue == "worker.heartbeat")
         #expect(props["delivery_tag"]?.stringValue?.count == 36)
         #expect(body.objectValue?.map(\.key) == ["hostname", "utcoffset", "pid", "clock", "freq", "active", "processed", "loadavg",
@@ -210,11 +204,11 @@ struct EventsTests {
         #expect(total == 40)
     }
 
-    /// An event envelope's body, parsed: a JSON string holding the JSON text (no base64).
+    /// An event envelope's body, parsed: base64 of the JSON text.
     static func body(_ env: JSONValue) throws -> JSONValue {
-        #expect(env["properties"]?["body_encoding"]?.isNull == true)
-        let text = try #require(env["body"]?.stringValue)
-        return try JSONValue(parsing: Array(text.utf8))
+        #expect(env["properties"]?["body_encoding"]?.stringValue == "base64")
+        let b64 = try #require(env["body"]?.stringValue)
+        return try JSONValue(parsing: Array(try #require(Data(base64Encoded: b64))))
     }
 }
 
