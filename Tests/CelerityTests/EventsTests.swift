@@ -40,6 +40,32 @@ struct EventsTests {
         }
     }
 
+    /// Reprs written straight into the JSON of an event, and numbers written without a String.
+    @Test func reprsAndNumbersWrittenInPlace() throws {
+        let values: [JSONValue] = [.null, .int(7), .string(#"a"b\c'd"#), .string("it's"), .array([.int(1), .string("x\ny")]),
+                                   .object([JSONMember("k", .string("v\\"))]), .array((0..<1000).map { .int($0) })]
+        for v in values {
+            var out: [UInt8] = Array("prefix".utf8)
+            PythonRepr.writeJSONString(v, into: &out)
+            #expect(Array(out[..<6]) == Array("prefix".utf8))
+            #expect(try JSONValue(parsing: Array(out[6...])).stringValue == PythonRepr.of(v))
+        }
+        func text(_ write: (inout [UInt8]) -> Void) -> String {
+            var out: [UInt8] = []
+            write(&out)
+            return String(decoding: out, as: UTF8.self)
+        }
+        #expect(text { EventWire.writeInt(0, into: &$0) } == "0" && text { EventWire.writeInt(1234567890123, into: &$0) } == "1234567890123")
+        #expect(text { EventWire.writeInt(Int.max, into: &$0) } == String(Int.max) && text { EventWire.writeInt(-5, into: &$0) } == "-5")
+        #expect(text { EventWire.writeSeconds(1001.75, into: &$0) } == "1001.75")
+        #expect(text { EventWire.writeSeconds(1764700000.0, into: &$0) } == "1764700000.0")
+        #expect(text { EventWire.writeSeconds(1764700000.000123, into: &$0) } == "1764700000.000123")
+        #expect(text { EventWire.writeSeconds(-1.5, into: &$0) } == "-1.5")
+        #expect(text { EventWire.writeSeconds(Duration.milliseconds(250), into: &$0) } == "0.25")
+        #expect(text { EventWire.writeSeconds(Duration.nanoseconds(12345), into: &$0) } == "0.000012345")
+        #expect(text { EventWire.writeSeconds(Duration.seconds(3), into: &$0) } == "3.0")
+    }
+
     @Test func utcOffsetIsHoursWestOfUTC() throws {
         let utc = EventWire.utcOffsetHours(TimeZone(identifier: "UTC")!)
         #expect(utc == 0 && utc.sign == .plus, "\(utc)")   // 0.0, not -0.0
@@ -81,10 +107,7 @@ struct EventsTests {
         func decode(_ c: RedisCommand) throws -> (channel: String, envelope: JSONValue, body: JSONValue) {
             #expect(String(decoding: c.arguments[0], as: UTF8.self) == "PUBLISH")
             let env = try JSONValue(parsing: c.arguments[2])
-            let b64 = try #require(env["body"]?.stringValue)
-            let data = try #require(Data(base64Encoded: b64))
-            let body = try JSONValue(parsing: Array(data))
-            return (String(decoding: c.arguments[1], as: UTF8.self), env, body)
+            return (String(decoding: c.arguments[1], as: UTF8.self), env, try Self.body(env))
         }
         let (channel, env, body) = try decode(commands[0])
         #expect(channel == "/0.celeryev/worker.heartbeat")
@@ -155,10 +178,7 @@ struct EventsTests {
             for c in commands {
                 let env = try JSONValue(parsing: c.arguments[2])
                 #expect(c.arguments[2].count < 32 * 1024)
-                let b64 = try #require(env["body"]?.stringValue)
-                let data = try #require(Data(base64Encoded: b64))
-                let body = try JSONValue(parsing: Array(data))
-                all += try #require(body.arrayValue)
+                all += try #require(Self.body(env).arrayValue)
             }
         }
         #expect(pipelines > 1)
@@ -179,12 +199,16 @@ struct EventsTests {
         var total = 0
         for c in commands {
             let env = try JSONValue(parsing: c.arguments[2])
-            let b64 = try #require(env["body"]?.stringValue)
-            let data = try #require(Data(base64Encoded: b64))
-            let body = try JSONValue(parsing: Array(data))
-            total += try #require(body.arrayValue).count
+            total += try #require(Self.body(env).arrayValue).count
         }
         #expect(total == 40)
+    }
+
+    /// An event envelope's body, parsed: base64 of the JSON text.
+    static func body(_ env: JSONValue) throws -> JSONValue {
+        #expect(env["properties"]?["body_encoding"]?.stringValue == "base64")
+        let b64 = try #require(env["body"]?.stringValue)
+        return try JSONValue(parsing: Array(try #require(Data(base64Encoded: b64))))
     }
 }
 

@@ -31,6 +31,47 @@ enum PythonRepr {
         return cut(out, maxSize)
     }
 
+    /// `of(value)` as a JSON string, written straight into `out` (an event's args, kwargs and
+    /// result): no String in between, and nothing to escape but the `"` and `\` the repr holds
+    /// (a repr has no control characters: it escapes them itself).
+    static func writeJSONString(_ value: JSONValue, into out: inout [UInt8], maxSize: Int = maxSize) {
+        let start = out.count
+        out.append(ASCII.quote)
+        let from = out.count
+        write(value, into: &out, budget: from + maxSize)
+        if out.count - from > maxSize {
+            let text = cut(Array(out[from...]), maxSize)
+            out.removeSubrange(start...)
+            JSONValue.writeString(text, into: &out)
+            return
+        }
+        let end = out.count
+        let specials = out.withUnsafeBufferPointer { b in
+            var n = 0
+            for i in from..<end where b[i] == ASCII.quote || b[i] == ASCII.backslash { n += 1 }
+            return n
+        }
+        if specials > 0 {
+            // Escape in place, from the end: each `"` or `\` gains a backslash before it.
+            out.append(contentsOf: repeatElement(0, count: specials))
+            out.withUnsafeMutableBufferPointer { b in
+                var to = end + specials
+                var i = end
+                while i > from {
+                    i -= 1
+                    to -= 1
+                    let c = b[i]
+                    b[to] = c
+                    if c == ASCII.quote || c == ASCII.backslash {
+                        to -= 1
+                        b[to] = ASCII.backslash
+                    }
+                }
+            }
+        }
+        out.append(ASCII.quote)
+    }
+
     private static func cut(_ out: [UInt8], _ maxSize: Int) -> String {
         if out.count <= maxSize { return String(decoding: out, as: UTF8.self) }
         // Cut on a character boundary (never inside a UTF-8 sequence).
@@ -93,7 +134,6 @@ enum PythonRepr {
         let utf8 = s.utf8
         let quote: UInt8 = utf8.contains(UInt8(ascii: "'")) && !utf8.contains(UInt8(ascii: "\"")) ? UInt8(ascii: "\"") : UInt8(ascii: "'")
         out.append(quote)
-        let hex = Array("0123456789abcdef".utf8)
         for scalar in s.unicodeScalars {
             let v = scalar.value
             switch v {
@@ -105,14 +145,18 @@ enum PythonRepr {
             case 0x0D: out.append(contentsOf: "\\r".utf8)
             case 0..<0x20, 0x7F..<0xA0:
                 out.append(contentsOf: "\\x".utf8)
-                out.append(hex[Int(v >> 4)])
-                out.append(hex[Int(v & 0xF)])
+                out.append(hexDigit(v >> 4))
+                out.append(hexDigit(v & 0xF))
             case 0..<0x80:
                 out.append(UInt8(v))
             default:
-                out.append(contentsOf: String(scalar).utf8)
+                out.append(contentsOf: UTF8.encode(scalar)!)
             }
         }
         out.append(quote)
+    }
+
+    private static func hexDigit(_ v: UInt32) -> UInt8 {
+        UInt8(truncatingIfNeeded: v < 10 ? 0x30 + v : 0x57 + v)
     }
 }
