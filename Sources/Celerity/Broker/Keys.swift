@@ -72,6 +72,8 @@ public enum Keys {
     /// Messages parked by a task's rate limit (sorted set scored by when they go back to
     /// their queue, Redis ms; members `<list key>\0<id>\0<message>`).
     public static func rateParked(_ task: String) -> String { "celerity:rate-wait:" + task }
+    /// Tasks with messages parked by a rate limit or waiting for a cap place (a set).
+    public static let limitedTasks = "celerity:limited"
     /// Rates set at run time by `rate_limit` (hash: task → tasks per second; 0: none).
     public static let rateOverrides = "celerity:rate-conf"
     /// Ids of a capped task running now (sorted set scored by lease end, Redis ms).

@@ -108,7 +108,8 @@ public final class TaskGate: Sendable {
     }
 
     /// KEYS: 1 processing list, 2 rate state, 3 runtime rates, 4 reserved turn of this message,
-    /// 5 running ids (cap), 6 waiting list (cap), 7 parked messages of the task (rate).
+    /// 5 running ids (cap), 6 waiting list (cap), 7 parked messages of the task (rate), 8 the
+    /// set of tasks with messages parked or waiting.
     /// ARGV: 1 message, 2 its list key, 3 task, 4 task id, 5 period ms (0: none), 6 burst,
     /// 7 cap (0: none), 8 lease ms, 9 horizon ms, 10 lookahead ms, 11 the member of this run in
     /// the running set (`<id> <token>`: unique per run, so a release never frees another
@@ -132,6 +133,7 @@ public final class TaskGate: Sendable {
       if not reserved and redis.call('ZCARD', KEYS[5]) >= cap then
         if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return {4, 0} end
         redis.call('LPUSH', KEYS[6], ARGV[2] .. '\\0' .. ARGV[4] .. '\\0' .. ARGV[1])
+        redis.call('SADD', KEYS[8], ARGV[3])
         return {3, 0}
       end
     end
@@ -154,6 +156,7 @@ public final class TaskGate: Sendable {
         redis.call('ZADD', KEYS[7], slot - tonumber(ARGV[10]), ARGV[2] .. '\\0' .. ARGV[4] .. '\\0' .. ARGV[1])
         -- A place handed over to it goes to the next waiter (at the next sweep).
         if cap > 0 then redis.call('ZREM', KEYS[5], 'r:' .. ARGV[4]) end
+        redis.call('SADD', KEYS[8], ARGV[3])
         return {2, 0}
       end
     end
@@ -187,7 +190,8 @@ public final class TaskGate: Sendable {
             let policy = policies[q.task]
             let rate = policy?.rate
             let period = rate.map { 1000 / $0.perSecond } ?? 0
-            return ([processingKey, Keys.rateState(q.task), Keys.rateOverrides, Keys.rateTurn(q.id), Keys.running(q.task), Keys.capWaiting(q.task), Keys.rateParked(q.task)],
+            return ([processingKey, Keys.rateState(q.task), Keys.rateOverrides, Keys.rateTurn(q.id), Keys.running(q.task), Keys.capWaiting(q.task), Keys.rateParked(q.task),
+                     Keys.limitedTasks],
                     [q.raw, q.listKey, q.task, q.id, period, rate?.burst ?? 1, policy?.cap ?? 0, leaseSeconds * 1000,
                      Self.horizonMs, Self.lookaheadMs, member, Self.toleranceMs])
         }
@@ -298,10 +302,18 @@ public final class TaskGate: Sendable {
         }
         try await refreshOverrides()
         // Tasks with messages parked or waiting in Redis, whatever this worker's tasks.yaml says
-        // (a limit removed from it, or a task gone, must not strand them).
-        let parked = try await scan("celerity:rate-wait:*").map { String($0.dropFirst("celerity:rate-wait:".count)) }
-        let waiting = try await scan("celerity:cap-wait:*").map { String($0.dropFirst("celerity:cap-wait:".count)) }
-        discovered.withLock { $0 = Set(parked) }
+        // (a limit removed from it, or a task gone, must not strand them). The admit script
+        // registers each task it parks for in `celerity:limited`; the entry goes when both
+        // its lists are empty (in one script, so a park that comes later registers again).
+        let members = try await control.call("SMEMBERS", Keys.limitedTasks)
+        try members.throwingError(naming: RedisCommand("SMEMBERS", Keys.limitedTasks))
+        var registered = members.array?.compactMap(\.string) ?? []
+        for task in registered {
+            let r = try await control.evalScript(Self.forgetScript, keys: [Keys.limitedTasks, Keys.rateParked(task), Keys.capWaiting(task)], args: [task])
+            if r.int == 1 { registered.removeAll { $0 == task } }
+        }
+        discovered.withLock { $0 = Set(registered) }
+        let waiting = registered
         var failure: (any Error)?
         for task in Set(waiting).union(policies.compactMap { $0.value.cap != nil ? $0.key : nil }) {
             // No cap here (any more): every waiter goes back to its queue.
@@ -316,19 +328,15 @@ public final class TaskGate: Sendable {
         if let failure { throw failure }
     }
 
-    /// Every key matching `pattern` (SCAN: it never blocks Redis).
-    private func scan(_ pattern: String) async throws -> [String] {
-        var cursor = "0"
-        var keys: [String] = []
-        repeat {
-            let r = try await control.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-            try r.throwingError(naming: RedisCommand("SCAN", pattern))
-            let parts = r.array ?? []
-            cursor = parts.first?.string ?? "0"
-            keys += parts.count > 1 ? parts[1].array?.compactMap(\.string) ?? [] : []
-        } while cursor != "0"
-        return keys
-    }
+    /// KEYS: 1 the registry, 2 parked, 3 waiting. ARGV: 1 task. Forgets a task with nothing
+    /// parked or waiting (1), else keeps it (0).
+    static let forgetScript = RedisScript("""
+    if redis.call('ZCARD', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
+      redis.call('SREM', KEYS[1], ARGV[1])
+      return 1
+    end
+    return 0
+    """)
 
     // MARK: - Rates changed at run time
 
