@@ -18,6 +18,7 @@ extension Integration {
         +lmove +blmove +exists +lrange +lpos +llen +lrem +lpush +rpush +ltrim +expire
         +get +set +del +sadd +srem +smembers +publish
         +zadd +zrem +zrange +zrangebyscore +zremrangebyscore
+        +hgetall +hget +hset +time +zscore +zcard +rpop
         """
         /// docs/security.md, "A client (sender and waiter)".
         static let clientACL = """
