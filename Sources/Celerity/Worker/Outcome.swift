@@ -6,6 +6,23 @@ import RedisClient
 /// tasks, one-shot plugins, persistent plugins answered on their reader thread, and the
 /// triage before a run).
 struct Outcome: Sendable {
+    /// Calls `body` with each outcome and disposal of `batch` read in place. `for (o, d) in
+    /// batch`, `batch[i].0` and even `pointer.pointee.1` copy the whole tuple (~1 KB, a retain
+    /// and a release of each of the outcome's ~18 references): ~3% of the worker's CPU with
+    /// task events on, by perf. Elements are at their tuple's offsets (struct layout).
+    @inline(__always)
+    static func forEachInPlace(_ batch: [(Outcome, Disposal)], _ body: (UnsafePointer<Outcome>, UnsafePointer<Disposal>) -> Void) {
+        batch.withUnsafeBufferPointer { batch in
+            guard let base = batch.baseAddress else { return }
+            for i in batch.indices {
+                let t = UnsafeRawPointer(base + i)
+                body(t.assumingMemoryBound(to: Outcome.self), (t + disposalOffset).assumingMemoryBound(to: Disposal.self))
+            }
+        }
+    }
+
+    private static let disposalOffset = MemoryLayout<(Outcome, Disposal)>.offset(of: \(Outcome, Disposal).1)!
+
     enum Result: Sendable {
         /// The handler returned a value.
         case success(JSONValue)
@@ -151,18 +168,24 @@ extension Worker {
 
     /// `recordInline` for a batch of inline successes written together: one lock for the batch.
     func recordInline(_ batch: [(Outcome, Disposal)], events on: Bool) {
-        stats.withLock { s in for (o, d) in batch { Self.tally(o, d, into: &s) } }
+        stats.withLock { s in
+            Outcome.forEachInPlace(batch) { o, d in Self.tally(o.pointee.result, o.pointee.message.task, d.pointee, into: &s) }
+        }
         if on { events.finished(announcing: batch) }
     }
 
     private static func tally(_ outcome: Outcome, _ disposal: Disposal, into s: inout Stats) {
-        switch outcome.result {
+        tally(outcome.result, outcome.message.task, disposal, into: &s)
+    }
+
+    private static func tally(_ result: Outcome.Result, _ task: String, _ disposal: Disposal, into s: inout Stats) {
+        switch result {
         case .success:
             s.processed += 1
-            s.perTask[outcome.message.task, default: 0] += 1
+            s.perTask[task, default: 0] += 1
         case .failure:
             s.processed += 1
-            s.perTask[outcome.message.task, default: 0] += 1
+            s.perTask[task, default: 0] += 1
             s.failed += 1
             if case .retry = disposal { s.retried += 1 }
         case .revoked: s.revoked += 1
