@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .executable(name: "celerity", targets: ["CelerityCLI"]),
         .executable(name: "celerity-bench", targets: ["CelerityBench"]),
+        .executable(name: "celerity-dashboard", targets: ["CelerityDashboard"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
@@ -25,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // hiredis from Debian's libhiredis-dev. No pkgConfig: its include dir would leak
@@ -64,6 +68,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
+            ], swiftSettings: swiftSettings),
+        // `celerity dashboard` (which runs this binary, found beside it): the web UI, JSON API
+        // and Prometheus metrics. Its own executable, so that the worker's binary does not
+        // link Hummingbird and SwiftNIO.
+        .executableTarget(name: "CelerityDashboard", dependencies: [
+                "Celerity", "RedisClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ], swiftSettings: swiftSettings),
         // Compute benchmarks of the built-ins against the tutorial's Python (release builds).
         .executableTarget(name: "CelerityBench", dependencies: ["Celerity", "CelerityBuiltins",

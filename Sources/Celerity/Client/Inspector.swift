@@ -158,7 +158,14 @@ public struct Inspector: Sendable {
         return Heartbeat(node: v["node"]?.stringValue, pid: v["pid"]?.intValue, host: v["host"]?.stringValue,
                          queues: v["queues"]?.arrayValue?.compactMap(\.stringValue) ?? [],
                          concurrency: v["concurrency"]?.intValue, active: v["active"]?.intValue, processed: v["processed"]?.intValue,
-                         started: v["started"]?.stringValue.flatMap(CeleryDate.parse), at: v["at"]?.stringValue.flatMap(CeleryDate.parse))
+                         started: v["started"]?.stringValue.flatMap(CeleryDate.parse), at: v["at"]?.stringValue.flatMap(CeleryDate.parse),
+                         failed: v["failed"]?.intValue, retried: v["retried"]?.intValue, revoked: v["revoked"]?.intValue,
+                         rss: v["rss"]?.intValue, events: v["events"]?.boolValue,
+                         tasks: v["tasks"]?.objectValue.map { members in
+                             var out: [String: TaskTally] = [:]
+                             for m in members { if let t = TaskTally(document: m.value) { out[m.key] = t } }
+                             return out
+                         })
     }
 
     /// The headers of a queued envelope (the body is not decoded).

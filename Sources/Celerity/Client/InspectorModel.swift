@@ -208,8 +208,25 @@ extension Inspector {
         public var processed: Int?
         public var started: Date?
         public var at: Date?
+        /// Failures (retries not counted), retries and revocations since the worker started.
+        public var failed: Int?
+        public var retried: Int?
+        public var revoked: Int?
+        /// Resident memory of the worker process, bytes.
+        public var rss: Int?
+        /// Whether the worker sends task events.
+        public var events: Bool?
+        /// Outcomes and runtimes by task name, since the worker started.
+        public var tasks: [String: TaskTally]?
 
-        public init(node: String?, pid: Int?, host: String?, queues: [String], concurrency: Int?, active: Int?, processed: Int?, started: Date?, at: Date?) {
+        public init(node: String?, pid: Int?, host: String?, queues: [String], concurrency: Int?, active: Int?, processed: Int?, started: Date?, at: Date?,
+                    failed: Int? = nil, retried: Int? = nil, revoked: Int? = nil, rss: Int? = nil, events: Bool? = nil, tasks: [String: TaskTally]? = nil) {
+            self.failed = failed
+            self.retried = retried
+            self.revoked = revoked
+            self.rss = rss
+            self.events = events
+            self.tasks = tasks
             self.node = node
             self.pid = pid
             self.host = host

@@ -72,7 +72,10 @@ extension Worker {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let uptime = Int(Date().timeIntervalSince(startedAt))
         return .object([
-            JSONMember("total", .object(s.perTask.keys.sorted().map { JSONMember($0, .int(s.perTask[$0]!)) })),
+            JSONMember("total", .object(s.perTask.keys.sorted().compactMap { name in
+                let n = s.perTask[name]!.total
+                return n > 0 ? JSONMember(name, .int(n)) : nil
+            })),
             JSONMember("pid", .int(Int(getpid()))),
             JSONMember("clock", .string(String(controlClock.now))),
             JSONMember("uptime", .int(uptime)),

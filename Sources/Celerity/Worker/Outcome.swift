@@ -169,26 +169,32 @@ extension Worker {
     /// `recordInline` for a batch of inline successes written together: one lock for the batch.
     func recordInline(_ batch: [(Outcome, Disposal)], events on: Bool) {
         stats.withLock { s in
-            Outcome.forEachInPlace(batch) { o, d in Self.tally(o.pointee.result, o.pointee.message.task, d.pointee, into: &s) }
+            Outcome.forEachInPlace(batch) { o, d in Self.tally(o.pointee.result, o.pointee.message.task, o.pointee.runtime, d.pointee, into: &s) }
         }
         if on { events.finished(announcing: batch) }
     }
 
     private static func tally(_ outcome: Outcome, _ disposal: Disposal, into s: inout Stats) {
-        tally(outcome.result, outcome.message.task, disposal, into: &s)
+        tally(outcome.result, outcome.message.task, outcome.runtime, disposal, into: &s)
     }
 
-    private static func tally(_ result: Outcome.Result, _ task: String, _ disposal: Disposal, into s: inout Stats) {
+    private static func tally(_ result: Outcome.Result, _ task: String, _ runtime: Duration?, _ disposal: Disposal, into s: inout Stats) {
         switch result {
         case .success:
             s.processed += 1
-            s.perTask[task, default: 0] += 1
+            s.perTask[task, default: TaskTally()].add(.succeeded, runtime)
         case .failure:
             s.processed += 1
-            s.perTask[task, default: 0] += 1
             s.failed += 1
-            if case .retry = disposal { s.retried += 1 }
-        case .revoked: s.revoked += 1
+            if case .retry = disposal {
+                s.retried += 1
+                s.perTask[task, default: TaskTally()].add(.retried, runtime)
+            } else {
+                s.perTask[task, default: TaskTally()].add(.failed, runtime)
+            }
+        case .revoked:
+            s.revoked += 1
+            s.perTask[task, default: TaskTally()].add(.revoked, runtime)
         case .notRegistered, .handBack, .refused: break
         }
     }

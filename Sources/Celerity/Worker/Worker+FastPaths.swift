@@ -40,7 +40,7 @@ extension Worker {
     func runAndStore(_ raw: [UInt8], queue: String, generation: Int, _ session: RedisSession) -> Handled {
         let item: Completer.Item, outcome: Outcome, disposal: Disposal
         let on = events.isEnabled
-        switch quickRun(raw, queue: queue, generation: generation, timed: on) {
+        switch quickRun(raw, queue: queue, generation: generation) {
         case let .done(done, o, d): (item, outcome, disposal) = (done, o, d)
         case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec, events: on)
         case .slow: return .other(raw)
@@ -66,9 +66,10 @@ extension Worker {
     /// Runs a message at once when it is a plain call of an inline built-in (no eta, expiry,
     /// revocation, soft limit, `track_started` (its STARTED is stored on the usual path), stop,
     /// or lapse of the lease since its fetch in the way); anything else is `.slow`.
-    /// `timed`: measure its runtime (for its task event).
+    /// Its runtime is measured (two monotonic clock reads): task events and the runtime
+    /// histogram of the heartbeat (the dashboard's metrics) show it.
     /// `admitted`: the gate let it go already (a rate limit that did not hold it back).
-    func quickRun(_ raw: [UInt8], queue: String, generation: Int, timed: Bool = false, admitted: Bool = false) -> QuickRun {
+    func quickRun(_ raw: [UInt8], queue: String, generation: Int, admitted: Bool = false) -> QuickRun {
         guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
         guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
@@ -82,11 +83,11 @@ extension Worker {
         if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }
         let call = taskCall(message, queue: queue)
         let value: JSONValue
-        let began: ContinuousClock.Instant? = timed ? .now : nil
+        let began = ContinuousClock.now
         do { value = try body(call) } catch { return .settle(.failure(error), message, spec) }
         // The same decision as every other outcome; only its `.complete` is written here.
         var outcome = Outcome(result: .success(value), message: message, spec: spec)
-        if let began { outcome.runtime = .now - began }
+        outcome.runtime = .now - began
         let disposal = decide(outcome)
         // Anything else (a workflow step) is settled, and logged as succeeded, by `settle`.
         guard case let .complete(meta) = disposal else { return .settle(.success(value), message, spec) }

@@ -188,7 +188,7 @@ extension Worker {
             var gated: [(raw: [UInt8], message: TaskMessage)] = []
             let on = events.isEnabled   // once per batch
             for raw in messages {
-                switch quickRun(raw, queue: queue, generation: generation, timed: on) {
+                switch quickRun(raw, queue: queue, generation: generation) {
                 case let .done(item, outcome, disposal):
                     quick.append(item)
                     decided.append((outcome, disposal))
@@ -216,7 +216,7 @@ extension Worker {
                     let verdict = verdicts?[i]
                     if verdict == .go && gate.policies[message.task]?.cap == nil {
                         // Its turn is now and it holds no place: a tiny built-in runs here, in the batch.
-                        switch quickRun(raw, queue: queue, generation: generation, timed: on, admitted: true) {
+                        switch quickRun(raw, queue: queue, generation: generation, admitted: true) {
                         case let .done(item, outcome, disposal):
                             quick.append(item)
                             decided.append((outcome, disposal))

@@ -29,8 +29,9 @@ public final class Worker: Service, Sendable {
 
     struct Stats {
         var processed = 0, failed = 0, active = 0, retried = 0, revoked = 0
-        /// Tasks run, by name (`celery inspect stats`' `total`).
-        var perTask: [String: Int] = [:]
+        /// Outcomes and runtimes by task name (`celery inspect stats`' `total`, the heartbeat
+        /// document's `tasks`: the dashboard's metrics).
+        var perTask: [String: TaskTally] = [:]
     }
     /// Celery's logical clock for remote control and events.
     let controlClock = LamportClock()
@@ -333,7 +334,18 @@ public final class Worker: Service, Sendable {
             JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
             JSONMember("failed", .int(s.failed)), JSONMember("retried", .int(s.retried)), JSONMember("revoked", .int(s.revoked)),
             JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),
+            JSONMember("rss", .int(Self.residentBytes())),
+            JSONMember("events", .bool(events.isEnabled)),
+            JSONMember("tasks", .object(s.perTask.keys.sorted().map { JSONMember($0, s.perTask[$0]!.document) })),
         ])
+    }
+
+    /// This process's resident set in bytes (/proc/self/statm; 0 where there is none).
+    static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
     /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`)

@@ -1,0 +1,192 @@
+import Celerity
+import Foundation
+import RedisClient
+
+/// What the dashboard reads and changes in Redis. Every read is a few pipelined commands per
+/// queue and per worker (the `Inspector` snapshot), never a walk over tasks; the dead-letter
+/// and delayed pages read at most `pageSize` entries.
+struct ClusterState: Sendable {
+    let redis: Redis
+    let results: Redis
+    let inspector: Inspector
+    let control: ControlClient
+    let client: CelerityClient
+    let manifest: Manifest?
+    let pageSize = 200
+
+    init(broker: String, resultBackend: String?, manifest: Manifest?) throws {
+        let url = try RedisURL(string: broker)
+        redis = Redis(url: url, label: "dashboard")
+        let backendURL = try resultBackend.flatMap { $0.hasPrefix("redis") || $0.hasPrefix("unix") ? try RedisURL(string: $0) : nil } ?? url
+        results = Redis(url: backendURL, label: "dashboard-results")
+        var inspector = Inspector(redis: redis, manifest: manifest)
+        // Per queue counts of dead letters read the whole list: only on the dead-letter page.
+        inspector.countDeadLettersByQueue = false
+        self.inspector = inspector
+        control = ControlClient(redis: Redis(url: url, label: "dashboard-control"))
+        client = try CelerityClient(broker: broker, resultBackend: "none", manifest: manifest)
+        self.manifest = manifest
+    }
+
+    /// The broker URL without its password.
+    var brokerDisplay: String { redis.url.description }
+
+    // MARK: Reading
+
+    /// The snapshot, with each queue's oldest message age filled in (`headAges`).
+    func overview(now: Date = Date()) async throws -> Inspector.Snapshot {
+        var s = try await inspector.snapshot(now: now)
+        let ages = try await headAges(s, now: now)
+        for i in s.queues.indices { s.queues[i].oldestAge = ages[s.queues[i].name] }
+        return s
+    }
+
+    /// How long the message at the pop end of each queue has been there, as first seen by a
+    /// dashboard: a Celery message carries no send time, so the dashboard notes in Redis
+    /// (`celerity:queue-head`, field: list key, value: `<task id> <unix time>`) when it first
+    /// saw each list's next message; every dashboard reads and writes the same notes, so they
+    /// agree and a restart keeps them. The age is exact to the refresh interval of whichever
+    /// dashboard or scrape looked first; a queue is reported at the age of its oldest list.
+    func headAges(_ s: Inspector.Snapshot, now: Date) async throws -> [String: Double] {
+        let t = now.timeIntervalSince1970
+        var keys: [String] = []
+        var ids: [String?] = []
+        var owner: [String] = []
+        for q in s.queues {
+            for l in q.lists where l.depth > 0 {
+                keys.append(l.key); ids.append(l.next?.id); owner.append(q.name)
+            }
+        }
+        var ages: [String: Double] = [:]
+        for q in s.queues { ages[q.name] = q.depth > 0 ? 0 : nil }
+        guard !keys.isEmpty else {
+            return ages
+        }
+        let seen = try await redis.send(RedisCommand("HMGET", arguments: [Self.headKey] + keys)).throwingError().array ?? []
+        var updates: [String] = []
+        for (i, key) in keys.enumerated() {
+            let id = ids[i] ?? "?"
+            let note = i < seen.count ? seen[i].string : nil
+            var first = t
+            if let note, let space = note.lastIndex(of: " "), note[..<space] == id, let at = Double(note[note.index(after: space)...]) {
+                first = at
+            } else {
+                updates += [key, "\(id) \(t)"]
+            }
+            ages[owner[i]] = max(ages[owner[i]] ?? 0, max(0, t - first))
+        }
+        if !updates.isEmpty { _ = try await redis.send(RedisCommand("HSET", arguments: [Self.headKey] + updates)) }
+        return ages
+    }
+
+    static let headKey = "celerity:queue-head"
+
+    /// Dead letters, newest first, filtered by queue and by a text found in the reason, task
+    /// name or id; at most `pageSize` (and how many matched in all).
+    func deadLetters(queue: String?, text: String?) async throws -> (entries: [DeadLetters.Entry], matched: Int) {
+        let all = try await DeadLetters(redis: redis).list(queue: queue?.isEmpty == false ? queue : nil)
+        let matching = all.filter { Self.matches($0, text) }
+        return (Array(matching.prefix(pageSize)), matching.count)
+    }
+
+    static func matches(_ e: DeadLetters.Entry, _ text: String?) -> Bool {
+        guard let text, !text.isEmpty else { return true }
+        let t = e.task
+        return [e.reason, e.id, t?.name ?? "", t?.id ?? "", e.worker].contains { $0.localizedCaseInsensitiveContains(text) }
+    }
+
+    struct Delayed: Sendable {
+        var due: Date
+        var queue: String
+        var id: String?
+        var task: String?
+        var retries: Int
+    }
+
+    /// The next `pageSize` delayed messages (by due time) and how many there are.
+    func delayed() async throws -> (entries: [Delayed], count: Int) {
+        let r = try await redis.pipeline([RedisCommand("ZRANGE", Keys.delayed, 0, pageSize - 1, "WITHSCORES"),
+                                          RedisCommand("ZCARD", Keys.delayed)]).map { try $0.throwingError() }
+        let flat = r[0].array ?? []
+        var out: [Delayed] = []
+        var i = 0
+        while i + 1 < flat.count {
+            defer { i += 2 }
+            guard let member = flat[i].bytes, let due = flat[i + 1].string.flatMap(Double.init) else { continue }
+            let cut = member.firstIndex(of: 0) ?? member.endIndex
+            let queue = Keys.queueName(fromListKey: String(decoding: member[..<cut], as: UTF8.self))
+            let body = cut < member.endIndex ? Array(member[(cut + 1)...]) : []
+            let m = try? TaskMessage.decode(body)
+            out.append(Delayed(due: Date(timeIntervalSince1970: due), queue: queue, id: m?.id, task: m?.task, retries: m?.retries ?? 0))
+        }
+        return (out, r[1].int ?? 0)
+    }
+
+    /// A task as the result backend and the dead letters know it.
+    struct TaskView: Sendable {
+        var id: String
+        var meta: JSONValue?
+        var dead: DeadLetters.Entry?
+        var revoked: Bool
+    }
+
+    func task(_ id: String) async throws -> TaskView {
+        async let meta = results.call("GET", Keys.resultMeta(id))
+        async let revoked = redis.call("ZSCORE", Keys.revoked, id)
+        let dead = try await DeadLetters(redis: redis).entry(id)
+        let m = try await meta.throwingError().bytes.flatMap { try? JSONValue(parsing: $0) }
+        let r = try await revoked.throwingError().string != nil
+        return TaskView(id: id, meta: m, dead: dead, revoked: r)
+    }
+
+    // MARK: Actions
+
+    /// Retries the dead letters with these ids (entry or task ids); all matching `queue` and
+    /// `text` when `ids` is nil. Returns how many went back to their queues.
+    func retryDead(ids: [String]?, queue: String?, text: String?) async throws -> Int {
+        let dl = DeadLetters(redis: redis)
+        var n = 0
+        for e in try await selectDead(ids: ids, queue: queue, text: text) where try await dl.retry(e) { n += 1 }
+        return n
+    }
+
+    /// Deletes the dead letters with these ids (or all matching). Returns how many.
+    func deleteDead(ids: [String]?, queue: String?, text: String?) async throws -> Int {
+        var n = 0
+        for e in try await selectDead(ids: ids, queue: queue, text: text) {
+            n += try await redis.call("LREM", Keys.deadLetters, 1, e.raw).throwingError().int ?? 0
+        }
+        return n
+    }
+
+    private func selectDead(ids: [String]?, queue: String?, text: String?) async throws -> [DeadLetters.Entry] {
+        let all = try await DeadLetters(redis: redis).list(queue: queue?.isEmpty == false ? queue : nil)
+        if let ids {
+            let wanted = Set(ids)
+            return all.filter { wanted.contains($0.id) || ($0.task.map { wanted.contains($0.id) } ?? false) }
+        }
+        return all.filter { Self.matches($0, text) }
+    }
+
+    /// Revokes a task for Celerity workers (Redis) and Python Celery workers (broadcast).
+    func revoke(_ id: String, terminate: Bool) async throws {
+        try await client.revoke(id, terminate: terminate)
+        try await control.broadcast("revoke", arguments: .object([JSONMember("task_id", .array([.string(id)])),
+                                                                 JSONMember("terminate", .bool(terminate)),
+                                                                 JSONMember("signal", .string("SIGTERM"))]), reply: false)
+    }
+
+    /// Empties every priority list of `queue` (as `celery purge`); returns how many messages went.
+    func purge(_ queue: String) async throws -> Int {
+        let keys = Keys.priorityQueues(queue)
+        let r = try await redis.pipeline([RedisCommand("MULTI")] + keys.map { RedisCommand("LLEN", $0) }
+                                         + [RedisCommand("DEL", arguments: keys), RedisCommand("EXEC")])
+        guard let exec = try r.last?.throwingError().array else { return 0 }
+        return exec.prefix(keys.count).reduce(0) { $0 + ($1.int ?? 0) }
+    }
+
+    /// Asks one worker to stop (warm shutdown, Celery's `shutdown`); returns its reply.
+    func shutdown(_ node: String) async throws -> [ControlReply] {
+        try await control.broadcast("shutdown", destination: [node], timeout: 2)
+    }
+}
