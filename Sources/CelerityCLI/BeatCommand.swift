@@ -76,41 +76,16 @@ struct ScheduleListCommand: AsyncParsableCommand {
         do { state = try await BeatStore.read(manifest.schedules.map(\.name), on: redis) } catch {
             throw fail("schedule list: \(broker): \(error)", CelerityExit(error, otherwise: .redisUnreachable))
         }
-        let now = Date(timeIntervalSince1970: state.time)
         let utc = TimeZone(identifier: "UTC")!
         var rows: [JSONValue] = []
         var lines: [[String]] = [["NAME", "TASK", "QUEUE", "SCHEDULE", "LAST", "NEXT", "COUNT"]]
-        for e in manifest.schedules {
-            let s = state.entries[e.name] ?? BeatStore.EntryState()
-            let current = s.definition == BeatStore.fingerprint(e)
-            // With no (current) state, a beat starts the entry from now.
-            let last = current ? s.last : nil
-            let count = current ? s.count : 0
-            var next = e.nextFire(after: last.map { Date(timeIntervalSince1970: Double($0)) } ?? now, firedCount: count)
-            var overdue = false
-            if let n = next, n.timeIntervalSince1970 < state.time - Beat.grace {
-                overdue = true   // no beat is running: a beat starting now follows `misfire`
-                next = e.nextFire(after: now, firedCount: count)
-            }
-            let state = !current ? (s.definition == nil ? "new" : "changed") : (overdue ? "overdue" : "ok")
-            var rule = e.rule.description
-            if case .cron = e.rule, e.timeZone.identifier != "UTC" { rule += " \(e.timeZone.identifier)" }
-            let sent = current ? s.lastSent : nil
-            let lastText = sent.map { ScheduleDate.format(Date(timeIntervalSince1970: Double($0)), in: utc) } ?? "-"
-            let nextText = next.map { ScheduleDate.format($0, in: utc) } ?? "never"
-            let manual = s.manual.flatMap { $0.split(separator: " ").first.flatMap { Int($0) } }
-            lines.append([e.name, e.task, e.queue, rule, lastText, nextText + (overdue ? " (overdue: is a beat running?)" : ""),
-                          e.limit.map { "\(count)/\($0)" } ?? String(count)])
-            var o: [JSONMember] = [
-                JSONMember("name", .string(e.name)), JSONMember("task", .string(e.task)), JSONMember("queue", .string(e.queue)),
-                JSONMember("schedule", .string(rule)), JSONMember("misfire", .string(e.misfire.rawValue)),
-                JSONMember("last", sent.map { .string(ScheduleDate.format(Date(timeIntervalSince1970: Double($0)), in: utc)) } ?? .null),
-                JSONMember("next", next.map { .string(ScheduleDate.format($0, in: utc)) } ?? .null),
-                JSONMember("count", .int(count)), JSONMember("limit", e.limit.map { .int($0) } ?? .null),
-                JSONMember("state", .string(state)),
-            ]
-            o.append(JSONMember("last_manual_run", manual.map { .string(ScheduleDate.format(Date(timeIntervalSince1970: Double($0)), in: utc)) } ?? .null))
-            rows.append(.object(o))
+        for r in BeatStore.rows(manifest.schedules, state) {
+            let e = r.entry
+            let lastText = r.last.map { ScheduleDate.format($0, in: utc) } ?? "-"
+            let nextText = r.next.map { ScheduleDate.format($0, in: utc) } ?? "never"
+            lines.append([e.name, e.task, e.queue, r.schedule, lastText, nextText + (r.overdue ? " (overdue: is a beat running?)" : ""),
+                          e.limit.map { "\(r.count)/\($0)" } ?? String(r.count)])
+            rows.append(r.json)
         }
         if json {
             print(JSONValue.array(rows).serialized())

@@ -71,6 +71,7 @@ struct WorkerCommand: AsyncParsableCommand {
         config.shutdownGrace = shutdownGrace
         config.prefetchMultiplier = prefetchMultiplier
         config.taskEvents = events || manifest.taskEvents
+        config.history = manifest.history
         let worker: Worker
         do {
             worker = try Worker(config: config, manifest: manifest, builtins: Builtins.registry, logger: logger)

@@ -190,3 +190,92 @@ struct ClusterState: Sendable {
         try await control.broadcast("shutdown", destination: [node], timeout: 2)
     }
 }
+
+// MARK: Task history and per-minute totals
+
+extension ClusterState {
+    /// What the task list can be filtered by (all optional; text matches are case-insensitive
+    /// substrings, `state` exact).
+    struct HistoryQuery: Sendable {
+        var id: String?
+        var task: String?
+        var state: String?
+        var worker: String?
+        /// Only records that ended within this many seconds.
+        var within: Double?
+        var limit = 100
+
+        var isEmpty: Bool { id == nil && task == nil && state == nil && worker == nil && within == nil }
+    }
+
+    /// Records of `celerity:history` (newest first) that match `q`: read 2,000 at a time from
+    /// the newest, until `q.limit` matched, the records get older than `within`, or the list
+    /// ends. Returns them and how many records were read.
+    func history(_ q: HistoryQuery, now: Date = Date()) async throws -> (records: [JSONValue], scanned: Int) {
+        let chunk = 2000
+        var out: [JSONValue] = []
+        var start = 0
+        let oldest = q.within.map { now.timeIntervalSince1970 - $0 }
+        scan: while out.count < q.limit {
+            let items = try await redis.call("LRANGE", Keys.history, start, start + chunk - 1).throwingError().array ?? []
+            if items.isEmpty { break }
+            for item in items {
+                guard let bytes = item.bytes, let r = try? JSONValue(parsing: bytes) else { continue }
+                if let oldest, let at = r["at"]?.doubleValue, at < oldest { start += chunk; break scan }
+                if Self.matches(r, q) {
+                    out.append(r)
+                    if out.count >= q.limit { break }
+                }
+            }
+            start += items.count
+            if items.count < chunk { break }
+        }
+        return (out, start)
+    }
+
+    static func matches(_ r: JSONValue, _ q: HistoryQuery) -> Bool {
+        func has(_ key: String, _ want: String?) -> Bool {
+            guard let want, !want.isEmpty else { return true }
+            return (r[key]?.stringValue ?? "").localizedCaseInsensitiveContains(want)
+        }
+        if let s = q.state, !s.isEmpty, r["state"]?.stringValue != s.uppercased() { return false }
+        return has("id", q.id) && has("task", q.task) && has("worker", q.worker)
+    }
+
+    /// Every record of one task (its attempts: retries, then the end), oldest first.
+    func timeline(_ id: String) async throws -> [JSONValue] {
+        var q = HistoryQuery()
+        q.id = id
+        q.limit = 50
+        return try await history(q).records.filter { $0["id"]?.stringValue == id }.reversed()
+    }
+
+    struct Minute: Sendable {
+        var minute: Int
+        var processed: Int
+        var failed: Int
+        var retried: Int
+    }
+
+    /// The cluster's totals of the last `minutes` minutes, oldest first (the current one last).
+    func minuteTotals(minutes: Int, now: Date = Date()) async throws -> [Minute] {
+        let current = Int(now.timeIntervalSince1970 / 60)
+        let range = (current - minutes + 1)...current
+        let replies = try await redis.pipeline(range.map { RedisCommand("HMGET", Keys.minuteTotals($0), "processed", "failed", "retried") })
+        return zip(range, replies).map { m, r in
+            let v = (try? r.throwingError().array) ?? []
+            func n(_ i: Int) -> Int { i < v.count ? (v[i].string.flatMap { Int($0) } ?? 0) : 0 }
+            return Minute(minute: m, processed: n(0), failed: n(1), retried: n(2))
+        }
+    }
+}
+
+// MARK: Schedules
+
+extension ClusterState {
+    /// The manifest's schedules with their last and next fire (empty without a manifest).
+    func schedules() async throws -> [BeatStore.Row] {
+        guard let entries = manifest?.schedules, !entries.isEmpty else { return [] }
+        return BeatStore.rows(entries, try await BeatStore.read(entries.map(\.name), on: redis))
+    }
+}

@@ -26,7 +26,7 @@ enum Pages {
     }
 
     static func layout(title: String, active: String, csrf: String, broker: String, refresh: Bool = false, _ body: String) -> String {
-        let nav = [("/", "Overview"), ("/dead", "Dead letters"), ("/delayed", "Delayed"), ("/tasks", "Find a task")].map { href, name in
+        let nav = [("/", "Overview"), ("/tasks", "Tasks"), ("/dead", "Dead letters"), ("/delayed", "Delayed"), ("/schedules", "Schedules")].map { href, name in
             "<a href=\"\(href)\"\(href == active ? " class=\"on\"" : "")>\(name)</a>"
         }.joined()
         return """
@@ -99,11 +99,20 @@ enum Pages {
         return String(format: "%.1f MB", Double(n) / 1_048_576)
     }
 
-    static func date(_ d: Date?) -> String { d.map(CeleryDate.format) ?? "–" }
+    static func date(_ d: Date?) -> String { d.map(short) ?? "–" }
+
+    /// `2026-12-03 06:14:56` (UTC, to the second): what a table shows; the API has the full time.
+    static func short(_ d: Date) -> String {
+        let s = CeleryDate.format(d)
+        guard s.count >= 19 else { return s }
+        return String(s.prefix(19)).replacingOccurrences(of: "T", with: " ")
+    }
+
+    static func short(unix: Double?) -> String { unix.map { short(Date(timeIntervalSince1970: $0)) } ?? "–" }
 
     // MARK: Overview
 
-    static func overview(_ s: Inspector.Snapshot, csrf: String, broker: String) -> String {
+    static func overview(_ s: Inspector.Snapshot, minutes: [ClusterState.Minute], recent: [JSONValue], csrf: String, broker: String) -> String {
         let alive = s.workers.filter(\.alive)
         let waiting = s.queues.reduce(0) { $0 + $1.depth }
         let processed = alive.reduce(0) { $0 + ($1.heartbeat?.processed ?? 0) }
@@ -114,7 +123,8 @@ enum Pages {
                            (s.revoked.live, "revoked")] {
             h += "<div class=\"card\" data-metric=\"\(esc(label))\"><b>\(n)</b><span>\(label)</span></div>"
         }
-        h += "</div><h2>Workers</h2><table id=\"workers\"><tr><th>Worker</th><th>State</th><th>Queues</th><th>Concurrency</th><th>Running</th><th>In flight</th><th>Processed</th><th>Failed</th><th>RSS</th><th>Last beat</th><th></th></tr>"
+        h += "</div><h2>Finished per minute, last \(minutes.count / 60) hours</h2>" + graph(minutes)
+        h += "<h2>Workers</h2><table id=\"workers\"><tr><th>Worker</th><th>State</th><th>Queues</th><th>Concurrency</th><th>Running</th><th>In flight</th><th>Processed</th><th>Failed</th><th>RSS</th><th>Last beat</th><th></th></tr>"
         for w in s.workers {
             let hb = w.heartbeat
             h += "<tr data-worker=\"\(esc(w.node))\"><td>\(esc(w.node))<div class=\"muted\">\(esc(hb?.host ?? "")) \(hb?.pid.map { "pid \($0)" } ?? "")</div></td>"
@@ -131,7 +141,8 @@ enum Pages {
             h += "<td>\(q.depth > 0 ? post("Purge", "/api/queues/\(url(q.name))/purge", confirm: "Delete the \(q.depth) messages waiting in \(q.name)?", danger: true) : "")</td></tr>"
         }
         if s.queues.isEmpty { h += "<tr><td colspan=7 class=muted>No queue: give --manifest, or start a worker.</td></tr>" }
-        h += "</table><p class=muted>Read at \(esc(CeleryDate.format(s.at))); refreshes every 5 s.</p>"
+        h += "</table><h2>Latest tasks</h2>" + taskTable(recent) + "<p><a href=\"/tasks\">All tasks, search…</a></p>"
+        h += "<p class=muted>Read at \(esc(CeleryDate.format(s.at))); refreshes every 5 s.</p>"
         return layout(title: "Overview", active: "/", csrf: csrf, broker: broker, refresh: true, h)
     }
 
@@ -149,7 +160,7 @@ enum Pages {
         for e in entries {
             let t = e.task
             let ids = JSONValue.object([JSONMember("ids", .array([.string(e.id)]))]).serialized()
-            h += "<tr data-dead=\"\(esc(e.id))\"><td>\(esc(e.at))</td><td>\(esc(t?.name ?? "?"))<div class=muted><a href=\"/tasks/\(url(t?.id ?? e.id))\">\(esc(t?.id ?? e.id))</a></div></td>"
+            h += "<tr data-dead=\"\(esc(e.id))\"><td>\(esc(CeleryDate.parse(e.at).map(short) ?? e.at))</td><td>\(esc(t?.name ?? "?"))<div class=muted><a href=\"/tasks/\(url(t?.id ?? e.id))\">\(esc(t?.id ?? e.id))</a></div></td>"
             h += "<td>\(esc(e.queue))</td><td>\(esc(e.reason))</td><td>\(esc(e.worker))</td>"
             h += "<td>\(post("Retry", "/api/dead/retry", body: ids)) \(post("Delete", "/api/dead/delete", body: ids, danger: true))</td></tr>"
         }
@@ -164,7 +175,7 @@ enum Pages {
         var h = "<h1>Delayed</h1><p>\(count) waiting for their time (eta, countdown, retry backoff)\(count > entries.count ? "; the first \(entries.count) shown" : "").</p>"
         h += "<table id=\"delayed\"><tr><th>Due</th><th>Task</th><th>Queue</th><th>Retries</th><th></th></tr>"
         for e in entries {
-            h += "<tr><td>\(esc(CeleryDate.format(e.due)))</td><td>\(esc(e.task ?? "?"))<div class=muted>\(esc(e.id ?? ""))</div></td><td>\(esc(e.queue))</td><td class=n>\(e.retries)</td>"
+            h += "<tr><td>\(short(e.due))</td><td>\(esc(e.task ?? "?"))<div class=muted>\(esc(e.id ?? ""))</div></td><td>\(esc(e.queue))</td><td class=n>\(e.retries)</td>"
             h += "<td>\(e.id.map { post("Revoke", "/api/tasks/\(url($0))/revoke", danger: true) } ?? "")</td></tr>"
         }
         if entries.isEmpty { h += "<tr><td colspan=5 class=muted>None.</td></tr>" }
@@ -174,18 +185,92 @@ enum Pages {
 
     // MARK: Task
 
-    static func find(csrf: String, broker: String) -> String {
-        layout(title: "Find a task", active: "/tasks", csrf: csrf, broker: broker, """
-        <h1>Find a task</h1><form class=filter method=get action="/tasks/go"><input name=id placeholder="task id" size=40><button>Show</button></form>
-        <p class=muted>Results are kept by the result backend for its expiry time (a day by default).</p>
-        """)
+    /// Bars of processed (and failed, in red) per minute, as an inline SVG.
+    static func graph(_ minutes: [ClusterState.Minute]) -> String {
+        let w = 960.0, h = 120.0
+        let peak = max(1, minutes.map(\.processed).max() ?? 1)
+        let step = w / Double(max(minutes.count, 1))
+        var bars = ""
+        for (i, m) in minutes.enumerated() where m.processed > 0 || m.failed > 0 {
+            let x = Double(i) * step
+            let ph = h * Double(m.processed) / Double(peak), fh = h * Double(min(m.failed, m.processed)) / Double(peak)
+            let time = CeleryDate.format(Date(timeIntervalSince1970: Double(m.minute * 60)))
+            bars += "<rect x=\"\(x)\" y=\"\(h - ph)\" width=\"\(max(step - 0.5, 0.5))\" height=\"\(ph)\" fill=\"#6a9fd8\"><title>\(time): \(m.processed) finished, \(m.failed) failed</title></rect>"
+            if fh > 0 { bars += "<rect x=\"\(x)\" y=\"\(h - fh)\" width=\"\(max(step - 0.5, 0.5))\" height=\"\(fh)\" fill=\"#d9534f\"/>" }
+        }
+        let total = minutes.reduce(0) { $0 + $1.processed }, failed = minutes.reduce(0) { $0 + $1.failed }
+        let from = minutes.first.map { short(Date(timeIntervalSince1970: Double($0.minute * 60))) } ?? ""
+        return "<div class=muted style=\"display:flex;justify-content:space-between;font-size:12px\"><span>\(from) UTC</span><span>now</span></div><svg id=\"throughput\" viewBox=\"0 0 \(w) \(h)\" width=\"100%\" height=\"120\" preserveAspectRatio=\"none\" style=\"background:#fff;border:1px solid #dde1e8\">\(bars)</svg>"
+            + "<p class=muted>\(total) finished, \(failed) failed; peak \(peak)/min (\(peak / 60)/s). Blue: finished; red: failed.</p>"
     }
 
-    static func task(_ t: ClusterState.TaskView, csrf: String, broker: String) -> String {
+    /// Rows of history records.
+    static func taskTable(_ records: [JSONValue]) -> String {
+        var h = "<table class=\"tasks\"><tr><th>Finished</th><th>Task</th><th>State</th><th>Args</th><th>Result</th><th>Runtime</th><th>Worker</th></tr>"
+        for r in records {
+            let id = r["id"]?.stringValue ?? ""
+            let state = r["state"]?.stringValue ?? ""
+            let at = short(unix: r["at"]?.doubleValue)
+            let runtime = r["runtime"]?.doubleValue.map { String(format: $0 < 0.01 ? "%.6f s" : "%.3f s", $0) } ?? "–"
+            h += "<tr data-task=\"\(esc(id))\"><td>\(esc(at))</td><td>\(esc(r["task"]?.stringValue ?? ""))<div class=muted><a href=\"/tasks/\(url(id))\">\(esc(id))</a></div></td>"
+            h += "<td class=\"\(state == "SUCCESS" ? "ok" : (state == "FAILURE" ? "bad" : ""))\">\(esc(state))</td><td><code>\(esc(r["args"]?.stringValue ?? ""))</code></td>"
+            h += "<td><code>\(esc(r["result"]?.stringValue ?? ""))</code></td><td class=n>\(runtime)</td><td>\(esc(r["worker"]?.stringValue ?? ""))</td></tr>"
+        }
+        if records.isEmpty { h += "<tr><td colspan=7 class=muted>None.</td></tr>" }
+        return h + "</table>"
+    }
+
+    static func tasks(_ records: [JSONValue], scanned: Int, query q: ClusterState.HistoryQuery, csrf: String, broker: String) -> String {
+        let states = ["", "SUCCESS", "FAILURE", "RETRY", "REVOKED", "REJECTED"]
+        var h = "<h1>Tasks</h1><form class=filter method=get><input name=id placeholder=\"task id\" value=\"\(esc(q.id ?? ""))\">"
+        h += "<input name=task placeholder=\"task name\" value=\"\(esc(q.task ?? ""))\"><select name=state>"
+        for s in states { h += "<option value=\"\(s)\"\(s == (q.state ?? "") ? " selected" : "")>\(s.isEmpty ? "any state" : s)</option>" }
+        h += "</select><input name=worker placeholder=worker value=\"\(esc(q.worker ?? ""))\">"
+        h += "<input name=minutes placeholder=\"last N minutes\" size=12 value=\"\(q.within.map { String(Int($0 / 60)) } ?? "")\"><button>Search</button></form>"
+        h += "<p class=muted>\(records.count) shown (newest first), \(scanned) records read of the history that workers keep in Redis (<code>celerity:history</code>).</p>"
+        h += taskTable(records)
+        return layout(title: "Tasks", active: "/tasks", csrf: csrf, broker: broker, h)
+    }
+
+    static func schedules(_ rows: [BeatStore.Row], csrf: String, broker: String) -> String {
+        var h = "<h1>Schedules</h1><table id=\"schedules\"><tr><th>Name</th><th>Task</th><th>Queue</th><th>Schedule</th><th>Last run</th><th>Next run</th><th>Count</th><th>State</th></tr>"
+        for r in rows {
+            h += "<tr><td>\(esc(r.entry.name))</td><td>\(esc(r.entry.task))</td><td>\(esc(r.entry.queue))</td><td><code>\(esc(r.schedule))</code></td>"
+            h += "<td>\(date(r.last))</td><td>\(r.next.map(short) ?? "never")</td><td class=n>\(r.count)\(r.entry.limit.map { " / \($0)" } ?? "")</td>"
+            h += "<td class=\"\(r.overdue ? "bad" : "")\">\(esc(r.state))\(r.overdue ? " (is a beat running?)" : "")</td></tr>"
+        }
+        if rows.isEmpty { h += "<tr><td colspan=8 class=muted>No schedules (the manifest's <code>schedules:</code>; give --manifest).</td></tr>" }
+        return layout(title: "Schedules", active: "/schedules", csrf: csrf, broker: broker, h + "</table>")
+    }
+
+    static func task(_ t: ClusterState.TaskView, timeline: [JSONValue], csrf: String, broker: String) -> String {
         var h = "<h1>Task <code>\(esc(t.id))</code></h1>"
-        let state = t.meta?["status"]?.stringValue ?? (t.dead != nil ? "DEAD LETTER" : "unknown (pending, running, or its result expired)")
+        let state = t.meta?["status"]?.stringValue ?? timeline.last?["state"]?.stringValue
+            ?? (t.dead != nil ? "DEAD LETTER" : "unknown (pending, running, or its result expired)")
         h += "<div class=cards><div class=card><b id=state>\(esc(state))</b><span>state\(t.revoked ? ", revoked" : "")</span></div></div>"
         h += "<p>\(post("Revoke", "/api/tasks/\(url(t.id))/revoke")) \(post("Terminate", "/api/tasks/\(url(t.id))/revoke", body: #"{"terminate":true}"#, confirm: "Stop it where it runs?", danger: true))</p>"
+        if let first = timeline.first {
+            h += "<table id=timeline><tr><th>Task</th><td>\(esc(first["task"]?.stringValue ?? ""))</td></tr><tr><th>args</th><td><code>\(esc(first["args"]?.stringValue ?? ""))</code></td></tr>"
+            h += "<tr><th>kwargs</th><td><code>\(esc(first["kwargs"]?.stringValue ?? ""))</code></td></tr>"
+            for key in ["root_id", "parent_id"] {
+                if let v = first[key]?.stringValue, v != t.id { h += "<tr><th>\(key)</th><td><a href=\"/tasks/\(url(v))\">\(esc(v))</a></td></tr>" }
+            }
+            h += "</table><h2>Timeline</h2><table><tr><th>Started</th><th>Finished</th><th>State</th><th>Worker</th><th>Result</th></tr>"
+            for r in timeline {
+                let at = r["at"]?.doubleValue ?? 0, rt = r["runtime"]?.doubleValue
+                h += "<tr><td>\(short(unix: rt.map { at - $0 }))</td><td>\(short(unix: at))</td>"
+                h += "<td>\(esc(r["state"]?.stringValue ?? ""))</td><td>\(esc(r["worker"]?.stringValue ?? ""))</td><td><code>\(esc(r["result"]?.stringValue ?? ""))</code></td></tr>"
+            }
+            h += "</table>"
+        }
+        if let children = t.meta?["children"]?.arrayValue, !children.isEmpty {
+            h += "<h2>Children</h2><ul>"
+            for c in children {
+                // Celery stores a child as [[id, parent], null] (a result tuple) or a group's nesting.
+                if let id = Self.childID(c) { h += "<li><a href=\"/tasks/\(url(id))\">\(esc(id))</a></li>" }
+            }
+            h += "</ul>"
+        }
         if let m = t.meta {
             h += "<h2>Result</h2><table>"
             for key in ["name", "args", "kwargs", "worker", "queue", "retries", "date_done", "parent_id", "root_id", "children"] {
@@ -199,6 +284,13 @@ enum Pages {
             h += "<p>\(post("Retry", "/api/dead/retry", body: JSONValue.object([JSONMember("ids", .array([.string(d.id)]))]).serialized()))</p><pre>\(esc(d.message))</pre>"
         }
         return layout(title: "Task \(t.id)", active: "/tasks", csrf: csrf, broker: broker, h)
+    }
+
+    /// The task id of a `children` entry of a result (`[[id, parent_id], null]`).
+    static func childID(_ v: JSONValue) -> String? {
+        if let s = v.stringValue, s.count >= 32 { return s }
+        for item in v.arrayValue ?? [] { if let id = childID(item) { return id } }
+        return nil
     }
 
     static func error(_ message: String, csrf: String, broker: String) -> String {

@@ -14,7 +14,12 @@ enum Routes {
 
         // MARK: Pages
         router.get("/") { _, _ in
-            do { return html(Pages.overview(try await state.overview(), csrf: csrf, broker: broker)) } catch {
+            do {
+                async let minutes = state.minuteTotals(minutes: 180)
+                async let recent = state.history(ClusterState.HistoryQuery(limit: 10))
+                let s = try await state.overview()
+                return html(Pages.overview(s, minutes: try await minutes, recent: try await recent.records, csrf: csrf, broker: broker))
+            } catch {
                 return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
             }
         }
@@ -37,14 +42,30 @@ enum Routes {
                 return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
             }
         }
-        router.get("/tasks") { _, _ in html(Pages.find(csrf: csrf, broker: broker)) }
+        router.get("/tasks") { request, _ in
+            let q = try HistoryParameters.query(request)
+            do {
+                let (records, scanned) = try await state.history(q)
+                return html(Pages.tasks(records, scanned: scanned, query: q, csrf: csrf, broker: broker))
+            } catch {
+                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+            }
+        }
+        router.get("/schedules") { _, _ in
+            do { return html(Pages.schedules(try await state.schedules(), csrf: csrf, broker: broker)) } catch {
+                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+            }
+        }
         router.get("/tasks/go") { request, _ in
             let id = (request.uri.queryParameters.get("id") ?? "").trimmingCharacters(in: .whitespaces)
             return Response(status: .seeOther, headers: [.location: id.isEmpty ? "/tasks" : "/tasks/" + Pages.url(id)])
         }
         router.get("/tasks/:id") { _, context in
             let id = try context.parameters.require("id")
-            do { return html(Pages.task(try await state.task(id), csrf: csrf, broker: broker)) } catch {
+            do {
+                async let timeline = state.timeline(id)
+                return html(Pages.task(try await state.task(id), timeline: try await timeline, csrf: csrf, broker: broker))
+            } catch {
                 return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
             }
         }
@@ -80,10 +101,29 @@ enum Routes {
                 })),
             ]))
         }
+        router.get("/api/tasks") { request, _ in
+            let q = try HistoryParameters.query(request)
+            let (records, scanned) = try await guarded { try await state.history(q) }
+            return json(.object([JSONMember("tasks", .array(records)), JSONMember("scanned", .int(scanned))]))
+        }
+        router.get("/api/throughput") { request, _ in
+            let n = min(max(Int(request.uri.queryParameters.get("minutes") ?? "") ?? 180, 1), 2880)
+            let minutes = try await guarded { try await state.minuteTotals(minutes: n) }
+            return json(.object([JSONMember("minutes", .array(minutes.map { m in
+                .object([JSONMember("minute", .string(CeleryDate.format(Date(timeIntervalSince1970: Double(m.minute * 60))))),
+                         JSONMember("processed", .int(m.processed)), JSONMember("failed", .int(m.failed)), JSONMember("retried", .int(m.retried))])
+            }))]))
+        }
+        router.get("/api/schedules") { _, _ in
+            let rows = try await guarded { try await state.schedules() }
+            return json(.array(rows.map(\.json)))
+        }
         router.get("/api/tasks/:id") { _, context in
             let id = try context.parameters.require("id")
             let t = try await guarded { try await state.task(id) }
+            let attempts = try await guarded { try await state.timeline(id) }
             return json(.object([
+                JSONMember("timeline", .array(attempts)),
                 JSONMember("id", .string(t.id)), JSONMember("state", t.meta?["status"] ?? (t.dead != nil ? .string("DEAD_LETTER") : .null)),
                 JSONMember("result", t.meta ?? .null), JSONMember("revoked", .bool(t.revoked)),
                 JSONMember("dead_letter", t.dead.map { d in
@@ -167,6 +207,24 @@ enum Routes {
         do { return try await body() } catch let e as RedisError {
             throw HTTPError(.serviceUnavailable, message: "Redis: \(e)")
         }
+    }
+}
+
+/// The task list's query parameters: `id`, `task`, `state`, `worker`, `minutes`, `limit`.
+enum HistoryParameters {
+    static func query(_ request: Request) throws -> ClusterState.HistoryQuery {
+        let p = request.uri.queryParameters
+        func text(_ k: String) -> String? { p.get(k).flatMap { $0.isEmpty ? nil : String($0) } }
+        var q = ClusterState.HistoryQuery(id: text("id"), task: text("task"), state: text("state"), worker: text("worker"))
+        if let m = text("minutes") {
+            guard let v = Double(m), v > 0 else { throw HTTPError(.badRequest, message: "minutes: a positive number") }
+            q.within = v * 60
+        }
+        if let l = text("limit") {
+            guard let v = Int(l), (1...1000).contains(v) else { throw HTTPError(.badRequest, message: "limit: 1 to 1000") }
+            q.limit = v
+        }
+        return q
     }
 }
 

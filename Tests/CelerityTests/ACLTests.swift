@@ -15,7 +15,7 @@ extension Integration {
         ~Q* ~celerity:* ~celery-task-meta-* &celery-task-meta-* ~????????-????-????-????-????????????
         &/0.celeryev/* &/0.celery.pidbox ~_kombu.binding.reply.celery.pidbox ~*.reply.celery.pidbox ~celery-taskset-meta-*
         +ping +subscribe +unsubscribe +multi +exec +discard +evalsha +script|load
-        +lmove +blmove +exists +lrange +lpos +llen +lrem +lpush +rpush +ltrim +expire
+        +lmove +blmove +exists +lrange +lpos +llen +lrem +lpush +rpush +ltrim +expire +hincrby
         +get +set +del +sadd +srem +smembers +publish
         +zadd +zrem +zrange +zrangebyscore +zremrangebyscore
         +hgetall +hget +hset +time +zscore +zcard +rpop

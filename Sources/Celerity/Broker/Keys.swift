@@ -74,6 +74,13 @@ public enum Keys {
     public static func rateParked(_ task: String) -> String { "celerity:rate-wait:" + task }
     /// Tasks with messages parked by a rate limit or waiting for a cap place (a set).
     public static let limitedTasks = "celerity:limited"
+    /// The task history: a list of JSON records of outcomes, newest first, trimmed to the
+    /// workers' `history` length (`EventWire.writeHistory`; the dashboard reads it).
+    public static let history = "celerity:history"
+    /// Tasks finished in one minute by all workers (hash: processed, failed, retried), for
+    /// the dashboard's graphs; kept `minuteTotalsTTL` seconds.
+    public static func minuteTotals(_ unixMinute: Int) -> String { "celerity:minute:" + String(unixMinute) }
+    public static let minuteTotalsTTL = 172_800
     /// Rates set at run time by `rate_limit` (hash: task → tasks per second; 0: none).
     public static let rateOverrides = "celerity:rate-conf"
     /// Ids of a capped task running now (sorted set scored by lease end, Redis ms).

@@ -391,6 +391,15 @@ public final class WorkerBroker: Sendable {
         for (r, c) in zip(try await control.pipeline(commands), commands) { try r.throwingError(naming: c) }
     }
 
+    /// Adds to the cluster's totals of the current minute (`celerity:minute:<unix minute>`,
+    /// kept two days): the dashboard's throughput and failure graphs.
+    public func addMinuteTotals(processed: Int, failed: Int, retried: Int, at: Date = Date()) async throws {
+        let key = Keys.minuteTotals(Int(at.timeIntervalSince1970 / 60))
+        let commands = [RedisCommand("HINCRBY", key, "processed", processed), RedisCommand("HINCRBY", key, "failed", failed),
+                        RedisCommand("HINCRBY", key, "retried", retried), RedisCommand("EXPIRE", key, Keys.minuteTotalsTTL)]
+        for (r, c) in zip(try await control.pipeline(commands), commands) { try r.throwingError(naming: c) }
+    }
+
     public func currentHeartbeat() async throws -> [UInt8]? {
         try await control.call("GET", Keys.heartbeat(node)).bytes
     }

@@ -104,7 +104,7 @@ struct EventWire {
     /// them, and how many events they hold. A flush writes a pipeline, sends it, then writes
     /// the next: only one pipeline's envelopes are alive at a time (all of a busy flush's,
     /// megabytes, made glibc give back and fault in fresh heap pages each flush).
-    func pipeline(_ events: ArraySlice<PendingEvent>) -> (commands: [RedisCommand], used: Int) {
+    func pipeline(_ events: ArraySlice<PendingEvent>, taskEvents: Bool = true) -> (commands: [RedisCommand], used: Int) {
         var pipeline: [RedisCommand] = []
         var pipelineBytes = 0
         func add(_ command: RedisCommand) {
@@ -124,6 +124,10 @@ struct EventWire {
         }
         var used = 0
         for event in events {
+            if !taskEvents, !event.isWorkerEvent {
+                used += 1
+                continue
+            }
             switch event {
             case let .plain(type, clock, at, fields) where !type.hasPrefix("task-"):
                 var body: [UInt8] = []
@@ -269,7 +273,7 @@ struct EventWire {
     }
 
     /// `,"<k>":` for a key known when compiled (nothing in it to escape).
-    private func name(_ k: StaticString, into out: inout [UInt8]) {
+    func name(_ k: StaticString, into out: inout [UInt8]) {
         out.append(ASCII.comma)
         out.append(ASCII.quote)
         k.withUTF8Buffer { out.append(contentsOf: $0) }
@@ -277,7 +281,7 @@ struct EventWire {
         out.append(ASCII.colon)
     }
 
-    private func string(_ k: StaticString, _ v: String?, into out: inout [UInt8]) {
+    func string(_ k: StaticString, _ v: String?, into out: inout [UInt8]) {
         name(k, into: &out)
         if let v { JSONValue.writeString(v, into: &out) } else { out.append(contentsOf: "null".utf8) }
     }

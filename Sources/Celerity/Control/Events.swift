@@ -35,6 +35,9 @@ public final class EventDispatcher: Sendable {
     let flushInterval: Duration
     /// Events held at most while Redis is away; newer ones are dropped (and counted).
     let maxPending: Int
+    /// How many outcomes `celerity:history` keeps (0: no history). Outcomes are queued for
+    /// it as for task events, and the flusher writes both from the same queue.
+    let history: Int
     private let pending = Mutex(Pending())
     private let wire: Mutex<EventWire>
     private let alarm: DutyAlarm?
@@ -56,9 +59,10 @@ public final class EventDispatcher: Sendable {
         self.init(url: url, node: node, enabled: enabled, logger: logger, flushInterval: flushInterval, maxPending: maxPending, alarm: nil)
     }
 
-    init(url: RedisURL, node: String, enabled: Bool, logger: Logger, flushInterval: Duration = .milliseconds(100),
+    init(url: RedisURL, node: String, enabled: Bool, history: Int = 0, logger: Logger, flushInterval: Duration = .milliseconds(100),
          maxPending: Int = 200_000, alarm: DutyAlarm?) {
         self.node = node
+        self.history = history
         self.enabled = Atomic(enabled)
         self.redis = Redis(url: url, label: "events-\(node)")
         self.logger = logger
@@ -81,6 +85,9 @@ public final class EventDispatcher: Sendable {
 
     /// Whether task events are on: the one check the worker's hot paths pay per message.
     @inline(__always) public var isEnabled: Bool { enabled.load(ordering: .relaxed) }
+
+    /// Whether outcomes are queued here (`finished`): for task events or the task history.
+    @inline(__always) public var wantsOutcomes: Bool { history > 0 || enabled.load(ordering: .relaxed) }
 
     // MARK: Sending
 
@@ -177,14 +184,21 @@ public final class EventDispatcher: Sendable {
             w.refreshOffset()
             return w
         }
+        // Task events as they are now: outcomes queued for the history alone write none.
+        let taskEvents = isEnabled
         var rest = events[...]
+        var reachable = true
         while !rest.isEmpty {
-            let (commands, used) = w.pipeline(rest)
+            let (commands, used) = w.pipeline(rest, taskEvents: taskEvents)
             rest = rest.dropFirst(used)
             // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
-            guard await publish(commands, events: events.count) else { break }
+            guard await publish(commands, events: events.count) else { reachable = false; break }
         }
         rest = []
+        if history > 0 && reachable {
+            let commands = w.historyCommands(events, capacity: history)
+            if !commands.isEmpty { _ = await publish(commands, events: events.count) }
+        }
         events.removeAll(keepingCapacity: true)
         pending.withLock { $0.spare = events }
         return count

@@ -19,6 +19,10 @@ public struct Manifest: Sendable {
     /// Workers send task events from the start (`defaults.events`; Celery's
     /// `worker_send_task_events`, as `-E` does).
     public var taskEvents: Bool = false
+    /// How many task outcomes workers keep in Redis for the dashboard's task history
+    /// (`defaults.history`; `celerity:history`, newest first; 0: none).
+    public var history: Int = Manifest.defaultHistory
+    public static let defaultHistory = 100_000
     /// Workflows declared once by name (`workflows:`): `celerity call <name>` runs one.
     public var workflows: [String: WorkflowSpec] = [:]
     /// Periodic tasks (`schedules:`), in file order.

@@ -128,12 +128,13 @@ struct ManifestReader {
         var defaultRetries = 0
         var defaultTrackStarted = false
         for (key, _, value) in try mapping(root, "the manifest", allowed: []) where key == "defaults" {
-            for (k, _, v) in try mapping(value, "defaults", allowed: ["time_limit", "max_redeliveries", "retries", "track_started", "events"]) {
+            for (k, _, v) in try mapping(value, "defaults", allowed: ["time_limit", "max_redeliveries", "retries", "track_started", "events", "history"]) {
                 switch k {
                 case "time_limit": defaultTimeLimit = try number(v, "defaults.time_limit")
                 case "retries": defaultRetries = try integer(v, "defaults.retries", min: 0)
                 case "track_started": defaultTrackStarted = try bool(v, "defaults.track_started")
                 case "events": m.taskEvents = try bool(v, "defaults.events")
+                case "history": m.history = try integer(v, "defaults.history", min: 0)
                 default: m.maxRedeliveries = try integer(v, "defaults.max_redeliveries", min: 0)
                 }
             }

@@ -347,3 +347,60 @@ public enum BeatStore {
         return stale
     }
 }
+
+extension BeatStore {
+    /// One schedule as `celerity schedule list` and the dashboard show it.
+    public struct Row: Sendable {
+        public var entry: ScheduleEntry
+        /// The schedule's text (with its time zone when a cron is not in UTC).
+        public var schedule: String
+        /// The last tick sent (nil: none, or the definition changed since).
+        public var last: Date?
+        /// The next fire (nil: never again: an end or a limit reached).
+        public var next: Date?
+        /// No beat fired a tick that is due (`next` is then counted from now).
+        public var overdue: Bool
+        public var count: Int
+        /// `new` (never run), `changed` (its definition differs from the last run's), `overdue`, `ok`.
+        public var state: String
+        /// The last `celerity schedule run`.
+        public var lastManualRun: Date?
+
+        /// The row as `celerity schedule list --json` prints it (times in UTC).
+        public var json: JSONValue {
+            let utc = TimeZone(identifier: "UTC")!
+            func d(_ date: Date?) -> JSONValue { date.map { .string(ScheduleDate.format($0, in: utc)) } ?? .null }
+            return .object([
+                JSONMember("name", .string(entry.name)), JSONMember("task", .string(entry.task)), JSONMember("queue", .string(entry.queue)),
+                JSONMember("schedule", .string(schedule)), JSONMember("misfire", .string(entry.misfire.rawValue)),
+                JSONMember("last", d(last)), JSONMember("next", d(next)),
+                JSONMember("count", .int(count)), JSONMember("limit", entry.limit.map { .int($0) } ?? .null),
+                JSONMember("state", .string(state)), JSONMember("last_manual_run", d(lastManualRun)),
+            ])
+        }
+    }
+
+    /// The rows of `entries` from their state in Redis (`read`).
+    public static func rows(_ entries: [ScheduleEntry], _ state: State) -> [Row] {
+        let now = Date(timeIntervalSince1970: state.time)
+        return entries.map { e in
+            let s = state.entries[e.name] ?? EntryState()
+            let current = s.definition == fingerprint(e)
+            // With no (current) state, a beat starts the entry from now.
+            let last = current ? s.last : nil
+            let count = current ? s.count : 0
+            var next = e.nextFire(after: last.map { Date(timeIntervalSince1970: Double($0)) } ?? now, firedCount: count)
+            var overdue = false
+            if let n = next, n.timeIntervalSince1970 < state.time - Beat.grace {
+                overdue = true   // no beat is running: a beat starting now follows `misfire`
+                next = e.nextFire(after: now, firedCount: count)
+            }
+            var rule = e.rule.description
+            if case .cron = e.rule, e.timeZone.identifier != "UTC" { rule += " \(e.timeZone.identifier)" }
+            let manual = s.manual.flatMap { $0.split(separator: " ").first.flatMap { Double($0) } }
+            return Row(entry: e, schedule: rule, last: (current ? s.lastSent : nil).map { Date(timeIntervalSince1970: Double($0)) }, next: next,
+                       overdue: overdue, count: count, state: !current ? (s.definition == nil ? "new" : "changed") : (overdue ? "overdue" : "ok"),
+                       lastManualRun: manual.map { Date(timeIntervalSince1970: $0) })
+        }
+    }
+}

@@ -155,7 +155,7 @@ extension Worker {
     /// and the plugins' reader threads too.
     func record(_ outcome: Outcome, _ disposal: Disposal) {
         stats.withLock { Self.tally(outcome, disposal, into: &$0) }
-        if events.isEnabled { events.finished(outcome, retried: disposal.isRetry, announce: false) }
+        if events.wantsOutcomes { events.finished(outcome, retried: disposal.isRetry, announce: false) }
     }
 
     /// `record` for a tiny built-in run where it was fetched: its `task-received` and

@@ -17,7 +17,7 @@ extension Worker {
                                     queue: String, prefetch: Slots, events on: Bool) async {
         // The fast read keeps no unknown headers: a retry re-sends the full message.
         let message = (try? TaskMessage.decode(raw)) ?? quick
-        if on { events.received(message, alsoStarted: true) }
+        if on && events.isEnabled { events.received(message, alsoStarted: true) }
         await settle(outcome, message, raw, spec: spec, queue: queue, TaskLog(base: logger, id: message.id, task: message.task), runtime: nil)
         prefetch.release()
     }
@@ -39,7 +39,7 @@ extension Worker {
     /// connection's commands run in order).
     func runAndStore(_ raw: [UInt8], queue: String, generation: Int, _ session: RedisSession) -> Handled {
         let item: Completer.Item, outcome: Outcome, disposal: Disposal
-        let on = events.isEnabled
+        let on = events.wantsOutcomes
         switch quickRun(raw, queue: queue, generation: generation) {
         case let .done(done, o, d): (item, outcome, disposal) = (done, o, d)
         case let .settle(outcome, message, spec): return .failed(raw, outcome, message, spec, events: on)

@@ -186,7 +186,7 @@ extension Worker {
             decided.reserveCapacity(messages.count)
             // Messages under a rate limit or a cap: the batch asks the gate in one round trip.
             var gated: [(raw: [UInt8], message: TaskMessage)] = []
-            let on = events.isEnabled   // once per batch
+            let on = events.wantsOutcomes   // once per batch: task events or the history
             for raw in messages {
                 switch quickRun(raw, queue: queue, generation: generation) {
                 case let .done(item, outcome, disposal):

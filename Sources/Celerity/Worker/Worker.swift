@@ -78,7 +78,7 @@ public final class Worker: Service, Sendable {
         self.broker = WorkerBroker(url: config.broker, node: config.node)
         self.strays = StrayAudit(broker: broker, logger: logger)
         self.revocations = Revocations(broker: broker, alarm: dutyAlarm, logger: logger)
-        self.events = EventDispatcher(url: config.broker, node: config.node, enabled: config.taskEvents, logger: logger, alarm: dutyAlarm)
+        self.events = EventDispatcher(url: config.broker, node: config.node, enabled: config.taskEvents, history: config.history, logger: logger, alarm: dutyAlarm)
         self.runtime = RuntimeSettings(concurrency: config.concurrency, queues: config.queues)
         self.gate = TaskGate(control: broker.control, processingKey: broker.processingKey, manifest: manifest, leaseSeconds: config.heartbeatTTL)
         self.slots = Slots(config.concurrency)
@@ -208,7 +208,14 @@ public final class Worker: Service, Sendable {
         let stopping: @Sendable () -> Bool = { self.isStopping }
         let duties: [any Duty] = [
             heartbeat,
-            ThroughputSummary(logger: logger) { self.stats.withLock { ThroughputSummary.Counts(processed: $0.processed, failed: $0.failed, retried: $0.retried) } },
+            ThroughputSummary(logger: logger, counts: { self.stats.withLock { ThroughputSummary.Counts(processed: $0.processed, failed: $0.failed, retried: $0.retried) } },
+                              store: { d in
+                                  do { try await self.broker.addMinuteTotals(processed: d.processed, failed: d.failed, retried: d.retried) } catch {
+                                      if !self.dutyAlarm.permissionDenied("per-minute totals", error, logger: self.logger) {
+                                          self.logger.warning("per-minute totals not written: \(error)")
+                                      }
+                                  }
+                              }),
             DelayedForwarder(broker: broker, interval: .milliseconds(250), alarm: dutyAlarm, logger: logger, isStopping: stopping),
             Recoverer(broker: broker, maxRedeliveries: manifest.maxRedeliveries, interval: .seconds(config.recoverySeconds),
                       alarm: dutyAlarm, logger: logger, isStopping: stopping),

@@ -28,6 +28,8 @@ public struct WorkerConfiguration: Sendable {
     /// worker events (online, heartbeat, offline) are sent either way. Switched at run time
     /// through `Worker.events`.
     public var taskEvents: Bool = false
+    /// Task outcomes kept in `celerity:history` (the dashboard's task history); 0: none.
+    public var history: Int = Manifest.defaultHistory
 
     public init(node: String, queues: [String], concurrency: Int, broker: RedisURL, resultBackend: ResultBackendConfig) {
         self.node = node

@@ -42,18 +42,23 @@ struct Heartbeat: Duty {
 }
 
 /// Every 10 s, one info line of what ran since the last one (per-task lines are debug-level:
-/// at full speed they would cost more than the tasks).
+/// at full speed they would cost more than the tasks), and the same counts added to the
+/// cluster's per-minute totals in Redis (`store`: the dashboard's throughput graphs).
 final class ThroughputSummary: Duty {
     struct Counts: Sendable, Equatable { var processed = 0, failed = 0, retried = 0 }
     let interval: Duration
     let logger: Logger
     let counts: @Sendable () -> Counts
+    /// Adds what ran since the round before to the per-minute totals.
+    let store: (@Sendable (Counts) async -> Void)?
     private let last: Mutex<(at: ContinuousClock.Instant, counts: Counts)>
 
-    init(interval: Duration = .seconds(10), logger: Logger, counts: @escaping @Sendable () -> Counts) {
+    init(interval: Duration = .seconds(10), logger: Logger, counts: @escaping @Sendable () -> Counts,
+         store: (@Sendable (Counts) async -> Void)? = nil) {
         self.interval = interval
         self.logger = logger
         self.counts = counts
+        self.store = store
         last = Mutex((ContinuousClock.now, counts()))
     }
 
@@ -70,6 +75,7 @@ final class ThroughputSummary: Duty {
             "retried": .stringConvertible(now.retried - before.retried),
             "per_s": .string(String(format: "%.0f", Double(now.processed - before.processed) / max(secs, 0.001))),
             "total": .stringConvertible(now.processed)])
+        await store?(Counts(processed: now.processed - before.processed, failed: now.failed - before.failed, retried: now.retried - before.retried))
         return nil
     }
 }
