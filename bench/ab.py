@@ -48,11 +48,14 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--manifest", default=os.path.join(REPO, "tasks.yaml"),
                     help="tasks.yaml both workers load (one an older binary can read: it refuses keys it does not know)")
+    ap.add_argument("--a-manifest", help="tasks.yaml of A only (default --manifest)")
+    ap.add_argument("--b-manifest", help="tasks.yaml of B only (default --manifest)")
     ap.add_argument("--a-args", default="", help="extra worker arguments of A (space-separated, e.g. -E)")
     ap.add_argument("--b-args", default="", help="extra worker arguments of B")
     ap.add_argument("--drain-only", action="store_true", help="measure the drain only (no e2e, no latency)")
     args = ap.parse_args()
     extra = {"A": args.a_args.split(), "B": args.b_args.split()}
+    manifests = {"A": args.a_manifest or args.manifest, "B": args.b_manifest or args.manifest}
     tmp = tempfile.mkdtemp(prefix="celerity-ab-")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
@@ -78,7 +81,7 @@ def main():
                 name = f"ab-{label}-{rnd}"
                 log = open(os.path.join(tmp, name + ".log"), "wb")
                 w = subprocess.Popen([binary, "worker", "-Q", "add", "-n", name, "-c", str(args.concurrency), "-l", "warning",
-                                      "--manifest", args.manifest, "--broker", url] + extra[label],
+                                      "--manifest", manifests[label], "--broker", url] + extra[label],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
                 while not r.exists(f"celerity:worker:{name}"):
                     time.sleep(0.02)

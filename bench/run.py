@@ -333,28 +333,46 @@ class Bench:
 
     # -- the run -----------------------------------------------------------------------------
     # -- g. the cost of events ------------------------------------------------------------------
+    def alternate(self, modes, rounds, tag):
+        """Drains the kept add tasks once per mode per round, alternating the order each round;
+        `modes` maps a label to a function that starts that mode's worker (and anything beside
+        it) and returns (worker, stop). Returns {label: [tasks/s, ...]}."""
+        a = self.args
+        rates = {m: [] for m in modes}
+        labels = list(modes)
+        for rnd in range(rounds):
+            order = labels if rnd % 2 == 0 else labels[::-1]
+            for mode in order:
+                w, stop = modes[mode]("celerity-%s-%s-%d" % (tag, mode, rnd))
+                time.sleep(0.3)
+                took, _ = self.drain(lambda: [w.pid])
+                stop()
+                self.clear_results()
+                time.sleep(0.5)   # Redis frees the unlinked results in the background
+                rates[mode].append(a.tasks / took)
+                print("   round %d, %-10s: %.2f s (%.0f tasks/s)" % (rnd, mode, took, a.tasks / took), flush=True)
+        return rates
+
+    def plain_worker(self, extra=(), manifest=None):
+        """A mode of `alternate`: a Celerity worker on add with these arguments."""
+        def start(name):
+            w = self.celerity_worker("add", name, extra, manifest=manifest)
+            return w, lambda: self.stop(w)
+        return start
+
+    @staticmethod
+    def span(v):
+        return "%.0f–%.0f" % (min(v), max(v))
+
     def events_cost(self):
         """Drains the kept add tasks with a fresh Celerity worker without -E and one with -E,
         alternating which goes first, for --events-rounds rounds; medians of tasks/s. With
         --events-celery, one Celery drain each way too. Returns the rows."""
         a = self.args
-        rates = {"off": [], "on": []}
-        for rnd in range(a.events_rounds):
-            order = ["off", "on"] if rnd % 2 == 0 else ["on", "off"]
-            for mode in order:
-                name = "celerity-ev-%s-%d" % (mode, rnd)
-                w = self.celerity_worker("add", name, ["-E"] if mode == "on" else [])
-                time.sleep(0.3)
-                took, _ = self.drain(lambda: [w.pid])
-                self.stop(w)
-                self.clear_results()
-                time.sleep(0.5)   # Redis frees the unlinked results in the background
-                rates[mode].append(a.tasks / took)
-                print("   round %d, events %-3s: %.2f s (%.0f tasks/s)" % (rnd, mode, took, a.tasks / took), flush=True)
+        rates = self.alternate({"off": self.plain_worker(), "on": self.plain_worker(["-E"])}, a.events_rounds, "ev")
         off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-        span = lambda v: "%.0f–%.0f" % (min(v), max(v))
-        rows = [("g. drain, Celerity worker, events off (tasks/s)", "%.0f" % off, "-", span(rates["off"])),
-                ("g. drain, Celerity worker -E, events on (tasks/s)", "%.0f" % on, "-", span(rates["on"])),
+        rows = [("g. drain, Celerity worker, events off (tasks/s)", "%.0f" % off, "-", self.span(rates["off"])),
+                ("g. drain, Celerity worker -E, events on (tasks/s)", "%.0f" % on, "-", self.span(rates["on"])),
                 ("g. events on / off, Celerity (target ≥ 90%)", "%.1f%%" % (100 * on / off), "-", "")]
         self.events_rates = rates
         if a.events_celery:
@@ -388,19 +406,7 @@ class Bench:
         once under a limit that binds. Returns the rows."""
         a = self.args
         never = self.limited_manifest("1000000/s")
-        rates = {"unlimited": [], "limited": []}
-        for rnd in range(a.limit_rounds):
-            order = ["unlimited", "limited"] if rnd % 2 == 0 else ["limited", "unlimited"]
-            for mode in order:
-                name = "celerity-rl-%s-%d" % (mode, rnd)
-                w = self.celerity_worker("add", name, manifest=never if mode == "limited" else None)
-                time.sleep(0.3)
-                took, _ = self.drain(lambda: [w.pid])
-                self.stop(w)
-                self.clear_results()
-                time.sleep(0.5)
-                rates[mode].append(a.tasks / took)
-                print("   round %d, %-9s: %.2f s (%.0f tasks/s)" % (rnd, mode, took, a.tasks / took), flush=True)
+        rates = self.alternate({"unlimited": self.plain_worker(), "limited": self.plain_worker(manifest=never)}, a.limit_rounds, "rl")
         binding = max(100, a.tasks // 5)
         w = self.celerity_worker("add", "celerity-rl-binding", manifest=self.limited_manifest("%d/s" % binding))
         time.sleep(0.3)
@@ -411,40 +417,96 @@ class Bench:
         achieved = (a.tasks - 1) / took
         print("   limit %d/s: %.2f s (%.0f tasks/s)" % (binding, took, achieved), flush=True)
         un, lim = statistics.median(rates["unlimited"]), statistics.median(rates["limited"])
-        span = lambda v: "%.0f–%.0f" % (min(v), max(v))
-        return [("h. drain, add without a rate limit (tasks/s)", "%.0f" % un, "-", span(rates["unlimited"])),
-                ("h. drain, add rate_limit 1000000/s, never reached", "%.0f" % lim, "-", span(rates["limited"])),
+        return [("h. drain, add without a rate limit (tasks/s)", "%.0f" % un, "-", self.span(rates["unlimited"])),
+                ("h. drain, add rate_limit 1000000/s, never reached", "%.0f" % lim, "-", self.span(rates["limited"])),
                 ("h. limited / unlimited (the cost of asking Redis)", "%.1f%%" % (100 * lim / un), "-", ""),
                 ("h. drain under rate_limit %d/s: achieved (tasks/s)" % binding, "%.0f" % achieved, "-", "%.1f%% of it" % (100 * achieved / binding))]
 
+    # -- i. a dashboard left open -------------------------------------------------------------
+    def dashboard_cost(self):
+        """Drains the kept add tasks with a worker that keeps no task history and no dashboard
+        running, against a worker with the default history (100,000 records) and a
+        `celerity dashboard` on the same Redis that is read as an open page and a Prometheus
+        server read it: the overview every second, /metrics every 5 s, the tasks page every
+        5 s. Alternating, --dashboard-rounds rounds, medians. Returns the rows."""
+        a = self.args
+        text = open(os.path.join(REPO, "bench", "tasks.yaml")).read()
+        quiet = os.path.join(self.tmp, "tasks-no-history.yaml")
+        open(quiet, "w").write(text.replace("defaults:\n", "defaults:\n  history: 0\n", 1) if "defaults:\n" in text
+                               else text + "\ndefaults:\n  history: 0\n")
+        import threading
+        import urllib.request
+
+        def with_dashboard(name):
+            port = free_port()
+            d = self.spawn([os.path.join(BIN, "celerity-dashboard"), "--port", str(port), "--broker", self.url,
+                            "--manifest", os.path.join(REPO, "bench", "tasks.yaml")], name + "-dashboard.log")
+            w = self.celerity_worker("add", name)
+            base = "http://127.0.0.1:%d" % port
+            self.wait_until(lambda: self.fetch(base + "/healthz") is not None, "dashboard", 30)
+            done = threading.Event()
+            reads = {"n": 0, "bytes": 0}
+
+            def poll():
+                tick = 0
+                while not done.is_set():
+                    for path in ["/"] + (["/metrics", "/tasks"] if tick % 5 == 0 else []):
+                        body = self.fetch(base + path)
+                        if body is not None:
+                            reads["n"] += 1
+                            reads["bytes"] += len(body)
+                    tick += 1
+                    done.wait(1.0)
+            t = threading.Thread(target=poll, daemon=True)
+            t.start()
+
+            def stop():
+                done.set()
+                t.join()
+                self.stop(w)
+                self.stop(d)
+                self.dashboard_reads.append(reads["n"])
+            return w, stop
+        self.dashboard_reads = []
+        rates = self.alternate({"plain": self.plain_worker(manifest=quiet), "dashboard": with_dashboard}, a.dashboard_rounds, "db")
+        plain, dash = statistics.median(rates["plain"]), statistics.median(rates["dashboard"])
+        return [("i. drain, no history, no dashboard (tasks/s)", "%.0f" % plain, "-", self.span(rates["plain"])),
+                ("i. drain, history + open dashboard (tasks/s)", "%.0f" % dash, "-", self.span(rates["dashboard"])),
+                ("i. with / without (target ≥ 95%)", "%.1f%%" % (100 * dash / plain), "-", "%d reads" % sum(self.dashboard_reads))]
+
+    @staticmethod
+    def fetch(url):
+        import urllib.request
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.read()
+        except Exception:
+            return None
+
+    def single_row(self, title, measure):
+        """--only-events, --only-limits, --only-dashboard: one row alone on its own Redis."""
+        a = self.args
+        self.start_redis()
+        print("Redis: %s; concurrency %d; %d tasks to drain" % (self.url, a.concurrency, a.tasks), flush=True)
+        self.enqueue(a.tasks)
+        print(self.notes[-1], flush=True)
+        print(title, flush=True)
+        rows = measure()
+        print()
+        print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "range"))
+        for r in rows:
+            print("%-52s %12s %12s %10s" % r)
+        print("Logs: %s" % self.tmp)
+        return 0
+
     def run(self):
         a = self.args
+        if a.only_dashboard:
+            return self.single_row("i. history + dashboard, Celerity worker…", self.dashboard_cost)
         if a.only_limits:
-            self.start_redis()
-            print("Redis: %s; concurrency %d; %d tasks to drain" % (self.url, a.concurrency, a.tasks), flush=True)
-            self.enqueue(a.tasks)
-            print(self.notes[-1], flush=True)
-            print("h. rate limit off / on, Celerity worker…", flush=True)
-            rows = self.limit_cost()
-            print()
-            print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "range"))
-            for r in rows:
-                print("%-52s %12s %12s %10s" % r)
-            print("Logs: %s" % self.tmp)
-            return 0
+            return self.single_row("h. rate limit off / on, Celerity worker…", self.limit_cost)
         if a.only_events:
-            self.start_redis()
-            print("Redis: %s; concurrency %d; %d tasks to drain" % (self.url, a.concurrency, a.tasks), flush=True)
-            self.enqueue(a.tasks)
-            print(self.notes[-1], flush=True)
-            print("g. events off / on, Celerity worker…", flush=True)
-            rows = self.events_cost()
-            print()
-            print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "range"))
-            for r in rows:
-                print("%-52s %12s %12s %10s" % r)
-            print("Logs: %s" % self.tmp)
-            return 0
+            return self.single_row("g. events off / on, Celerity worker…", self.events_cost)
         self.start_redis()
         print("Redis: %s; concurrency %d for both workers (Celery pool: %s); %d tasks to drain" % (self.url, a.concurrency, a.celery_pool, a.tasks), flush=True)
         self.enqueue(a.tasks)
@@ -500,6 +562,8 @@ class Bench:
         events_rows = self.events_cost() if a.events_rounds > 0 else []
         print("h. rate limit off / on, Celerity worker (%d rounds)…" % a.limit_rounds, flush=True)
         limit_rows = self.limit_cost() if a.limit_rounds > 0 else []
+        print("i. history + open dashboard, Celerity worker (%d rounds)…" % a.dashboard_rounds, flush=True)
+        dashboard_rows = self.dashboard_cost() if a.dashboard_rounds > 0 else []
 
         def ratio(x, y):
             return "%.1f×" % (x / y) if y else "n/a"
@@ -530,6 +594,7 @@ class Bench:
             ]
         rows += events_rows
         rows += limit_rows
+        rows += dashboard_rows
         print()
         print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
         for r in rows:
@@ -548,6 +613,10 @@ class Bench:
                   "   (task.multi batches); worker heartbeats go out either way. %s"
                   % (a.events_rounds, "Celery column: one run each way, with and without -E." if a.events_celery else
                      "--events-celery adds Celery's own cost of -E."))
+        if dashboard_rows:
+            print("i. without: a worker with `history: 0` and no dashboard; with: the default history (every outcome written\n"
+                  "   to celerity:history) and a celerity dashboard read as an open page (/ every second, /metrics and /tasks\n"
+                  "   every 5 s). Range column: the range of the %d runs each way, and how many pages were read." % a.dashboard_rounds)
         if limit_rows:
             print("h. range column: the range of the %d runs each way; the median is shown. The limit is global (all workers\n"
                   "   together, decided in Redis per message): Celery's rate_limit is per worker and has no counterpart here." % a.limit_rounds)
@@ -576,6 +645,8 @@ def main():
     ap.add_argument("--only-events", action="store_true", help="run row g alone (with --tasks)")
     ap.add_argument("--limit-rounds", type=int, default=3, help="rounds of drains without and with a rate limit (h; 0 skips it)")
     ap.add_argument("--only-limits", action="store_true", help="run row h alone (with --tasks)")
+    ap.add_argument("--dashboard-rounds", type=int, default=3, help="rounds of drains without and with history + a read dashboard (i; 0 skips it)")
+    ap.add_argument("--only-dashboard", action="store_true", help="run row i alone (with --tasks)")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(BIN, "celerity-bench")):
         sys.exit("release binaries missing: run scripts/bench.sh (or swift build -c release) first")

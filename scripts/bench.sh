@@ -11,4 +11,5 @@ command -v redis-server >/dev/null || { echo "bench: needs redis-server: run scr
 echo "building release binaries (swift build -c release)…" >&2
 swift build -c release --product celerity >&2
 swift build -c release --product celerity-bench >&2
+swift build -c release --product celerity-dashboard >&2
 exec python3 bench/run.py "$@"

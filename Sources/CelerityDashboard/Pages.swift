@@ -206,7 +206,7 @@ enum Pages {
 
     /// Rows of history records.
     static func taskTable(_ records: [JSONValue]) -> String {
-        var h = "<table class=\"tasks\"><tr><th>Finished</th><th>Task</th><th>State</th><th>Args</th><th>Result</th><th>Runtime</th><th>Worker</th></tr>"
+        var h = "<table class=\"tasks\"><tr><th>Finished</th><th>Task</th><th>State</th><th>Args</th><th>Exception</th><th>Runtime</th><th>Worker</th></tr>"
         for r in records {
             let id = r["id"]?.stringValue ?? ""
             let state = r["state"]?.stringValue ?? ""
@@ -214,7 +214,7 @@ enum Pages {
             let runtime = r["runtime"]?.doubleValue.map { String(format: $0 < 0.01 ? "%.6f s" : "%.3f s", $0) } ?? "–"
             h += "<tr data-task=\"\(esc(id))\"><td>\(esc(at))</td><td>\(esc(r["task"]?.stringValue ?? ""))<div class=muted><a href=\"/tasks/\(url(id))\">\(esc(id))</a></div></td>"
             h += "<td class=\"\(state == "SUCCESS" ? "ok" : (state == "FAILURE" ? "bad" : ""))\">\(esc(state))</td><td><code>\(esc(r["args"]?.stringValue ?? ""))</code></td>"
-            h += "<td><code>\(esc(r["result"]?.stringValue ?? ""))</code></td><td class=n>\(runtime)</td><td>\(esc(r["worker"]?.stringValue ?? ""))</td></tr>"
+            h += "<td><code>\(esc(r["exception"]?.stringValue ?? ""))</code></td><td class=n>\(runtime)</td><td>\(esc(r["worker"]?.stringValue ?? ""))</td></tr>"
         }
         if records.isEmpty { h += "<tr><td colspan=7 class=muted>None.</td></tr>" }
         return h + "</table>"
@@ -255,11 +255,11 @@ enum Pages {
             for key in ["root_id", "parent_id"] {
                 if let v = first[key]?.stringValue, v != t.id { h += "<tr><th>\(key)</th><td><a href=\"/tasks/\(url(v))\">\(esc(v))</a></td></tr>" }
             }
-            h += "</table><h2>Timeline</h2><table><tr><th>Started</th><th>Finished</th><th>State</th><th>Worker</th><th>Result</th></tr>"
+            h += "</table><h2>Timeline</h2><table><tr><th>Started</th><th>Finished</th><th>State</th><th>Worker</th><th>Exception</th></tr>"
             for r in timeline {
                 let at = r["at"]?.doubleValue ?? 0, rt = r["runtime"]?.doubleValue
                 h += "<tr><td>\(short(unix: rt.map { at - $0 }))</td><td>\(short(unix: at))</td>"
-                h += "<td>\(esc(r["state"]?.stringValue ?? ""))</td><td>\(esc(r["worker"]?.stringValue ?? ""))</td><td><code>\(esc(r["result"]?.stringValue ?? ""))</code></td></tr>"
+                h += "<td>\(esc(r["state"]?.stringValue ?? ""))</td><td>\(esc(r["worker"]?.stringValue ?? ""))</td><td><code>\(esc(r["exception"]?.stringValue ?? ""))</code></td></tr>"
             }
             h += "</table>"
         }

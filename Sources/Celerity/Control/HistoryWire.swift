@@ -14,12 +14,14 @@ extension PendingEvent {
 /// as one LPUSH of up to `historyChunk` records and one LTRIM per flush. A list rather than a
 /// stream: one variadic push per flush costs Redis far less than an XADD per record, and the
 /// trim keeps exactly `capacity` records, whatever the batch sizes. Records are small (no
-/// traceback, reprs cut at 120 characters); the result backend has the rest.
+/// value, no traceback, reprs cut at 120 characters); the result backend has the rest.
 ///
-/// `{"id", "task", "state", "worker", "queue", "at", "runtime", "retries", "root_id",
-///   "parent_id", "args", "kwargs", "result"}`: `state` is Celery's (SUCCESS, FAILURE, RETRY,
-/// REVOKED, REJECTED); `at` the end (unix seconds); `runtime` seconds or null; `result` the
-/// repr of the value, or of the exception for FAILURE and RETRY.
+/// `{"id", "task", "state", "worker", "queue", "at", "runtime", "retries", "args"}`, with
+/// `root_id` (when not the task itself), `parent_id`, `kwargs` (when not empty) and
+/// `exception` (FAILURE, RETRY: the exception's repr; REVOKED: revoked, terminated or
+/// expired) only when they say something: `state` is Celery's (SUCCESS, FAILURE, RETRY,
+/// REVOKED, REJECTED); `at` the end (unix seconds); `runtime` seconds or null. A task's
+/// value is not repeated here: the result backend has it.
 extension EventWire {
     static let historyChunk = 2000
     static let historyReprSize = 120
@@ -68,7 +70,7 @@ extension EventWire {
         case .handBack: return nil
         }
         var out: [UInt8] = []
-        out.reserveCapacity(320)
+        out.reserveCapacity(256)
         out.append(contentsOf: #"{"id":"#.utf8)
         JSONValue.writeString(o.pointee.message.id, into: &out)
         string("task", o.pointee.message.task, into: &out)
@@ -84,26 +86,30 @@ extension EventWire {
         if let r = o.pointee.runtime { Self.writeSeconds(r, into: &out) } else { out.append(contentsOf: "null".utf8) }
         name("retries", into: &out)
         Self.writeInt(o.pointee.message.retries, into: &out)
-        string("root_id", o.pointee.message.rootID, into: &out)
-        string("parent_id", o.pointee.message.parentID, into: &out)
+        // Only what differs from the usual: a root that is not the task itself, a parent,
+        // kwargs (each record is written for every task: its size is the history's cost).
+        if let root = o.pointee.message.rootID, root != o.pointee.message.id { string("root_id", root, into: &out) }
+        if let parent = o.pointee.message.parentID { string("parent_id", parent, into: &out) }
         name("args", into: &out)
         PythonRepr.writeJSONString(.array(o.pointee.message.args), into: &out, maxSize: Self.historyReprSize)
-        name("kwargs", into: &out)
-        if o.pointee.message.kwargs.isEmpty { out.append(contentsOf: #""{}""#.utf8) } else {
+        if !o.pointee.message.kwargs.isEmpty {
+            name("kwargs", into: &out)
             PythonRepr.writeJSONString(.object(o.pointee.message.kwargs), into: &out, maxSize: Self.historyReprSize)
         }
-        name("result", into: &out)
+        // A value is in the result backend (the task page reads it there); an exception is
+        // kept here too, short: the task list shows why a task failed.
         switch o.pointee.result {
-        case let .success(value):
-            PythonRepr.writeJSONString(value, into: &out, maxSize: Self.historyReprSize)
+        case .success, .refused, .handBack:
+            break
         case let .failure(f):
+            name("exception", into: &out)
             JSONValue.writeString(String(PythonRepr.exception(type: f.type, message: f.message).prefix(Self.historyReprSize * 2)), into: &out)
         case .notRegistered:
+            name("exception", into: &out)
             JSONValue.writeString(PythonRepr.exception(type: "NotRegistered", message: o.pointee.message.task), into: &out)
         case let .revoked(f):
+            name("exception", into: &out)
             JSONValue.writeString(f.terminationSignal != nil ? "terminated" : (f.message == "expired" ? "expired" : "revoked"), into: &out)
-        case .refused, .handBack:
-            out.append(contentsOf: "null".utf8)
         }
         out.append(ASCII.closeBrace)
         return out
