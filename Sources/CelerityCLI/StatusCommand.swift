@@ -8,7 +8,9 @@ struct StatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Show queues, workers, delayed work, dead letters and revocations (read-only).",
         discussion: """
-        Queues: the manifest's (tasks and workers sections) and those of live workers, or only --queue.
+        Queues: the manifest's (tasks and workers sections), those of live workers and the paused ones, or only --queue.
+
+        A queue marked (paused) is paused cluster-wide (celerity queue pause): no worker fetches from it; its messages wait.
 
         WAITING counts every priority list of a queue: P0-2 is the main list, P3-5, P6-8 and P9 the \\x06\\x16 sub-lists. IN FLIGHT is a worker's processing list (fetched, not yet acked). A dead worker (known, no heartbeat) keeps its list until a live worker hands it back.
 
@@ -111,7 +113,7 @@ struct StatusCommand: AsyncParsableCommand {
 enum StatusTable {
     static func render(_ s: Inspector.Snapshot) -> String {
         var out = "Broker \(s.broker) at \(clock(s.at))\n\n"
-        let qw = width(s.queues.map(\.name), title: "QUEUE")
+        let qw = width(s.queues.map { $0.paused ? $0.name + " (paused)" : $0.name }, title: "QUEUE")
         out += pad("QUEUE", qw) + ["WAITING", "P0-2", "P3-5", "P6-8", "P9", "WORKERS"].map { lpad($0, 8) }.joined() + "  NEXT\n"
         if s.queues.isEmpty { out += "(no queues: name them with --queue, or pass a manifest)\n" }
         for q in s.queues {
@@ -122,7 +124,7 @@ enum StatusTable {
                 if m.redeliveries > 0 { next += " redelivered \(m.redeliveries)x" }
             }
             let cols = [q.depth] + q.lists.map(\.depth) + [q.consumers.count]
-            out += pad(q.name, qw) + cols.map { lpad(String($0), 8) }.joined() + "  " + cut(next, 24) + "\n"
+            out += pad(q.paused ? cut(q.name, qw - 9) + " (paused)" : q.name, qw) + cols.map { lpad(String($0), 8) }.joined() + "  " + cut(next, 24) + "\n"
         }
         out += "\n"
         let ww = width(s.workers.map(\.node), title: "WORKER")
@@ -135,7 +137,10 @@ enum StatusTable {
             let beat: String = w.sinceBeat.map { ago($0) } ?? "-"
             let cells: [String] = [beat, text(hb?.active), String(w.inFlight), text(hb?.concurrency), text(hb?.processed)]
             let queues: String
-            if w.alive { queues = hb?.queues.joined(separator: ",") ?? "" } else { queues = w.inFlight > 0 ? "awaiting recovery" : "-" }
+            if w.alive {
+                let paused = Set(hb?.paused ?? [])
+                queues = hb?.queues.map { paused.contains($0) ? $0 + " (paused)" : $0 }.joined(separator: ",") ?? ""
+            } else { queues = w.inFlight > 0 ? "awaiting recovery" : "-" }
             var line: String = pad(w.node, ww) + "  " + pad(w.alive ? "alive" : "dead", 5)
             line += zip(cells, widths).map { lpad($0, $1) }.joined()
             out += line + "  " + cut(queues, 28) + "\n"

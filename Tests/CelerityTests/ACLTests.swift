@@ -167,6 +167,19 @@ extension Integration {
             // Nothing left behind: the reply queue's binding and the event receiver's are gone.
             #expect(try await s.admin.call("SCARD", "_kombu.binding.reply.celery.pidbox").int == 0)
             #expect(try await s.admin.call("SCARD", "_kombu.binding.celeryev").int == 0)
+            // docs/security.md, "Other operator commands": queue pause/resume with ~celerity:paused +smembers added.
+            let pauser = try await s.user("celerity-pauser", Self.operatorACL + "\n~celerity:paused +smembers")
+            let paused = try await cli(pauser, ["queue", "pause", s.queue])
+            #expect(paused.status == 0 && paused.output == "paused \(s.queue)\n", "\(paused.output)")
+            let listed = try await cli(pauser, ["queue", "paused"])
+            #expect(listed.status == 0 && listed.output == "\(s.queue)\n", "\(listed.output)")
+            #expect(try await eventually(seconds: 5) {
+                try await s.admin.call("GET", Keys.heartbeat(node)).bytes.map { try JSONValue(parsing: $0)["paused"] == [.string(s.queue)] } ?? false
+            }, "\(w.output)")
+            let resumed = try await cli(pauser, ["queue", "resume", s.queue])
+            #expect(resumed.status == 0 && resumed.output == "resumed \(s.queue)\n", "\(resumed.output)")
+            let noKey = try await cli(operatorURL, ["queue", "pause", s.queue])
+            #expect(noKey.status == 6 && noKey.output.contains("NOPERM"), "\(noKey.status) \(noKey.output)")
             let mute = try await s.user("celerity-mute", Self.operatorACL.replacingOccurrences(of: "+publish ", with: ""))
             let refused = try await cli(mute, ["inspect", "ping"])
             #expect(refused.status == 6 && refused.output.contains("publish"), "\(refused.status) \(refused.output)")

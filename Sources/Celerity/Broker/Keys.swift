@@ -21,6 +21,7 @@
 ///   message's reserved turn, rates set at run time); see `TaskGate`.
 /// - `celerity:cap:<task>`, `celerity:cap-wait:<task>`: concurrency caps (running ids with
 ///   their lease, messages waiting for a place).
+/// - `celerity:paused`: set of queue names no worker fetches from (`QueuePause`).
 public enum Keys {
     /// kombu's separator between a queue name and its priority bucket.
     public static let separator = "\u{06}\u{16}"
@@ -87,4 +88,9 @@ public enum Keys {
     public static func running(_ task: String) -> String { "celerity:cap:" + task }
     /// Messages of a capped task waiting for a place (`<list key>\0<id>\0<message>`).
     public static func capWaiting(_ task: String) -> String { "celerity:cap-wait:" + task }
+
+    /// Queues paused cluster-wide (a set of queue names, `QueuePause`): every worker reads it
+    /// at start-up and then once a second, and does not fetch from a queue in it (messages
+    /// stay queued; those already fetched finish). Removing a name resumes the queue.
+    public static let paused = "celerity:paused"
 }

@@ -384,6 +384,11 @@ public final class WorkerBroker: Sendable {
         return (Set(replies[2].array?.compactMap(\.string) ?? []), Set(replies[3].array?.compactMap(\.string) ?? []))
     }
 
+    /// The queues paused cluster-wide (`Keys.paused`).
+    public func pausedQueues() async throws -> Set<String> {
+        Set((try await control.call("SMEMBERS", Keys.paused).array ?? []).compactMap(\.string))
+    }
+
     /// Writes this worker's heartbeat (expires after `ttl` seconds without renewal).
     public func heartbeat(_ info: JSONValue, ttl: Int) async throws {
         let commands = [RedisCommand("SET", Keys.heartbeat(node), info.serializedBytes(), "EX", ttl), RedisCommand("SADD", Keys.workers, node)]

@@ -1,8 +1,8 @@
 import Foundation
 import RedisClient
 
-/// A read-only look at the broker: which queues hold how much, which workers are alive and
-/// what they hold, delayed work, dead letters, revocations. It never writes, never runs
+/// A read-only look at the broker: which queues hold how much (and which are paused), which
+/// workers are alive and what they hold, delayed work, dead letters, revocations. It never writes, never runs
 /// KEYS or SCAN, and takes three pipelined round trips (plus one Lua script that counts dead
 /// letters per queue, in the first of them).
 ///
@@ -13,7 +13,7 @@ import RedisClient
 /// ```
 ///
 /// Which queues: those named in `queues:` if given; otherwise the manifest's (its tasks'
-/// queues, then its workers' groups) and those of every live worker's heartbeat.
+/// queues, then its workers' groups), those of every live worker's heartbeat, and the paused ones.
 public struct Inspector: Sendable {
     public let redis: Redis
     public let manifest: Manifest?
@@ -47,10 +47,12 @@ public struct Inspector: Sendable {
             RedisCommand("ZCOUNT", Keys.revoked, "(" + String(t), "+inf"),
             RedisCommand("ZCARD", Keys.revokedTerminate),
             RedisCommand("ZCOUNT", Keys.revokedTerminate, "(" + String(t), "+inf"),
+            RedisCommand("SMEMBERS", Keys.paused),
         ]
         if countDeadLettersByQueue { first.append(RedisCommand("EVAL", Inspector.deadByQueueScript, 1, Keys.deadLetters)) }
         let g = try await redis.pipeline(first).map { try $0.throwingError() }
         let nodes = (g[0].array ?? []).compactMap(\.string).sorted()
+        let paused = Set((g[10].array ?? []).compactMap(\.string))
 
         // 2. Each known worker: heartbeat, its time to live, its processing list.
         var perNode: [RedisCommand] = []
@@ -82,6 +84,7 @@ public struct Inspector: Sendable {
             for q in manifest?.queues ?? [] { add(q, "manifest") }
             for group in manifest?.workers ?? [] { for q in group.queues { add(q, "manifest") } }
             for q in Set(workers.filter(\.alive).flatMap { $0.heartbeat?.queues ?? [] }).sorted() { add(q, "worker") }
+            for q in paused.sorted() { add(q, "paused") }
         }
         var perQueue: [RedisCommand] = []
         for q in names {
@@ -97,7 +100,8 @@ public struct Inspector: Sendable {
                                       next: r[base + 1].bytes.map(Inspector.messageInfo(from:))))
             }
             let consumers = workers.filter { $0.alive && ($0.heartbeat?.queues.contains(q) ?? false) }.map(\.node)
-            queues.append(QueueInfo(name: q, depth: lists.reduce(0) { $0 + $1.depth }, lists: lists, consumers: consumers, sources: sources[q] ?? []))
+            queues.append(QueueInfo(name: q, depth: lists.reduce(0) { $0 + $1.depth }, lists: lists, consumers: consumers, sources: sources[q] ?? [],
+                                    paused: paused.contains(q)))
         }
 
         // The globals of round trip 1.
@@ -157,6 +161,7 @@ public struct Inspector: Sendable {
         let v = (try? JSONValue(parsing: raw)) ?? .null
         return Heartbeat(node: v["node"]?.stringValue, pid: v["pid"]?.intValue, host: v["host"]?.stringValue,
                          queues: v["queues"]?.arrayValue?.compactMap(\.stringValue) ?? [],
+                         paused: v["paused"]?.arrayValue?.compactMap(\.stringValue),
                          concurrency: v["concurrency"]?.intValue, active: v["active"]?.intValue, processed: v["processed"]?.intValue,
                          started: v["started"]?.stringValue.flatMap(CeleryDate.parse), at: v["at"]?.stringValue.flatMap(CeleryDate.parse),
                          failed: v["failed"]?.intValue, retried: v["retried"]?.intValue, revoked: v["revoked"]?.intValue,

@@ -98,8 +98,11 @@ extension Inspector {
         /// Live workers whose heartbeat names this queue.
         public var consumers: [String]
         /// Why the queue is listed: `option` (asked for), `manifest` (tasks or workers
-        /// section), `worker` (a live worker consumes it).
+        /// section), `worker` (a live worker consumes it), `paused` (it is paused).
         public var sources: [String]
+        /// Paused cluster-wide (`celerity:paused`, `QueuePause`): no worker fetches from it;
+        /// its messages wait. `consumers` still lists the live workers asked to consume it.
+        public var paused: Bool
         /// How long the oldest waiting message has waited. **Always nil today**: a Celery
         /// protocol v2 message carries no send time (not in `headers`, not in `properties`),
         /// and Celerity's client adds none either, so nothing in Redis says when a message was
@@ -109,8 +112,9 @@ extension Inspector {
         /// The message a worker takes next: the pop end (right) of the first non-empty list.
         public var next: MessageInfo? { lists.first { $0.depth > 0 }?.next }
 
-        public init(name: String, depth: Int, lists: [ListInfo], consumers: [String], sources: [String], oldestAge: Double? = nil) {
+        public init(name: String, depth: Int, lists: [ListInfo], consumers: [String], sources: [String], paused: Bool = false, oldestAge: Double? = nil) {
             self.name = name
+            self.paused = paused
             self.depth = depth
             self.lists = lists
             self.consumers = consumers
@@ -118,7 +122,19 @@ extension Inspector {
             self.oldestAge = oldestAge
         }
 
-        enum CodingKeys: String, CodingKey { case name, depth, lists, consumers, sources, oldestAge }
+        enum CodingKeys: String, CodingKey { case name, depth, lists, consumers, sources, paused, oldestAge }
+
+        /// A document without `paused` (written before it existed) reads as not paused.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            depth = try c.decode(Int.self, forKey: .depth)
+            lists = try c.decode([ListInfo].self, forKey: .lists)
+            consumers = try c.decode([String].self, forKey: .consumers)
+            sources = try c.decode([String].self, forKey: .sources)
+            paused = try c.decodeIfPresent(Bool.self, forKey: .paused) ?? false
+            oldestAge = try c.decodeIfPresent(Double.self, forKey: .oldestAge)
+        }
 
         /// Written by hand so that `oldest_age` is always present (`null` today), not left out.
         public func encode(to encoder: any Encoder) throws {
@@ -128,6 +144,7 @@ extension Inspector {
             try c.encode(lists, forKey: .lists)
             try c.encode(consumers, forKey: .consumers)
             try c.encode(sources, forKey: .sources)
+            try c.encode(paused, forKey: .paused)
             try c.encode(oldestAge, forKey: .oldestAge)
         }
     }
@@ -201,6 +218,9 @@ extension Inspector {
         public var pid: Int?
         public var host: String?
         public var queues: [String]
+        /// Those of `queues` it does not fetch from because they are paused (nil: a worker
+        /// that predates pausing).
+        public var paused: [String]?
         public var concurrency: Int?
         /// Tasks running at the beat.
         public var active: Int?
@@ -219,8 +239,9 @@ extension Inspector {
         /// Outcomes and runtimes by task name, since the worker started.
         public var tasks: [String: TaskTally]?
 
-        public init(node: String?, pid: Int?, host: String?, queues: [String], concurrency: Int?, active: Int?, processed: Int?, started: Date?, at: Date?,
+        public init(node: String?, pid: Int?, host: String?, queues: [String], paused: [String]? = nil, concurrency: Int?, active: Int?, processed: Int?, started: Date?, at: Date?,
                     failed: Int? = nil, retried: Int? = nil, revoked: Int? = nil, rss: Int? = nil, events: Bool? = nil, tasks: [String: TaskTally]? = nil) {
+            self.paused = paused
             self.failed = failed
             self.retried = retried
             self.revoked = revoked

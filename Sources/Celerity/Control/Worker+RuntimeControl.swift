@@ -37,13 +37,17 @@ extension Worker {
     }
 
     /// `add_consumer QUEUE`: fetch loops for it start now (Celery's reply, also when it is
-    /// consumed already: then nothing changes).
+    /// consumed already: then nothing changes). A queue paused cluster-wide is consumed from
+    /// its resume on (same reply).
     func addConsumer(_ r: ControlRequest) -> JSONValue {
         guard let queue = r.argument("queue")?.stringValue, !queue.isEmpty else { return Self.error("queue is required") }
-        if let consumer = runtime.addQueue(queue) {
+        switch runtime.addQueue(queue) {
+        case let .added(consumer):
             queueStarts.yield(consumer)
             logger.info("remote control: consuming from queue", metadata: ["queue": .string(queue)])
-        } else {
+        case .addedPaused:
+            logger.info("remote control: consuming from queue once it is resumed (it is paused)", metadata: ["queue": .string(queue)])
+        case .already:
             logger.info("remote control: already consuming from queue", metadata: ["queue": .string(queue)])
         }
         return Self.ok("add consumer \(queue)")

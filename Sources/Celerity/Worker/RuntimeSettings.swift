@@ -3,7 +3,8 @@ import Synchronization
 
 /// What remote control changes in a running worker (Control/Worker+RuntimeControl.swift):
 /// its concurrency (`pool_grow`, `pool_shrink`), the queues it consumes (`add_consumer`,
-/// `cancel_consumer`), and per-task time limits (`time_limit`). Rate limits are global
+/// `cancel_consumer`; and which of them are paused cluster-wide, `QueuePauses`), and per-task
+/// time limits (`time_limit`). Rate limits are global
 /// (`TaskGate`): `rate_limit` changes them in Redis.
 ///
 /// The hot path reads at most one relaxed atomic of it per message (`hasTaskOverrides`),
@@ -13,7 +14,7 @@ final class RuntimeSettings: Sendable {
     private let concurrencyNow: Atomic<Int>
     /// Serialises grow and shrink (two requests may be handled at once).
     private let resizing = Mutex(())
-    private let consuming: Mutex<[QueueConsumer]>
+    private let consuming: Mutex<QueueState>
     /// Set while any task has a time-limit override.
     let hasTaskOverrides = Atomic<Bool>(false)
     private let overrides = Mutex(Overrides())
@@ -29,7 +30,7 @@ final class RuntimeSettings: Sendable {
 
     init(concurrency: Int, queues: [String]) {
         concurrencyNow = Atomic(concurrency)
-        consuming = Mutex(queues.map(QueueConsumer.init))
+        consuming = Mutex(QueueState(list: queues.map { Consumed(name: $0, consumer: QueueConsumer($0)) }))
     }
 
     // MARK: - Concurrency
@@ -51,32 +52,99 @@ final class RuntimeSettings: Sendable {
 
     // MARK: - Queues
 
-    /// The queues consumed now, in the order they were added.
-    var queues: [String] { consuming.withLock { $0.map(\.name) } }
+    /// The queues this worker is asked to consume (`-Q`, then `add_consumer`/`cancel_consumer`),
+    /// in the order they were added, each with the consumer whose fetch loops run for it now;
+    /// nil while the queue is paused cluster-wide (`celerity:paused`, `QueuePause`). Pausing
+    /// cancels the consumer (its fetch loops end as after `cancel_consumer`); resuming gives the
+    /// queue a new one. The queue stays in this list either way, so that resume brings it back.
+    private struct Consumed {
+        var name: String
+        var consumer: QueueConsumer?
+    }
+    private struct QueueState {
+        var list: [Consumed]
+        /// The paused queues as last read from Redis (all of them, consumed here or not).
+        var paused: Set<String> = []
+    }
 
-    var consumers: [QueueConsumer] { consuming.withLock { $0 } }
+    /// The queues this worker is asked to consume, in the order they were added (paused ones too).
+    var queues: [String] { consuming.withLock { $0.list.map(\.name) } }
 
-    func isConsuming(_ queue: String) -> Bool { consuming.withLock { $0.contains { $0.name == queue } } }
+    /// Those of `queues` that are paused cluster-wide (not fetched from), in the same order.
+    var pausedQueues: [String] { consuming.withLock { $0.list.filter { $0.consumer == nil }.map(\.name) } }
 
-    /// A consumer for `queue`, or nil when it is consumed already.
-    func addQueue(_ queue: String) -> QueueConsumer? {
-        consuming.withLock { list in
-            guard !list.contains(where: { $0.name == queue }) else { return nil }
+    /// The consumers whose fetch loops run now (paused queues have none).
+    var consumers: [QueueConsumer] { consuming.withLock { $0.list.compactMap(\.consumer) } }
+
+    func isConsuming(_ queue: String) -> Bool { consuming.withLock { $0.list.contains { $0.name == queue } } }
+
+    enum Added {
+        /// Consumed now: start the fetch loops of this consumer.
+        case added(QueueConsumer)
+        /// Consumed, but paused cluster-wide: its fetch loops start when it is resumed.
+        case addedPaused
+        /// It was consumed already: nothing changes.
+        case already
+    }
+
+    /// Adds `queue` to the queues consumed.
+    func addQueue(_ queue: String) -> Added {
+        consuming.withLock { s in
+            guard !s.list.contains(where: { $0.name == queue }) else { return .already }
+            if s.paused.contains(queue) {
+                s.list.append(Consumed(name: queue, consumer: nil))
+                return .addedPaused
+            }
             let c = QueueConsumer(queue)
-            list.append(c)
-            return c
+            s.list.append(Consumed(name: queue, consumer: c))
+            return .added(c)
         }
     }
 
     /// Stops consuming `queue` (its fetch loops end after their fetch under way); false when
     /// it was not consumed.
     func cancelQueue(_ queue: String) -> Bool {
-        let gone = consuming.withLock { list -> QueueConsumer? in
-            guard let i = list.firstIndex(where: { $0.name == queue }) else { return nil }
-            return list.remove(at: i)
+        let gone = consuming.withLock { s -> Consumed? in
+            guard let i = s.list.firstIndex(where: { $0.name == queue }) else { return nil }
+            return s.list.remove(at: i)
         }
-        gone?.cancel()
+        gone?.consumer?.cancel()
         return gone != nil
+    }
+
+    /// What `setPaused` changed here.
+    struct PauseChange {
+        /// Consumed queues that were fetched from and are paused now (their consumers cancelled).
+        var paused: [String] = []
+        /// Consumed queues that were paused and are not any more: new consumers, whose fetch
+        /// loops the caller starts.
+        var resumed: [QueueConsumer] = []
+    }
+
+    /// The queues paused cluster-wide are now `paused` (the whole set, as read from Redis):
+    /// cancels the consumers of the consumed queues among them, and makes new consumers for
+    /// the consumed queues no longer among them. Nothing changes for a queue whose state did
+    /// not (the usual case: an empty change, no allocation but the set's).
+    func setPaused(_ paused: Set<String>) -> PauseChange {
+        consuming.withLock { s in
+            var change = PauseChange()
+            s.paused = paused
+            for i in s.list.indices {
+                let name = s.list[i].name
+                if paused.contains(name) {
+                    if let c = s.list[i].consumer {
+                        c.cancel()
+                        s.list[i].consumer = nil
+                        change.paused.append(name)
+                    }
+                } else if s.list[i].consumer == nil {
+                    let c = QueueConsumer(name)
+                    s.list[i].consumer = c
+                    change.resumed.append(c)
+                }
+            }
+            return change
+        }
     }
 
     // MARK: - Rate and time limits

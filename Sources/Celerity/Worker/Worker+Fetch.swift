@@ -9,7 +9,8 @@ import Synchronization
 extension Worker {
     /// `room`: a room of the queue's own (`prefetch` is then its own), or nil for the shared
     /// room, whose size follows `pool_grow`/`pool_shrink`. The loop ends at a stop or when
-    /// its queue is cancelled (`cancel_consumer`); what it fetched still runs and is acked.
+    /// its queue is cancelled (`cancel_consumer`, or paused: `QueuePauses`); what it fetched
+    /// still runs and is acked.
     func fetchLoop(_ consumer: QueueConsumer, prefetch: Slots, room ownRoomSize: Int?, batchesInFlight: Int, slots: Slots) async {
         let queue = consumer.name
         let ownRoom = ownRoomSize != nil
@@ -79,8 +80,9 @@ extension Worker {
                         if ownRoom && completer.storesOnBroker {
                             // A queue of tiny built-ins: the message that ends the wait is run and
                             // its result stored and acked right where it arrives.
+                            // One that arrives after the queue was cancelled or paused is handed back below.
                             let handled = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds) { raw, session in
-                                self.runAndStore(raw, queue: queue, generation: generation, session)
+                                consumer.isCancelled ? .other(raw) : self.runAndStore(raw, queue: queue, generation: generation, session)
                             }
                             switch handled {
                             case nil:
@@ -106,7 +108,7 @@ extension Worker {
                             // A queue of persistent plugins: the message that ends the wait goes
                             // to its plugin right where it arrives.
                             let arrival = try await broker.waitForOne(queue, using: fetcher, block: config.fetchBlockSeconds) { raw, _ in
-                                self.startOnArrival(raw, queue: queue, generation: generation, slots: slots)
+                                consumer.isCancelled ? .other(raw) : self.startOnArrival(raw, queue: queue, generation: generation, slots: slots)
                             }
                             switch arrival {
                             case nil:
@@ -140,8 +142,8 @@ extension Worker {
                 }
                 if messages.count < n { prefetch.release(n - messages.count) }
                 if isStopping || consumer.isCancelled {
-                    // Fetched while a stop was requested or the queue cancelled (a blocking
-                    // fetch was under way): give them back.
+                    // Fetched while a stop was requested or the queue cancelled or paused (a
+                    // blocking fetch was under way): give them back.
                     await handBack(messages, queue: queue, prefetch: prefetch)
                     break
                 }

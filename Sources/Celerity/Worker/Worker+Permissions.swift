@@ -11,7 +11,7 @@ public struct WorkerPermissionError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Errors of the background duties (heartbeat, recovery sweep, delayed forwarder, revocation
-/// poll). A refusal for want of permission is logged at error level with what is missing,
+/// poll, queue pause poll). A refusal for want of permission is logged at error level with what is missing,
 /// once, then at most once a minute per duty (it does not go away by itself); other errors
 /// keep each duty's own handling.
 final class DutyAlarm: Sendable {
@@ -48,6 +48,7 @@ final class DutyAlarm: Sendable {
         "delayed forwarder": "EVALSHA, SCRIPT LOAD; ZRANGEBYSCORE, ZREM on celerity:delayed; RPUSH on every queue list",
         "revocation poll": "ZREMRANGEBYSCORE, ZRANGE on celerity:revoked and celerity:revoked:terminate",
         "events": "PUBLISH on the channels /<db>.celeryev/* (Celery's events: worker heartbeats, task events)",
+        "queue pause poll": "SMEMBERS on celerity:paused",
     ]
 }
 
@@ -58,7 +59,7 @@ extension Worker {
     /// one real SCRIPT LOAD and EVALSHA of a script that does nothing. A refusal of what the
     /// worker cannot live without (fetch, ack, results, scripts, heartbeat) throws
     /// `WorkerPermissionError`; a refusal of the rest (dead letters, delayed messages,
-    /// revocations, the recovery of other workers) is logged at error level.
+    /// revocations, the recovery of other workers, paused queues) is logged at error level.
     func checkPermissions() async throws {
         let processing = broker.processingKey
         let probe = "celerity-permission-probe"
@@ -85,6 +86,7 @@ extension Worker {
             RedisCommand("ZREMRANGEBYSCORE", Keys.revokedTerminate, "-inf", 1), RedisCommand("ZRANGE", Keys.revokedTerminate, 0, 1),
             RedisCommand("SET", Keys.recoveryLock, probe, "NX", "PX", 1), RedisCommand("GET", Keys.recoveryLock), RedisCommand("DEL", Keys.recoveryLock),
             RedisCommand("SMEMBERS", Keys.workers), RedisCommand("SREM", Keys.workers, probe), RedisCommand("EXISTS", Keys.heartbeat(probe)),
+            RedisCommand("SMEMBERS", Keys.paused),
             RedisCommand("LLEN", other), RedisCommand("LRANGE", other, 0, -1), RedisCommand("LREM", other, -1, probe),
             RedisCommand("LPOS", processing, probe),
             RedisCommand("PUBLISH", EventDispatcher.channelPrefix(db: config.broker.db) + "worker.heartbeat", probe),
@@ -104,7 +106,7 @@ extension Worker {
         if !missing.isEmpty {
             logger.error("""
                 Redis refuses commands of the worker's background duties (dead letters, delayed messages, revocations, \
-                recovery of dead workers, events); they will fail until its ACL user gets them (see docs/security.md)
+                recovery of dead workers, events, paused queues); they will fail until its ACL user gets them (see docs/security.md)
                 """,
                          metadata: ["refused": .string(missing.joined(separator: "; "))])
         }

@@ -193,6 +193,13 @@ public final class Worker: Service, Sendable {
             logger.warning("handed back messages left in flight by an earlier run of this node", metadata: [
                 "requeued": .stringConvertible(requeued), "dead_lettered_poison_pills": .stringConvertible(dead)])
         }
+        // Queues paused cluster-wide are not fetched from, from the first fetch on.
+        let pauses = QueuePauses(broker: broker, runtime: runtime, interval: .seconds(1), alarm: dutyAlarm, logger: logger) { self.queueStarts.yield($0) }
+        do {
+            if let paused = try await withRedisRetry("read paused queues", { try await self.broker.pausedQueues() }) { pauses.apply(paused) }
+        } catch {
+            if !dutyAlarm.permissionDenied("queue pause poll", error, logger: logger) { logger.warning("could not read the paused queues (celerity:paused); fetching from every queue, read again every second", metadata: ["error": .string("\(error)")]) }
+        }
         let heartbeat = Heartbeat(broker: broker, lease: lease, ttl: config.heartbeatTTL, interval: .seconds(config.heartbeatSeconds),
                                   alarm: dutyAlarm, logger: logger) { self.heartbeatDocument() }
         try await withRedisRetry("heartbeat") { try await heartbeat.beat() }
@@ -222,6 +229,7 @@ public final class Worker: Service, Sendable {
             revocations,
             eventHeartbeat,
             GateKeeper(gate: gate, alarm: dutyAlarm, logger: logger),
+            pauses,
         ]
         logger.info("worker ready", metadata: ["node": .string(config.node)])
 
@@ -337,7 +345,9 @@ public final class Worker: Service, Sendable {
         return JSONValue.object([
             JSONMember("node", .string(config.node)), JSONMember("pid", .int(Int(getpid()))),
             JSONMember("host", .string(ProcessInfo.processInfo.hostName)),
-            JSONMember("queues", .array(runtime.queues.map { .string($0) })), JSONMember("concurrency", .int(runtime.concurrency)),
+            JSONMember("queues", .array(runtime.queues.map { .string($0) })),
+            // Those of `queues` it does not fetch from because they are paused cluster-wide.
+            JSONMember("paused", .array(runtime.pausedQueues.map { .string($0) })), JSONMember("concurrency", .int(runtime.concurrency)),
             JSONMember("active", .int(s.active)), JSONMember("processed", .int(s.processed)),
             JSONMember("failed", .int(s.failed)), JSONMember("retried", .int(s.retried)), JSONMember("revoked", .int(s.revoked)),
             JSONMember("started", .string(CeleryDate.format(startedAt))), JSONMember("at", .string(CeleryDate.format(Date()))),
