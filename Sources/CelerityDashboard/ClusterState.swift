@@ -185,6 +185,13 @@ struct ClusterState: Sendable {
         return exec.prefix(keys.count).reduce(0) { $0 + ($1.int ?? 0) }
     }
 
+    /// Pauses or resumes `queue` for every Celerity worker (`celerity:paused`); true if that
+    /// changed something.
+    func setPaused(_ queue: String, _ paused: Bool) async throws -> Bool {
+        let p = QueuePause(redis: redis)
+        return paused ? try await p.pause(queue) : try await p.resume(queue)
+    }
+
     /// Asks one worker to stop (warm shutdown, Celery's `shutdown`); returns its reply.
     func shutdown(_ node: String) async throws -> [ControlReply] {
         try await control.broadcast("shutdown", destination: [node], timeout: 2)

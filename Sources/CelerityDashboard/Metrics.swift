@@ -35,6 +35,7 @@ enum Metrics {
             gauge(r, "celerity_queue_oldest_message_age_seconds", "How long the next message of the queue has been waiting, as first seen by a dashboard (0 when empty).",
                   [("queue", q.name)]).set(q.oldestAge ?? 0)
             gauge(r, "celerity_queue_consumers", "Live Celerity workers consuming the queue.", [("queue", q.name)]).set(Double(q.consumers.count))
+            gauge(r, "celerity_queue_paused", "1 while the queue is paused for every Celerity worker.", [("queue", q.name)]).set(q.paused ? 1.0 : 0.0)
         }
         gauge(r, "celerity_dead_letters", "Messages in the dead-letter list.").set(Double(s.deadLetters.count))
         gauge(r, "celerity_delayed_messages", "Messages waiting for their eta or countdown.").set(Double(s.delayed.count))

@@ -136,9 +136,10 @@ enum Pages {
         if s.workers.isEmpty { h += "<tr><td colspan=11 class=muted>No Celerity worker has run on this broker.</td></tr>" }
         h += "</table><h2>Queues</h2><table id=\"queues\"><tr><th>Queue</th><th>Waiting</th><th>By priority (0-2 / 3-5 / 6-8 / 9)</th><th>Oldest</th><th>Next task</th><th>Consumers</th><th></th></tr>"
         for q in s.queues {
-            h += "<tr data-queue=\"\(esc(q.name))\"><td>\(esc(q.name))</td><td class=n>\(q.depth)</td><td>\(q.lists.map { String($0.depth) }.joined(separator: " / "))</td>"
+            h += "<tr data-queue=\"\(esc(q.name))\"\(q.paused ? " data-paused" : "")><td>\(esc(q.name))\(q.paused ? " <b class=bad>paused</b>" : "")</td><td class=n>\(q.depth)</td><td>\(q.lists.map { String($0.depth) }.joined(separator: " / "))</td>"
             h += "<td>\(q.depth > 0 ? age(q.oldestAge) : "–")</td><td>\(esc(q.next?.task ?? "–"))</td><td>\(esc(q.consumers.joined(separator: ", ")))</td>"
-            h += "<td>\(q.depth > 0 ? post("Purge", "/api/queues/\(url(q.name))/purge", confirm: "Delete the \(q.depth) messages waiting in \(q.name)?", danger: true) : "")</td></tr>"
+            h += "<td>\(q.paused ? post("Resume", "/api/queues/\(url(q.name))/resume") : post("Pause", "/api/queues/\(url(q.name))/pause", confirm: "Stop every worker fetching from \(q.name)? (Messages stay queued.)"))"
+            h += " \(q.depth > 0 ? post("Purge", "/api/queues/\(url(q.name))/purge", confirm: "Delete the \(q.depth) messages waiting in \(q.name)?", danger: true) : "")</td></tr>"
         }
         if s.queues.isEmpty { h += "<tr><td colspan=7 class=muted>No queue: give --manifest, or start a worker.</td></tr>" }
         h += "</table><h2>Latest tasks</h2>" + taskTable(recent) + "<p><a href=\"/tasks\">All tasks, search…</a></p>"
