@@ -2,15 +2,18 @@
 # Installs what the tests, the demo and the benchmarks need on Debian bookworm with a Swift 6
 # toolchain, and only what is missing, so a second run installs nothing and needs no network:
 #   apt: redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev (compressed
-#        bodies), nodejs when there is no `node`,
-#        python3 and python3-pip when they are missing;
+#        bodies), chromium and chromium-driver (the dashboard's browser tests, headless), curl,
+#        nodejs when there is no `node`, python3 and python3-pip when they are missing;
 #   pip: celery[redis]==5.7.0, flower==2.2.0 (Flower, for the monitoring tests), numpy and
-#        croniter (the cron tests' second oracle, beside Celery's crontab).
+#        croniter (the cron tests' second oracle, beside Celery's crontab), selenium==4.51.0
+#        (drives Chromium through Debian's /usr/bin/chromedriver: Tests/Fixtures/browser/
+#        dashboard_ui.py names it, so Selenium Manager never downloads a driver or a browser).
 # Uses sudo when not root. Called by scripts/test.sh, scripts/demo.sh and .ci/run.
 set -euo pipefail
 
 CELERY_VERSION=5.7.0
 FLOWER_VERSION=2.2.0
+SELENIUM_VERSION=4.51.0
 
 say() { printf '   %s\n' "$*"; }
 die() { printf 'install-deps: %s\n' "$*" >&2; exit 1; }
@@ -31,13 +34,14 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
-    for pkg in redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev; do
+    for pkg in redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev chromium chromium-driver; do
         installed "$pkg" || missing+=("$pkg")
     done
 else
-    say "no dpkg here (not Debian?): install redis-server, hiredis, OpenBLAS, zlib and bzip2 headers yourself"
+    say "no dpkg here (not Debian?): install redis-server, hiredis, OpenBLAS, zlib and bzip2 headers, chromium and its chromedriver yourself"
 fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)        # runs the Node plugins
+command -v curl >/dev/null 2>&1 || missing+=(curl)           # the dashboard tests' HTTP client
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
 
@@ -57,10 +61,11 @@ fi
 
 if python3 -c "
 import sys
-import celery, flower, numpy, redis, croniter
-sys.exit(0 if celery.__version__ == '$CELERY_VERSION' and flower.__version__ == '$FLOWER_VERSION' else 1)
+import celery, flower, numpy, redis, croniter, selenium
+sys.exit(0 if celery.__version__ == '$CELERY_VERSION' and flower.__version__ == '$FLOWER_VERSION'
+         and selenium.__version__ == '$SELENIUM_VERSION' else 1)
 " >/dev/null 2>&1; then
-    say "Python packages: celery $CELERY_VERSION, flower $FLOWER_VERSION, redis, numpy and croniter present"
+    say "Python packages: celery $CELERY_VERSION, flower $FLOWER_VERSION, selenium $SELENIUM_VERSION, redis, numpy and croniter present"
 else
     pip_args=(-q --disable-pip-version-check)
     # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668), and a
@@ -74,8 +79,18 @@ if not venv and not os.access(sysconfig.get_path("purelib"), os.W_OK):
     print("--user")
 ')
     pip_args+=("${extra[@]}")
-    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION flower==$FLOWER_VERSION numpy croniter==7.0.0"
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" "flower==$FLOWER_VERSION" numpy croniter==7.0.0
-    python3 -c 'import celery, flower, numpy, redis, croniter' \
-        || die "pip installed celery, flower, numpy and croniter, but python3 cannot import them"
+    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION flower==$FLOWER_VERSION numpy croniter==7.0.0 selenium==$SELENIUM_VERSION"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" "flower==$FLOWER_VERSION" numpy croniter==7.0.0 \
+        "selenium==$SELENIUM_VERSION"
+    python3 -c 'import celery, flower, numpy, redis, croniter, selenium' \
+        || die "pip installed celery, flower, numpy, croniter and selenium, but python3 cannot import them"
+fi
+
+# ------------------------------------------------------------------------------ browser
+
+# Debian's chromium-driver puts chromedriver at /usr/bin/chromedriver; the browser tests use
+# that one only (no network but Debian's and PyPI's mirrors: nothing may be downloaded).
+if command -v dpkg-query >/dev/null 2>&1; then
+    [ -x /usr/bin/chromedriver ] || die "chromium-driver is installed but /usr/bin/chromedriver is missing"
+    say "browser: $(/usr/bin/chromedriver --version 2>/dev/null | head -n 1)"
 fi

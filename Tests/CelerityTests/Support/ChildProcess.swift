@@ -104,18 +104,24 @@ enum Paths {
     static let root: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
     /// The `celerity` binary built next to the test bundle (or $CELERITY_BIN).
-    static let celerity: String = {
-        if let b = ProcessInfo.processInfo.environment["CELERITY_BIN"] { return b }
+    static let celerity: String = built("celerity", environment: "CELERITY_BIN")
+
+    /// The `celerity-dashboard` binary built beside `celerity` (or $CELERITY_DASHBOARD_BIN).
+    static let dashboard: String = built("celerity-dashboard", environment: "CELERITY_DASHBOARD_BIN")
+
+    /// A product of this package built next to the test bundle, else in .build/debug.
+    static func built(_ name: String, environment variable: String) -> String {
+        if let b = ProcessInfo.processInfo.environment[variable] { return b }
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         var dir = exe.deletingLastPathComponent()
         // The test runner may live inside an .xctest bundle directory on some layouts.
         for _ in 0..<3 {
-            let candidate = dir.appendingPathComponent("celerity").path
+            let candidate = dir.appendingPathComponent(name).path
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             dir = dir.deletingLastPathComponent()
         }
-        return root + "/.build/debug/celerity"
-    }()
+        return root + "/.build/debug/" + name
+    }
 
     static func which(_ name: String) -> String { Executables.find(name) ?? "/usr/bin/\(name)" }
 
