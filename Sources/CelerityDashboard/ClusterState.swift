@@ -192,9 +192,12 @@ struct ClusterState: Sendable {
         return paused ? try await p.pause(queue) : try await p.resume(queue)
     }
 
-    /// Asks one worker to stop (warm shutdown, Celery's `shutdown`); returns its reply.
-    func shutdown(_ node: String) async throws -> [ControlReply] {
-        try await control.broadcast("shutdown", destination: [node], timeout: 2)
+    /// Asks one worker to stop (warm shutdown, Celery's `shutdown`, which sends no reply);
+    /// false if the worker has no live heartbeat.
+    func shutdown(_ node: String) async throws -> Bool {
+        guard try await redis.call("EXISTS", Keys.heartbeat(node)).throwingError().int == 1 else { return false }
+        try await control.broadcast("shutdown", destination: [node], reply: false)
+        return true
     }
 }
 

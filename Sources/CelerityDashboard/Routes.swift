@@ -177,13 +177,11 @@ enum Routes {
         }
         router.post("/api/workers/:node/shutdown") { _, context in
             let node = try context.parameters.require("node")
-            let replies = try await guarded { try await state.shutdown(node) }
-            guard !replies.isEmpty else {
-                return json(.object([JSONMember("error", .string("\(node) did not answer within 2 s"))]), status: .gatewayTimeout)
+            guard try await guarded({ try await state.shutdown(node) }) else {
+                return json(.object([JSONMember("error", .string("\(node) has no live heartbeat"))]), status: .notFound)
             }
             logger.info("worker shutdown asked", metadata: ["worker": "\(node)"])
-            return json(.object([JSONMember("replies", .array(replies.map { .object([JSONMember($0.node, $0.value)]) })),
-                                 JSONMember("message", .string("\(node) is stopping"))]))
+            return json(.object([JSONMember("stopping", .string(node)), JSONMember("message", .string("\(node) is stopping (running tasks finish first)"))]))
         }
 
         // MARK: Metrics, health
