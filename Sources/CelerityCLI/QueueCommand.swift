@@ -37,18 +37,24 @@ struct QueueCommand: AsyncParsableCommand {
         if names.contains(where: \.isEmpty) { throw ValidationError("a queue name must not be empty") }
     }
 
+    /// Pauses (or resumes) each queue named, saying what changed.
+    static func set(_ names: [String], paused: Bool, _ connection: ConnectionOptions) async throws {
+        let pauses = try open(connection)
+        for name in names {
+            if paused {
+                print(try await talking { try await pauses.pause(name) } ? "paused \(name)" : "\(name) was paused already")
+            } else {
+                print(try await talking { try await pauses.resume(name) } ? "resumed \(name)" : "\(name) was not paused")
+            }
+        }
+    }
+
     struct Pause: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Pause queues: no worker fetches from them until resumed.")
         @Argument(help: "Queue names.") var names: [String]
         @OptionGroup var connection: ConnectionOptions
         func validate() throws { try QueueCommand.validate(names) }
-        func run() async throws {
-            let pauses = try QueueCommand.open(connection)
-            for name in names {
-                let changed = try await QueueCommand.talking { try await pauses.pause(name) }
-                print(changed ? "paused \(name)" : "\(name) was paused already")
-            }
-        }
+        func run() async throws { try await QueueCommand.set(names, paused: true, connection) }
     }
 
     struct Resume: AsyncParsableCommand {
@@ -56,13 +62,7 @@ struct QueueCommand: AsyncParsableCommand {
         @Argument(help: "Queue names.") var names: [String]
         @OptionGroup var connection: ConnectionOptions
         func validate() throws { try QueueCommand.validate(names) }
-        func run() async throws {
-            let pauses = try QueueCommand.open(connection)
-            for name in names {
-                let changed = try await QueueCommand.talking { try await pauses.resume(name) }
-                print(changed ? "resumed \(name)" : "\(name) was not paused")
-            }
-        }
+        func run() async throws { try await QueueCommand.set(names, paused: false, connection) }
     }
 
     struct Paused: AsyncParsableCommand {

@@ -53,8 +53,8 @@ struct ClusterState: Sendable {
         var ids: [String?] = []
         var owner: [String] = []
         for q in s.queues {
-            for l in q.lists where l.depth > 0 {
-                keys.append(l.key); ids.append(l.next?.id); owner.append(q.name)
+            for l in q.lists {
+                keys.append(l.key); ids.append(l.depth > 0 ? (l.next?.id ?? "?") : nil); owner.append(q.name)
             }
         }
         var ages: [String: Double] = [:]
@@ -64,9 +64,14 @@ struct ClusterState: Sendable {
         }
         let seen = try await redis.send(RedisCommand("HMGET", arguments: [Self.headKey] + keys)).throwingError().array ?? []
         var updates: [String] = []
+        var emptied: [String] = []
         for (i, key) in keys.enumerated() {
-            let id = ids[i] ?? "?"
             let note = i < seen.count ? seen[i].string : nil
+            guard let id = ids[i] else {
+                // An empty list: its note goes, and the next message is timed from when it is seen.
+                if note != nil { emptied.append(key) }
+                continue
+            }
             var first = t
             if let note, let space = note.lastIndex(of: " "), note[..<space] == id, let at = Double(note[note.index(after: space)...]) {
                 first = at
@@ -76,6 +81,7 @@ struct ClusterState: Sendable {
             ages[owner[i]] = max(ages[owner[i]] ?? 0, max(0, t - first))
         }
         if !updates.isEmpty { _ = try await redis.send(RedisCommand("HSET", arguments: [Self.headKey] + updates)) }
+        if !emptied.isEmpty { _ = try await redis.send(RedisCommand("HDEL", arguments: [Self.headKey] + emptied)) }
         return ages
     }
 
@@ -224,23 +230,23 @@ extension ClusterState {
     func history(_ q: HistoryQuery, now: Date = Date()) async throws -> (records: [JSONValue], scanned: Int) {
         let chunk = 2000
         var out: [JSONValue] = []
-        var start = 0
+        var start = 0, read = 0
         let oldest = q.within.map { now.timeIntervalSince1970 - $0 }
         scan: while out.count < q.limit {
             let items = try await redis.call("LRANGE", Keys.history, start, start + chunk - 1).throwingError().array ?? []
-            if items.isEmpty { break }
+            start += items.count
             for item in items {
+                read += 1
                 guard let bytes = item.bytes, let r = try? JSONValue(parsing: bytes) else { continue }
-                if let oldest, let at = r["at"]?.doubleValue, at < oldest { start += chunk; break scan }
+                if let oldest, let at = r["at"]?.doubleValue, at < oldest { break scan }
                 if Self.matches(r, q) {
                     out.append(r)
-                    if out.count >= q.limit { break }
+                    if out.count >= q.limit { break scan }
                 }
             }
-            start += items.count
             if items.count < chunk { break }
         }
-        return (out, start)
+        return (out, read)
     }
 
     static func matches(_ r: JSONValue, _ q: HistoryQuery) -> Bool {

@@ -161,19 +161,16 @@ enum Routes {
             logger.info("queue purged", metadata: ["queue": "\(queue)", "count": "\(n)"])
             return json(.object([JSONMember("purged", .int(n)), JSONMember("message", .string("\(n) messages deleted from \(queue)"))]))
         }
-        router.post("/api/queues/:queue/pause") { _, context in
-            let queue = try context.parameters.require("queue")
-            let changed = try await guarded { try await state.setPaused(queue, true) }
-            logger.info("queue paused", metadata: ["queue": "\(queue)"])
-            return json(.object([JSONMember("paused", .string(queue)), JSONMember("changed", .bool(changed)),
-                                 JSONMember("message", .string(changed ? "\(queue) paused: workers stop fetching from it within a second" : "\(queue) was paused already"))]))
-        }
-        router.post("/api/queues/:queue/resume") { _, context in
-            let queue = try context.parameters.require("queue")
-            let changed = try await guarded { try await state.setPaused(queue, false) }
-            logger.info("queue resumed", metadata: ["queue": "\(queue)"])
-            return json(.object([JSONMember("resumed", .string(queue)), JSONMember("changed", .bool(changed)),
-                                 JSONMember("message", .string(changed ? "\(queue) resumed" : "\(queue) was not paused"))]))
+        for (action, paused) in [("pause", true), ("resume", false)] {
+            router.post("/api/queues/:queue/\(action)") { _, context in
+                let queue = try context.parameters.require("queue")
+                let changed = try await guarded { try await state.setPaused(queue, paused) }
+                logger.info(paused ? "queue paused" : "queue resumed", metadata: ["queue": "\(queue)"])
+                let message = paused ? (changed ? "\(queue) paused: workers stop fetching from it within a second" : "\(queue) was paused already")
+                                     : (changed ? "\(queue) resumed" : "\(queue) was not paused")
+                return json(.object([JSONMember(paused ? "paused" : "resumed", .string(queue)), JSONMember("changed", .bool(changed)),
+                                     JSONMember("message", .string(message))]))
+            }
         }
         router.post("/api/workers/:node/shutdown") { _, context in
             let node = try context.parameters.require("node")
