@@ -22,6 +22,13 @@ enum Metrics {
             guard let h = w.heartbeat, w.alive else { continue }
             gauge(r, "celerity_worker_active", "Tasks the worker is running.", l).set(Double(h.active ?? 0))
             gauge(r, "celerity_worker_concurrency", "The worker's concurrency.", l).set(Double(h.concurrency ?? 0))
+            for (plugin, p) in (h.plugins ?? [:]).sorted(by: { $0.key < $1.key }) {
+                let pl = [("worker", w.node), ("plugin", plugin)]
+                gauge(r, "celerity_plugin_processes", "Processes of a persistent plugin running.", pl).set(Double(p.processes))
+                gauge(r, "celerity_plugin_available", "1 while the plugin takes calls, 0 while it is paused after a crash loop.", pl).set(p.available ? 1.0 : 0.0)
+                counter(r, "celerity_plugin_restarts_total", "Plugin processes started again after they ended unasked (crashes).", pl).increment(by: Int64(p.restarts))
+                counter(r, "celerity_plugin_recycles_total", "Plugin processes replaced after max_calls or max_rss_mb.", pl).increment(by: Int64(p.recycles))
+            }
             if let rss = h.rss {
                 gauge(r, "celerity_worker_resident_memory_bytes", "Resident memory of the worker process.", l).set(Double(rss))
             }

@@ -168,6 +168,39 @@ extension Integration {
             }
         }
 
+        /// A persistent plugin's processes in /metrics: running, and restarted after one is killed.
+        @Test func pluginProcessesAndRestartsAreMetrics() async throws {
+            let tasks = """
+              plugins.py_add:
+                queue: plugins
+                plugin: [python3, \(Paths.root)/plugins/py_tasks.py]
+                mode: persistent
+            """
+            try await DashboardCluster.with(extraTasks: tasks, queues: "add,plugins") { c in
+                let client = try c.client()
+                #expect(try await client.send("plugins.py_add", args: [2, 3]).get(timeout: .seconds(30)) == .number("5"))
+                let labels = ["worker": c.node, "plugin": "python3 \(Paths.root)/plugins/py_tasks.py"]
+                var m = PromText("")
+                let up = try await eventually(seconds: 10) {
+                    m = try await c.metrics()
+                    return m.value("celerity_plugin_processes", labels) == 1
+                }
+                #expect(up, "\(m.text)")
+                #expect(m.value("celerity_plugin_restarts_total", labels) == 0 && m.value("celerity_plugin_available", labels) == 1)
+
+                // Kill the plugin's process: the worker starts another, and the metric counts it.
+                let (status, pids) = try await ChildProcess.run("/usr/bin/pgrep", ["-P", String(c.worker.pid), "-f", "plugins/py_tasks.py"])
+                let pid = try #require(pids.split(separator: "\n").compactMap { Int32($0) }.first, "pgrep: \(status) \(pids)")
+                kill(pid, SIGKILL)
+                let restarted = try await eventually(seconds: 15) {
+                    m = try await c.metrics()
+                    return m.value("celerity_plugin_restarts_total", labels) == 1 && m.value("celerity_plugin_processes", labels) == 1
+                }
+                #expect(restarted, "\(m.text)")
+                #expect(try await client.send("plugins.py_add", args: [4, 4]).get(timeout: .seconds(30)) == .number("8"))
+            }
+        }
+
         @Test func deadLettersAreRetriedAndDeletedOnlyWithTheCSRFToken() async throws {
             try await DashboardCluster.with { c in
                 let r = try c.redisClient()
@@ -471,7 +504,7 @@ final class DashboardCluster: Sendable {
     }
 
     /// Writes the manifest in a new directory; returns the directory.
-    static func writeManifest() throws -> String {
+    static func writeManifest(extra: String = "") throws -> String {
         let dir = NSTemporaryDirectory() + "celerity-dashboard-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try """
@@ -482,19 +515,20 @@ final class DashboardCluster: Sendable {
           idle.add:
             queue: idle
             builtin: add
+        \(extra)
         """.write(toFile: dir + "/tasks.yaml", atomically: true, encoding: .utf8)
         return dir
     }
 
     /// Runs `body` with a fresh cluster, then stops it all (the worker, if still running, must
     /// stop cleanly).
-    static func with(_ body: (DashboardCluster) async throws -> Void) async throws {
+    static func with(extraTasks: String = "", queues: String = "add", _ body: (DashboardCluster) async throws -> Void) async throws {
         let redis = try await RedisServer.start()
         let broker = redis.url(db: db)
-        let manifest = try writeManifest() + "/tasks.yaml"
+        let manifest = try writeManifest(extra: extraTasks) + "/tasks.yaml"
         let node = "dash-\(UUID().uuidString.prefix(6).lowercased())@test"
         let worker = try ChildProcess(name: "worker-\(node)", executable: Paths.celerity, arguments: [
-            "worker", "-Q", "add", "-n", node, "-c", "2", "-l", "debug", "--manifest", manifest, "--broker", broker, "--result-backend", broker,
+            "worker", "-Q", queues, "-n", node, "-c", "2", "-l", "debug", "--manifest", manifest, "--broker", broker, "--result-backend", broker,
         ])
         let c: DashboardCluster
         do {

@@ -170,6 +170,13 @@ public struct Inspector: Sendable {
                              var out: [String: TaskTally] = [:]
                              for m in members { if let t = TaskTally(document: m.value) { out[m.key] = t } }
                              return out
+                         }, plugins: v["plugins"]?.objectValue.map { members in
+                             var out: [String: PluginProcesses] = [:]
+                             for m in members {
+                                 out[m.key] = PluginProcesses(processes: m.value["processes"]?.intValue ?? 0, restarts: m.value["restarts"]?.intValue ?? 0,
+                                                              recycles: m.value["recycles"]?.intValue ?? 0, available: m.value["available"]?.boolValue ?? true)
+                             }
+                             return out
                          })
     }
 

@@ -238,9 +238,13 @@ extension Inspector {
         public var events: Bool?
         /// Outcomes and runtimes by task name, since the worker started.
         public var tasks: [String: TaskTally]?
+        /// Persistent plugin pools by command line: processes running, restarts after crashes,
+        /// recycles, whether it takes calls.
+        public var plugins: [String: PluginProcesses]?
 
         public init(node: String?, pid: Int?, host: String?, queues: [String], paused: [String]? = nil, concurrency: Int?, active: Int?, processed: Int?, started: Date?, at: Date?,
-                    failed: Int? = nil, retried: Int? = nil, revoked: Int? = nil, rss: Int? = nil, events: Bool? = nil, tasks: [String: TaskTally]? = nil) {
+                    failed: Int? = nil, retried: Int? = nil, revoked: Int? = nil, rss: Int? = nil, events: Bool? = nil, tasks: [String: TaskTally]? = nil,
+                    plugins: [String: PluginProcesses]? = nil) {
             self.paused = paused
             self.failed = failed
             self.retried = retried
@@ -248,6 +252,7 @@ extension Inspector {
             self.rss = rss
             self.events = events
             self.tasks = tasks
+            self.plugins = plugins
             self.node = node
             self.pid = pid
             self.host = host
@@ -258,6 +263,14 @@ extension Inspector {
             self.started = started
             self.at = at
         }
+    }
+
+    /// A persistent plugin pool as a worker's heartbeat reports it.
+    public struct PluginProcesses: Sendable, Codable, Equatable {
+        public var processes: Int
+        public var restarts: Int
+        public var recycles: Int
+        public var available: Bool
     }
 
     /// `celerity:delayed`: eta/countdown calls and retries waiting for their time.

@@ -63,9 +63,11 @@ extension PersistentPlugin {
             if isStopping { return }
             switch outcome {
             case .recycled:
+                state.withLock { $0.recycles += 1 }
                 backoff.reset()
             case let .crashed(why):
                 let loop: Bool = state.withLock { s in
+                    s.restarts += 1
                     let now = Date()
                     s.crashes = s.crashes.filter { now.timeIntervalSince($0) < crashWindow } + [now]
                     if s.crashes.count > crashLoopLimit {

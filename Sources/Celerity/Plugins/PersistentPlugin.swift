@@ -45,6 +45,18 @@ public final class PersistentPlugin: TaskHandler, Sendable {
         var unavailableUntil: Date?
         var unavailableReason = ""
         var stopping = false
+        /// Processes that ended and were started again (crashes), and recycled (`max_calls`,
+        /// `max_rss_mb`), since the worker started.
+        var restarts = 0
+        var recycles = 0
+    }
+
+    /// What the heartbeat says of this pool (the dashboard's metrics): processes running,
+    /// restarts after crashes, recycles, and whether it takes calls.
+    public var processDocument: JSONValue {
+        let (live, restarts, recycles) = state.withLock { ($0.live.count, $0.restarts, $0.recycles) }
+        return .object([JSONMember("processes", .int(live)), JSONMember("restarts", .int(restarts)),
+                        JSONMember("recycles", .int(recycles)), JSONMember("available", .bool(unavailability == nil))])
     }
 
     public init(spec: PluginSpec, options: PersistentOptions, tasks: [String], worker: String, queue: String, startsOnDemand: Bool = false,

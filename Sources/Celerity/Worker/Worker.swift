@@ -354,7 +354,19 @@ public final class Worker: Service, Sendable {
             JSONMember("rss", .int(Self.residentBytes())),
             JSONMember("events", .bool(events.isEnabled)),
             JSONMember("tasks", .object(s.perTask.keys.sorted().map { JSONMember($0, s.perTask[$0]!.document) })),
+            JSONMember("plugins", .object(pluginDocuments())),
         ])
+    }
+
+    /// Each persistent pool by its command line (`#2`, `#3` after a command line that two
+    /// pools share with different options).
+    private func pluginDocuments() -> [JSONMember] {
+        var seen: [String: Int] = [:]
+        return persistentPools.sorted { $0.name < $1.name }.map { pool in
+            seen[pool.name, default: 0] += 1
+            let n = seen[pool.name]!
+            return JSONMember(n == 1 ? pool.name : "\(pool.name) #\(n)", pool.processDocument)
+        }
     }
 
     /// This process's resident set in bytes (/proc/self/statm; 0 where there is none).
