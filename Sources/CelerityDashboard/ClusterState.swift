@@ -1,6 +1,7 @@
 import Celerity
 import Foundation
 import RedisClient
+import Synchronization
 
 /// What the dashboard reads and changes in Redis. Every read is a few pipelined commands per
 /// queue and per worker (the `Inspector` snapshot), never a walk over tasks; the dead-letter
@@ -13,6 +14,7 @@ struct ClusterState: Sendable {
     let client: CelerityClient
     let manifest: Manifest?
     let pageSize = 200
+    let rates = RateTracker()
 
     init(broker: String, resultBackend: String?, manifest: Manifest?) throws {
         let url = try RedisURL(string: broker)
@@ -37,7 +39,12 @@ struct ClusterState: Sendable {
     func overview(now: Date = Date()) async throws -> Inspector.Snapshot {
         var s = try await inspector.snapshot(now: now)
         let ages = try await headAges(s, now: now)
-        for i in s.queues.indices { s.queues[i].oldestAge = ages[s.queues[i].name] }
+        let r = rates.update(s, now: now)
+        for i in s.queues.indices {
+            s.queues[i].oldestAge = ages[s.queues[i].name]
+            s.queues[i].rateIn = r[s.queues[i].name]?.in
+            s.queues[i].rateOut = r[s.queues[i].name]?.out
+        }
         return s
     }
 
@@ -293,5 +300,41 @@ extension ClusterState {
     func schedules() async throws -> [BeatStore.Row] {
         guard let entries = manifest?.schedules, !entries.isEmpty else { return [] }
         return BeatStore.rows(entries, try await BeatStore.read(entries.map(\.name), on: redis))
+    }
+}
+
+/// Each queue's rates in and out, from two snapshots: out is what the live Celerity workers
+/// finished from it (their heartbeats' `queues_done`, written every 2 s), in is out plus the
+/// change of its depth. Kept by each dashboard process from its own reads (a page left open
+/// reads every 5 s); the first read has none. A worker that stopped takes its count away:
+/// a queue's count going down starts it again from that read.
+final class RateTracker: Sendable {
+    struct Reading { var at: Date; var done: [String: Int]; var depth: [String: Int] }
+    private let state = Mutex<(last: Reading?, rates: [String: (in: Double, out: Double)])>((nil, [:]))
+
+    func update(_ s: Inspector.Snapshot, now: Date) -> [String: (in: Double, out: Double)] {
+        var done: [String: Int] = [:]
+        for w in s.workers where w.alive {
+            for (q, n) in w.heartbeat?.queuesDone ?? [:] { done[q, default: 0] += n }
+        }
+        let reading = Reading(at: now, done: done, depth: Dictionary(s.queues.map { ($0.name, $0.depth) }, uniquingKeysWith: { a, _ in a }))
+        return state.withLock { st in
+            // Heartbeats change every 2 s: closer reads keep the rates of the last interval.
+            if let last = st.last, now.timeIntervalSince(last.at) < 2 { return st.rates }
+            if let last = st.last {
+                let dt = now.timeIntervalSince(last.at)
+                var rates: [String: (in: Double, out: Double)] = [:]
+                for q in s.queues {
+                    guard let d0 = last.done[q.name] ?? (reading.done[q.name] != nil ? 0 : nil), let depth0 = last.depth[q.name] else { continue }
+                    let d1 = reading.done[q.name] ?? 0
+                    guard d1 >= d0 else { continue }
+                    let out = Double(d1 - d0) / dt
+                    rates[q.name] = (in: max(0, out + Double(q.depth - depth0) / dt), out: out)
+                }
+                st.rates = rates
+            }
+            st.last = reading
+            return st.rates
+        }
     }
 }

@@ -22,6 +22,10 @@ enum Metrics {
             guard let h = w.heartbeat, w.alive else { continue }
             gauge(r, "celerity_worker_active", "Tasks the worker is running.", l).set(Double(h.active ?? 0))
             gauge(r, "celerity_worker_concurrency", "The worker's concurrency.", l).set(Double(h.concurrency ?? 0))
+            for (queue, n) in (h.queuesDone ?? [:]).sorted(by: { $0.key < $1.key }) {
+                counter(r, "celerity_queue_tasks_finished_total", "Tasks from the queue finished by the worker (any outcome), since it started.",
+                        [("worker", w.node), ("queue", queue)]).increment(by: Int64(n))
+            }
             for (plugin, p) in (h.plugins ?? [:]).sorted(by: { $0.key < $1.key }) {
                 let pl = [("worker", w.node), ("plugin", plugin)]
                 gauge(r, "celerity_plugin_processes", "Processes of a persistent plugin running.", pl).set(Double(p.processes))

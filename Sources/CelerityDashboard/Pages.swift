@@ -94,6 +94,11 @@ enum Pages {
         return "\(Int(s / 3600)) h"
     }
 
+    static func rate(_ r: Double?) -> String {
+        guard let r else { return "–" }
+        return r >= 10 ? String(format: "%.0f", r) : String(format: "%.1f", r)
+    }
+
     static func bytes(_ n: Int?) -> String {
         guard let n else { return "–" }
         return String(format: "%.1f MB", Double(n) / 1_048_576)
@@ -134,14 +139,15 @@ enum Pages {
             h += "<td>\(age(w.sinceBeat)) ago</td><td>\(w.alive ? post("Shut down", "/api/workers/\(url(w.node))/shutdown", confirm: "Stop \(w.node) (warm: running tasks finish)?", danger: true) : "")</td></tr>"
         }
         if s.workers.isEmpty { h += "<tr><td colspan=11 class=muted>No Celerity worker has run on this broker.</td></tr>" }
-        h += "</table><h2>Queues</h2><table id=\"queues\"><tr><th>Queue</th><th>Waiting</th><th>By priority (0-2 / 3-5 / 6-8 / 9)</th><th>Oldest</th><th>Next task</th><th>Consumers</th><th></th></tr>"
+        h += "</table><h2>Queues</h2><table id=\"queues\"><tr><th>Queue</th><th>Waiting</th><th>By priority (0-2 / 3-5 / 6-8 / 9)</th><th>In /s</th><th>Out /s</th><th>Oldest</th><th>Next task</th><th>Consumers</th><th></th></tr>"
         for q in s.queues {
             h += "<tr data-queue=\"\(esc(q.name))\"\(q.paused ? " data-paused" : "")><td>\(esc(q.name))\(q.paused ? " <b class=bad>paused</b>" : "")</td><td class=n>\(q.depth)</td><td>\(q.lists.map { String($0.depth) }.joined(separator: " / "))</td>"
+            h += "<td class=n>\(rate(q.rateIn))</td><td class=n>\(rate(q.rateOut))</td>"
             h += "<td>\(q.depth > 0 ? age(q.oldestAge) : "–")</td><td>\(esc(q.next?.task ?? "–"))</td><td>\(esc(q.consumers.joined(separator: ", ")))</td>"
             h += "<td>\(q.paused ? post("Resume", "/api/queues/\(url(q.name))/resume") : post("Pause", "/api/queues/\(url(q.name))/pause", confirm: "Stop every worker fetching from \(q.name)? (Messages stay queued.)"))"
             h += " \(q.depth > 0 ? post("Purge", "/api/queues/\(url(q.name))/purge", confirm: "Delete the \(q.depth) messages waiting in \(q.name)?", danger: true) : "")</td></tr>"
         }
-        if s.queues.isEmpty { h += "<tr><td colspan=7 class=muted>No queue: give --manifest, or start a worker.</td></tr>" }
+        if s.queues.isEmpty { h += "<tr><td colspan=9 class=muted>No queue: give --manifest, or start a worker.</td></tr>" }
         h += "</table><h2>Latest tasks</h2>" + taskTable(recent) + "<p><a href=\"/tasks\">All tasks, search…</a></p>"
         h += "<p class=muted>Read at \(esc(CeleryDate.format(s.at))); refreshes every 5 s.</p>"
         return layout(title: "Overview", active: "/", csrf: csrf, broker: broker, refresh: true, h)

@@ -150,6 +150,22 @@ extension Integration {
                 #expect(minutes.reduce(0) { $0 + ($1["failed"]?.intValue ?? 0) } == 1)
                 #expect(try await c.get("/").text.contains("id=\"throughput\""))
 
+                // Rates: out from the workers' per-queue counts between two reads, in = out + depth change.
+                let metricsDone = try await eventually(seconds: 10) {
+                    try await c.metrics().value("celerity_queue_tasks_finished_total", ["worker": c.node, "queue": "add"]) == 5
+                }
+                #expect(metricsDone)
+                _ = try await c.get("/api/overview")
+                for i in 0..<20 { _ = try await client.send(DashboardCluster.addTask, args: [.int(i), 1]) }
+                var rated: Inspector.QueueInfo?
+                let moving = try await eventually(seconds: 10) {
+                    try await Task.sleep(for: .seconds(2.2))
+                    rated = try Inspector.Snapshot(json: try await c.get("/api/overview").body).queue("add")
+                    return (rated?.rateOut ?? 0) > 0
+                }
+                #expect(moving && (rated?.rateIn ?? -1) >= 0, "\(String(describing: rated))")
+                #expect(try await c.get("/").text.contains("<th>Out /s</th>"))
+
                 // Pause from the dashboard: the worker stops fetching from add; resume: it answers.
                 #expect(try await c.post("/api/queues/add/pause", "", csrf: nil).status == 403)
                 #expect(try await c.post("/api/queues/add/pause", "").status == 200)

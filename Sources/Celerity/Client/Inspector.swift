@@ -170,6 +170,10 @@ public struct Inspector: Sendable {
                              var out: [String: TaskTally] = [:]
                              for m in members { if let t = TaskTally(document: m.value) { out[m.key] = t } }
                              return out
+                         }, queuesDone: v["queues_done"]?.objectValue.map { members in
+                             var out: [String: Int] = [:]
+                             for m in members { if let n = m.value.intValue { out[m.key] = n } }
+                             return out
                          }, plugins: v["plugins"]?.objectValue.map { members in
                              var out: [String: PluginProcesses] = [:]
                              for m in members {

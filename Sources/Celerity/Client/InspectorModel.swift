@@ -109,6 +109,10 @@ extension Inspector {
         /// queued. The field is kept for when a sender stamps one; see `next` for what the
         /// message at the pop end does say (its eta, its redeliveries).
         public var oldestAge: Double?
+        /// Messages a second arriving and leaving (finished by Celerity workers) since the
+        /// reader's previous snapshot: the dashboard fills them in; nil otherwise.
+        public var rateIn: Double?
+        public var rateOut: Double?
         /// The message a worker takes next: the pop end (right) of the first non-empty list.
         public var next: MessageInfo? { lists.first { $0.depth > 0 }?.next }
 
@@ -122,7 +126,7 @@ extension Inspector {
             self.oldestAge = oldestAge
         }
 
-        enum CodingKeys: String, CodingKey { case name, depth, lists, consumers, sources, paused, oldestAge }
+        enum CodingKeys: String, CodingKey { case name, depth, lists, consumers, sources, paused, oldestAge, rateIn, rateOut }
 
         /// A document without `paused` (written before it existed) reads as not paused.
         public init(from decoder: any Decoder) throws {
@@ -134,6 +138,8 @@ extension Inspector {
             sources = try c.decode([String].self, forKey: .sources)
             paused = try c.decodeIfPresent(Bool.self, forKey: .paused) ?? false
             oldestAge = try c.decodeIfPresent(Double.self, forKey: .oldestAge)
+            rateIn = try c.decodeIfPresent(Double.self, forKey: .rateIn)
+            rateOut = try c.decodeIfPresent(Double.self, forKey: .rateOut)
         }
 
         /// Written by hand so that `oldest_age` is always present (`null` today), not left out.
@@ -146,6 +152,8 @@ extension Inspector {
             try c.encode(sources, forKey: .sources)
             try c.encode(paused, forKey: .paused)
             try c.encode(oldestAge, forKey: .oldestAge)
+            try c.encodeIfPresent(rateIn, forKey: .rateIn)
+            try c.encodeIfPresent(rateOut, forKey: .rateOut)
         }
     }
 
@@ -238,13 +246,16 @@ extension Inspector {
         public var events: Bool?
         /// Outcomes and runtimes by task name, since the worker started.
         public var tasks: [String: TaskTally]?
+        /// Tasks finished (any outcome) by the queue they came from, since the worker started.
+        public var queuesDone: [String: Int]?
         /// Persistent plugin pools by command line: processes running, restarts after crashes,
         /// recycles, whether it takes calls.
         public var plugins: [String: PluginProcesses]?
 
         public init(node: String?, pid: Int?, host: String?, queues: [String], paused: [String]? = nil, concurrency: Int?, active: Int?, processed: Int?, started: Date?, at: Date?,
                     failed: Int? = nil, retried: Int? = nil, revoked: Int? = nil, rss: Int? = nil, events: Bool? = nil, tasks: [String: TaskTally]? = nil,
-                    plugins: [String: PluginProcesses]? = nil) {
+                    queuesDone: [String: Int]? = nil, plugins: [String: PluginProcesses]? = nil) {
+            self.queuesDone = queuesDone
             self.paused = paused
             self.failed = failed
             self.retried = retried

@@ -169,16 +169,20 @@ extension Worker {
     /// `recordInline` for a batch of inline successes written together: one lock for the batch.
     func recordInline(_ batch: [(Outcome, Disposal)], events on: Bool) {
         stats.withLock { s in
-            Outcome.forEachInPlace(batch) { o, d in Self.tally(o.pointee.result, o.pointee.message.task, o.pointee.runtime, d.pointee, into: &s) }
+            Outcome.forEachInPlace(batch) { o, d in Self.tally(o.pointee.result, o.pointee.message.task, o.pointee.message.queue, o.pointee.runtime, d.pointee, into: &s) }
         }
         if on { events.finished(announcing: batch) }
     }
 
     private static func tally(_ outcome: Outcome, _ disposal: Disposal, into s: inout Stats) {
-        tally(outcome.result, outcome.message.task, outcome.runtime, disposal, into: &s)
+        tally(outcome.result, outcome.message.task, outcome.message.queue, outcome.runtime, disposal, into: &s)
     }
 
-    private static func tally(_ result: Outcome.Result, _ task: String, _ runtime: Duration?, _ disposal: Disposal, into s: inout Stats) {
+    private static func tally(_ result: Outcome.Result, _ task: String, _ queue: String, _ runtime: Duration?, _ disposal: Disposal, into s: inout Stats) {
+        switch result {
+        case .success, .failure, .revoked: s.perQueue[queue, default: 0] += 1
+        case .notRegistered, .handBack, .refused: break
+        }
         switch result {
         case .success:
             s.processed += 1

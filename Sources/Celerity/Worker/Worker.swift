@@ -32,6 +32,8 @@ public final class Worker: Service, Sendable {
         /// Outcomes and runtimes by task name (`celery inspect stats`' `total`, the heartbeat
         /// document's `tasks`: the dashboard's metrics).
         var perTask: [String: TaskTally] = [:]
+        /// Tasks finished (any outcome) by the queue they came from (the dashboard's rates).
+        var perQueue: [String: Int] = [:]
     }
     /// Celery's logical clock for remote control and events.
     let controlClock = LamportClock()
@@ -354,6 +356,7 @@ public final class Worker: Service, Sendable {
             JSONMember("rss", .int(Self.residentBytes())),
             JSONMember("events", .bool(events.isEnabled)),
             JSONMember("tasks", .object(s.perTask.keys.sorted().map { JSONMember($0, s.perTask[$0]!.document) })),
+            JSONMember("queues_done", .object(s.perQueue.keys.sorted().map { JSONMember($0, .int(s.perQueue[$0]!)) })),
             JSONMember("plugins", .object(pluginDocuments())),
         ])
     }

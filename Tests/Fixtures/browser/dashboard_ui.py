@@ -135,7 +135,7 @@ def check_overview(driver, args):
 
 
 def retry_dead(driver, args):
-    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     url = load(driver, args.url, "/dead")
     selector = f"#dead tr[data-dead={css_string(args.id)}]"
@@ -170,11 +170,25 @@ def retry_dead(driver, args):
         except StaleElementReferenceException:
             reloaded = True
             break
+        except WebDriverException as e:
+            # Chromium's word for a node of the page before the reload, when the new one is
+            # still loading.
+            if "does not belong to the document" not in str(e):
+                raise
+            reloaded = True
+            break
         time.sleep(0.05)
     if not reloaded:
         raise Failure(f"{url}: the page did not reload within {args.timeout} s of clicking Retry of {args.id!r} (toast: {toast!r})")
-    wait_ready(driver)
-    after = [r.get_attribute("data-dead") for r in driver.find_elements(By.CSS_SELECTOR, "#dead tr[data-dead]")]
+    after = None
+    while after is None and time.monotonic() < deadline:
+        try:
+            wait_ready(driver)
+            after = [r.get_attribute("data-dead") for r in driver.find_elements(By.CSS_SELECTOR, "#dead tr[data-dead]")]
+        except (StaleElementReferenceException, WebDriverException):
+            time.sleep(0.1)   # the reload was still under way
+    if after is None:
+        raise Failure(f"{url}: the page after the reload could not be read within {args.timeout} s")
     if args.id in after:
         raise Failure(f"{url}: the row of {args.id!r} is still there after Retry and the reload (toast: {toast!r})")
     return {"url": url, "id": args.id, "posted": posted, "confirm": confirmed, "toast": toast,
