@@ -102,10 +102,13 @@ extension Integration {
             let rate = Double(times.count - 1) / span
             print("rate limit 40/s, 3 workers, 400 calls: \(String(format: "%.2f", rate))/s over \(String(format: "%.2f", span)) s; busiest second: \(Self.busiestWindow(times, seconds: 1.0))")
             #expect(abs(rate / 40 - 1) <= 0.05, "achieved \(rate)/s")
-            // One second holds at most 40 starts plus the burst (1), and a few for the time
-            // between a start and its stored result on a loaded machine (without the limit the
-            // 400 calls take well under a second).
-            #expect(Self.busiestWindow(times, seconds: 1.0) <= 44)
+            // One second holds at most 40 starts plus the burst (1), and some for the time
+            // between a start and its stored result on a loaded machine: these are the times
+            // results were stored, and a host that steals the CPU (67% steal seen here) stores
+            // a few late, then together (45 once in CI). Three workers limiting each on its own
+            // would finish ~120 in a second; without the limit the 400 take well under one.
+            #expect(Self.busiestWindow(times, seconds: 1.0) <= 50)
+            #expect(Self.busiestWindow(times, seconds: 2.0) <= 90)
             // Each worker ran a share (the limit is shared, not per worker).
             for w in ws { #expect(await w.stop() == 0) }
             let ran = ws.map { w in w.worker.output.components(separatedBy: "task succeeded").count - 1 }
