@@ -97,8 +97,7 @@ struct ClusterState: Sendable {
     /// Dead letters, newest first, filtered by queue and by a text found in the reason, task
     /// name or id; at most `pageSize` (and how many matched in all).
     func deadLetters(queue: String?, text: String?) async throws -> (entries: [DeadLetters.Entry], matched: Int) {
-        let all = try await DeadLetters(redis: redis).list(queue: queue?.isEmpty == false ? queue : nil)
-        let matching = all.filter { Self.matches($0, text) }
+        let matching = try await selectDead(ids: nil, queue: queue, text: text)
         return (Array(matching.prefix(pageSize)), matching.count)
     }
 

@@ -14,46 +14,38 @@ enum Routes {
 
         // MARK: Pages
         router.get("/") { _, _ in
-            do {
+            return await page(csrf: csrf, broker: broker) {
                 async let minutes = state.minuteTotals(minutes: 180)
                 async let recent = state.history(ClusterState.HistoryQuery(limit: 10))
                 let s = try await state.overview()
-                return html(Pages.overview(s, minutes: try await minutes, recent: try await recent.records, csrf: csrf, broker: broker))
-            } catch {
-                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+                return Pages.overview(s, minutes: try await minutes, recent: try await recent.records, csrf: csrf, broker: broker)
             }
         }
         router.get("/dead") { request, _ in
             let queue = request.uri.queryParameters.get("queue") ?? ""
             let text = request.uri.queryParameters.get("q") ?? ""
-            do {
+            return await page(csrf: csrf, broker: broker) {
                 let (entries, matched) = try await state.deadLetters(queue: queue, text: text)
                 let total = try await state.redis.call("LLEN", Keys.deadLetters).throwingError().int ?? 0
-                return html(Pages.dead(entries, matched: matched, total: total, queue: queue, text: text, csrf: csrf, broker: broker))
-            } catch {
-                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+                return Pages.dead(entries, matched: matched, total: total, queue: queue, text: text, csrf: csrf, broker: broker)
             }
         }
         router.get("/delayed") { _, _ in
-            do {
+            return await page(csrf: csrf, broker: broker) {
                 let (entries, count) = try await state.delayed()
-                return html(Pages.delayed(entries, count: count, csrf: csrf, broker: broker))
-            } catch {
-                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+                return Pages.delayed(entries, count: count, csrf: csrf, broker: broker)
             }
         }
         router.get("/tasks") { request, _ in
             let q = try HistoryParameters.query(request)
-            do {
+            return await page(csrf: csrf, broker: broker) {
                 let (records, scanned) = try await state.history(q)
-                return html(Pages.tasks(records, scanned: scanned, query: q, csrf: csrf, broker: broker))
-            } catch {
-                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+                return Pages.tasks(records, scanned: scanned, query: q, csrf: csrf, broker: broker)
             }
         }
         router.get("/schedules") { _, _ in
-            do { return html(Pages.schedules(try await state.schedules(), csrf: csrf, broker: broker)) } catch {
-                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+            return await page(csrf: csrf, broker: broker) {
+                return Pages.schedules(try await state.schedules(), csrf: csrf, broker: broker)
             }
         }
         router.get("/tasks/go") { request, _ in
@@ -62,11 +54,9 @@ enum Routes {
         }
         router.get("/tasks/:id") { _, context in
             let id = try context.parameters.require("id")
-            do {
+            return await page(csrf: csrf, broker: broker) {
                 async let timeline = state.timeline(id)
-                return html(Pages.task(try await state.task(id), timeline: try await timeline, csrf: csrf, broker: broker))
-            } catch {
-                return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+                return Pages.task(try await state.task(id), timeline: try await timeline, csrf: csrf, broker: broker)
             }
         }
 
@@ -198,6 +188,13 @@ enum Routes {
             }
         }
         return router
+    }
+
+    /// A page read from Redis, or the error page (503) when Redis cannot be read.
+    static func page(csrf: String, broker: String, _ render: () async throws -> String) async -> Response {
+        do { return html(try await render()) } catch {
+            return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+        }
     }
 
     static func html(_ page: String, status: HTTPResponse.Status = .ok) -> Response {
