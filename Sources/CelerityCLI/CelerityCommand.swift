@@ -62,7 +62,8 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func brokerURL(_ manifest: Manifest?) -> String {
-        broker ?? environment["CELERITY_BROKER_URL"] ?? manifest?.broker ?? "redis://localhost:6379/0"
+        let url = broker ?? environment["CELERITY_BROKER_URL"] ?? manifest?.broker ?? "redis://localhost:6379/0"
+        return RedisURL.withMasterName(url, manifest?.sentinelMasterName)
     }
 
     func backend(_ manifest: Manifest?) throws -> ResultBackendConfig {
@@ -70,11 +71,14 @@ struct ConnectionOptions: ParsableArguments {
         let expires = manifest?.resultBackend?.expires ?? 86400
         let extended = manifest?.resultBackend?.extended ?? false
         if let b = resultBackend ?? environment["CELERITY_RESULT_BACKEND"] {
-            var config = try ResultBackendConfig.parse(b, expires: expires).resolved(broker: brokerURL(manifest))
+            var config = try ResultBackendConfig.parse(RedisURL.withMasterName(b, manifest?.sentinelMasterName), expires: expires).resolved(broker: brokerURL(manifest))
             config.extended = extended
             return config
         }
-        if let b = manifest?.resultBackend { return b.resolved(broker: brokerURL(manifest)) }
+        if var b = manifest?.resultBackend {
+            if case let .redis(u) = b.kind { b.kind = .redis(RedisURL.withMasterName(u, manifest?.sentinelMasterName)) }
+            return b.resolved(broker: brokerURL(manifest))
+        }
         return ResultBackendConfig(kind: .redis(brokerURL(manifest)), expires: expires, extended: extended)
     }
 }

@@ -19,7 +19,7 @@ struct ClusterState: Sendable {
     init(broker: String, resultBackend: String?, manifest: Manifest?) throws {
         let url = try RedisURL(string: broker)
         redis = Redis(url: url, label: "dashboard")
-        let backendURL = try resultBackend.flatMap { $0.hasPrefix("redis") || $0.hasPrefix("unix") ? try RedisURL(string: $0) : nil } ?? url
+        let backendURL = try resultBackend.flatMap { $0.hasPrefix("redis") || $0.hasPrefix("unix") || $0.hasPrefix("sentinel") ? try RedisURL(string: $0) : nil } ?? url
         results = Redis(url: backendURL, label: "dashboard-results")
         var inspector = Inspector(redis: redis, manifest: manifest)
         // Per queue counts of dead letters read the whole list: only on the dead-letter page.

@@ -71,10 +71,10 @@ struct DashboardCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let brokerURL = broker ?? env["CELERITY_BROKER_URL"] ?? loaded?.broker ?? "redis://localhost:6379/0"
+        let brokerURL = RedisURL.withMasterName(broker ?? env["CELERITY_BROKER_URL"] ?? loaded?.broker ?? "redis://localhost:6379/0", loaded?.sentinelMasterName)
         let state: ClusterState
         do {
-            state = try ClusterState(broker: brokerURL, resultBackend: resultBackend ?? env["CELERITY_RESULT_BACKEND"], manifest: loaded)
+            state = try ClusterState(broker: brokerURL, resultBackend: (resultBackend ?? env["CELERITY_RESULT_BACKEND"]).map { RedisURL.withMasterName($0, loaded?.sentinelMasterName) }, manifest: loaded)
         } catch {
             FileHandle.standardError.write(Data("celerity dashboard: \(error)\n".utf8))
             throw ExitCode(2)

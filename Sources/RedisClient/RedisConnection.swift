@@ -25,6 +25,9 @@ final class RedisConnection {
             ctx = redisConnectWithTimeout(host, Int32(port), tv)
         case let .unix(path):
             ctx = redisConnectUnixWithTimeout(path, tv)
+        case let .sentinel(group):
+            let master = try SentinelDiscovery.master(of: group, connectTimeout: connectTimeout)
+            ctx = redisConnectWithTimeout(master.host, Int32(master.port), tv)
         }
         guard let ctx else {
             throw RedisError(.connection, "cannot allocate a Redis context for \(url)")
@@ -36,7 +39,7 @@ final class RedisConnection {
         }
         self.context = ctx
         self.currentTimeout = commandTimeout
-        if case .tcp = url.endpoint {
+        if case .unix = url.endpoint {} else {
             _ = redisEnableKeepAlive(ctx)   // TCP only: on a unix socket it fails and poisons the context
         }
         _ = redisSetTimeout(ctx, RedisConnection.timeval(commandTimeout))
@@ -53,6 +56,15 @@ final class RedisConnection {
             let reply = try command(RedisCommand("SELECT", url.db))
             if case let .error(message) = reply {
                 throw RedisError(.authentication, "SELECT \(url.db) failed at \(url): \(message)")
+            }
+        }
+        if case let .sentinel(group) = url.endpoint {
+            // The Sentinel client spec: the address the sentinels gave must say it is the
+            // master (during a failover it may still be a replica, or already demoted).
+            let role = try command(RedisCommand("ROLE"))
+            guard case let .array(items) = role, items.first?.string == "master" else {
+                isBroken = true
+                throw RedisError(.connection, "the address the sentinels gave for master '\(group.masterName)' is not a master (ROLE: \(role)): failover under way")
             }
         }
     }
@@ -150,7 +162,16 @@ final class RedisConnection {
         var raw: UnsafeMutableRawPointer?
         if redisGetReply(context, &raw) != REDIS_OK || raw == nil { throw brokenError() }
         defer { freeReplyObject(raw) }
-        return body(raw!.assumingMemoryBound(to: redisReply.self))
+        let reply = raw!.assumingMemoryBound(to: redisReply.self)
+        if reply.pointee.type == REDIS_REPLY_ERROR, let why = RedisConnection.failoverError(reply) {
+            // The server was a master and is a replica now (READONLY), or a master that lost
+            // its replicas and refuses writes (NOREPLICAS, with min-replicas-to-write: most
+            // likely the old master during a failover): this connection is of no more use
+            // for writes; the next one asks the sentinels again.
+            isBroken = true
+            throw RedisError(.connection, "\(url) refused a write (\(why)): reconnecting to the master")
+        }
+        return body(reply)
     }
 
     // MARK: Non-blocking use (pub/sub reader: poll the socket, then parse what arrived)
@@ -180,6 +201,20 @@ final class RedisConnection {
         guard let raw else { return nil }
         defer { freeReplyObject(raw) }
         return RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
+    private static let failoverPrefixes = ["READONLY", "NOREPLICAS"].map { Array($0.utf8) }
+
+    /// "READONLY" or "NOREPLICAS" when the error reply starts with one (see withNextReply).
+    private static func failoverError(_ r: UnsafeMutablePointer<redisReply>) -> String? {
+        guard let p = r.pointee.str else { return nil }
+        for prefix in failoverPrefixes where r.pointee.len >= prefix.count {
+            let match = p.withMemoryRebound(to: UInt8.self, capacity: prefix.count) { q in
+                (0..<prefix.count).allSatisfy { q[$0] == prefix[$0] }
+            }
+            if match { return String(decoding: prefix, as: UTF8.self) }
+        }
+        return nil
     }
 
     private func brokenError() -> RedisError {

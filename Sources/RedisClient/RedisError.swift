@@ -27,9 +27,10 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         if code == .connection || code == .timeout { return true }
         // The server is up but cannot serve yet (loading its AOF/RDB after a restart, busy
         // running a script, a replica without its master) or refuses writes until memory
-        // frees (OOM under `maxmemory` with noeviction): also worth retrying.
+        // frees (OOM under `maxmemory` with noeviction), a master demoted to replica by a
+        // failover (READONLY: the next connection finds the new master): also worth retrying.
         if code == .server {
-            return ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "OOM"].contains { message.hasPrefix($0) }
+            return ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "OOM", "READONLY", "NOREPLICAS"].contains { message.hasPrefix($0) }
         }
         return false
     }

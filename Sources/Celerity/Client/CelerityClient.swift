@@ -36,12 +36,15 @@ public final class CelerityClient: Sendable {
     let perCallChannels = Atomic<Bool>(false)
 
     /// - Parameters:
-    ///   - broker: `redis://…` URL of the broker.
+    ///   - broker: `redis://…` (or `sentinel://…`, `unix://…`) URL of the broker.
     ///   - resultBackend: `redis://…`, `rpc://` or `none`; nil means the broker's Redis.
-    ///   - manifest: routes tasks to their queues when given.
+    ///   - manifest: routes tasks to their queues when given; its
+    ///     `broker_transport_options.master_name` completes `sentinel://` URLs.
     public convenience init(broker: String, resultBackend: String? = nil, manifest: Manifest? = nil) throws {
-        let b = try RedisURL(string: broker)
-        let cfg = try resultBackend.map { try ResultBackendConfig.parse($0) } ?? ResultBackendConfig(kind: .redis(broker))
+        let brokerString = RedisURL.withMasterName(broker, manifest?.sentinelMasterName)
+        let b = try RedisURL(string: brokerString)
+        let cfg = try resultBackend.map { try ResultBackendConfig.parse(RedisURL.withMasterName($0, manifest?.sentinelMasterName)) }
+            ?? ResultBackendConfig(kind: .redis(brokerString))
         try self.init(broker: b, backend: cfg, manifest: manifest)
     }
 
@@ -276,12 +279,21 @@ public final class CelerityClient: Sendable {
         let what = messages.count == 1 ? messages[0].task : "\(messages.count) calls"
         var i = 0
         while i < commands.count {
-            let chunk = Array(commands[i..<min(i + 50, commands.count)])
+            var chunk = Array(commands[i..<min(i + 50, commands.count)])
             i += chunk.count
-            let replies: [RedisReply]
+            // wait_replicas on the broker URL: WAIT in the same pipeline, after the pushes.
+            let waiting = broker.waitReplicas > 0
+            if waiting { chunk.append(RedisCommand("WAIT", broker.waitReplicas, broker.waitTimeoutMs)) }
+            var replies: [RedisReply]
             do { replies = try await redis.pipeline(chunk) } catch let e as RedisError {
                 declared.withLock { for q in fresh { $0.remove(q) } }
                 throw ClientError("cannot send \(what) to \(broker): \(e.message)", cause: e)
+            }
+            if waiting, let confirmed = replies.popLast() {
+                chunk.removeLast()
+                if case let .integer(n) = confirmed, n < broker.waitReplicas {
+                    throw ClientError("sent \(what) to \(broker), but only \(n) of \(broker.waitReplicas) replicas confirmed within \(broker.waitTimeoutMs) ms (wait_replicas): a failover now could lose them")
+                }
             }
             for (j, (r, c)) in zip(replies, chunk).enumerated() {
                 if !uniqueAt.isEmpty, let m = uniqueAt[i - chunk.count + j], let first = r.string { duplicates[m] = first }

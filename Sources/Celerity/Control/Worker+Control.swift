@@ -63,6 +63,7 @@ extension Worker {
         switch config.broker.endpoint {
         case let .tcp(host, port): return (host, port)
         case let .unix(path): return (path, 0)
+        case let .sentinel(group): return (group.sentinels.first?.host ?? group.masterName, group.sentinels.first?.port ?? 0)
         }
     }
 

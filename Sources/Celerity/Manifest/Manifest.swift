@@ -9,6 +9,9 @@ public struct Manifest: Sendable {
     /// The folder relative plugin paths and working directories are resolved against.
     public var baseDirectory: String
     public var broker: String?
+    /// `broker_transport_options.master_name`: the Sentinel master of every `sentinel://` URL
+    /// (broker and result backend) that does not name one itself.
+    public var sentinelMasterName: String?
     public var resultBackend: ResultBackendConfig?
     public var tasks: [String: TaskSpec]
     /// Task names in file order (for listings).
@@ -82,10 +85,10 @@ public struct ResultBackendConfig: Sendable, Hashable {
         if lower == "none" || lower == "disabled" || lower.isEmpty { return ResultBackendConfig(kind: .none, expires: expires) }
         if lower == "broker" { return ResultBackendConfig(kind: .sameAsBroker, expires: expires) }
         if lower.hasPrefix("rpc://") || lower == "rpc" { return ResultBackendConfig(kind: .rpc, expires: expires) }
-        if lower.hasPrefix("redis://") || lower.hasPrefix("unix://") || lower.hasPrefix("redis+unix://") {
+        if lower.hasPrefix("redis://") || lower.hasPrefix("unix://") || lower.hasPrefix("redis+unix://") || lower.hasPrefix("sentinel://") {
             return ResultBackendConfig(kind: .redis(text), expires: expires)
         }
-        throw ManifestError(nil, "unknown result backend '\(RedisURL.redact(text))' (expected redis://…, unix://…, rpc:// or none)")
+        throw ManifestError(nil, "unknown result backend '\(RedisURL.redact(text))' (expected redis://…, unix://…, sentinel://…, rpc:// or none)")
     }
 }
 

@@ -116,10 +116,16 @@ struct ManifestReader {
     mutating func manifest(_ root: Node, baseDirectory: String, builtins: Set<String>?) throws(ManifestError) -> Manifest {
         var m = Manifest(path: path, baseDirectory: baseDirectory)
         var tasksNode: Node?
-        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "result_backend", "tasks", "workers", "defaults", "workflows", "schedules"]) {
+        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "broker_transport_options", "result_backend", "tasks", "workers", "defaults", "workflows", "schedules"]) {
             switch key {
             case "broker": m.broker = try string(value, "broker")
             case "result_backend": m.resultBackend = try backend(value)
+            case "broker_transport_options":
+                // Celery's name for the broker's transport options; the one read here is the
+                // Sentinel master's name, for sentinel:// URLs that do not carry it.
+                for (k, _, v) in try mapping(value, "broker_transport_options", allowed: ["master_name"]) where k == "master_name" {
+                    m.sentinelMasterName = try string(v, "broker_transport_options.master_name")
+                }
             case "tasks": tasksNode = value
             default: break
             }
