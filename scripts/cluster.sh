@@ -231,9 +231,9 @@ printf '   plugins.js_add(2, 40) = %s\n' "$(in_client celerity call plugins.js_a
 printf '   pyapp.mul(6, 7) on py-worker = %s\n' "$(in_client celerity call pyapp.mul 6 7 --queue pyq --timeout 30)"
 
 # ------------------------------------------------------------------------------ workload
-send_batch() {   # phase adds factorials matmuls
+send_batch() {   # phase adds factorials matmuls [make-batch options]
     local phase=$1
-    check make-batch --phase "$phase" --add "$2" --factorial "$3" --mat-mul "$4"
+    check make-batch --phase "$phase" --add "$2" --factorial "$3" --mat-mul "$4" "${@:5}"
     local task
     for task in add_module.tasks.add factorial_module.tasks.factorial mat_mul_module.tasks.mat_mul; do
         in_client celerity map "$task" --file "$WORK/batches/$phase-$task.args" --no-wait --no-progress \
@@ -253,7 +253,9 @@ started=$SECONDS
 
 # a. w1 cut off for 30 s
 offsets a-begin w1
-send_batch a 3000 200 300
+# Longer factorials here (28,000!-44,000!, 1-3 s each): w1 holds prefetched messages it
+# cannot start within its lease, which must not start once it is back (others ran them).
+send_batch a 3000 80 300 --factorial-from 28000 --factorial-to 44000
 sleep 3
 ip -n "$SW" link set "vs${PORT[w1]}" down
 offsets cut w1

@@ -54,8 +54,9 @@ def make_batch(a):
     os.makedirs(os.path.join(a.work, "batches"), exist_ok=True)
     calls = {
         "add": [[i, 7 * i] for i in range(a.add)],
-        # 12,000!..32,000!: 0.2-1.5 s each in a debug build, so a fault catches some running.
-        "factorial": [[12000 + (i * 3637) % 20000] for i in range(a.factorial)],
+        # n! for n in [from, to): 0.2-2 s each in a debug build, so a fault catches some running.
+        "factorial": [[a.factorial_from + (i * 3637) % (a.factorial_to - a.factorial_from)]
+                      for i in range(a.factorial)],
         "mat_mul": [[MAT, MAT] for _ in range(a.mat_mul)],
     }
     for short, task in TASKS.items():
@@ -335,6 +336,8 @@ def main():
     s.add_argument("--add", type=int, default=0)
     s.add_argument("--factorial", type=int, default=0)
     s.add_argument("--mat-mul", type=int, default=0)
+    s.add_argument("--factorial-from", type=int, default=12000)
+    s.add_argument("--factorial-to", type=int, default=32000)
     s = sub.add_parser("wait-workers")
     s.add_argument("--count", type=int, required=True)
     s.add_argument("--timeout", type=float, default=60)
