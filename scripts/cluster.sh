@@ -7,7 +7,7 @@
 #
 #   hosts  (10.77.0.0/24 on a bridge in a switch namespace; "redis" resolves to the Redis host
 #          through /etc/netns/<ns>/hosts, as Compose's DNS does)
-#     redis   10.77.0.2   redis-server --appendonly yes
+#     redis   10.77.0.2   compose's redis command (append-only file, fsync always) + --dir
 #     w1-w3   10.77.0.11-13  compose services worker-add, worker-factorial, worker-mat-mul each
 #                         (one process per service per host, each with its own hostname, as
 #                         a container has; w3 also runs worker-plugins and py-worker)
@@ -163,7 +163,7 @@ done
 
 # ------------------------------------------------------------------------------ processes
 mkdir -p "$WORK/spec"
-for svc in $(for h in "${WORKER_HOSTS[@]}" client; do services_of "$h"; done | tr ' ' '\n' | sort -u); do
+for svc in redis $(for h in "${WORKER_HOSTS[@]}" client; do services_of "$h"; done | tr ' ' '\n' | sort -u); do
     for field in command environment image; do spec "$svc" "$field" > "$WORK/spec/$svc.$field"; done
 done
 PIDS_FILE="$WORK/pids"   # host service pid, one line per start
@@ -198,9 +198,11 @@ in_client() {   # a command on the client host, with the services' broker settin
 }
 check() { in_client python3 scripts/cluster_check.py --work "$WORK" "$@"; }
 
-start_redis() {
-    ip netns exec "$(ns redis)" redis-server --appendonly yes --protected-mode no --port 6379 \
-        --dir "$WORK/redis" --save '' >> "$WORK/logs/redis.log" 2>&1 &
+start_redis() {   # compose's redis argv, plus what the redis image's defaults give a container
+    local -a argv
+    mapfile -t argv < "$WORK/spec/redis.command"
+    ip netns exec "$(ns redis)" "${argv[@]}" --protected-mode no --port 6379 --dir "$WORK/redis" \
+        >> "$WORK/logs/redis.log" 2>&1 &
     echo "redis redis $!" >> "$PIDS_FILE"
     disown "$!"
     for _ in $(seq 100); do
@@ -211,7 +213,7 @@ start_redis() {
     return 1
 }
 
-say "redis host: redis-server --appendonly yes"
+say "redis host: $(tr '\n' ' ' < "$WORK/spec/redis.command")--protected-mode no --port 6379 --dir <run dir>"
 start_redis
 for h in "${WORKER_HOSTS[@]}"; do
     for svc in $(services_of "$h"); do start_service "$h" "$svc"; done
