@@ -14,7 +14,10 @@
 #
 # Checked in CI without a Docker engine: scripts/check-docker.sh runs hadolint on this file.
 
-ARG SWIFT_IMAGE=swift:6.1-bookworm
+# The toolchain this project is tested with (6.3.1). Not older than 6.2: swift-log,
+# swift-service-lifecycle and swift-subprocess, at the versions Package.swift allows, need
+# tools 6.2.
+ARG SWIFT_IMAGE=swift:6.3.1-bookworm
 
 # ---------------------------------------------------------------------------------- build
 FROM ${SWIFT_IMAGE} AS build
