@@ -115,6 +115,7 @@ pause() { sleep "$1" & PAUSE_PID=$!; wait "$PAUSE_PID"; }
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    set +e               # every step below runs, whatever fails
     [ -n "$PAUSE_PID" ] && kill "$PAUSE_PID" 2>/dev/null
     for h in "${HOSTS[@]}"; do
         local pids
@@ -209,7 +210,9 @@ check() {   # in the background, so that Ctrl-C or SIGTERM is handled at once (s
 start_redis() {   # compose's redis argv, plus what the redis image's defaults give a container
     local -a argv
     mapfile -t argv < "$WORK/spec/redis.command"
+    # notify-keyspace-events K$: the test's witness of when each result was first stored.
     ip netns exec "$(ns redis)" "${argv[@]}" --protected-mode no --port 6379 --dir "$WORK/redis" \
+        --notify-keyspace-events 'K$' \
         >> "$WORK/logs/redis.log" 2>&1 &
     echo "redis redis $!" >> "$PIDS_FILE"
     disown "$!"
@@ -221,7 +224,7 @@ start_redis() {   # compose's redis argv, plus what the redis image's defaults g
     return 1
 }
 
-say "redis host: $(tr '\n' ' ' < "$WORK/spec/redis.command")--protected-mode no --port 6379 --dir <run dir>"
+say "redis host: $(tr '\n' ' ' < "$WORK/spec/redis.command")--protected-mode no --port 6379 --dir <run dir> --notify-keyspace-events K\$"
 start_redis
 for h in "${WORKER_HOSTS[@]}"; do
     for svc in $(services_of "$h"); do start_service "$h" "$svc"; done
@@ -259,6 +262,12 @@ offsets() {   # label host...: byte offsets of the hosts' logs now
     done >> "$WORK/offsets"
 }
 : > "$WORK/offsets"
+: > "$WORK/faults.tsv"
+fault() { echo "$1 $(date +%s.%N)" >> "$WORK/faults.tsv"; }
+# The client host records when each result is first stored (Redis keyspace notifications).
+ip netns exec "$(ns client)" env CELERITY_BROKER_URL=redis://redis:6379/0 \
+    python3 scripts/cluster_check.py --work "$WORK" watch-stores --out "$WORK/stores.tsv" &
+disown "$!"
 started=$SECONDS
 
 # a. w1 cut off for 30 s
@@ -269,6 +278,7 @@ send_batch a 3000 80 300 --factorial-from 28000 --factorial-to 44000
 check wait-held --host w1 --min 4 --timeout 60    # (a fixed sleep fails on a busy machine)
 pause 1
 ip -n "$SW" link set "vs${PORT[w1]}" down
+fault cut
 cut_at=$SECONDS
 offsets cut w1
 check snapshot-held --host w1 --out "$WORK/held-w1.json"
@@ -284,6 +294,7 @@ check held-done --held "$WORK/held-w1.json" --timeout 60
 pause 2
 offsets heal w1
 ip -n "$SW" link set "vs${PORT[w1]}" up
+fault heal
 say "phase a: w1 back on the network after $((SECONDS - cut_at)) s"
 check wait-results --phase a --timeout 150
 
@@ -293,11 +304,13 @@ send_batch b 2000 80 200
 check wait-held --host w2 --min 4 --timeout 60
 pause 1
 kill -9 $(ip netns pids "$(ns w2)")
+fault kill
 sleep 0.5
 offsets kill w2
 say "phase b: every process on w2 SIGKILLed"
 pause 5
 for svc in $(services_of w2); do start_service w2 "$svc"; done
+fault restart
 say "phase b: w2's services started again"
 check wait-results --phase b --timeout 150
 
