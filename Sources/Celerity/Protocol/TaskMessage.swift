@@ -96,6 +96,9 @@ public struct TaskMessage: Sendable {
                                 if let tl = try r.value().arrayValue, tl.count == 2 { hard = tl[0].doubleValue; soft = tl[1].doubleValue }
                             }
                             else if k.is("celerity_unique_key") { uniqueKey = try r.value().stringValue }
+                            // Handed back after a worker died or stalled: the full decode keeps
+                            // the header, for the stored-result check in `Worker.start`.
+                            else if k.is("celerity_redeliveries") { usual = false }
                         }
                     } else if key.is("properties") {
                         try r.object { (k, r) throws(JSONError) in

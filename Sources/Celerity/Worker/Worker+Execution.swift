@@ -106,6 +106,14 @@ extension Worker {
             slots.release()
             return
         }
+        // Handed back from a worker that was taken for dead (a stall, a cut from Redis) but
+        // went on to finish it: its SUCCESS is stored, so it is not run a second time.
+        if message.headers.contains(where: { $0.key == "celerity_redeliveries" }), await successStored(message) {
+            slots.release()
+            log.warning("not run again: handed back after its worker was taken for dead, but that worker finished it (SUCCESS is stored); acked")
+            _ = try? await withRedisRetry("ack") { try await self.broker.ack(raw) }
+            return
+        }
         if spec.trackStarted { await storeStarted(message, spec: spec, log) }
         if events.isEnabled { events.started(message.id) }
         log.debug("task started")
@@ -121,6 +129,15 @@ extension Worker {
         let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)
         let isPlugin = spec.handler.isPlugin
         await runAndSettle(l, slots: slots) { try await self.run(handler, l.call, limit: limit, isPlugin: isPlugin) }
+    }
+
+    /// Whether the Redis result backend holds a SUCCESS for `message` (false for any other
+    /// backend, or when Redis cannot tell: then the task runs, at least once).
+    func successStored(_ message: TaskMessage) async -> Bool {
+        guard let backend = results as? RedisResultBackend else { return false }
+        guard let reply = try? await backend.redis.call("GET", Keys.resultMeta(message.id)), let doc = reply.bytes,
+              let meta = try? ResultMeta.decode(doc) else { return false }
+        return meta.state == .success
     }
 
     /// Celery's `track_started`: STARTED, with this worker's pid and node name, stored before
