@@ -1,7 +1,8 @@
 import Foundation
 
 /// Where a Redis server is and how to log in: `redis://[user:password@]host:port/db`,
-/// `redis://:password@host`, or `unix:///path/to/redis.sock?db=2` (also `redis+unix://`).
+/// `redis://:password@host`, or `unix:///path/to/redis.sock?db=2` (also `redis+unix://`);
+/// `rediss://…` is TCP with TLS, its options in kombu's query parameters (`TLSOptions`).
 ///
 /// `description` never shows the password.
 public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
@@ -13,12 +14,15 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     public var db: Int
     public var username: String?
     public var password: String?
+    /// TLS (`rediss://`); nil for a plain connection. TCP endpoints only.
+    public var tls: TLSOptions?
 
-    public init(endpoint: Endpoint, db: Int = 0, username: String? = nil, password: String? = nil) {
+    public init(endpoint: Endpoint, db: Int = 0, username: String? = nil, password: String? = nil, tls: TLSOptions? = nil) {
         self.endpoint = endpoint
         self.db = db
         self.username = username
         self.password = password
+        self.tls = tls
     }
 
     /// Parses a Redis URL. Errors say what is wrong without echoing the password.
@@ -39,8 +43,12 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
             }
             db = n
         }
+        let sslItems = (components.queryItems ?? []).filter { $0.name.hasPrefix("ssl_") }
+        if scheme != "rediss", let first = sslItems.first {
+            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): \(first.name) is a TLS parameter, but the scheme is \(scheme):// (use rediss:// for TLS)")
+        }
         switch scheme {
-        case "redis":
+        case "redis", "rediss":
             let host = components.host.map { $0.isEmpty ? "localhost" : $0 } ?? "localhost"
             let port = components.port ?? 6379
             guard (1...65535).contains(port) else {
@@ -53,17 +61,16 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
                 }
                 db = n
             }
-            self.init(endpoint: .tcp(host: host, port: port), db: db, username: user, password: pass)
+            let tls = scheme == "rediss" ? try TLSOptions.parse(sslItems, where: RedisURL.redact(string)) : nil
+            self.init(endpoint: .tcp(host: host, port: port), db: db, username: user, password: pass, tls: tls)
         case "unix", "redis+unix", "redis+socket":
             let path = components.path
             guard !path.isEmpty else {
                 throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)) names no socket path")
             }
             self.init(endpoint: .unix(path: path), db: db, username: user, password: pass)
-        case "rediss":
-            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): TLS (rediss://) is not supported by this build (hiredis 0.14 has no TLS)")
         default:
-            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): unknown scheme '\(scheme)' (expected redis:// or unix://)")
+            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): unknown scheme '\(scheme)' (expected redis://, rediss:// or unix://)")
         }
     }
 
@@ -75,6 +82,7 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
         }
         switch endpoint {
         case let .tcp(host, port):
+            if let tls { return "rediss://\(auth)\(host):\(port)/\(db)?\(tls.query)" }
             return "redis://\(auth)\(host):\(port)/\(db)"
         case let .unix(path):
             return "unix://\(auth)\(path)?db=\(db)"
