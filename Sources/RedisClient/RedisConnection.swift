@@ -237,9 +237,11 @@ final class RedisConnection {
             return RedisError(.timeout, "no reply from \(url) within \(currentTimeout) s")
         }
         if errno_ == REDIS_ERR_EOF || errno_ == REDIS_ERR_IO {
-            // A TLS-only port closes a plain connection at its first bytes.
+            // A TLS-only port drops a plain connection at its first bytes (EOF or reset).
             var hint = ""
-            if !replied, errno_ == REDIS_ERR_EOF, case .tcp = url.endpoint { hint = " (before any reply: if that port serves TLS only, use rediss://)" }
+            if !replied, errno_ == REDIS_ERR_EOF || text.contains("reset by peer"), case .tcp = url.endpoint {
+                hint = " (before any reply: if that port serves TLS only, use rediss://)"
+            }
             return RedisError(.connection, "connection to \(url) lost: \(text)\(hint)")
         }
         return RedisError(.connection, "Redis protocol error from \(url): \(text)")

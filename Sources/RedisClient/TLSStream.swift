@@ -304,7 +304,7 @@ final class TLSStream {
             if let r = ERR_reason_error_string(e) { parts.append(String(cString: r)) } else {
                 var buf = [CChar](repeating: 0, count: 256)
                 ERR_error_string_n(e, &buf, buf.count)
-                parts.append(String(cString: buf))
+                parts.append(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
             }
         }
         return parts.isEmpty ? "unknown TLS error" : parts.joined(separator: "; ")

@@ -215,16 +215,16 @@ extension Integration {
         @Test func clientCertificates() async throws {
             let certs = try await TLSCertificates.make()
             let server = try await TLSRedisServer.start(certs: certs, clientCertRequired: true)
-            let withCert = try Redis(url: try RedisURL(string: server.url()), label: "tls-cert")
+            let withCert = Redis(url: try RedisURL(string: server.url()), label: "tls-cert")
             #expect(try await withCert.call("SET", "k", "v").string == "OK")
             #expect(try await withCert.call("GET", "k").string == "v")
             // The key inside the certificate file (ssl_keyfile left out), as Python's ssl allows.
             let both = certs.dir + "/client-both.pem"
             try (String(contentsOfFile: certs.clientCert, encoding: .utf8) + String(contentsOfFile: certs.clientKey, encoding: .utf8))
                 .write(toFile: both, atomically: true, encoding: .utf8)
-            let oneFile = try Redis(url: try RedisURL(string: "rediss://127.0.0.1:\(server.port)/0?ssl_ca_certs=\(certs.ca)&ssl_certfile=\(both)"), label: "tls-one")
+            let oneFile = Redis(url: try RedisURL(string: "rediss://127.0.0.1:\(server.port)/0?ssl_ca_certs=\(certs.ca)&ssl_certfile=\(both)"), label: "tls-one")
             #expect(try await oneFile.call("GET", "k").string == "v")
-            let without = try Redis(url: try RedisURL(string: "rediss://127.0.0.1:\(server.port)/0?ssl_ca_certs=\(certs.ca)"), label: "tls-nocert", connectTimeout: 2, commandTimeout: 3)
+            let without = Redis(url: try RedisURL(string: "rediss://127.0.0.1:\(server.port)/0?ssl_ca_certs=\(certs.ca)"), label: "tls-nocert", connectTimeout: 2, commandTimeout: 3)
             do {
                 _ = try await without.call("GET", "k")
                 Issue.record("a client without a certificate was served")
