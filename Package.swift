@@ -41,8 +41,11 @@ let package = Package(
         // needed anyway; compress-nio (zlib only) wraps this same libz and would bring
         // swift-nio into the library that clients link, for one call to inflate.
         .systemLibrary(name: "CCompression", providers: [.apt(["zlib1g-dev", "libbz2-dev"])]),
-        // Redis over hiredis. Knows Redis, nothing of tasks.
-        .target(name: "RedisClient", dependencies: ["CHiredis",
+        // OpenSSL 3 from Debian's libssl-dev, for rediss:// (Sources/RedisClient/TLSStream.swift
+        // says why TLS is done there and not by hiredis 0.14, which has none).
+        .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
+        // Redis over hiredis (and OpenSSL for TLS). Knows Redis, nothing of tasks.
+        .target(name: "RedisClient", dependencies: ["CHiredis", "COpenSSL",
                 .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         // The library: JSON, Celery protocol, manifest, broker, worker, client, plugins.

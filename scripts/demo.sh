@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's demo, for a fresh Debian bookworm machine with Swift installed:
 #   1. installs what is missing (scripts/install-deps.sh: apt: redis-server, libhiredis-dev,
-#      libopenblas-dev, zlib1g-dev, libbz2-dev, nodejs; pip: celery[redis], numpy),
+#      libopenblas-dev, zlib1g-dev, libbz2-dev, libssl-dev, openssl, nodejs; pip: celery[redis],
+#      numpy),
 #   2. builds the celerity command (release),
 #   3. starts the worker groups of tasks.yaml with `celerity up` and a private redis-server
 #      on a free port (your own Redis, if any, is not touched),

@@ -2,7 +2,8 @@
 # Installs what the tests, the demo and the benchmarks need on Debian bookworm with a Swift 6
 # toolchain, and only what is missing, so a second run installs nothing and needs no network:
 #   apt: redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev (compressed
-#        bodies), chromium and chromium-driver (the dashboard's browser tests, headless), curl,
+#        bodies), libssl-dev (rediss://: TLS with OpenSSL 3) and openssl (the TLS tests make
+#        their certificates with it), chromium and chromium-driver (the dashboard's browser tests, headless), curl,
 #        nodejs when there is no `node`, python3 and python3-pip when they are missing;
 #   pip: celery[redis]==5.7.0, flower==2.2.0 (Flower, for the monitoring tests), numpy and
 #        croniter (the cron tests' second oracle, beside Celery's crontab), selenium==4.51.0
@@ -39,11 +40,11 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
-    for pkg in redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev chromium chromium-driver; do
+    for pkg in redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev libssl-dev openssl chromium chromium-driver; do
         installed "$pkg" || missing+=("$pkg")
     done
 else
-    say "no dpkg here (not Debian?): install redis-server, hiredis, OpenBLAS, zlib and bzip2 headers, chromium and its chromedriver yourself"
+    say "no dpkg here (not Debian?): install redis-server, hiredis, OpenBLAS, zlib, bzip2 and OpenSSL headers, the openssl CLI, chromium and its chromedriver yourself"
 fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)        # runs the Node plugins
 command -v curl >/dev/null 2>&1 || missing+=(curl)           # the dashboard tests' HTTP client

@@ -16,8 +16,8 @@ struct UpCommand: AsyncParsableCommand {
         Starts one `celerity worker` process per entry of the manifest's `workers:` section, with its
         queues and concurrency, and one `celerity beat` when the manifest has `schedules:`; prefixes
         their log lines with the group name ("beat" for the beat). When the broker URL is local and
-        nothing answers there, a private redis-server is started on that port first (no persistence)
-        and stopped at the end. A worker or beat that exits on its own is restarted with backoff.
+        nothing answers there, a private redis-server is started on that port first (no persistence;
+        never for a TLS rediss:// broker) and stopped at the end. A worker or beat that exits on its own is restarted with backoff.
         SIGINT/SIGTERM stops every worker gracefully (they finish their tasks in flight), then Redis.
         """
     )
@@ -149,7 +149,9 @@ final class UpService: Service, Sendable {
     }
 
     private func needsPrivateRedis() async -> Bool {
-        guard broker.isLocal, case .tcp = broker.endpoint else { return false }
+        // A TLS broker (rediss://) is never replaced by a private server: that one would be
+        // plain, without the certificates the URL expects.
+        guard broker.isLocal, case .tcp = broker.endpoint, broker.tls == nil else { return false }
         let probe = Redis(url: broker, label: "up-probe", connectTimeout: 1)
         do { try await probe.ping(); return false } catch let e as RedisError where e.code == .connection { return true } catch { return false }
     }

@@ -9,15 +9,42 @@ import Foundation
 ///
 /// After an I/O error or a socket time-out hiredis leaves the context unusable; the
 /// connection then reports `isBroken` and must be replaced.
+///
+/// `rediss://` (TLS) does not go through hiredis's I/O: `tls` (TLSStream.swift, which says
+/// why) does it, and each I/O method below hands over to it first. Plain connections run
+/// exactly the hiredis calls they always did.
 final class RedisConnection {
-    private var context: UnsafeMutablePointer<redisContext>
+    /// hiredis's context; nil on a TLS connection.
+    private let context: UnsafeMutablePointer<redisContext>?
+    /// The TLS stream of a `rediss://` connection; nil on a plain one.
+    private let tls: TLSStream?
     let url: RedisURL
     private(set) var isBroken = false
     private var currentTimeout: Double
+    /// Whether a reply ever came: a plain connection closed before that may be a TLS port.
+    private var replied = false
 
     /// Connects, then sends AUTH and SELECT as the URL asks.
     init(url: RedisURL, connectTimeout: Double, commandTimeout: Double) throws(RedisError) {
         self.url = url
+        self.currentTimeout = commandTimeout
+        if let options = url.tls {
+            let host: String, port: Int
+            switch url.endpoint {
+            case let .tcp(h, p): (host, port) = (h, p)
+            case let .sentinel(group):
+                // TLS with Sentinel: the sentinels and the master alike.
+                let master = try SentinelDiscovery.master(of: group, tls: options, connectTimeout: connectTimeout)
+                (host, port) = (master.host, master.port)
+            case .unix: throw RedisError(.invalidURL, "\(url): TLS needs a TCP endpoint")
+            }
+            tls = try TLSStream(host: host, port: port, options: options, name: url.description,
+                                connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+            context = nil
+            try login()
+            return
+        }
+        tls = nil
         let tv = RedisConnection.timeval(connectTimeout)
         let ctx: UnsafeMutablePointer<redisContext>?
         switch url.endpoint {
@@ -26,7 +53,7 @@ final class RedisConnection {
         case let .unix(path):
             ctx = redisConnectUnixWithTimeout(path, tv)
         case let .sentinel(group):
-            let master = try SentinelDiscovery.master(of: group, connectTimeout: connectTimeout)
+            let master = try SentinelDiscovery.master(of: group, tls: nil, connectTimeout: connectTimeout)
             ctx = redisConnectWithTimeout(master.host, Int32(master.port), tv)
         }
         guard let ctx else {
@@ -38,11 +65,15 @@ final class RedisConnection {
             throw RedisError(.connection, "cannot connect to \(url): \(why)")
         }
         self.context = ctx
-        self.currentTimeout = commandTimeout
         if case .unix = url.endpoint {} else {
             _ = redisEnableKeepAlive(ctx)   // TCP only: on a unix socket it fails and poisons the context
         }
         _ = redisSetTimeout(ctx, RedisConnection.timeval(commandTimeout))
+        try login()
+    }
+
+    /// AUTH and SELECT as the URL asks.
+    private func login() throws(RedisError) {
         if let password = url.password {
             var args: [[UInt8]] = [Array("AUTH".utf8)]
             if let user = url.username { args.append(Array(user.utf8)) }
@@ -69,13 +100,14 @@ final class RedisConnection {
         }
     }
 
-    deinit { redisFree(context) }
+    deinit { if let context { redisFree(context) } }
 
     /// Sets the socket read/write timeout (seconds). Blocking commands need a timeout longer
     /// than their own.
     func setTimeout(_ seconds: Double) {
         guard seconds != currentTimeout else { return }
         currentTimeout = seconds
+        guard let context else { tls?.setTimeout(seconds); return }
         _ = redisSetTimeout(context, RedisConnection.timeval(seconds))
     }
 
@@ -144,6 +176,7 @@ final class RedisConnection {
                 out.append(13); out.append(10)
             }
         }
+        guard let context else { tls!.append(out); return }
         let rc: Int32 = out.withUnsafeBufferPointer { b in
             b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { redisAppendFormattedCommand(context, $0, b.count) }
         }
@@ -160,7 +193,12 @@ final class RedisConnection {
     private func withNextReply<T>(_ body: (UnsafeMutablePointer<redisReply>) -> T) throws(RedisError) -> T {
         guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
         var raw: UnsafeMutableRawPointer?
-        if redisGetReply(context, &raw) != REDIS_OK || raw == nil { throw brokenError() }
+        if let context {
+            if redisGetReply(context, &raw) != REDIS_OK || raw == nil { throw brokenError() }
+            replied = true
+        } else {
+            raw = try tlsIO { t throws(RedisError) in try t.nextReply() }
+        }
         defer { freeReplyObject(raw) }
         let reply = raw!.assumingMemoryBound(to: redisReply.self)
         if reply.pointee.type == REDIS_REPLY_ERROR, let why = RedisConnection.failoverError(reply) {
@@ -177,11 +215,12 @@ final class RedisConnection {
     // MARK: Non-blocking use (pub/sub reader: poll the socket, then parse what arrived)
 
     /// The socket, for poll(2).
-    var fileDescriptor: Int32 { context.pointee.fd }
+    var fileDescriptor: Int32 { context?.pointee.fd ?? tls!.fd }
 
     /// Writes everything appended so far.
     func flushOutput() throws(RedisError) {
         guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        guard let context else { return try tlsIO { t throws(RedisError) in try t.flush() } }
         var done: Int32 = 0
         while done == 0 {
             if redisBufferWrite(context, &done) != REDIS_OK { throw brokenError() }
@@ -191,13 +230,18 @@ final class RedisConnection {
     /// Reads what the socket has (call when poll says it is readable; blocks otherwise).
     func readAvailable() throws(RedisError) {
         guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        guard let context else { return try tlsIO { t throws(RedisError) in try t.readAvailable() } }
         if redisBufferRead(context) != REDIS_OK { throw brokenError() }
     }
 
     /// The next complete reply already read, without I/O; nil when none is buffered.
     func bufferedReply() throws(RedisError) -> RedisReply? {
         var raw: UnsafeMutableRawPointer?
-        if redisGetReplyFromReader(context, &raw) != REDIS_OK { throw brokenError() }
+        if let context {
+            if redisGetReplyFromReader(context, &raw) != REDIS_OK { throw brokenError() }
+        } else {
+            raw = try tlsIO { t throws(RedisError) in try t.bufferedReply() }
+        }
         guard let raw else { return nil }
         defer { freeReplyObject(raw) }
         return RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self))
@@ -217,15 +261,29 @@ final class RedisConnection {
         return nil
     }
 
+    /// A TLS call; any error leaves the connection broken, as hiredis's do.
+    private func tlsIO<T>(_ body: (TLSStream) throws(RedisError) -> T) throws(RedisError) -> T {
+        do { return try body(tls!) } catch {
+            isBroken = true
+            throw error
+        }
+    }
+
     private func brokenError() -> RedisError {
         isBroken = true
+        guard let context else { return RedisError(.connection, "connection to \(url) is broken") }
         let errno_ = context.pointee.err
         let text = RedisConnection.errorString(context)
         if errno_ == REDIS_ERR_IO && (text.contains("Resource temporarily unavailable") || text.contains("timed out")) {
             return RedisError(.timeout, "no reply from \(url) within \(currentTimeout) s")
         }
         if errno_ == REDIS_ERR_EOF || errno_ == REDIS_ERR_IO {
-            return RedisError(.connection, "connection to \(url) lost: \(text)")
+            // A TLS-only port drops a plain connection at its first bytes (EOF or reset).
+            var hint = ""
+            if !replied, errno_ == REDIS_ERR_EOF || text.contains("reset by peer"), case .tcp = url.endpoint {
+                hint = " (before any reply: if that port serves TLS only, use rediss://)"
+            }
+            return RedisError(.connection, "connection to \(url) lost: \(text)\(hint)")
         }
         return RedisError(.connection, "Redis protocol error from \(url): \(text)")
     }

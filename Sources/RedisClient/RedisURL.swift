@@ -5,7 +5,8 @@ import Foundation
 /// master found through Redis Sentinel, in kombu's form:
 /// `sentinel://[user:password@]h1:26379;sentinel://h2:26379/0?master_name=mymaster`
 /// (the password is the master's; `sentinel_password` / `sentinel_username` in the query log
-/// in to the sentinels).
+/// in to the sentinels). `rediss://…` is TCP with TLS, its options in kombu's query
+/// parameters (`TLSOptions`).
 ///
 /// `description` never shows the password.
 public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
@@ -25,12 +26,15 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     /// enqueue it reports as done survives a failover. 0 (the default): no WAIT.
     public var waitReplicas: Int = 0
     public var waitTimeoutMs: Int = 1000
+    /// TLS (`rediss://`); nil for a plain connection. TCP endpoints only.
+    public var tls: TLSOptions?
 
-    public init(endpoint: Endpoint, db: Int = 0, username: String? = nil, password: String? = nil) {
+    public init(endpoint: Endpoint, db: Int = 0, username: String? = nil, password: String? = nil, tls: TLSOptions? = nil) {
         self.endpoint = endpoint
         self.db = db
         self.username = username
         self.password = password
+        self.tls = tls
     }
 
     /// Parses a Redis URL. Errors say what is wrong without echoing the password.
@@ -56,8 +60,12 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
             db = n
         }
         let wait = try RedisURL.waitOptions(components.queryItems ?? [], shown: RedisURL.redact(string))
+        let sslItems = (components.queryItems ?? []).filter { $0.name.hasPrefix("ssl_") }
+        if scheme != "rediss", let first = sslItems.first {
+            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): \(first.name) is a TLS parameter, but the scheme is \(scheme):// (use rediss:// for TLS)")
+        }
         switch scheme {
-        case "redis":
+        case "redis", "rediss":
             let host = components.host.map { $0.isEmpty ? "localhost" : $0 } ?? "localhost"
             let port = components.port ?? 6379
             guard (1...65535).contains(port) else {
@@ -70,17 +78,16 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
                 }
                 db = n
             }
-            self.init(endpoint: .tcp(host: host, port: port), db: db, username: user, password: pass)
+            let tls = scheme == "rediss" ? try TLSOptions.parse(sslItems, where: RedisURL.redact(string)) : nil
+            self.init(endpoint: .tcp(host: host, port: port), db: db, username: user, password: pass, tls: tls)
         case "unix", "redis+unix", "redis+socket":
             let path = components.path
             guard !path.isEmpty else {
                 throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)) names no socket path")
             }
             self.init(endpoint: .unix(path: path), db: db, username: user, password: pass)
-        case "rediss":
-            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): TLS (rediss://) is not supported by this build (hiredis 0.14 has no TLS)")
         default:
-            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): unknown scheme '\(scheme)' (expected redis://, unix:// or sentinel://)")
+            throw RedisError(.invalidURL, "Redis URL \(RedisURL.redact(string)): unknown scheme '\(scheme)' (expected redis://, rediss://, unix:// or sentinel://)")
         }
         (waitReplicas, waitTimeoutMs) = wait
     }
@@ -93,12 +100,13 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
         }
         switch endpoint {
         case let .tcp(host, port):
+            if let tls { return "rediss://\(auth)\(host):\(port)/\(db)?\(tls.query)" }
             return "redis://\(auth)\(host):\(port)/\(db)"
         case let .unix(path):
             return "unix://\(auth)\(path)?db=\(db)"
         case let .sentinel(group):
             let nodes = group.sentinels.enumerated().map { i, n in "sentinel://\(i == 0 ? auth : "")\(n.host):\(n.port)" }
-            return nodes.joined(separator: ";") + "/\(db)?master_name=\(group.masterName)"
+            return nodes.joined(separator: ";") + "/\(db)?master_name=\(group.masterName)" + (tls.map { "&" + $0.query } ?? "")
         }
     }
 
@@ -197,13 +205,16 @@ extension RedisURL {
             throw RedisError(.invalidURL, "Redis URL \(shown): a sentinel URL needs the master's name: add ?master_name=NAME (or set broker_transport_options: {master_name: NAME} in tasks.yaml)")
         }
         let known: Set<String> = ["master_name", "sentinel_password", "sentinel_username", "db", "min_other_sentinels", "wait_replicas", "wait_timeout"]
-        if let unknown = query.keys.sorted().first(where: { !known.contains($0) }) {
+        if let unknown = query.keys.sorted().first(where: { !known.contains($0) && !$0.hasPrefix("ssl_") }) {
             throw RedisError(.invalidURL, "Redis URL \(shown): unknown query parameter '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
         }
         let group = SentinelGroup(sentinels: nodes, masterName: master,
                                   username: query["sentinel_username"].flatMap { $0.isEmpty ? nil : $0 },
                                   password: query["sentinel_password"])
-        var url = RedisURL(endpoint: .sentinel(group), db: db, username: user, password: pass)
+        // ssl_* parameters (as on rediss://): TLS to the sentinels and to the master.
+        let sslItems = query.keys.sorted().filter { $0.hasPrefix("ssl_") }.map { URLQueryItem(name: $0, value: query[$0]) }
+        let tls = sslItems.isEmpty ? nil : try TLSOptions.parse(sslItems, where: shown)
+        var url = RedisURL(endpoint: .sentinel(group), db: db, username: user, password: pass, tls: tls)
         (url.waitReplicas, url.waitTimeoutMs) = try waitOptions(query.map { URLQueryItem(name: $0.key, value: $0.value) }, shown: shown)
         return url
     }

@@ -19,12 +19,12 @@ enum SentinelDiscovery {
     /// connection of the process.
     private static let preferred = Mutex<[SentinelGroup: [SentinelGroup.Node]]>([:])
 
-    static func master(of group: SentinelGroup, connectTimeout: Double) throws(RedisError) -> SentinelGroup.Node {
+    static func master(of group: SentinelGroup, tls: TLSOptions?, connectTimeout: Double) throws(RedisError) -> SentinelGroup.Node {
         let order = preferred.withLock { $0[group] } ?? group.sentinels
         var failures: [String] = []
-        let timeout = min(max(connectTimeout, 0.1), 1.0)
+        let timeout = min(max(connectTimeout, 0.1), tls == nil ? 1.0 : 2.0)
         for node in order {
-            let url = RedisURL(endpoint: .tcp(host: node.host, port: node.port), db: 0, username: group.username, password: group.password)
+            let url = RedisURL(endpoint: .tcp(host: node.host, port: node.port), db: 0, username: group.username, password: group.password, tls: tls)
             do throws(RedisError) {
                 let sentinel = try RedisConnection(url: url, connectTimeout: timeout, commandTimeout: timeout)
                 let reply = try sentinel.command(RedisCommand("SENTINEL", "get-master-addr-by-name", group.masterName))

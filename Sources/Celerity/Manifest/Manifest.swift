@@ -79,16 +79,16 @@ public struct ResultBackendConfig: Sendable, Hashable {
         kind == .sameAsBroker ? ResultBackendConfig(kind: .redis(broker), expires: expires, extended: extended) : self
     }
 
-    /// Parses `redis://…`, `unix://…`, `rpc://`, `broker` (the broker's Redis) or `none`.
+    /// Parses `redis://…`, `rediss://…` (TLS), `unix://…`, `rpc://`, `broker` (the broker's Redis) or `none`.
     public static func parse(_ text: String, expires: Int = 86400) throws(ManifestError) -> ResultBackendConfig {
         let lower = text.lowercased()
         if lower == "none" || lower == "disabled" || lower.isEmpty { return ResultBackendConfig(kind: .none, expires: expires) }
         if lower == "broker" { return ResultBackendConfig(kind: .sameAsBroker, expires: expires) }
         if lower.hasPrefix("rpc://") || lower == "rpc" { return ResultBackendConfig(kind: .rpc, expires: expires) }
-        if lower.hasPrefix("redis://") || lower.hasPrefix("unix://") || lower.hasPrefix("redis+unix://") || lower.hasPrefix("sentinel://") {
+        if lower.hasPrefix("redis://") || lower.hasPrefix("rediss://") || lower.hasPrefix("unix://") || lower.hasPrefix("redis+unix://") || lower.hasPrefix("sentinel://") {
             return ResultBackendConfig(kind: .redis(text), expires: expires)
         }
-        throw ManifestError(nil, "unknown result backend '\(RedisURL.redact(text))' (expected redis://…, unix://…, sentinel://…, rpc:// or none)")
+        throw ManifestError(nil, "unknown result backend '\(RedisURL.redact(text))' (expected redis://…, rediss://…, unix://…, sentinel://…, rpc:// or none)")
     }
 }
 
