@@ -84,3 +84,61 @@ extension Integration {
         }
     }
 }
+
+extension Integration.TLSTests {
+    /// Sentinel and TLS together: a TLS-only master and a TLS-only sentinel; `celerity up` and
+    /// `celerity call` given only `sentinel://…?ssl_…` (master_name from tasks.yaml) reach
+    /// the master, and the sentinels, over TLS.
+    @Test func aSentinelBackedTLSBroker() async throws {
+        let certs = try await TLSCertificates.make()
+        let master = try await TLSRedisServer.start(certs: certs, clientCertRequired: false)
+        let sentinelPort = RedisServer.freePort()
+        let conf = certs.dir + "/sentinel.conf"
+        try """
+        port 0
+        tls-port \(sentinelPort)
+        bind 127.0.0.1
+        dir \(certs.dir)
+        tls-cert-file \(certs.serverCert)
+        tls-key-file \(certs.serverKey)
+        tls-ca-cert-file \(certs.ca)
+        tls-auth-clients no
+        tls-replication yes
+        sentinel monitor tlsmaster 127.0.0.1 \(master.port) 1
+        """.write(toFile: conf, atomically: true, encoding: .utf8)
+        let sentinel = try ChildProcess(name: "sentinel-tls", executable: Paths.which("redis-server"), arguments: [conf, "--sentinel"])
+        defer { sentinel.signal(SIGKILL) }
+        let url = "sentinel://127.0.0.1:\(sentinelPort)/0?ssl_cert_reqs=required&ssl_ca_certs=\(certs.ca)"
+        // The URL alone (no master_name) is refused; with the name, a round trip to the master.
+        #expect(throws: RedisError.self) { try RedisURL(string: url) }
+        let redis = Redis(url: try RedisURL(string: url + "&master_name=tlsmaster"), label: "sentinel-tls", connectTimeout: 1)
+        let reached = try await eventually(seconds: 10) { (try? await redis.call("SET", "sentinel-tls-key", "yes")) != nil }
+        #expect(reached, "sentinel:\n\(sentinel.output)")
+        #expect(try await redis.call("GET", "sentinel-tls-key").string == "yes")
+        // A plain (non-TLS) sentinel URL to the TLS-only sentinel fails, saying which sentinel.
+        let plain = Redis(url: try RedisURL(string: "sentinel://127.0.0.1:\(sentinelPort)/0?master_name=tlsmaster"), label: "plain", connectTimeout: 0.5)
+        await #expect(throws: RedisError.self) { try await plain.ping() }
+
+        let queue = "stls" + UUID().uuidString.prefix(6).lowercased()
+        let manifest = certs.dir + "/tasks.yaml"
+        try """
+        broker: \(url)
+        broker_transport_options:
+          master_name: tlsmaster
+        tasks:
+          stls.add:
+            queue: \(queue)
+            builtin: add
+        workers:
+          \(queue):
+            queues: [\(queue)]
+            concurrency: 2
+        """.write(toFile: manifest, atomically: true, encoding: .utf8)
+        let up = try ChildProcess(name: "up-sentinel-tls", executable: Paths.celerity, arguments: ["up", "--manifest", manifest, "-l", "info"])
+        let call = try await ChildProcess.run(Paths.celerity, ["call", "stls.add", "40", "2", "--manifest", manifest, "--timeout", "30"])
+        #expect(call.status == 0 && call.output.trimmingCharacters(in: .whitespacesAndNewlines) == "42", "\(call.output)\nup:\n\(up.output.suffix(3000))")
+        #expect(!up.output.contains("starting a private redis-server"))
+        #expect(await up.stop(grace: 30) == 0, "up:\n\(up.output.suffix(3000))")
+        await master.stop()
+    }
+}
