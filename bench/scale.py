@@ -369,8 +369,14 @@ class Scale:
         t0 = time.time()
         self.src.copy("scale:sleep", "sleep", destination_db=0)
 
+        threads = [0]
+
         def peek():
             peak[0] = max(peak[0], self.r.llen("celerity:processing:" + w.node))
+            try:
+                threads[0] = max(threads[0], len(os.listdir("/proc/%d/task" % w.pid)))
+            except OSError:
+                pass
         took = self.wait_results(n, base, 600, "sleep", t0, 0.05, peek)
         wc, rc = cpu_seconds(w.pid) - w0, cpu_seconds(self.redis_proc.pid) - r0
         st = self.commandstats()
@@ -378,7 +384,8 @@ class Scale:
         self.check(ids, lambda i: seconds)
         lrem = st.get("lrem", (0, 0))
         return {"rate": n / took, "ideal": c / seconds if seconds else 0, "peak": peak[0], "lrem_us": lrem[1] / max(1, lrem[0]),
-                "redis_us": 1e6 * rc / n, "worker_us": 1e6 * wc / n, "took": took}
+                "redis_us": 1e6 * rc / n, "worker_us": 1e6 * wc / n, "took": took, "threads": threads[0],
+                "running": n / took * seconds}
 
     def sec_inflight(self):
         a = self.a
@@ -389,13 +396,15 @@ class Scale:
         for rnd in range(a.rounds):
             big_runs.append(self.sleep_run(c, n, s))
             small_runs.append(self.sleep_run(small, max(small, int(small / s * a.inflight_seconds)), s))
-            print("  round %d: -c %d: %.0f tasks/s (ideal %.0f), peak unacked %d, LREM %.1f µs; -c %d: %.1f tasks/s (ideal %.0f), LREM %.1f µs"
-                  % (rnd, c, big_runs[-1]["rate"], big_runs[-1]["ideal"], big_runs[-1]["peak"], big_runs[-1]["lrem_us"],
-                     small, small_runs[-1]["rate"], small_runs[-1]["ideal"], small_runs[-1]["lrem_us"]), flush=True)
+            print("  round %d: -c %d: %.0f tasks/s (ideal %.0f: %.0f running on average), peak unacked %d, most threads %d, LREM %.1f µs;"
+                  " -c %d: %.1f tasks/s (ideal %.0f), LREM %.1f µs"
+                  % (rnd, c, big_runs[-1]["rate"], big_runs[-1]["ideal"], big_runs[-1]["running"], big_runs[-1]["peak"], big_runs[-1]["threads"],
+                     big_runs[-1]["lrem_us"], small, small_runs[-1]["rate"], small_runs[-1]["ideal"], small_runs[-1]["lrem_us"]), flush=True)
         med = lambda rs, k: statistics.median(r[k] for r in rs)
         self.rows += [
             ("inflight: -c %d, sleep(%g) × %d (tasks/s)" % (c, s, n), "%.0f" % med(big_runs, "rate"), "ideal %.0f" % (c / s), span([r["rate"] for r in big_runs])),
-            ("inflight: -c %d: most unacked at once" % c, "%d" % med(big_runs, "peak"), "-", ""),
+            ("inflight: -c %d: most unacked / running on average" % c, "%d" % med(big_runs, "peak"), "%.0f" % med(big_runs, "running"),
+             "%d threads" % med(big_runs, "threads")),
             ("inflight: ack (LREM) µs in Redis, -c %d / -c %d" % (c, small), "%.1f" % med(big_runs, "lrem_us"), "%.1f" % med(small_runs, "lrem_us"), ""),
             ("inflight: CPU µs per task Redis / worker, -c %d" % c, "%.1f" % med(big_runs, "redis_us"), "%.1f" % med(big_runs, "worker_us"), ""),
             ("inflight: CPU µs per task Redis / worker, -c %d" % small, "%.1f" % med(small_runs, "redis_us"), "%.1f" % med(small_runs, "worker_us"), ""),
