@@ -282,7 +282,8 @@ class Scale:
             rs = sorted(runs[k], key=lambda r: r["rate"])
             st = rs[len(rs) // 2]["stats"]
             skip = {"dbsize", "copy", "info", "config|resetstat", "config", "ping", "scan", "mget"}
-            total_us = sum(us for c, (calls, us) in st.items() if c not in skip)
+            # EXEC's time includes the commands it ran, which are counted on their own too.
+            total_us = sum(us for c, (calls, us) in st.items() if c not in skip and c != "exec")
             line = ", ".join("%s %.3f (%.1f µs)" % (c, calls / n, us / calls)
                              for c, (calls, us) in sorted(st.items(), key=lambda x: -x[1][1])
                              if c not in skip and calls / n >= 0.001)
@@ -562,14 +563,25 @@ class Scale:
                 else:
                     self.src.copy("scale:one", "q0", destination_db=0)
                     ids = one_ids
-                took = self.wait_results(n, base, 600, None if "spread" in label else "q0", t0)
+                try:
+                    took = self.wait_results(n, base, a.queue_timeout, None if "spread" in label else "q0", t0)
+                    done = n
+                except Failed:
+                    # Past a few hundred blocking fetch loops the worker starves (see
+                    # docs/benchmarks.md): report how far it got instead of waiting on.
+                    if a.smoke:
+                        raise
+                    took = time.time() - t0
+                    done = sum(1 for _ in self.r.scan_iter("celery-task-meta-*", count=10000))
+                    self.notes.append("queues: %s: only %d of %d results after %.0f s" % (label, done, n, took))
                 wc = cpu_seconds(w.pid) - w0
                 threads = len(os.listdir("/proc/%d/task" % w.pid))
                 clients = self.r.info("clients")["connected_clients"]
-                self.stop(w)
-                self.check(ids, lambda i: 2 * i, None if a.smoke else 2000)
-                runs[label].append({"rate": n / took, "cpu": wc, "threads": threads, "clients": clients})
-                print("  %s: %.0f tasks/s, worker CPU %.2f s, %d threads, %d Redis clients" % (label, n / took, wc, threads, clients), flush=True)
+                self.stop(w, signal.SIGKILL if done < n else signal.SIGTERM)
+                if done == n:
+                    self.check(ids, lambda i: 2 * i, None if a.smoke else 2000)
+                runs[label].append({"rate": done / took, "cpu": wc, "threads": threads, "clients": clients})
+                print("  %s: %.0f tasks/s (%d of %d), worker CPU %.2f s, %d threads, %d Redis clients" % (label, done / took, done, n, wc, threads, clients), flush=True)
         base_rate = statistics.median(r["rate"] for r in runs["1 queue"])
         for label, rs in runs.items():
             rate = statistics.median(r["rate"] for r in rs)
@@ -618,6 +630,7 @@ def main():
     ap.add_argument("--big-tasks", type=int, default=200, help="big: tasks drained")
     ap.add_argument("--queues", type=int, default=1000, help="queues: queues of the one worker")
     ap.add_argument("--queue-tasks", type=int, default=50_000, help="queues: add tasks drained")
+    ap.add_argument("--queue-timeout", type=float, default=60, help="queues: seconds a drain may take before it is reported unfinished")
     ap.add_argument("--celerity", default=BIN, help="the celerity binary to run (default: this checkout's release build)")
     ap.add_argument("--smoke", action="store_true", help="small counts, one round, every result checked (CI)")
     a = ap.parse_args()
@@ -629,6 +642,7 @@ def main():
     if not os.path.exists(BIN):
         sys.exit("release binary missing: run scripts/bench-scale.sh (or swift build -c release --product celerity) first")
     s = Scale(a)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so that `finally` stops what was started
     try:
         return s.run()
     except Failed as e:
