@@ -277,34 +277,55 @@ public final class WorkerBroker: Sendable {
         var requeued = 0
         var dead = 0
         let fence = ownerHeartbeat.map { [$0] } ?? []
+        // Moves go out in pipelines of up to 256 scripts, in list order from the head (each
+        // message is then at or next to the head, where the script's LREM starts: a list of
+        // 100,000 is swept in linear time, not in 5 billion comparisons). Poison pills and
+        // unreadable messages are dead-lettered one by one, after the moves before them.
+        var moves: [(keys: [any RedisArgument], args: [any RedisArgument])] = []
+        func flush() async throws -> Bool {
+            defer { moves.removeAll(keepingCapacity: true) }
+            guard !moves.isEmpty else { return true }
+            var alive = false
+            for reply in try await control.evalScriptMany(WorkerBroker.moveScript, calls: moves) {
+                if case let .error(message) = reply { throw RedisError(.server, message) }
+                switch reply.int ?? 0 {
+                case 1: requeued += 1
+                case -1: alive = true   // its worker renewed its heartbeat: every later move was refused too
+                default: break
+                }
+            }
+            return !alive
+        }
         for item in r.array ?? [] {
             guard let raw = item.bytes else { continue }
             let count = TaskMessage.redeliveries(of: raw) + 1
+            if let key = WorkerBroker.listKey(of: raw), let marked = TaskMessage.markRedelivered(raw, count: count), count <= maxRedeliveries {
+                moves.append((keys: [processing, key] + fence, args: [raw, marked]))
+                if moves.count >= 256, try await !flush() { return (requeued, dead) }
+                continue
+            }
+            if try await !flush() { return (requeued, dead) }
             let moved: Int
-            if let key = WorkerBroker.listKey(of: raw), let marked = TaskMessage.markRedelivered(raw, count: count) {
-                if count > maxRedeliveries {
-                    let reason = "poison pill: delivered \(count) times, each time the worker running it died (max_redeliveries \(maxRedeliveries))"
-                    moved = try await deadLetter(raw, from: processing, queue: Keys.queueName(fromListKey: key), reason: reason, unlessAlive: ownerHeartbeat)
-                    if moved == 1 { dead += 1 }
-                } else {
-                    moved = try await control.evalScript(WorkerBroker.moveScript, keys: [processing, key] + fence, args: [raw, marked]).int ?? 0
-                    if moved == 1 { requeued += 1 }
-                }
+            if let key = WorkerBroker.listKey(of: raw), TaskMessage.markRedelivered(raw, count: count) != nil {
+                let reason = "poison pill: delivered \(count) times, each time the worker running it died (max_redeliveries \(maxRedeliveries))"
+                moved = try await deadLetter(raw, from: processing, queue: Keys.queueName(fromListKey: key), reason: reason, unlessAlive: ownerHeartbeat)
             } else {
                 moved = try await deadLetter(raw, from: processing, queue: "", reason: "unreadable message found in \(processing) (no routing key)", unlessAlive: ownerHeartbeat)
-                if moved == 1 { dead += 1 }
             }
-            if moved < 0 { break }   // its worker renewed its heartbeat: it is alive
+            if moved == 1 { dead += 1 }
+            if moved < 0 { return (requeued, dead) }   // its worker renewed its heartbeat: it is alive
         }
+        _ = try await flush()
         return (requeued, dead)
     }
 
     /// KEYS[1] source list, KEYS[2] destination list, KEYS[3] (optional) the heartbeat of the
     /// source's worker: while it exists nothing moves (-1). ARGV[1] message to take, ARGV[2]
     /// what to put. RPUSH: the pop end, so the message is served next. 1 if moved, 0 if gone.
+    /// LREM from the head: `redeliverAll` moves a list's messages in order from its head.
     static let moveScript = RedisScript("""
     if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-    if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
+    if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
       redis.call('RPUSH', KEYS[2], ARGV[2])
       return 1
     end
