@@ -113,7 +113,10 @@ class Cluster:
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                if self.master().info("replication").get("connected_slaves", 0) >= 1:
+                m = self.master()
+                slave = m.info("replication").get("slave0") or {}
+                # Online (its first sync done) and acknowledging writes: WAIT can count it.
+                if slave.get("state") == "online" and m.execute_command("WAIT", 1, 500) >= 1:
                     log("the old master is back, as a replica of the new one")
                     return
             except (redis.RedisError, OSError, TypeError):

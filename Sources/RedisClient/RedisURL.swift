@@ -120,11 +120,15 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Replaces the password of a URL-like string with `***`, for error messages.
-    public static func redact(_ string: String) -> String {
+    public static func redact(_ text: String) -> String {
         // A sentinel URL's query may carry the sentinels' password.
-        if let r = string.range(of: "sentinel_password=") {
+        var string = text
+        var from = string.startIndex
+        while let r = string.range(of: "sentinel_password=", range: from..<string.endIndex) {
             let end = string[r.upperBound...].firstIndex(where: { $0 == "&" || $0 == ";" }) ?? string.endIndex
-            return redact(String(string[..<r.upperBound]) + "***" + string[end...])
+            let head = String(string[..<r.upperBound]) + "***"
+            string = head + string[end...]
+            from = string.index(string.startIndex, offsetBy: head.count)
         }
         guard let schemeEnd = string.range(of: "://") else { return string }
         let rest = string[schemeEnd.upperBound...]
