@@ -39,6 +39,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from procs import ProcessOwner  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(REPO, ".build", "release")
 
@@ -76,7 +79,7 @@ def process_tree(pid):
     return out
 
 
-class Bench:
+class Bench(ProcessOwner):
     def __init__(self, args):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="celerity-bench-")
@@ -93,28 +96,6 @@ class Bench:
         self.workflows = {}
 
     # -- processes -------------------------------------------------------------------------
-    def spawn(self, argv, log, **kw):
-        f = open(os.path.join(self.tmp, log), "w")
-        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=self.env, cwd=REPO, start_new_session=True, **kw)
-        self.procs.append(p)
-        return p
-
-    def stop(self, p, sig=signal.SIGTERM):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
-    def cleanup(self):
-        for p in self.procs:
-            self.stop(p, signal.SIGKILL)
-
     def start_redis(self):
         self.redis_proc = self.spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--maxmemory-policy", "noeviction"], "redis.log")

@@ -37,6 +37,9 @@ import uuid
 
 import redis
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from procs import ProcessOwner  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(REPO, ".build", "release", "celerity")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -101,7 +104,9 @@ class Failed(Exception):
     pass
 
 
-class Scale:
+class Scale(ProcessOwner):
+    stop_wait = 30
+
     def __init__(self, args):
         self.a = args
         self.tmp = tempfile.mkdtemp(prefix="celerity-scale-")
@@ -115,28 +120,6 @@ class Scale:
         self.seq = 0
 
     # -- processes ---------------------------------------------------------------------------
-    def spawn(self, argv, log):
-        f = open(os.path.join(self.tmp, log), "w")
-        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-        self.procs.append(p)
-        return p
-
-    def stop(self, p, sig=signal.SIGTERM):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
-    def cleanup(self):
-        for p in self.procs:
-            self.stop(p, signal.SIGKILL)
-
     def start_redis(self):
         self.redis_proc = self.spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--maxmemory-policy", "noeviction", "--maxclients", "20000"],
