@@ -8,7 +8,7 @@
 #            Swift runtime linked in statically, so the runtime image needs no toolchain.
 #   python   Python Celery 5.7 + Flower 2.2 on python:3.11-slim: the interop worker, Flower
 #            and the tutorial's Python clients (interop/).
-#   runtime  debian:bookworm-slim with what `celerity` loads (hiredis 0.14, OpenBLAS, zlib,
+#   runtime  debian:bookworm-slim with what `celerity` loads (hiredis 0.14, OpenBLAS, zlib, OpenSSL 3 (rediss://),
 #            bzip2, libstdc++) and what the example plugins run on (python3 + numpy, nodejs,
 #            /bin/sh), tasks.yaml and plugins/, as the non-root user `celerity`.
 #
@@ -58,7 +58,7 @@ FROM debian:bookworm-slim AS runtime
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        libhiredis0.14 libopenblas0 zlib1g libbz2-1.0 libstdc++6 \
+        libhiredis0.14 libopenblas0 zlib1g libbz2-1.0 libssl3 libstdc++6 \
         python3 python3-numpy nodejs \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 celerity
