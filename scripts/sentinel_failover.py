@@ -314,9 +314,13 @@ def main():
         # which the number of keys on the (new) master grew again.
         if killed:
             resumed = next((t for (t, n), (_, prev) in zip(samples[1:], samples) if t > killed["t"] and n > prev and t - killed["t"] > 0.05), None)
-            if resumed is None:
+            if resumed is None and lost:
                 log("FAIL: no result was stored after the kill")
                 ok = False
+            elif resumed is None:
+                # Every result is there, but none was stored between two of the 50 ms samples
+                # taken on the new master (with few calls, the rest drained in one burst).
+                log("results stored again after the kill (too quickly after the switch to time)")
             else:
                 log(f"results stored again {resumed - killed['t']:.1f} s after the master was killed")
         # The Swift client (CLI) through the sentinels, after the failover.
