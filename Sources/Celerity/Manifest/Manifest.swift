@@ -189,6 +189,9 @@ public struct TaskSpec: Sendable, Hashable {
     /// `unique:`: a call with the same key as one still queued or running is not enqueued
     /// (the sender gets the first call's id). See `UniqueSpec`.
     public var unique: UniqueSpec?
+    /// The plugin file that described this task when it was found by discovery (`plugin_dirs`),
+    /// relative to the manifest's folder; nil for a task declared in full in tasks.yaml.
+    public var discoveredFrom: String?
 
     /// Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter"
     /// (half fixed, half random) so a burst of failures does not retry in lockstep.
