@@ -52,6 +52,9 @@ struct CallCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds to wait for the result.")
     var timeout: Double = 60
 
+    @Flag(name: .customLong("help-task"), help: "Print how to call TASK (its usage line and parameters, from its schema) and exit without sending.")
+    var helpTask = false
+
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
@@ -78,6 +81,11 @@ struct CallCommand: AsyncParsableCommand {
         } catch {
             throw badInput(error)
         }
+        if helpTask {
+            guard let manifest, manifest.tasks[task] != nil || manifest.workflows[task] != nil else { throw DescribeCommand.unknownTask(task, in: manifest) }
+            if let spec = manifest.tasks[task] { print(DescribeCommand.callHelp(spec), terminator: "") } else { print("\(task): a workflow (\(manifest.workflows[task]!.summary)); its arguments go to its first calls") }
+            return
+        }
         var options = CelerityClient.SendOptions(queue: queue, countdown: countdown, priority: priority)
         options.eta = eta.flatMap(CeleryDate.parse)
         options.expires = expires.map { Date().addingTimeInterval($0) }
@@ -102,6 +110,13 @@ struct CallCommand: AsyncParsableCommand {
             return
         }
         let message = client.message(task, args: args.map(CallCommand.value), kwargs: kw, options: options)
+        // The task's argument schema: a bad call is stopped here, before anything is queued.
+        do throws(ArgumentError) {
+            try client.check(task, args: message.args, kwargs: message.kwargs)
+        } catch {
+            let usage = manifest?.tasks[task]?.params.map { "\nusage: \($0.usage(task: task)) (celerity describe \(task))" } ?? ""
+            throw fail("\(error.description)\(error.path.map { "\npath: \($0)" } ?? "")\(usage)", .badInput)
+        }
         if noWait {
             // Only the send: no result subscription (a client allowed to send but not to read
             // results can still use --no-wait).
