@@ -99,6 +99,9 @@ struct CallCommand: AsyncParsableCommand {
                 guard steps.count == 1 else { throw fail("--then cannot follow a declared workflow ('\(task)')", .badInput) }
                 workflow = declared.signature(client: client)
             } else {
+                // The first step's arguments are all known: checked here (the next steps get
+                // the previous result first; the worker checks those).
+                do throws(ArgumentError) { try client.check(task, args: first, kwargs: kw) } catch { throw Self.refused(error, manifest) }
                 var calls = [client.signature(task, args: first, kwargs: kw, options: options)]
                 for step in steps.dropFirst() {
                     guard let name = step.first else { throw fail("--then needs a task name", .badInput) }
@@ -114,8 +117,7 @@ struct CallCommand: AsyncParsableCommand {
         do throws(ArgumentError) {
             try client.check(task, args: message.args, kwargs: message.kwargs)
         } catch {
-            let usage = manifest?.tasks[task]?.params.map { "\nusage: \($0.usage(task: task)) (celerity describe \(task))" } ?? ""
-            throw fail("\(error.description)\(error.path.map { "\npath: \($0)" } ?? "")\(usage)", .badInput)
+            throw Self.refused(error, manifest)
         }
         if noWait {
             // Only the send: no result subscription (a client allowed to send but not to read
@@ -145,6 +147,12 @@ struct CallCommand: AsyncParsableCommand {
 }
 
 extension CallCommand {
+    /// A call its task's schema refuses: the message, the path and the usage line on stderr, exit 2.
+    static func refused(_ error: ArgumentError, _ manifest: Manifest?) -> ExitCode {
+        let usage = manifest?.tasks[error.task]?.params.map { "\nusage: \($0.usage(task: error.task)) (celerity describe \(error.task))" } ?? ""
+        return fail("\(error.description)\(error.path.map { "\npath: \($0)" } ?? "")\(usage)", .badInput)
+    }
+
     /// A unique task's call that was not enqueued: said on stderr (the result, or the id with
     /// --no-wait, is the first call's, on stdout as usual).
     static func duplicateNotice(_ first: String) {

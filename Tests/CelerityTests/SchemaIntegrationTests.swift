@@ -117,6 +117,10 @@ extension Integration {
             let add = try await ChildProcess.run(Paths.celerity, ["call", "s.add", "1"] + common)
             #expect(add.status == 2, "\(add.output)")
             #expect(add.output.contains("TypeError: s.add() missing 1 required argument: 'y' (not sent)"), "\(add.output)")
+            // The first step of a chain too.
+            let chain = try await ChildProcess.run(Paths.celerity, ["call", "s.add", "1", "\"x\"", "--then", "s.add", "2"] + common)
+            #expect(chain.status == 2, "\(chain.output)")
+            #expect(chain.output.contains("s.add: argument y: expected number"), "\(chain.output)")
             #expect(try await admin.call("LLEN", Keys.queue(h.queue)).int == 0)
         }
 
