@@ -26,7 +26,11 @@ Measures, each with the same task names, queues and Redis:
      Celerity worker whose add task has a limit it never reaches (1000000/s: every message
      still asks Redis for its turn) against the same worker without a limit, alternated for
      --limit-rounds rounds; and one drain under a limit that binds (tasks / 5 s, so about
-     5 s), the rate achieved against the limit.
+     5 s), the rate achieved against the limit;
+  j. the cost of argument schemas: the drain of (a) by a Celerity worker whose add task has no
+     schema (`params: null`), against the built-in's own (two numbers) and a stricter one from
+     tasks.yaml (two integers with bounds), alternated for --schema-rounds rounds; medians
+     and the ratio to no schema.
 """
 import argparse
 import json
@@ -403,6 +407,37 @@ class Bench(ProcessOwner):
                 ("h. limited / unlimited (the cost of asking Redis)", "%.1f%%" % (100 * lim / un), "-", ""),
                 ("h. drain under rate_limit %d/s: achieved (tasks/s)" % binding, "%.0f" % achieved, "-", "%.1f%% of it" % (100 * achieved / binding))]
 
+    # -- j. the cost of argument schemas ----------------------------------------------------------
+    def schema_manifest(self, tag, params):
+        """bench/tasks.yaml with `params: <params>` on the add task; its path."""
+        text = open(os.path.join(REPO, "bench", "tasks.yaml")).read()
+        anchor = "    queue: add\n    builtin: add\n"
+        assert anchor in text
+        path = os.path.join(self.tmp, "tasks-schema-%s.yaml" % tag)
+        open(path, "w").write(text.replace(anchor, anchor + "    params: %s\n" % params, 1))
+        return path
+
+    def schema_cost(self):
+        """Drains the kept add tasks with a fresh Celerity worker whose add task has no schema,
+        the built-in's, and a bounded one from tasks.yaml, alternating, for --schema-rounds
+        rounds (medians). Returns the rows."""
+        a = self.args
+        modes = {"none": self.plain_worker(manifest=self.schema_manifest("none", "null")),
+                 "builtin": self.plain_worker(),
+                 "bounded": self.plain_worker(manifest=self.schema_manifest(
+                     "bounded", "{x: {type: integer, minimum: 0, maximum: 1000000000}, y: {type: integer, minimum: 0, maximum: 1000000000}}"))}
+        rates = self.alternate(modes, a.schema_rounds, "sc")
+        none, builtin, bounded = (statistics.median(rates[m]) for m in ("none", "builtin", "bounded"))
+        per_call = self.swift_bench("schema", 1_000_000)
+        print("   the check alone: %s" % json.dumps(per_call), flush=True)
+        return [("j. the check alone, add's built-in schema (ns/call)", "%.1f" % per_call["builtin_ns"], "-", ""),
+                ("j. the check alone, 2 bounded integers (ns/call)", "%.1f" % per_call["bounded_ns"], "-", ""),
+                ("j. the check alone, nested schema, 3 params (ns/call)", "%.1f" % per_call["nested_ns"], "-", ""),("j. drain, add without a schema (params: null)", "%.0f" % none, "-", self.span(rates["none"])),
+                ("j. drain, add with its built-in schema (2 numbers)", "%.0f" % builtin, "-", self.span(rates["builtin"])),
+                ("j. drain, add with 2 bounded integers (tasks.yaml)", "%.0f" % bounded, "-", self.span(rates["bounded"])),
+                ("j. built-in schema / none", "%.1f%%" % (100 * builtin / none), "-", ""),
+                ("j. bounded schema / none", "%.1f%%" % (100 * bounded / none), "-", "")]
+
     # -- i. a dashboard left open -------------------------------------------------------------
     def dashboard_cost(self):
         """Drains the kept add tasks with a worker that keeps no task history and no dashboard
@@ -486,6 +521,8 @@ class Bench(ProcessOwner):
             return self.single_row("i. history + dashboard, Celerity worker…", self.dashboard_cost)
         if a.only_limits:
             return self.single_row("h. rate limit off / on, Celerity worker…", self.limit_cost)
+        if a.only_schema:
+            return self.single_row("j. argument schema off / on, Celerity worker…", self.schema_cost)
         if a.only_events:
             return self.single_row("g. events off / on, Celerity worker…", self.events_cost)
         self.start_redis()
@@ -545,6 +582,8 @@ class Bench(ProcessOwner):
         limit_rows = self.limit_cost() if a.limit_rounds > 0 else []
         print("i. history + open dashboard, Celerity worker (%d rounds)…" % a.dashboard_rounds, flush=True)
         dashboard_rows = self.dashboard_cost() if a.dashboard_rounds > 0 else []
+        print("j. argument schema off / on, Celerity worker (%d rounds)…" % a.schema_rounds, flush=True)
+        schema_rows = self.schema_cost() if a.schema_rounds > 0 else []
 
         def ratio(x, y):
             return "%.1f×" % (x / y) if y else "n/a"
@@ -576,6 +615,7 @@ class Bench(ProcessOwner):
         rows += events_rows
         rows += limit_rows
         rows += dashboard_rows
+        rows += schema_rows
         print()
         print("%-52s %12s %12s %10s" % ("benchmark", "Celerity", "Celery", "ratio"))
         for r in rows:
@@ -598,6 +638,9 @@ class Bench(ProcessOwner):
             print("i. without: a worker with `history: 0` and no dashboard; with: the default history (every outcome written\n"
                   "   to celerity:history) and a celerity dashboard read as an open page (/ every second, /metrics and /tasks\n"
                   "   every 5 s). Range column: the range of the %d runs each way, and how many pages were read." % a.dashboard_rounds)
+        if schema_rows:
+            print("j. range column: the range of the %d runs each way; the median is shown. Every call is bound and checked\n"
+                  "   by the worker before it runs (the client checks too, before sending; not measured here)." % a.schema_rounds)
         if limit_rows:
             print("h. range column: the range of the %d runs each way; the median is shown. The limit is global (all workers\n"
                   "   together, decided in Redis per message): Celery's rate_limit is per worker and has no counterpart here." % a.limit_rounds)
@@ -628,6 +671,8 @@ def main():
     ap.add_argument("--only-limits", action="store_true", help="run row h alone (with --tasks)")
     ap.add_argument("--dashboard-rounds", type=int, default=3, help="rounds of drains without and with history + a read dashboard (i; 0 skips it)")
     ap.add_argument("--only-dashboard", action="store_true", help="run row i alone (with --tasks)")
+    ap.add_argument("--schema-rounds", type=int, default=3, help="rounds of drains without and with an argument schema (j; 0 skips it)")
+    ap.add_argument("--only-schema", action="store_true", help="run row j alone (with --tasks)")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(BIN, "celerity-bench")):
         sys.exit("release binaries missing: run scripts/bench.sh (or swift build -c release) first")

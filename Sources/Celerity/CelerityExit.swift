@@ -47,6 +47,11 @@ extension ClientError: ExitCoded {
     public var exitStatus: CelerityExit { isPermissionDenied ? .accessRefused : .redisUnreachable }
 }
 
+extension ArgumentError: ExitCoded {
+    /// Refused before sending: bad input.
+    public var exitStatus: CelerityExit { .badInput }
+}
+
 extension TimeoutError: ExitCoded {
     public var exitStatus: CelerityExit { .noResult }
 }

@@ -3,6 +3,7 @@
 //   swift run -c release celerity-bench plugins [--calls N]    plugin modes vs built-ins, through a worker on Redis
 //   celerity-bench e2e|latency --broker URL [--calls N]          client side of scripts/bench.sh (a worker must be running)
 //   celerity-bench workflow --broker URL --chain-steps N | --chord-parts N   the same, for a chain / a chord
+//   celerity-bench schema [--calls N]                           the worker's argument check, ns per call
 import BigInt
 import Celerity
 import CelerityBuiltins
@@ -14,8 +15,9 @@ case "compute": computeBenchmarks()
 case "plugins": await pluginBenchmarks()
 case "e2e", "latency": await clientBenchmarks(mode)
 case "workflow": await workflowBenchmark()
+case "schema": schemaBenchmark()
 default:
-    print("usage: celerity-bench compute [--repeat N] | plugins [--calls N] | e2e|latency --broker URL [--calls N] | workflow --broker URL --chain-steps N|--chord-parts N\n(the side-by-side run with Celery: scripts/bench.sh)")
+    print("usage: celerity-bench compute [--repeat N] | plugins [--calls N] | e2e|latency --broker URL [--calls N] | workflow --broker URL --chain-steps N|--chord-parts N | schema [--calls N]\n(the side-by-side run with Celery: scripts/bench.sh)")
     exit(2)
 }
 

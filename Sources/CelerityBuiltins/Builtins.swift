@@ -11,11 +11,11 @@ public enum Builtins {
     /// Every built-in: `add`, `factorial`, `mat_mul`, `echo`, `sleep`, `fail`, `sum`.
     public static var registry: BuiltinRegistry {
         var r = BuiltinRegistry()
-        r.register("add", inline: true) { call in try add(call) }
-        r.register("factorial") { call in try factorial(call) }
-        r.register("mat_mul") { call in try matMul(call) }
-        r.register("echo", inline: true) { call in .object([JSONMember("args", .array(call.args)), JSONMember("kwargs", .object(call.kwargs))]) }
-        r.register("sleep") { call in
+        r.register("add", inline: true, params: schema(#"{"x": "number", "y": "number"}"#, doc: "x + y: exact for integers of any size; floats add as doubles.")) { call in try add(call) }
+        r.register("factorial", params: schema(#"{"n": {"type": "integer", "description": "0 ≤ n ≤ 1000000"}}"#, doc: "n!, exact.")) { call in try factorial(call) }
+        r.register("mat_mul", params: schema(#"{"m": {"type": "integer", "description": "≥ 1"}, "n": {"type": "integer", "description": "≥ 1"}}"#, doc: "The m×m product of a random m×n and a random n×m matrix (OpenBLAS), as m rows of m floats.")) { call in try matMul(call) }
+        r.register("echo", inline: true, params: schema("{}", varargs: true, varkwargs: true, doc: "Returns {\"args\": args, \"kwargs\": kwargs}.")) { call in .object([JSONMember("args", .array(call.args)), JSONMember("kwargs", .object(call.kwargs))]) }
+        r.register("sleep", params: schema(#"{"seconds": {"type": "number", "description": "≥ 0 (at most 3600 are slept)"}}"#, doc: "Sleeps, then returns seconds.")) { call in
             let v = try call.bind(["seconds"])
             guard let s = v[0].doubleValue, s >= 0 else { throw TaskFailure(type: "ValueError", message: "seconds must be a non-negative number") }
             // Sleeps in small steps so that a soft time limit (call.isCancelled) can stop it.
@@ -27,18 +27,28 @@ public enum Builtins {
             return v[0]
         }
         // sum(numbers): a chord's usual body (`chord(parts, sum.s())`), exact like add.
-        r.register("sum", inline: true) { call in
+        r.register("sum", inline: true, params: schema(#"{"numbers": {"type": "array", "items": "number"}}"#, doc: "The exact sum of a list of numbers (a chord's usual body).")) { call in
             let v = try call.bind(["numbers"])
             guard let items = v[0].arrayValue else { throw TaskFailure(type: "TypeError", message: "sum() takes a list of numbers, got \(v[0].serialized().prefix(80))") }
             var total: JSONValue = .int(0)
             for x in items { total = try add(TaskCall(id: call.id, task: call.task, args: [total, x])) }
             return total
         }
-        r.register("fail") { call in
+        r.register("fail", params: schema(#"{"message": {"default": "failed on purpose", "description": "the error message when a string"}}"#, varargs: true, varkwargs: true, doc: "Raises ValueError(message).")) { call in
             let message = call.args.first?.stringValue ?? "failed on purpose"
             throw TaskFailure(type: "ValueError", message: message)
         }
         return r
+    }
+
+    /// A built-in's argument schema, from its JSON text (fixed at build time: a bad one is a
+    /// programming error, caught by BuiltinsTests).
+    static func schema(_ params: String, varargs: Bool = false, varkwargs: Bool = false, doc: String) -> TaskParams {
+        do {
+            return try TaskParams.parse(try JSONValue(parsing: params), varargs: .bool(varargs), varkwargs: .bool(varkwargs), doc: doc)
+        } catch {
+            preconditionFailure("built-in schema \(params): \(error)")
+        }
     }
 
     /// add(x, y): exact for integers of any size; floats (or a float and an int) add as doubles.

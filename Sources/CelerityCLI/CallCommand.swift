@@ -52,6 +52,9 @@ struct CallCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds to wait for the result.")
     var timeout: Double = 60
 
+    @Flag(name: .customLong("help-task"), help: "Print how to call TASK (its usage line and parameters, from its schema) and exit without sending.")
+    var helpTask = false
+
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
@@ -78,6 +81,11 @@ struct CallCommand: AsyncParsableCommand {
         } catch {
             throw badInput(error)
         }
+        if helpTask {
+            guard let manifest, manifest.tasks[task] != nil || manifest.workflows[task] != nil else { throw DescribeCommand.unknownTask(task, in: manifest) }
+            if let spec = manifest.tasks[task] { print(DescribeCommand.callHelp(spec), terminator: "") } else { print("\(task): a workflow (\(manifest.workflows[task]!.summary)); its arguments go to its first calls") }
+            return
+        }
         var options = CelerityClient.SendOptions(queue: queue, countdown: countdown, priority: priority)
         options.eta = eta.flatMap(CeleryDate.parse)
         options.expires = expires.map { Date().addingTimeInterval($0) }
@@ -91,6 +99,9 @@ struct CallCommand: AsyncParsableCommand {
                 guard steps.count == 1 else { throw fail("--then cannot follow a declared workflow ('\(task)')", .badInput) }
                 workflow = declared.signature(client: client)
             } else {
+                // The first step's arguments are all known: checked here (the next steps get
+                // the previous result first; the worker checks those).
+                do throws(ArgumentError) { try client.check(task, args: first, kwargs: kw) } catch { throw Self.refused(error, manifest) }
                 var calls = [client.signature(task, args: first, kwargs: kw, options: options)]
                 for step in steps.dropFirst() {
                     guard let name = step.first else { throw fail("--then needs a task name", .badInput) }
@@ -102,6 +113,12 @@ struct CallCommand: AsyncParsableCommand {
             return
         }
         let message = client.message(task, args: args.map(CallCommand.value), kwargs: kw, options: options)
+        // The task's argument schema: a bad call is stopped here, before anything is queued.
+        do throws(ArgumentError) {
+            try client.check(task, args: message.args, kwargs: message.kwargs)
+        } catch {
+            throw Self.refused(error, manifest)
+        }
         if noWait {
             // Only the send: no result subscription (a client allowed to send but not to read
             // results can still use --no-wait).
@@ -130,6 +147,12 @@ struct CallCommand: AsyncParsableCommand {
 }
 
 extension CallCommand {
+    /// A call its task's schema refuses: the message, the path and the usage line on stderr, exit 2.
+    static func refused(_ error: ArgumentError, _ manifest: Manifest?) -> ExitCode {
+        let usage = manifest?.tasks[error.task]?.params.map { "\nusage: \($0.usage(task: error.task)) (celerity describe \(error.task))" } ?? ""
+        return fail("\(error.description)\(error.path.map { "\npath: \($0)" } ?? "")\(usage)", .badInput)
+    }
+
     /// A unique task's call that was not enqueued: said on stderr (the result, or the id with
     /// --no-wait, is the first call's, on stdout as usual).
     static func duplicateNotice(_ first: String) {

@@ -30,7 +30,7 @@ struct CelerityCommand: AsyncParsableCommand {
         A URL with a password given as --broker is visible to every local user (ps); prefer $CELERITY_BROKER_URL.
         """,
         version: CelerityVersion.string,
-        subcommands: [WorkerCommand.self, UpCommand.self, BeatCommand.self, ScheduleCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, QueueCommand.self, StatusCommand.self, InspectCommand.self, ControlCommand.self, EventsCommand.self, CheckCommand.self, PluginCommand.self, DashboardCommand.self]
+        subcommands: [WorkerCommand.self, UpCommand.self, BeatCommand.self, ScheduleCommand.self, CallCommand.self, MapCommand.self, ResultCommand.self, RevokeCommand.self, DeadCommand.self, QueueCommand.self, StatusCommand.self, InspectCommand.self, ControlCommand.self, EventsCommand.self, CheckCommand.self, DescribeCommand.self, PluginCommand.self, DashboardCommand.self]
     )
 }
 
@@ -58,7 +58,8 @@ struct ConnectionOptions: ParsableArguments {
             if required { throw ValidationError("no manifest: pass --manifest FILE, set CELERITY_MANIFEST, or run where tasks.yaml is") }
             return nil
         }
-        return try Manifest.load(path: path, builtins: Builtins.registry.names)
+        let registry = Builtins.registry
+        return try Manifest.load(path: path, builtins: registry.names).withBuiltinSchemas(registry)
     }
 
     func brokerURL(_ manifest: Manifest?) -> String {

@@ -63,11 +63,18 @@ struct MapCommand: AsyncParsableCommand {
             text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
         }
         var calls: [[JSONValue]] = []
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let s = line.trimmingCharacters(in: .whitespaces)
             if s.isEmpty { continue }
             let v = CallCommand.value(s)
-            calls.append(v.arrayValue ?? [v])
+            let args = v.arrayValue ?? [v]
+            // The task's argument schema: one bad line and nothing is sent.
+            do throws(ArgumentError) {
+                try client.check(task, args: args, kwargs: [])
+            } catch {
+                throw fail("line \(n + 1): \(error.description.replacingOccurrences(of: "(not sent)", with: "(nothing sent)"))\(error.path.map { "\npath: \($0)" } ?? "")", .badInput)
+            }
+            calls.append(args)
         }
         if calls.isEmpty { throw fail("no calls given (one JSON argument list per line on stdin or in --file)", .badInput) }
         let options = CelerityClient.SendOptions(queue: queue)

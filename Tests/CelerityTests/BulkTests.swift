@@ -12,6 +12,10 @@ extension Integration {
           b.add:
             queue: {q}
             builtin: add
+          b.unchecked:
+            queue: {q}
+            builtin: add
+            params: null
         """
 
         @Test func bulkSendAndGatherReturnEveryResultInOrder() async throws {
@@ -79,11 +83,17 @@ extension Integration {
             let input = NSTemporaryDirectory() + "celerity-map-\(h.queue).txt"
             try "[1, 2]\n[3, 4]\n\n5\n[10, -20]\n".write(toFile: input, atomically: true, encoding: .utf8)
             let common = ["--manifest", h.manifestPath, "--broker", h.broker]
-            let r = try await ChildProcess.run(Paths.celerity, ["map", "b.add", "--file", input] + common)
+            // add's schema stops the bad line before anything is sent.
+            let refused = try await ChildProcess.run(Paths.celerity, ["map", "b.add", "--file", input] + common)
+            #expect(refused.status == 2, "\(refused.output)")
+            #expect(refused.output.contains("line 4: TypeError: b.add() missing 1 required argument: 'y' (nothing sent)"), "\(refused.output)")
+            #expect(try await h.redisClient().call("LLEN", Keys.queue(h.queue)).int == 0)
+            // Without a schema, the call fails in the worker and its line says so.
+            let r = try await ChildProcess.run(Paths.celerity, ["map", "b.unchecked", "--file", input] + common)
             #expect(r.status == 1, "\(r.output)")   // one call failed
             let lines = r.output.split(separator: "\n").map(String.init)
             let results = lines.filter { !$0.contains("calls:") }
-            #expect(results == ["3", "7", #"{"error":"TypeError: b.add() missing 1 required argument: 'y'"}"#, "-10"], "\(r.output)")
+            #expect(results == ["3", "7", #"{"error":"TypeError: b.unchecked() missing 1 required argument: 'y'"}"#, "-10"], "\(r.output)")
             #expect(r.output.contains("4 calls: 3 succeeded, 1 failed"))
             try "[1, 1]\n[2, 2]\n".write(toFile: input, atomically: true, encoding: .utf8)
             let ok = try await ChildProcess.run(Paths.celerity, ["map", "b.add", "--file", input, "--quiet"] + common)

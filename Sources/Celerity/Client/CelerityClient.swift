@@ -197,6 +197,13 @@ public final class CelerityClient: Sendable {
         return m
     }
 
+    /// Checks a call against its task's argument schema (`params` in this client's manifest;
+    /// a task without one accepts anything). `send`/`sendMany` do it before queueing.
+    public func check(_ task: String, args: [JSONValue], kwargs: [JSONMember]) throws(ArgumentError) {
+        guard let params = manifest?.tasks[task]?.params, let problem = params.validate(task: task, args: args, kwargs: kwargs) else { return }
+        throw ArgumentError(task: task, problem: problem)
+    }
+
     /// Sends one call and returns its handle (LPUSH to the queue's list for its priority).
     /// For a unique task (`unique:` in the manifest) whose key is held by a call still queued
     /// or running, nothing is sent: the handle is that call's (`isDuplicate`).
@@ -207,8 +214,11 @@ public final class CelerityClient: Sendable {
 
     /// Sends many calls at once: one LPUSH per queue list per 1,000 messages, all pipelined
     /// (a few round trips for any number of calls). Order within a queue is kept.
+    /// Each call is checked against its task's argument schema (the manifest's `params`)
+    /// first: a bad one throws `ArgumentError` and nothing at all is queued.
     public func sendMany(_ messages: [TaskMessage]) async throws -> [AsyncResult] {
         guard !messages.isEmpty else { return [] }
+        for m in messages { try check(m.task, args: m.args, kwargs: m.kwargs) }
         // Subscribe before publishing, so no result of ours can be published unseen.
         // (To send without waiting for results, use `publish`: it needs no subscription.)
         if messages.contains(where: { !$0.ignoreResult && $0.id.hasPrefix(idPrefix) }) { try await ensureSubscribed() }

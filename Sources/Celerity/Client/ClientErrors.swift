@@ -26,6 +26,21 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// A call its task's argument schema refuses (`params:` in the manifest), found before
+/// anything was queued: `message` reads as the worker's TypeError would, `path` names the
+/// bad value (`times`, `rows[2][0]`, `user.name`; nil for a wrong number of arguments).
+public struct ArgumentError: Error, Sendable, CustomStringConvertible {
+    public var task: String
+    public var problem: ArgumentProblem
+    public init(task: String, problem: ArgumentProblem) {
+        self.task = task
+        self.problem = problem
+    }
+    public var message: String { problem.message }
+    public var path: String? { problem.path }
+    public var description: String { "TypeError: \(problem.message) (not sent)" }
+}
+
 public struct TimeoutError: Error, Sendable, CustomStringConvertible {
     public var id: String
     public var seconds: Double

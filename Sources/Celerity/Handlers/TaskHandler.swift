@@ -171,11 +171,16 @@ public struct BuiltinHandler: TaskHandler {
 /// Handlers by name: the built-ins a program links, looked up from tasks.yaml.
 public struct BuiltinRegistry: Sendable {
     public var handlers: [String: any TaskHandler]
+    /// The argument schema each built-in declares (a task naming it gets it unless its
+    /// tasks.yaml entry gives `params:`; see `Manifest.withBuiltinSchemas`).
+    public var params: [String: TaskParams] = [:]
     public init(_ handlers: [String: any TaskHandler] = [:]) { self.handlers = handlers }
     public var names: Set<String> { Set(handlers.keys) }
     /// `inline`: the function always takes microseconds (it then runs without a thread hop and
     /// cannot be stopped by a time limit); leave false for anything that may compute for long.
-    public mutating func register(_ name: String, inline: Bool = false, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
+    /// `params`: what it accepts (checked before it runs), nil: anything.
+    public mutating func register(_ name: String, inline: Bool = false, params: TaskParams? = nil, _ body: @escaping @Sendable (TaskCall) throws -> JSONValue) {
         handlers[name] = BuiltinHandler(name, inline: inline, body)
+        self.params[name] = params
     }
 }

@@ -196,6 +196,14 @@ public struct TaskSpec: Sendable, Hashable {
     /// The plugin file that described this task when it was found by discovery (`plugin_dirs`),
     /// relative to the manifest's folder; nil for a task declared in full in tasks.yaml.
     public var discoveredFrom: String?
+    /// The argument schema (`params:`; TaskParams.swift): checked by the client, the CLI and
+    /// the worker before a call runs. nil: any arguments (as before schemas).
+    public var params: TaskParams?
+    /// True when `params:` (or `varargs:`/`varkwargs:`) was given for the task, even as
+    /// `params: null`: a built-in's own schema then does not apply.
+    public var paramsDeclared = false
+    /// What the task does (`doc:`, or the first paragraph of a plugin's docstring).
+    public var doc: String?
 
     /// Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter"
     /// (half fixed, half random) so a burst of failures does not retry in lockstep.

@@ -277,7 +277,8 @@ struct ManifestReader {
         var burst: (Int, Node)?
         var maxConcurrency: Int?
         var unique: UniqueSpec?
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "rate_limit", "burst", "max_concurrency", "unique"]) {
+        var schemaKeys: [(String, Node)] = []
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "rate_limit", "burst", "max_concurrency", "unique", "params", "varargs", "varkwargs", "doc"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -304,6 +305,7 @@ struct ManifestReader {
             case "burst": burst = (try integer(v, "\(name).burst", min: 1), kn)
             case "max_concurrency": maxConcurrency = try integer(v, "\(name).max_concurrency", min: 1)
             case "unique": unique = try self.unique(v, task: name)
+            case "params", "varargs", "varkwargs", "doc": schemaKeys.append((k, v))
             default: pluginOptions.append((k, kn, v))
             }
         }
@@ -403,6 +405,7 @@ struct ManifestReader {
             t.rateLimit = rateLimit
             t.maxConcurrency = maxConcurrency
             t.unique = unique
+            try argumentSchema(&t, schemaKeys)
             return t
         }
         var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
@@ -414,6 +417,7 @@ struct ManifestReader {
         t.rateLimit = rateLimit
         t.maxConcurrency = maxConcurrency
         t.unique = unique
+        try argumentSchema(&t, schemaKeys)
         return t
     }
 

@@ -117,6 +117,14 @@ extension Worker {
         if spec.trackStarted { await storeStarted(message, spec: spec, log) }
         if events.isEnabled { events.started(message.id) }
         log.debug("task started")
+        // Its argument schema (TaskParams), checked once before any handler runs: a bad call
+        // fails with a TypeError, as the arity check of a built-in does.
+        if let params = spec.params, let problem = params.validate(task: message.task, args: message.args, kwargs: message.kwargs) {
+            slots.release()
+            log.info("arguments refused by the task's schema: FAILURE TypeError", metadata: ["error": .string(problem.message)])
+            await settle(.failure(problem.failure), message, raw, spec: spec, queue: queue, log, runtime: nil)
+            return
+        }
         let (limit, soft) = limits(message, spec)
         if let body = handler.inlineBody, soft == nil {
             // A tiny built-in: run here, no thread hop, nothing to interrupt.
@@ -176,7 +184,7 @@ extension Worker {
             return .run(TaskSpec(name: message.task, queue: message.queue, handler: .builtin(message.task)),
                         MapTask(star: message.task == "celery.starmap", handlers: handlers, hardLimit: { [self] name in
                             manifest.tasks[name].flatMap { limits(TaskMessage(id: "", task: name, queue: ""), $0).hard }
-                        }))
+                        }, params: { [self] name in manifest.tasks[name]?.params }))
         }
         if let pool = handler as? PersistentPlugin, pool.unavailability != nil { return .unavailable }
         return .run(spec, handler)

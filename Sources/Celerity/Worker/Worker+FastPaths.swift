@@ -81,6 +81,10 @@ extension Worker {
               !revocations.contains(message.id), lease.covers(generation)   // the lease last: it starts right after
         else { return .slow(message) }
         if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }
+        // Its argument schema: a bad call fails as the body's own TypeError would.
+        if let params = spec.params, let problem = params.validate(task: message.task, args: message.args, kwargs: message.kwargs) {
+            return .settle(.failure(problem.failure), message, spec)
+        }
         let call = taskCall(message, queue: queue)
         let value: JSONValue
         let began = ContinuousClock.now
@@ -108,7 +112,10 @@ extension Worker {
         guard !isStopping, let message = try? TaskMessage.decode(raw), case let .run(spec, handler) = triage(message),
               !spec.trackStarted,   // its STARTED is stored on the usual path, before the call
               !gate.isGated(message.task),   // a rate limit or a cap: the usual path
-              let plugin = handler as? PersistentPlugin, slots.tryAcquire() else { return .other(raw) }
+              let plugin = handler as? PersistentPlugin,
+              // A call its schema refuses: the usual path fails it (checked there).
+              spec.params?.validate(task: message.task, args: message.args, kwargs: message.kwargs) == nil,
+              slots.tryAcquire() else { return .other(raw) }
         guard lease.covers(generation) else {
             slots.release()
             return .other(raw)

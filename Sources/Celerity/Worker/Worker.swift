@@ -75,6 +75,8 @@ public final class Worker: Service, Sendable {
     /// Builds a worker for the tasks of `manifest` on `config.queues`, with built-ins from `builtins`.
     public init(config: WorkerConfiguration, manifest: Manifest, builtins: BuiltinRegistry, logger: Logger) throws(ManifestError) {
         self.config = config
+        // Built-in tasks check the arguments their built-in declares (unless tasks.yaml says otherwise).
+        let manifest = manifest.withBuiltinSchemas(builtins)
         self.manifest = manifest
         self.logger = logger
         self.broker = WorkerBroker(url: config.broker, node: config.node)

@@ -11,6 +11,8 @@ struct MapTask: TaskHandler {
     /// call of it gets it, within the map's own deadline (a one-shot plugin's limit comes with
     /// its call, nowhere else).
     var hardLimit: @Sendable (String) -> Double? = { _ in nil }
+    /// The argument schema of a named task: each item's call is checked against it.
+    var params: @Sendable (String) -> TaskParams? = { _ in nil }
 
     static let names: Set<String> = ["celery.map", "celery.starmap"]
 
@@ -40,6 +42,7 @@ struct MapTask: TaskHandler {
             var c = TaskCall(id: call.id, task: sig.task, args: args, kwargs: sig.kwargs, queue: call.queue, attempt: call.attempt,
                              deadline: deadline, rootID: call.rootID, parentID: call.parentID, retries: call.retries, worker: call.worker)
             c.softDeadline = call.softDeadline
+            if let p = params(sig.task), let problem = p.validate(task: sig.task, args: args, kwargs: sig.kwargs) { throw problem.failure }
             if let body = handler.inlineBody { out.append(try body(c)) } else { out.append(try await handler.run(c)) }
         }
         return .array(out)
