@@ -278,7 +278,7 @@ struct ManifestReader {
         var maxConcurrency: Int?
         var unique: UniqueSpec?
         var schemaKeys: [(String, Node)] = []
-        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "rate_limit", "burst", "max_concurrency", "unique", "params", "varargs", "varkwargs", "doc"]) {
+        for (k, kn, v) in try mapping(n, what, allowed: ["queue", "builtin", "plugin", "time_limit", "soft_time_limit", "ignore_result", "env", "set_env", "cwd", "grace_period", "mode", "max_output_bytes", "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout", "retries", "retry_backoff", "retry_backoff_max", "track_started", "rate_limit", "burst", "max_concurrency", "unique", "params", "varargs", "varkwargs", "returns", "doc"]) {
             switch k {
             case "queue":
                 queue = try string(v, "\(name).queue")
@@ -305,7 +305,7 @@ struct ManifestReader {
             case "burst": burst = (try integer(v, "\(name).burst", min: 1), kn)
             case "max_concurrency": maxConcurrency = try integer(v, "\(name).max_concurrency", min: 1)
             case "unique": unique = try self.unique(v, task: name)
-            case "params", "varargs", "varkwargs", "doc": schemaKeys.append((k, v))
+            case "params", "varargs", "varkwargs", "returns", "doc": schemaKeys.append((k, v))
             default: pluginOptions.append((k, kn, v))
             }
         }

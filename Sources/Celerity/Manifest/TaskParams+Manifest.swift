@@ -25,8 +25,10 @@ extension ManifestReader {
         let at = nodes["params"] ?? nodes["varargs"] ?? nodes["varkwargs"]!
         let varargs = try nodes["varargs"].map { n throws(ManifestError) in try json(n, "\(t.name).varargs") }
         let varkwargs = try nodes["varkwargs"].map { n throws(ManifestError) in try json(n, "\(t.name).varkwargs") }
+        // `returns` documents the result (`celerity describe`); it is not checked.
+        let returns = try nodes["returns"].map { n throws(ManifestError) in try json(n, "\(t.name).returns") }
         do throws(SchemaError) {
-            t.params = try TaskParams.parse(params ?? .object([]), varargs: varargs, varkwargs: varkwargs, doc: t.doc, task: t.name, prefix: "\(t.name).")
+            t.params = try TaskParams.parse(params ?? .object([]), varargs: varargs, varkwargs: varkwargs, returns: returns, doc: t.doc, task: t.name, prefix: "\(t.name).")
         } catch {
             throw fail(at, error.message)
         }
