@@ -4,7 +4,8 @@
 #   # celerity-check: --task plugins.py_add --args [2,3] --slow-task plugins.py_sleep
 #   # celerity-check: none (why: e.g. a helper library, not a plugin)
 # The options are passed to `celerity plugin check` as they are (split at spaces, no quoting),
-# followed by the program: python3 FILE for .py, node FILE for .js, the file itself otherwise.
+# followed by the program: python3 FILE for .py, node FILE for .js, ruby FILE for .rb, sh FILE
+# for .sh, the file itself otherwise.
 # A file without such a line fails the run, so a new example cannot go unchecked. Plugins that
 # fail on purpose belong in Tests/Fixtures/plugins/, not here.
 set -euo pipefail
@@ -31,6 +32,8 @@ for file in plugins/*; do
     case $file in
         *.py) program=(python3 "$file") ;;
         *.js) program=(node "$file") ;;
+        *.rb) program=(ruby "$file") ;;
+        *.sh) program=(sh "$file") ;;
         *) program=("$file") ;;
     esac
     echo "== $file: celerity plugin check ${opts[*]} -- ${program[*]}"
