@@ -36,6 +36,7 @@ describes plugins.greet as {"doc": "Greets someone.", "params": {"name": {"type"
 int, float (number), bool, list[T] (items), dict / dict[str, T], tuple, Optional[T],
 Union[...], Literal[...] (enum), Enum subclasses (enum of their values), TypedDict
 (properties), None; Any, an unannotated parameter or an unknown class accept anything.
+Annotated[int, {"minimum": 0}] adds the dict's keywords to the schema.
 A parameter with a default is optional (a default that is not JSON is described as
 null). *args becomes "varargs", **kwargs "varkwargs". The docstring's first paragraph
 is the task's "doc". Keyword options of task() are the policy the plugin suggests
@@ -254,7 +255,7 @@ def _function_schema(func):
 def _type_hints(func):
     import typing
     try:
-        return typing.get_type_hints(func)
+        return typing.get_type_hints(func, include_extras=True)
     except Exception:  # a name the annotation cannot resolve: use what is there
         return dict(getattr(func, "__annotations__", None) or {})
 
@@ -289,6 +290,13 @@ def _schema(annotation, depth=0):
         return {"type": simple} if simple else {}
     if annotation is typing.Any:
         return {}
+    if typing.get_origin(annotation) is typing.Annotated:
+        # Annotated[int, {"minimum": 0}]: the dicts among the metadata refine the schema.
+        schema = dict(_schema(annotation.__origin__, depth + 1))
+        for extra in annotation.__metadata__:
+            if isinstance(extra, dict):
+                schema.update(extra)
+        return schema
     for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
         if annotation is kind:
             return {"type": name}
