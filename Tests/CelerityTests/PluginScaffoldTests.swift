@@ -1,0 +1,163 @@
+import Celerity
+import Foundation
+import Testing
+
+extension Integration {
+    /// `celerity plugin new`: each language's scaffold passes its own test and `celerity plugin
+    /// check` as written, and its test catches a plugin that answers wrongly.
+    @Suite(.timeLimit(.minutes(5)))
+    struct PluginScaffoldTests {
+        static func temporaryDirectory() throws -> String {
+            let dir = NSTemporaryDirectory() + "celerity-scaffold-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            return dir
+        }
+
+        /// How each language's scaffold is tested and checked (relative to the working directory).
+        struct Scaffold: Sendable, CustomTestStringConvertible {
+            var lang: String
+            var name: String { "hello-\(lang)" }
+            var ident: String { "hello_\(lang)" }
+            var testDescription: String { lang }
+
+            var pluginFile: String {
+                switch lang {
+                case "python": "plugs/\(name).py"
+                case "node": "plugs/\(name).js"
+                case "ruby": "plugs/\(name).rb"
+                case "sh": "plugs/\(name).sh"
+                default: "plugs/\(name).c"
+                }
+            }
+
+            var testCommand: [String] {
+                switch lang {
+                case "python": [Paths.python3, "plugs/tests/test_\(ident).py"]
+                case "node": [Paths.which("node"), "--test", "plugs/tests/\(name).test.js"]
+                case "ruby": [Paths.which("ruby"), "plugs/tests/test_\(ident).rb"]
+                default: [Paths.which("sh"), "plugs/tests/test_\(ident).sh"]
+                }
+            }
+
+            /// What the test prints when every test passes.
+            var passed: String {
+                switch lang {
+                case "python": "OK"
+                case "node": "# fail 0"
+                case "ruby": "0 failures, 0 errors"
+                default: "all checks pass"
+                }
+            }
+
+            var argv: [String] {
+                switch lang {
+                case "python": [Paths.python3, pluginFile]
+                case "node": [Paths.which("node"), pluginFile]
+                case "ruby": [Paths.which("ruby"), pluginFile]
+                case "sh": [Paths.which("sh"), pluginFile]
+                default: ["plugs/\(name)"]
+                }
+            }
+
+            var checkOptions: [String] {
+                (lang == "sh" || lang == "c" ? ["--mode", "oneshot"] : []) + ["--task", "demo.hello", "--args", #"["world"]"#]
+            }
+        }
+
+        static let scaffolds = ["python", "node", "ruby", "sh", "c"].map { Scaffold(lang: $0) }
+
+        @Test(arguments: scaffolds)
+        func aScaffoldPassesItsTestAndPluginCheck(_ s: Scaffold) async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            let new = try await ChildProcess.run(Paths.celerity, ["plugin", "new", s.name, "--lang", s.lang, "--dir", "plugs", "--task", "demo.hello"],
+                                                 directory: root)
+            #expect(new.status == 0, "\(new.output)")
+            #expect(new.output.contains("wrote \(s.pluginFile)"), "\(new.output)")
+            #expect(new.output.contains("celerity plugin check"), "\(new.output)")
+
+            let test = try await ChildProcess.run(s.testCommand[0], Array(s.testCommand.dropFirst()), directory: root)
+            #expect(test.status == 0, "\(test.output)")
+            #expect(test.output.contains(s.passed), "\(test.output)")
+
+            let check = try await ChildProcess.run(Paths.celerity, ["plugin", "check"] + s.checkOptions + ["--"] + s.argv, directory: root)
+            #expect(check.status == 0, "\(check.output)")
+            #expect(check.output.contains(" passed, 0 failed"), "\(check.output)")
+
+            // Discovery runs the plugin with CELERITY_MODE=describe: one document naming the task and its schema.
+            let describe = try await ChildProcess.run(Paths.which("sh"), ["-c", #"echo '{"method": "describe", "protocol": 1}' | CELERITY_MODE=describe "$@""#, "sh"] + s.argv,
+                                                      directory: root)
+            #expect(describe.status == 0, "\(describe.output)")
+            let document = try JSONValue(parsing: Array(describe.output.utf8))
+            let entry = try #require(document["tasks"]?["demo.hello"], "\(describe.output)")
+            #expect(entry["params"]?["name"]?["type"] == "string")
+            #expect(entry["params"]?["times"]?["type"] == "integer")
+            #expect(entry["params"]?["times"]?["default"] == 1)
+            #expect(entry["returns"]?["type"] == "string")
+
+            // The test is not a formality: a plugin that answers wrongly fails it.
+            let file = root + "/" + s.pluginFile
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            #expect(text.contains("Hello, "))
+            try text.replacingOccurrences(of: "Hello, ", with: "Bye, ").write(toFile: file, atomically: false, encoding: .utf8)
+            if s.lang == "c" {
+                let cc = try await ChildProcess.run(Paths.which("cc"), ["-O2", "-o", "plugs/\(s.name)", s.pluginFile], directory: root)
+                #expect(cc.status == 0, "\(cc.output)")
+            }
+            let broken = try await ChildProcess.run(s.testCommand[0], Array(s.testCommand.dropFirst()), directory: root)
+            #expect(broken.status != 0, "\(broken.output)")
+        }
+
+        @Test(arguments: [("python", "py"), ("node", "js"), ("ruby", "rb")])
+        func theHelperWrittenIsTheRepositorysOwn(lang: String, ext: String) async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            let new = try await ChildProcess.run(Paths.celerity, ["plugin", "new", "h", "--lang", lang, "--dir", root])
+            #expect(new.status == 0, "\(new.output)")
+            let written = FileManager.default.contents(atPath: root + "/celerity_plugin.\(ext)")
+            let source = FileManager.default.contents(atPath: Paths.root + "/plugins/celerity_plugin.\(ext)")
+            #expect(written != nil && written == source,
+                    "the copy of plugins/celerity_plugin.\(ext) built into celerity is not the file: run scripts/embed-plugin-helpers.sh")
+        }
+
+        @Test func itRefusesToOverwriteWithoutForceAndKeepsAHelperItDidNotWrite() async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            let dir = root + "/p"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try "# an older helper\n".write(toFile: dir + "/celerity_plugin.py", atomically: true, encoding: .utf8)
+            let first = try await ChildProcess.run(Paths.celerity, ["plugin", "new", "greet", "--lang", "python", "--dir", dir])
+            #expect(first.status == 0, "\(first.output)")
+            #expect(first.output.contains("kept \(dir)/celerity_plugin.py: it differs"), "\(first.output)")
+            #expect(try String(contentsOfFile: dir + "/celerity_plugin.py", encoding: .utf8) == "# an older helper\n")
+            // The task name defaults to the plugin's name.
+            #expect(try String(contentsOfFile: dir + "/greet.py", encoding: .utf8).contains(#"@task("greet")"#))
+
+            try "mine\n".write(toFile: dir + "/greet.py", atomically: true, encoding: .utf8)
+            let again = try await ChildProcess.run(Paths.celerity, ["plugin", "new", "greet", "--lang", "python", "--dir", dir])
+            #expect(again.status == 1)
+            #expect(again.output.contains("\(dir)/greet.py, \(dir)/tests/test_greet.py already exist; use --force to overwrite"), "\(again.output)")
+            #expect(try String(contentsOfFile: dir + "/greet.py", encoding: .utf8) == "mine\n")
+
+            let forced = try await ChildProcess.run(Paths.celerity, ["plugin", "new", "greet", "--lang", "python", "--dir", dir, "--force"])
+            #expect(forced.status == 0, "\(forced.output)")
+            #expect(try String(contentsOfFile: dir + "/greet.py", encoding: .utf8) != "mine\n")
+        }
+
+        @Test func badNamesAndLanguagesAreUsageErrors() async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            for (args, message) in [(["test_x", "--lang", "python"], "discovery skips a file named 'test_x'"),
+                                    (["x_test", "--lang", "node"], "discovery skips a file named 'x_test'"),
+                                    (["9lives", "--lang", "sh"], "must start with a letter"),
+                                    (["a/b", "--lang", "sh"], "must start with a letter and hold only letters"),
+                                    (["ok", "--lang", "sh", "--task", "bad task"], "the task name 'bad task'"),
+                                    (["ok", "--lang", "cobol"], "--lang must be one of python, node, sh, ruby, c, not 'cobol'")] {
+                let r = try await ChildProcess.run(Paths.celerity, ["plugin", "new"] + args + ["--dir", root])
+                #expect(r.status == 64, "\(args): \(r.output)")
+                #expect(r.output.contains(message), "\(args): \(r.output)")
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: root).isEmpty)
+        }
+    }
+}
