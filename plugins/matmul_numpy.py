@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# celerity-check: --task plugins.mat_mul_numpy --args [3,3]
+# celerity-check: --task plugins.mat_mul_numpy --args [3,3] --nondeterministic
 """Celerity plugin: multiply two random matrices with numpy.
 
 Task plugins.mat_mul_numpy(m, n): an m×n and an n×m matrix of uniform random floats in

@@ -15,9 +15,12 @@ struct PluginCheckCommand: AsyncParsableCommand {
         commandName: "check",
         abstract: "Drive a plugin through the protocol and say what it gets wrong.",
         discussion: """
-        Runs the program (never through a shell) in one-shot mode and in persistent mode: a normal call,
-        input that is not JSON, a 100-digit integer, an error (unknown task, unknown method), a
-        cancellation (with --slow-task), and shutdown. Exit status 0 when every check passes, 1 otherwise.
+        Runs the program (never through a shell) in one-shot mode and in persistent mode: describe (as
+        discovery asks it, CELERITY_MODE=describe, and as a JSON-RPC method; the document's shape, the
+        same in both modes), a normal call, input that is not JSON, a 100-digit integer, an error
+        (unknown task, unknown method), a cancellation (with --slow-task), shutdown, and reload survival
+        (calls in flight answered before shutdown is; a fresh process answers the same call the same
+        way). Exit status 0 when every check passes, 1 otherwise.
         Example: celerity plugin check --task plugins.py_add --args '[2, 3]' --slow-task plugins.py_sleep -- python3 plugins/py_tasks.py
         """
     )
@@ -37,6 +40,15 @@ struct PluginCheckCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds a call may take.")
     var timeout: Double = 10
 
+    @Flag(name: .customLong("skip-describe"), help: "Do not ask for describe (a plugin only named in tasks.yaml, which discovery will not find).")
+    var skipDescribe = false
+
+    @Flag(name: .customLong("skip-reload"), help: "Skip the reload survival check (persistent mode).")
+    var skipReload = false
+
+    @Flag(name: .long, help: "The same call may get different answers (random results): the reload check compares the kind of answer only.")
+    var nondeterministic = false
+
     @Argument(parsing: .captureForPassthrough, help: "The plugin's program and arguments.")
     var command: [String]
 
@@ -52,6 +64,9 @@ struct PluginCheckCommand: AsyncParsableCommand {
         var checker = PluginChecker(argv: argv, task: task, args: (try? JSONValue(parsing: args))?.arrayValue ?? [],
                                     slowTask: slowTask, mode: PluginChecker.Mode(rawValue: mode)!)
         checker.timeout = timeout
+        checker.checkDescribe = !skipDescribe
+        checker.checkReload = !skipReload
+        checker.deterministic = !nondeterministic
         let findings = await checker.run()
         for f in findings { print(f) }
         let failed = findings.filter { !$0.passed }.count

@@ -159,5 +159,86 @@ extension Integration {
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: root).isEmpty)
         }
+
+        /// `celerity plugin check` fails a description of the wrong shape, a plugin that drops
+        /// calls in flight at shutdown, and one whose fresh process answers differently.
+        @Test func pluginCheckCatchesABadDescriptionAndALossyReload() async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            func check(_ options: [String], _ argv: [String]) async throws -> (status: Int32, output: String) {
+                try await ChildProcess.run(Paths.celerity, ["plugin", "check", "--timeout", "5"] + options + ["--"] + argv)
+            }
+
+            // A typo in the description is named, with the task.
+            try """
+            #!/bin/sh
+            cat >/dev/null
+            if [ "$CELERITY_MODE" = describe ]; then echo '{"protocol": 1, "tasks": {"t.x": {"qeue": "q", "params": {"n": "int"}}}}'; exit 0; fi
+            echo '{"result": 1}'
+            """.write(toFile: root + "/typo.sh", atomically: true, encoding: .utf8)
+            let typo = try await check(["--mode", "oneshot", "--task", "t.x"], [Paths.which("sh"), root + "/typo.sh"])
+            #expect(typo.status == 1)
+            #expect(typo.output.contains("FAIL  describe (one-shot, CELERITY_MODE=describe): task t.x: unknown key 'qeue'"), "\(typo.output)")
+            #expect(typo.output.contains("parameter n: a schema must be an object or a type name"), "\(typo.output)")
+            // Without describe at all: a failure that says what it costs, unless skipped.
+            try "#!/bin/sh\ncat >/dev/null\necho '{\"result\": 1}'\n".write(toFile: root + "/old.sh", atomically: true, encoding: .utf8)
+            let silent = try await check(["--mode", "oneshot"], [Paths.which("sh"), root + "/old.sh"])
+            #expect(silent.status == 1)
+            #expect(silent.output.contains("FAIL  describe (one-shot, CELERITY_MODE=describe): the answer has no \"tasks\""), "\(silent.output)")
+            #expect(silent.output.contains("discovery cannot find this plugin"), "\(silent.output)")
+            let skipped = try await check(["--mode", "oneshot", "--skip-describe"], [Paths.which("sh"), root + "/old.sh"])
+            #expect(skipped.output.contains("PASS  one-shot: a normal call"), "\(skipped.output)")
+            #expect(!skipped.output.contains("describe"), "\(skipped.output)")
+
+            // Each process answers with its pid: a fresh process answers differently.
+            try """
+            import os, sys
+            sys.path.insert(0, \(String(reflecting: Paths.root + "/plugins")))
+            from celerity_plugin import task, run
+
+            @task("t.pid")
+            def pid(*args):
+                return os.getpid()
+
+            run()
+            """.write(toFile: root + "/pid.py", atomically: true, encoding: .utf8)
+            let pid = try await check(["--task", "t.pid"], [Paths.python3, root + "/pid.py"])
+            #expect(pid.status == 1)
+            #expect(pid.output.contains("FAIL  persistent: reload survival (5 calls in flight, shutdown, a fresh process): the first process answered result "), "\(pid.output)")
+            let lenient = try await check(["--task", "t.pid", "--nondeterministic"], [Paths.python3, root + "/pid.py"])
+            #expect(lenient.status == 0, "\(lenient.output)")
+
+            // Shutdown answered while calls are still running: a reload would lose them.
+            try """
+            import json, os, sys, threading, time
+            def send(obj):
+                sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
+            lock = threading.Lock()
+            def later(rpc_id):
+                time.sleep(0.5)
+                with lock: send({"jsonrpc": "2.0", "id": rpc_id, "result": 1})
+            if os.environ.get("CELERITY_MODE") == "describe":
+                sys.stdin.read(); send({"protocol": 1, "tasks": {"t.slow": {}}}); sys.exit(0)
+            if os.environ.get("CELERITY_MODE") != "persistent":
+                sys.stdin.read(); send({"result": 1}); sys.exit(0)
+            for line in sys.stdin:
+                try:
+                    m = json.loads(line)
+                except ValueError:
+                    with lock: send({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+                    continue
+                method, rpc_id = m.get("method"), m.get("id")
+                with lock:
+                    if method == "initialize": send({"jsonrpc": "2.0", "id": rpc_id, "result": {"protocol": 1, "max_inflight": 8}})
+                    elif method == "describe": send({"jsonrpc": "2.0", "id": rpc_id, "result": {"protocol": 1, "tasks": {"t.slow": {}}}})
+                    elif method == "task/run": threading.Thread(target=later, args=(rpc_id,), daemon=True).start()
+                    elif method == "shutdown": send({"jsonrpc": "2.0", "id": rpc_id, "result": {}})
+                    elif method == "exit": os._exit(0)
+                    elif rpc_id is not None: send({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": -32601, "message": "no"}})
+            """.write(toFile: root + "/hasty.py", atomically: true, encoding: .utf8)
+            let hasty = try await check(["--task", "t.slow"], [Paths.python3, root + "/hasty.py"])
+            #expect(hasty.status == 1)
+            #expect(hasty.output.contains("FAIL  persistent: reload survival (5 calls in flight, shutdown, a fresh process): shutdown was answered before r1, r2, r3, r4, r5"), "\(hasty.output)")
+        }
     }
 }
