@@ -240,5 +240,112 @@ extension Integration {
             #expect(hasty.status == 1)
             #expect(hasty.output.contains("FAIL  persistent: reload survival (5 calls in flight, shutdown, a fresh process): shutdown was answered before r1, r2, r3, r4, r5"), "\(hasty.output)")
         }
+
+        /// Runs `argv` as discovery does (CELERITY_MODE=describe) and returns the document's tasks.
+        static func describe(_ argv: [String]) async throws -> JSONValue {
+            let r = try await ChildProcess.run(Paths.which("sh"), ["-c", #"echo '{"method": "describe", "protocol": 1}' | CELERITY_MODE=describe "$@""#, "sh"] + argv)
+            #expect(r.status == 0, "\(r.output)")
+            let document = try JSONValue(parsing: Array(r.output.utf8))
+            return try #require(document["tasks"], "\(r.output)")
+        }
+
+        /// The Python helper's translation of annotations, defaults, *args and **kwargs.
+        @Test func thePythonHelperDescribesSignatures() async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            try """
+            import enum, sys
+            from typing import Annotated, Literal, Optional, TypedDict, Union
+            sys.path.insert(0, \(String(reflecting: Paths.root + "/plugins")))
+            from celerity_plugin import task, run
+
+            class Color(enum.Enum):
+                RED = "red"
+                BLUE = "blue"
+
+            class User(TypedDict):
+                name: str
+                age: int
+
+            @task("t.rich", queue="q", time_limit=30, mode="persistent")
+            def rich(a: list[int], b: dict[str, float], c: Optional[str], d: Literal["x", "y"], e: Union[int, str],
+                     f: Annotated[int, {"minimum": 0}] = 3, g: Color = Color.RED, u: User = None, h=object()) -> list[list[float]]:
+                \"\"\"First paragraph,
+                on two lines.
+
+                Not this one.\"\"\"
+
+            @task("t.star")
+            def star(x, *rest: float, flag: bool = False, **kw):
+                pass
+
+            @task("t.explicit", params={"n": {"type": "integer", "minimum": 0}})
+            def explicit(*a, **k):
+                pass
+
+            @task("t.none", params=None)
+            def none(x: int):
+                pass
+
+            run()
+            """.write(toFile: root + "/rich.py", atomically: true, encoding: .utf8)
+            let tasks = try await Self.describe([Paths.python3, root + "/rich.py"])
+            let rich = try #require(tasks["t.rich"])
+            #expect(rich["doc"] == "First paragraph, on two lines.")
+            #expect(rich["queue"] == "q" && rich["time_limit"] == 30 && rich["mode"] == "persistent")
+            let p = try #require(rich["params"])
+            #expect(p.objectValue?.map(\.key) == ["a", "b", "c", "d", "e", "f", "g", "u", "h"])   // in order
+            #expect(p["a"] == ["type": "array", "items": ["type": "integer"]])
+            #expect(p["b"] == ["type": "object", "additionalProperties": ["type": "number"]])
+            #expect(p["c"] == ["type": ["string", "null"]])
+            #expect(p["d"] == ["enum": ["x", "y"], "type": "string"])
+            #expect(p["e"] == ["type": ["integer", "string"]])
+            #expect(p["f"] == ["type": "integer", "minimum": 0, "default": 3])
+            #expect(p["g"] == ["enum": ["red", "blue"], "type": "string", "default": "red"])
+            #expect(p["u"]?["properties"] == ["name": ["type": "string"], "age": ["type": "integer"]])
+            #expect(p["u"]?["type"] == ["object", "null"] && p["u"]?["default"] == .null)
+            #expect(p["h"] == ["default": .null, "description": "default: an instance of object (not JSON)"])
+            #expect(rich["returns"] == ["type": "array", "items": ["type": "array", "items": ["type": "number"]]])
+            // Keyword-only parameters after *args are left out, as extra keyword arguments.
+            #expect(tasks["t.star"] == ["params": ["x": [:]], "varargs": ["type": "number"], "varkwargs": true])
+            #expect(tasks["t.explicit"] == ["params": ["n": ["type": "integer", "minimum": 0]]])
+            #expect(tasks["t.none"] == [:])
+        }
+
+        /// The Node and Ruby helpers: params as names, as types and schemas; names from a Ruby block.
+        @Test func theNodeAndRubyHelpersDescribeTheirParams() async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            try """
+            const { task, run } = require(\(String(reflecting: Paths.root + "/plugins/celerity_plugin")));
+            task('t.names', (x, y) => x + y, { params: ['x', 'y'] });
+            task('t.typed', (n, m) => n, { params: { n: 'integer', m: { type: 'number', default: 1 } }, returns: 'number', queue: 'q', doc: 'Typed.' });
+            task('t.free', (...a) => a, { varargs: true, time_limit: 5 });
+            run();
+            """.write(toFile: root + "/n.js", atomically: true, encoding: .utf8)
+            let node = try await Self.describe([Paths.which("node"), root + "/n.js"])
+            #expect(node["t.names"] == ["params": ["x": [:], "y": [:]]])
+            #expect(node["t.typed"] == ["doc": "Typed.", "params": ["n": ["type": "integer"], "m": ["type": "number", "default": 1]],
+                                        "returns": ["type": "number"], "queue": "q"])
+            #expect(node["t.free"] == ["varargs": true, "time_limit": 5])
+            let typo = try await ChildProcess.run(Paths.which("node"), ["-e", "require(\(String(reflecting: Paths.root + "/plugins/celerity_plugin"))).task('a', () => 1, { qeue: 'x' })"])
+            #expect(typo.status != 0 && typo.output.contains("task(): unknown option qeue"), "\(typo.output)")
+
+            try """
+            require \(String(reflecting: Paths.root + "/plugins/celerity_plugin"))
+            include CelerityPlugin
+            task 't.block', queue: 'q' do |a, b = 2, *rest, **opts| a end
+            task 't.kw' do |a, scale: 1| a * scale end
+            task 't.typed', params: { n: 'integer', m: { type: 'number', default: 1 } }, doc: 'Typed.' do |n, m = 1| n end
+            run
+            """.write(toFile: root + "/r.rb", atomically: true, encoding: .utf8)
+            let ruby = try await Self.describe([Paths.which("ruby"), root + "/r.rb"])
+            #expect(ruby["t.block"] == ["params": ["a": [:], "b": ["default": .null, "description": "optional"]], "varargs": true, "varkwargs": true, "queue": "q"])
+            #expect(ruby["t.kw"] == ["params": ["a": [:], "scale": ["default": .null, "description": "optional"]]])
+            #expect(ruby["t.typed"] == ["doc": "Typed.", "params": ["n": ["type": "integer"], "m": ["type": "number", "default": 1]]])
+            // Keyword arguments bind to the block's parameters by name, positional or keyword.
+            let call = try await ChildProcess.run(Paths.which("sh"), ["-c", #"echo '{"task": "t.kw", "args": [], "kwargs": {"a": 3, "scale": 5}}' | ruby "$1""#, "sh", root + "/r.rb"])
+            #expect(call.output.contains(#"{"result":15}"#), "\(call.output)")
+        }
     }
 }
