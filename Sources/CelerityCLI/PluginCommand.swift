@@ -95,8 +95,8 @@ struct PluginNewCommand: ParsableCommand {
     @Option(name: .long, help: "python, node, sh, ruby or c.")
     var lang: String
 
-    @Option(name: .long, help: ArgumentHelp("Folder to write into (default: plugins).", valueName: "dir"))
-    var dir: String = "plugins"
+    @Option(name: .long, help: ArgumentHelp("Folder to write into (default: the first plugin_dirs entry of $CELERITY_MANIFEST or ./tasks.yaml, else plugins).", valueName: "dir"))
+    var dir: String?
 
     @Option(name: .long, help: ArgumentHelp("The task's name (default: the plugin's name).", valueName: "name"))
     var task: String?
@@ -109,11 +109,28 @@ struct PluginNewCommand: ParsableCommand {
         guard PluginScaffold.Language(rawValue: lang) != nil else {
             throw ValidationError("--lang must be one of \(PluginScaffold.Language.allCases.map(\.rawValue).joined(separator: ", ")), not '\(lang)'")
         }
-        if dir.isEmpty { throw ValidationError("--dir must not be empty") }
+        if dir?.isEmpty == true { throw ValidationError("--dir must not be empty") }
     }
 
     func run() throws {
-        let scaffold = PluginScaffold(name: name, task: task ?? name, language: PluginScaffold.Language(rawValue: lang)!, dir: dir)
+        let manifestPath = ProcessInfo.processInfo.environment["CELERITY_MANIFEST"] ?? "tasks.yaml"
+        var folders: [PluginDirectory] = []
+        if FileManager.default.fileExists(atPath: manifestPath) {
+            do {
+                folders = try Manifest.load(path: manifestPath, discover: false).pluginDirectories
+            } catch {
+                FileHandle.standardError.write(Data("celerity plugin new: note: \(manifestPath) cannot be read, so its plugin_dirs are unknown: \(error)\n".utf8))
+            }
+        }
+        var target = dir ?? "plugins"
+        if dir == nil, let first = folders.first {
+            // plugin_dirs are relative to the manifest's folder.
+            let base = (manifestPath as NSString).deletingLastPathComponent
+            target = first.path.hasPrefix("/") || base.isEmpty || base == "." ? first.path : first.absolutePath
+        }
+        let absolute = ((target.hasPrefix("/") ? target : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(target)) as NSString).standardizingPath
+        var scaffold = PluginScaffold(name: name, task: task ?? name, language: PluginScaffold.Language(rawValue: lang)!, dir: target)
+        scaffold.discovered = folders.contains { $0.absolutePath == absolute } ? manifestPath : nil
         do {
             let report = try scaffold.write(force: force)
             print(report)
@@ -136,6 +153,8 @@ struct PluginScaffold {
     var task: String
     var language: Language
     var dir: String
+    /// The manifest whose plugin_dirs hold `dir`, if one does.
+    var discovered: String?
 
     /// What is wrong with a plugin or task name, or nil. Names that discovery skips (test_*,
     /// *_test, celerity_plugin) are refused: the plugin would never be found.
@@ -286,7 +305,8 @@ struct PluginScaffold {
             "Task \(task)(name: string, times: integer = 1) -> string. Next:",
             "  \(testCommand)",
             "  celerity plugin check \(mode)--task \(task) --args '[\"world\"]' -- \(argv.joined(separator: " "))",
-            "  with `plugin_dirs: [\(dir)]` in tasks.yaml and a worker running:  celerity call \(task) world",
+            discovered.map { "  \($0) lists \(dir) in plugin_dirs: with a worker running,  celerity call \(task) world" }
+                ?? "  with `plugin_dirs: [\(dir)]` in tasks.yaml and a worker running:  celerity call \(task) world",
         ]
         if language == .c { lines.append("  after editing \(pluginPath): cc -O2 -o \(binary) \(pluginPath)") }
         return lines.joined(separator: "\n")

@@ -144,6 +144,23 @@ extension Integration {
             #expect(try String(contentsOfFile: dir + "/greet.py", encoding: .utf8) != "mine\n")
         }
 
+        /// Without --dir, the scaffold goes into the first folder of tasks.yaml's plugin_dirs.
+        @Test func theDefaultFolderIsTheManifestsFirstPluginDir() async throws {
+            let root = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            try FileManager.default.createDirectory(atPath: root + "/drop", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: root + "/more", withIntermediateDirectories: true)
+            try "plugin_dirs: [drop, {path: more, queue: q}]\n".write(toFile: root + "/tasks.yaml", atomically: true, encoding: .utf8)
+            let r = try await ChildProcess.run(Paths.celerity, ["plugin", "new", "hi", "--lang", "sh"], directory: root)
+            #expect(r.status == 0, "\(r.output)")
+            #expect(FileManager.default.fileExists(atPath: root + "/drop/hi.sh"))
+            #expect(r.output.contains("tasks.yaml lists drop in plugin_dirs: with a worker running,  celerity call hi world"), "\(r.output)")
+            // A folder outside plugin_dirs gets the hint to add it.
+            let other = try await ChildProcess.run(Paths.celerity, ["plugin", "new", "hi", "--lang", "sh", "--dir", "elsewhere"], directory: root)
+            #expect(other.status == 0, "\(other.output)")
+            #expect(other.output.contains("with `plugin_dirs: [elsewhere]` in tasks.yaml"), "\(other.output)")
+        }
+
         @Test func badNamesAndLanguagesAreUsageErrors() async throws {
             let root = try Self.temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: root) }
@@ -178,8 +195,17 @@ extension Integration {
             """.write(toFile: root + "/typo.sh", atomically: true, encoding: .utf8)
             let typo = try await check(["--mode", "oneshot", "--task", "t.x"], [Paths.which("sh"), root + "/typo.sh"])
             #expect(typo.status == 1)
-            #expect(typo.output.contains("FAIL  describe (one-shot, CELERITY_MODE=describe): task t.x: unknown key 'qeue'"), "\(typo.output)")
-            #expect(typo.output.contains("parameter n: a schema must be an object or a type name"), "\(typo.output)")
+            #expect(typo.output.contains("FAIL  describe (one-shot, CELERITY_MODE=describe): tasks.t.x: unknown key 'qeue'"), "\(typo.output)")
+            try """
+            #!/bin/sh
+            cat >/dev/null
+            if [ "$CELERITY_MODE" = describe ]; then echo '{"protocol": 1, "tasks": {"t.x": {"time_limit": "soon", "processes": 2, "params": {"n": "int"}}}}'; exit 0; fi
+            echo '{"result": 1}'
+            """.write(toFile: root + "/values.sh", atomically: true, encoding: .utf8)
+            let values = try await check(["--mode", "oneshot", "--task", "t.x"], [Paths.which("sh"), root + "/values.sh"])
+            #expect(values.status == 1)
+            #expect(values.output.contains("tasks.t.x.params.n: a schema must be an object or a type name"), "\(values.output)")
+            #expect(values.output.contains("as a tasks.yaml entry: "), "\(values.output)")
             // Without describe at all: a failure that says what it costs, unless skipped.
             try "#!/bin/sh\ncat >/dev/null\necho '{\"result\": 1}'\n".write(toFile: root + "/old.sh", atomically: true, encoding: .utf8)
             let silent = try await check(["--mode", "oneshot"], [Paths.which("sh"), root + "/old.sh"])

@@ -157,59 +157,53 @@ public struct PluginChecker: Sendable {
 
     // MARK: Describe
 
-    /// The policy keys a plugin may suggest in its description, and the schema keys.
-    public static let describeKeys: Set<String> = [
-        "queue", "mode", "time_limit", "soft_time_limit", "ignore_result", "track_started", "retries", "retry_backoff",
-        "retry_backoff_max", "rate_limit", "burst", "max_concurrency", "unique", "grace_period", "max_output_bytes",
-        "processes", "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout",
-        "doc", "params", "varargs", "varkwargs", "returns",
-    ]
+    /// Keys of a description that tasks.yaml's task reader does not check here: the argument
+    /// schema and its notes (their shape is checked by `describeProblems`).
+    static let schemaKeys: Set<String> = ["doc", "params", "varargs", "varkwargs", "returns"]
 
-    /// What is wrong with a describe document's shape (empty when nothing): `tasks` an object of
-    /// objects, only known keys, `params` an object of schemas (objects) or type names.
-    public static func describeProblems(_ document: JSONValue) -> [String] {
-        guard let members = document.objectValue else { return ["the description must be a JSON object, got \(document.serialized())"] }
+    /// What is wrong with a describe document (empty when nothing): its shape, as discovery reads
+    /// it (PluginDescription.parse); the policy values, read by the tasks.yaml reader as if the
+    /// entry were written there with `plugin: argv`; `params` an object of schemas (objects or type
+    /// names), `varargs`/`varkwargs` booleans or schemas, `doc` a string.
+    public static func describeProblems(_ document: JSONValue, argv: [String], baseDirectory: String) -> [String] {
+        let description: PluginDescription
+        do { description = try PluginDescription.parse(document) } catch { return [error.message] }
         var problems: [String] = []
-        if let protocolVersion = document["protocol"], protocolVersion.intValue != 1 {
-            problems.append("\"protocol\" must be 1, got \(protocolVersion.serialized())")
-        }
-        guard let tasks = members.first(where: { $0.key == "tasks" })?.value.objectValue else {
-            return problems + ["the description has no \"tasks\" object"]
-        }
-        if tasks.isEmpty { problems.append("\"tasks\" is empty: the plugin describes no task") }
+        if description.tasks.isEmpty { problems.append("\"tasks\" is empty: the plugin describes no task") }
         let typeNames: Set<String> = ["string", "integer", "number", "boolean", "array", "object", "null"]
         func isSchema(_ v: JSONValue) -> Bool {
             if let name = v.stringValue { return typeNames.contains(name) }
             return v.objectValue != nil
         }
-        for task in tasks {
-            guard let entry = task.value.objectValue else {
-                problems.append("task \(task.key): its entry must be an object, got \(task.value.serialized())")
-                continue
-            }
-            for member in entry where !describeKeys.contains(member.key) {
-                problems.append("task \(task.key): unknown key '\(member.key)' (a plugin may suggest: \(describeKeys.sorted().joined(separator: ", ")))")
-            }
-            if let params = task.value["params"], params != .null {
+        var entries: [JSONMember] = []
+        for (name, entry) in description.tasks {
+            let value = JSONValue.object(entry)
+            if let params = value["params"], params != .null {
                 if let list = params.objectValue {
                     for p in list where !isSchema(p.value) {
-                        problems.append("task \(task.key): parameter \(p.key): a schema must be an object or a type name (\(typeNames.sorted().joined(separator: ", "))), got \(p.value.serialized())")
+                        problems.append("tasks.\(name).params.\(p.key): a schema must be an object or a type name (\(typeNames.sorted().joined(separator: ", "))), got \(p.value.serialized())")
                     }
                 } else {
-                    problems.append("task \(task.key): params must be an object (name -> schema), got \(params.serialized())")
+                    problems.append("tasks.\(name).params must be an object (name -> schema), got \(params.serialized())")
                 }
             }
-            for key in ["varargs", "varkwargs"] {
-                if let v = task.value[key], v.boolValue == nil, !isSchema(v) {
-                    problems.append("task \(task.key): \(key) must be true, false or a schema, got \(v.serialized())")
+            for key in ["varargs", "varkwargs", "returns"] {
+                if let v = value[key], v != .null, !(key != "returns" && v.boolValue != nil), !isSchema(v) {
+                    problems.append("tasks.\(name).\(key) must be \(key == "returns" ? "" : "true, false or ")a schema, got \(v.serialized())")
                 }
             }
-            if let mode = task.value["mode"], mode.stringValue != "oneshot", mode.stringValue != "persistent" {
-                problems.append("task \(task.key): mode must be oneshot or persistent, got \(mode.serialized())")
-            }
-            for key in ["doc", "queue"] {
-                if let v = task.value[key], v.stringValue == nil { problems.append("task \(task.key): \(key) must be a string, got \(v.serialized())") }
-            }
+            if let doc = value["doc"], doc != .null, doc.stringValue == nil { problems.append("tasks.\(name).doc must be a string, got \(doc.serialized())") }
+            var policy = entry.filter { !schemaKeys.contains($0.key) }
+            if !policy.contains(where: { $0.key == "queue" }) { policy.insert(JSONMember("queue", "check"), at: 0) }
+            policy.insert(JSONMember("plugin", .array(argv.map { .string($0) })), at: 0)
+            entries.append(JSONMember(name, .object(policy)))
+        }
+        // JSON is YAML: the reader sees the entries as tasks.yaml would hold them.
+        let manifest = JSONValue.object([JSONMember("tasks", .object(entries))]).serialized()
+        do {
+            _ = try Manifest.parse(manifest, path: "describe", baseDirectory: baseDirectory, discover: false)
+        } catch {
+            problems.append("as a tasks.yaml entry: \(error.message)")
         }
         return problems
     }
@@ -232,7 +226,7 @@ public struct PluginChecker: Sendable {
         if document["tasks"] == nil {
             return (Finding(passed: false, check: check, detail: "the answer has no \"tasks\": \(TaskMessage.preview(r.stdout, limit: 120))" + hint), nil)
         }
-        let problems = PluginChecker.describeProblems(document)
+        let problems = PluginChecker.describeProblems(document, argv: [exe] + argv.dropFirst(), baseDirectory: FileManager.default.currentDirectoryPath)
         if !problems.isEmpty { return (Finding(passed: false, check: check, detail: problems.prefix(5).joined(separator: "; ")), document) }
         let names = document["tasks"]?.objectValue?.map(\.key) ?? []
         return (Finding(passed: true, check: check, detail: "describes \(names.joined(separator: ", "))"), document)
@@ -326,7 +320,7 @@ public struct PluginChecker: Sendable {
 
     func persistentChecks(_ exe: String, description: JSONValue?) async -> [Finding] {
         let checker = self
-        let run = await persistentProcess(exe) { session in await checker.persistentConversation(session, description: description) }
+        let run = await persistentProcess(exe) { session in await checker.persistentConversation(session, exe: exe, description: description) }
         if let error = run.error { return [Finding(passed: false, check: "persistent mode", detail: "cannot run the plugin: \(error)")] }
         var findings = run.findings
         guard findings.count > 1 else { return findings }   // no handshake: nothing more to say
@@ -412,7 +406,7 @@ public struct PluginChecker: Sendable {
     func kind(_ outcome: String) -> String { outcome.hasPrefix("result") ? "result" : outcome }
 
     /// The scripted conversation; every stdout line must be a JSON-RPC message.
-    func persistentConversation(_ session: Session, description: JSONValue?) async -> [Finding] {
+    func persistentConversation(_ session: Session, exe: String, description: JSONValue?) async -> [Finding] {
         var findings: [Finding] = []
         let send = session.send
         func rpc(_ id: JSONValue, _ method: String, _ params: JSONValue) -> [UInt8] { Session.rpc(id, method, params) }
@@ -430,7 +424,7 @@ public struct PluginChecker: Sendable {
             send(rpc("d1", "describe", .object([JSONMember("protocol", 1)])))
             let check = "persistent: describe"
             if let described = await answer("d1", within: 10), let document = described["result"] {
-                let problems = PluginChecker.describeProblems(document)
+                let problems = PluginChecker.describeProblems(document, argv: [exe] + argv.dropFirst(), baseDirectory: FileManager.default.currentDirectoryPath)
                 if !problems.isEmpty {
                     findings.append(Finding(passed: false, check: check, detail: problems.prefix(5).joined(separator: "; ")))
                 } else if let description, description != document {
