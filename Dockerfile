@@ -9,7 +9,7 @@
 #   python   Python Celery 5.7 + Flower 2.2 on python:3.11-slim: the interop worker, Flower
 #            and the tutorial's Python clients (interop/).
 #   runtime  debian:bookworm-slim with what `celerity` loads (hiredis 0.14, OpenBLAS, zlib, OpenSSL 3 (rediss://),
-#            bzip2, libstdc++) and what the example plugins run on (python3 + numpy, nodejs,
+#            bzip2, libstdc++) and what the example plugins run on (python3 + numpy, nodejs, ruby,
 #            /bin/sh), tasks.yaml and plugins/, as the non-root user `celerity`.
 #
 # Checked in CI without a Docker engine: scripts/check-docker.sh runs hadolint on this file.
@@ -53,13 +53,13 @@ CMD ["celery", "-A", "py_worker_app", "worker", "-Q", "pyq", "--pool", "solo", "
 
 # ---------------------------------------------------------------------------------- runtime
 FROM debian:bookworm-slim AS runtime
-# DL3008 ignored as above. python3-numpy: plugins/matmul_numpy.py; nodejs: the .js plugins;
+# DL3008 ignored as above. python3-numpy: plugins/matmul_numpy.py; nodejs: the .js plugins; ruby: the .rb ones;
 # libopenblas0: mat_mul (dlopened, so ldd does not show it).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         libhiredis0.14 libopenblas0 zlib1g libbz2-1.0 libssl3 libstdc++6 \
-        python3 python3-numpy nodejs \
+        python3 python3-numpy nodejs ruby \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 celerity
 COPY --from=build /out/celerity /usr/local/bin/celerity

@@ -17,8 +17,11 @@
 //   that a retry may help. The error is repeated on stderr then, because for exit 75 the
 //   worker's failure message is made of the last lines of stderr.
 // * "persistent": newline-delimited JSON-RPC 2.0 on stdin/stdout: initialize, task/run,
-//   $/cancel, shutdown, exit. EOF on stdin means exit once the calls already received
-//   are answered.
+//   $/cancel, describe, shutdown, exit. EOF on stdin means exit once the calls already
+//   received are answered.
+// * "describe": write the plugin's description (its tasks, the policy each suggests,
+//   their argument schemas) as one JSON document to stdout and exit 0. Discovery
+//   (`plugin_dirs` in tasks.yaml) asks every plugin this way.
 //
 // Registering tasks:
 //   task('a.b', fn)                 fn serves the task named a.b
@@ -26,7 +29,24 @@
 //   task(fn)                        the task name is fn.name
 //   task('a.b', fn, { params: ['x', 'y'] })
 //                                   kwargs are matched to these parameter names, so
-//                                   {"args": [2], "kwargs": {"y": 3}} calls fn(2, 3)
+//                                   {"args": [2], "kwargs": {"y": 3}} calls fn(2, 3);
+//                                   the parameters take any value
+//   task('a.b', fn, { params: { x: 'integer', y: { type: 'integer', default: 1 } } })
+//                                   the same, with an argument schema: name -> a type name
+//                                   (string, integer, number, boolean, array, object, null)
+//                                   or a JSON Schema (docs/plugins.md has the subset); a
+//                                   parameter with a default is optional. The worker and
+//                                   the clients check calls against it before they run.
+//   task('a.b', fn, { params: {...}, queue: 'plugins', time_limit: 30, mode: 'persistent',
+//                     doc: 'Adds two numbers.', returns: 'number' })
+//                                   the policy the plugin suggests for the task (tasks.yaml
+//                                   wins key by key; POLICY_KEYS lists them) and its doc
+//   varargs: true (or a schema)     extra positional arguments allowed (they are passed on
+//                                   after the named ones)
+//   varkwargs: true (or a schema)   keyword arguments not in params allowed: fn gets them as
+//                                   one more, last argument (an object)
+// These options make up the answer to `describe`. Without `params` a task has no schema
+// (any arguments are accepted).
 // With one function registered it serves every task name; otherwise the request's "task"
 // picks the function. Without `params`, fn gets the request's args as its arguments and,
 // when kwargs is not empty, the kwargs object as one more, last argument.
@@ -101,7 +121,76 @@ class BadRequest extends Error {
 
 const registry = new Map(); // task name -> entry
 const entries = [];         // distinct registered functions, in registration order
+const describedAs = new Map(); // task name -> the options given to task() for it
 const callStorage = new AsyncLocalStorage();
+
+// The policy keys a plugin may suggest (tasks.yaml's task keys, except how the plugin is
+// run: builtin, plugin, env, set_env, cwd are the operator's call).
+const POLICY_KEYS = Object.freeze([
+  'queue', 'mode', 'time_limit', 'soft_time_limit', 'ignore_result', 'track_started',
+  'retries', 'retry_backoff', 'retry_backoff_max', 'rate_limit', 'burst', 'max_concurrency',
+  'unique', 'grace_period', 'max_output_bytes', 'processes', 'max_inflight', 'max_calls',
+  'max_rss_mb', 'handshake_timeout',
+]);
+const SCHEMA_KEYS = Object.freeze(['doc', 'params', 'varargs', 'varkwargs', 'returns']);
+const TYPE_NAMES = Object.freeze(['string', 'integer', 'number', 'boolean', 'array', 'object', 'null']);
+
+/** params as given to task(): null, or { names, schema } with schema name -> schema. */
+function normalizeParams(params) {
+  if (params === undefined || params === null) return null;
+  if (Array.isArray(params)) {
+    if (!params.every((p) => typeof p === 'string' && p)) {
+      throw new TypeError('options.params: an array must hold parameter names (non-empty strings)');
+    }
+    if (new Set(params).size !== params.length) throw new TypeError('options.params: a parameter name is repeated');
+    const schema = {};
+    for (const p of params) schema[p] = {};
+    return { names: [...params], schema };
+  }
+  if (!isPlainObject(params)) {
+    throw new TypeError('options.params must be an array of parameter names or an object (name -> type name or schema)');
+  }
+  const schema = {};
+  for (const [name, value] of Object.entries(params)) {
+    schema[name] = schemaOf(value, `options.params.${name}`);
+  }
+  return { names: Object.keys(params), schema };
+}
+
+/** A type name ('integer') or a schema object, checked for its shape only. */
+function schemaOf(value, where) {
+  if (typeof value === 'string') {
+    if (!TYPE_NAMES.includes(value)) {
+      throw new TypeError(`${where}: unknown type name ${JSON.stringify(value)} (one of ${TYPE_NAMES.join(', ')}, or a schema object)`);
+    }
+    return { type: value };
+  }
+  if (value === true) return {};
+  if (!isPlainObject(value)) throw new TypeError(`${where}: expected a type name or a schema object, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** The plugin's description: the answer to `describe`. */
+function describe(name) {
+  const tasks = {};
+  for (const [taskName, entry] of registry) {
+    const options = describedAs.get(taskName) || {};
+    const out = {};
+    if (typeof options.doc === 'string') out.doc = options.doc;
+    if (entry.params) out.params = entry.params.schema;
+    for (const key of ['varargs', 'varkwargs']) {
+      if (options[key] !== undefined && options[key] !== false && options[key] !== null) {
+        out[key] = options[key] === true ? true : schemaOf(options[key], `options.${key}`);
+      }
+    }
+    if (options.returns !== undefined && options.returns !== null) out.returns = schemaOf(options.returns, 'options.returns');
+    for (const key of POLICY_KEYS) {
+      if (options[key] !== undefined) out[key] = options[key];
+    }
+    tasks[taskName] = out;
+  }
+  return { protocol: PROTOCOL, name: name || pluginName(), tasks };
+}
 
 /**
  * Register a function as the handler of one or more task names:
@@ -129,16 +218,27 @@ function task(...items) {
       throw new TypeError(`task names must be non-empty strings, got ${JSON.stringify(name)}`);
     }
   }
-  const params = options.params;
-  if (params !== undefined && !(Array.isArray(params) && params.every((p) => typeof p === 'string' && p))) {
-    throw new TypeError('options.params must be an array of parameter names');
+  const unknown = Object.keys(options).filter((k) => !POLICY_KEYS.includes(k) && !SCHEMA_KEYS.includes(k));
+  if (unknown.length) {
+    throw new TypeError(`task(): unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${[...POLICY_KEYS, ...SCHEMA_KEYS].sort().join(', ')})`);
+  }
+  if (options.doc !== undefined && options.doc !== null && typeof options.doc !== 'string') throw new TypeError('options.doc must be a string');
+  const params = normalizeParams(options.params);
+  for (const key of ['varargs', 'varkwargs', 'returns']) {
+    if (options[key] !== undefined && options[key] !== null && options[key] !== false) schemaOf(options[key], `options.${key}`);
+  }
+  try {
+    JSON.stringify(options);
+  } catch (e) {
+    throw new TypeError(`task(): the options must be JSON values: ${e.message}`);
   }
   let entry = entries.find((e) => e.fn === fn);
   if (!entry) {
-    entry = { fn, params: params || null };
+    entry = { fn, params, varkwargs: Boolean(options.varkwargs) };
     entries.push(entry);
   } else if (params) {
     entry.params = params;
+    entry.varkwargs = Boolean(options.varkwargs);
   }
   for (const name of names) {
     const other = registry.get(name);
@@ -146,6 +246,7 @@ function task(...items) {
       throw new Error(`task ${JSON.stringify(name)} is already served by ${other.fn.name || 'another function'}`);
     }
     registry.set(name, entry);
+    describedAs.set(name, options);
   }
   return fn;
 }
@@ -303,12 +404,23 @@ function argumentList(entry, args, kwargs) {
   const names = Object.keys(kwargs);
   if (!entry.params) return names.length ? [...args, kwargs] : [...args];
   const list = [...args];
+  const rest = {};
+  let hasRest = false;
   for (const name of names) {
-    const i = entry.params.indexOf(name);
-    if (i < 0) throw new TypeError(`${entry.fn.name || 'task'}() got an unexpected keyword argument ${JSON.stringify(name)}`);
+    const i = entry.params.names.indexOf(name);
+    if (i < 0) {
+      if (!entry.varkwargs) throw new TypeError(`${entry.fn.name || 'task'}() got an unexpected keyword argument ${JSON.stringify(name)}`);
+      rest[name] = kwargs[name];
+      hasRest = true;
+      continue;
+    }
     if (i < args.length) throw new TypeError(`${entry.fn.name || 'task'}() got multiple values for argument ${JSON.stringify(name)}`);
     while (list.length < i) list.push(undefined);
     list[i] = kwargs[name];
+  }
+  if (hasRest) {
+    while (list.length < entry.params.names.length) list.push(undefined);
+    list.push(rest);
   }
   return list;
 }
@@ -540,6 +652,8 @@ class Server {
       }
     } else if (method === 'initialize' && hasId) {
       this.initialize(id, params);
+    } else if (method === 'describe' && hasId) {
+      this.send({ jsonrpc: '2.0', id, result: describe(this.name) });
     } else if (method === 'shutdown' && hasId) {
       this.accepting = false;
       this.shutdowns.push(id);
@@ -680,14 +794,20 @@ function run(options = {}) {
     process.exit(EX_USAGE);
   }
   const mode = process.env.CELERITY_MODE || 'oneshot';
-  if (mode !== 'oneshot' && mode !== 'persistent') {
-    log(`unknown CELERITY_MODE ${JSON.stringify(mode)} (expected oneshot or persistent)`);
+  if (mode !== 'oneshot' && mode !== 'persistent' && mode !== 'describe') {
+    log(`unknown CELERITY_MODE ${JSON.stringify(mode)} (expected oneshot, persistent or describe)`);
     process.exit(EX_USAGE);
   }
   const wanted = options.maxInflight !== undefined ? options.maxInflight : options.max_inflight;
   const maxInflight = Math.max(1, Math.floor(Number(wanted === undefined ? 1 : wanted)) || 1);
   claimStdio();
-  if (mode === 'oneshot') {
+  if (mode === 'describe') {
+    // stdin holds {"method": "describe", "protocol": 1}: nothing in it to act on.
+    readAll(process.stdin).catch(() => null).then(() => {
+      protocolOut.write(`${JSON.stringify(describe(options.name))}\n`);
+      exitAfterWrites(0);
+    });
+  } else if (mode === 'oneshot') {
     oneShot().then(exitAfterWrites, (e) => {
       log(`internal error: ${e && e.stack ? e.stack : e}`);
       process.exit(1);
@@ -700,7 +820,9 @@ function run(options = {}) {
 module.exports = {
   task,
   run,
+  describe,
   RetryableError,
+  POLICY_KEYS,
   currentRequest,
   currentSignal,
   cancelled,

@@ -10,7 +10,7 @@
     if __name__ == "__main__":
         run()
 
-run() speaks Celerity plugin protocol 1 (see PLUGIN-PROTOCOL.md) in the mode the worker
+run() speaks Celerity plugin protocol 1 (see docs/plugins.md) in the mode the worker
 asks for through CELERITY_MODE:
 
 * "oneshot" or unset: read one JSON request from stdin until EOF, write one response
@@ -18,8 +18,32 @@ asks for through CELERITY_MODE:
   RetryableError (or any exception with a true `retryable` attribute) also makes the
   process exit 75 (EX_TEMPFAIL), which asks the worker for a retry.
 * "persistent": newline-delimited JSON-RPC 2.0 on stdin/stdout: initialize, task/run,
-  $/cancel (best effort), shutdown, exit; EOF on stdin means exit once the calls
-  already received are answered.
+  $/cancel (best effort), describe, shutdown, exit; EOF on stdin means exit once the
+  calls already received are answered.
+* "describe": write the plugin's description (its tasks, the policy they suggest and
+  their argument schemas) as one JSON document to stdout and exit 0. Discovery
+  (`plugin_dirs` in tasks.yaml) asks every plugin this way.
+
+Describing tasks: each task's argument schema comes from the function's signature:
+
+    @task("plugins.greet", queue="plugins", time_limit=30)
+    def greet(name: str, times: int = 1) -> str:
+        '''Greets someone.'''
+
+describes plugins.greet as {"doc": "Greets someone.", "params": {"name": {"type":
+"string"}, "times": {"type": "integer", "default": 1}}, "returns": {"type": "string"},
+"queue": "plugins", "time_limit": 30}. Annotations map to JSON Schema types: str,
+int, float (number), bool, list[T] (items), dict / dict[str, T], tuple, Optional[T],
+Union[...], Literal[...] (enum), Enum subclasses (enum of their values), TypedDict
+(properties), None; Any, an unannotated parameter or an unknown class accept anything.
+Annotated[int, {"minimum": 0}] adds the dict's keywords to the schema.
+A parameter with a default is optional (a default that is not JSON is described as
+null). *args becomes "varargs", **kwargs "varkwargs". The docstring's first paragraph
+is the task's "doc". Keyword options of task() are the policy the plugin suggests
+(tasks.yaml wins key by key): queue, mode, time_limit, soft_time_limit, retries, ...
+(POLICY_KEYS), plus doc, params (an explicit schema: a dict name -> schema or type
+name, or a list of names that take anything; it replaces the derived params, varargs
+and varkwargs; params=None describes no schema at all), varargs, varkwargs, returns.
 
 Functions receive the request's args as positional and kwargs as keyword arguments.
 When one function is registered it serves every task name; otherwise the request's
@@ -36,7 +60,7 @@ import sys
 import threading
 import traceback
 
-__all__ = ["task", "run", "RetryableError", "Cancelled", "current_request", "cancelled"]
+__all__ = ["task", "run", "describe", "RetryableError", "Cancelled", "current_request", "cancelled"]
 
 PROTOCOL = 1
 EX_TEMPFAIL = 75
@@ -74,37 +98,316 @@ class _BadRequest(Exception):
         self.error_type = error_type
 
 
+# The policy keys a plugin may suggest for its tasks (tasks.yaml's task keys, except how
+# the plugin is run: builtin, plugin, env, set_env, cwd are the operator's call).
+POLICY_KEYS = frozenset((
+    "queue", "mode", "time_limit", "soft_time_limit", "ignore_result", "track_started",
+    "retries", "retry_backoff", "retry_backoff_max", "rate_limit", "burst",
+    "max_concurrency", "unique", "grace_period", "max_output_bytes", "processes",
+    "max_inflight", "max_calls", "max_rss_mb", "handshake_timeout"))
+SCHEMA_KEYS = frozenset(("doc", "params", "varargs", "varkwargs", "returns"))
+
 _registry = {}   # task name -> function
 _functions = []  # distinct registered functions, in registration order
+_options = {}    # task name -> the keyword options given to task() for it
 _local = threading.local()
 
 
-def task(*names):
+def task(*names, **options):
     """Register a function as the handler of one or more task names.
 
     `@task` and `@task()` use the function's own name; `@task("a.b", "c.d")` serves both.
+    Keyword options are what the plugin suggests for these tasks in its description:
+    policy (queue="plugins", time_limit=30, mode="persistent", ...; see POLICY_KEYS) and
+    doc, params, varargs, varkwargs, returns (see the module's docstring).
     """
-    if len(names) == 1 and callable(names[0]):
-        return _register(names[0], (names[0].__name__,))
+    if len(names) == 1 and callable(names[0]) and not options:
+        return _register(names[0], (names[0].__name__,), {})
     for name in names:
         if not isinstance(name, str) or not name:
             raise TypeError("task names must be non-empty strings, got %r" % (name,))
+    unknown = sorted(set(options) - POLICY_KEYS - SCHEMA_KEYS)
+    if unknown:
+        raise TypeError("task(): unknown option%s %s (known: %s)"
+                        % ("s" if len(unknown) > 1 else "", ", ".join(unknown),
+                           ", ".join(sorted(POLICY_KEYS | SCHEMA_KEYS))))
+    if "params" in options:
+        options["params"] = _explicit_params(options["params"])
+    try:
+        json.dumps(options, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError("task(): the options must be JSON values: %s" % exc) from None
 
     def decorate(func):
-        return _register(func, names or (func.__name__,))
+        return _register(func, names or (func.__name__,), options)
 
     return decorate
 
 
-def _register(func, names):
+def _explicit_params(params):
+    if params is None or isinstance(params, dict):
+        return params
+    if isinstance(params, (list, tuple)) and all(isinstance(p, str) and p for p in params):
+        return {p: {} for p in params}   # names only: any value
+    raise TypeError("task(params=...) must be a dict (name -> schema or type name), a list of "
+                    "parameter names, or None; got %r" % (params,))
+
+
+def _register(func, names, options):
     for name in names:
         other = _registry.get(name)
         if other is not None and other is not func:
             raise ValueError("task %r is already served by %s" % (name, other.__name__))
         _registry[name] = func
+        _options[name] = options
     if func not in _functions:
         _functions.append(func)
     return func
+
+
+# --------------------------------------------------------------------------- describe
+
+def describe(name=None):
+    """The plugin's description (the answer to `describe`), as a dict."""
+    schemas = {}
+    tasks = {}
+    for task_name in _registry:
+        func = _registry[task_name]
+        options = _options.get(task_name, {})
+        if func not in schemas:
+            schemas[func] = _function_schema(func)
+        entry = dict(schemas[func])
+        if "params" in options:
+            for key in ("params", "varargs", "varkwargs"):
+                entry.pop(key, None)
+        for key, value in options.items():
+            if value is None and key in ("params", "doc", "returns", "varargs", "varkwargs"):
+                entry.pop(key, None)
+            else:
+                entry[key] = value
+        tasks[task_name] = entry
+    return {"protocol": PROTOCOL, "name": name or _plugin_name(), "tasks": tasks}
+
+
+def _function_schema(func):
+    import inspect   # here, not at the top: one-shot calls need not pay for it
+    entry = {}
+    doc = inspect.getdoc(func)
+    if doc:
+        paragraph = doc.strip().split("\n\n", 1)[0]
+        entry["doc"] = " ".join(line.strip() for line in paragraph.splitlines())
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return entry                      # a builtin without a signature: no schema
+    hints = _type_hints(func)
+    params = {}
+    varargs = varkwargs = None
+    keyword_only = False
+    for p in signature.parameters.values():
+        annotation = hints.get(p.name, p.annotation)
+        schema = {} if annotation is p.empty else _schema(annotation)
+        if p.kind is p.VAR_POSITIONAL:
+            varargs = schema or True
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            varkwargs = schema or True
+            continue
+        if p.kind is p.KEYWORD_ONLY:
+            keyword_only = True
+        if p.default is not p.empty:
+            schema = dict(schema)
+            if p.default is None and "type" in schema:
+                types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+                if "null" not in types:
+                    schema["type"] = types + ["null"]
+            default = getattr(p.default, "value", p.default) if _is_enum(p.default) else p.default
+            if _is_json(default):
+                schema["default"] = default
+            else:                          # still optional; its value cannot be written
+                schema["default"] = None
+                text = repr(default)
+                if " at 0x" in text:       # no address: the description stays the same run to run
+                    text = "an instance of %s" % type(default).__name__
+                schema["description"] = "default: %s (not JSON)" % text
+        params[p.name] = schema
+    if keyword_only and varargs is not None:
+        # The schema's binding puts extra positional arguments into the parameters in
+        # order before *args; Python never does for keyword-only ones. Leave them out
+        # (as extra keyword arguments) rather than refuse calls Python would take.
+        for p in signature.parameters.values():
+            if p.kind is p.KEYWORD_ONLY:
+                params.pop(p.name, None)
+        varkwargs = True
+    entry["params"] = params
+    if varargs is not None:
+        entry["varargs"] = varargs
+    if varkwargs is not None:
+        entry["varkwargs"] = varkwargs
+    returns = hints.get("return", signature.return_annotation)
+    if returns is not signature.empty:
+        schema = _schema(returns)
+        if schema:
+            entry["returns"] = schema
+    return entry
+
+
+def _type_hints(func):
+    import typing
+    try:
+        return typing.get_type_hints(func, include_extras=True)
+    except Exception:  # a name the annotation cannot resolve: use what is there
+        return dict(getattr(func, "__annotations__", None) or {})
+
+
+def _is_enum(value):
+    enum = sys.modules.get("enum")
+    return enum is not None and isinstance(value, enum.Enum)
+
+
+def _is_json(value):
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+_SIMPLE = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+           "list": "array", "tuple": "array", "dict": "object", "None": "null",
+           "NoneType": "null", "bytes": None, "complex": None}
+
+
+def _schema(annotation, depth=0):
+    """The JSON Schema of a type annotation ({} = anything)."""
+    import typing
+    if depth > 20:
+        return {}
+    if annotation is None or annotation is type(None):
+        return {"type": "null"}
+    if isinstance(annotation, str):     # an annotation that could not be resolved
+        simple = _SIMPLE.get(annotation.strip())
+        return {"type": simple} if simple else {}
+    if annotation is typing.Any:
+        return {}
+    if typing.get_origin(annotation) is typing.Annotated:
+        # Annotated[int, {"minimum": 0}]: the dicts among the metadata refine the schema.
+        schema = dict(_schema(annotation.__origin__, depth + 1))
+        for extra in annotation.__metadata__:
+            if isinstance(extra, dict):
+                schema.update(extra)
+        return schema
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
+        if annotation is kind:
+            return {"type": name}
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        values = [a for a in args if _is_json(a)]
+        schema = {"enum": values}
+        kinds = {_json_type(v) for v in values}
+        if len(kinds) == 1 and None not in kinds:
+            schema["type"] = kinds.pop()
+        return schema
+    if origin is typing.Union or _is_union_type(annotation):
+        parts = [_schema(a, depth + 1) for a in args]
+        if any(not p for p in parts):
+            return {}
+        if all(set(p) == {"type"} for p in parts):
+            types = []
+            for p in parts:
+                for t in (p["type"] if isinstance(p["type"], list) else [p["type"]]):
+                    if t not in types:
+                        types.append(t)
+            return {"type": types[0] if len(types) == 1 else types}
+        if len(parts) == 2 and {"type": "null"} in parts:     # Optional[something richer]
+            other = dict(parts[0] if parts[1] == {"type": "null"} else parts[1])
+            if "type" in other:
+                t = other["type"] if isinstance(other["type"], list) else [other["type"]]
+                other["type"] = t + ["null"] if "null" not in t else t
+                if "enum" in other:
+                    other["enum"] = list(other["enum"]) + [None]
+                return other
+        # The subset has no anyOf: keep the types, drop the finer constraints.
+        types = []
+        for p in parts:
+            t = p.get("type") or (_json_type(p["enum"][0]) if p.get("enum") else None)
+            if t is None:
+                return {}
+            for x in (t if isinstance(t, list) else [t]):
+                if x not in types:
+                    types.append(x)
+        return {"type": types[0] if len(types) == 1 else types}
+    if annotation in (list, tuple, set, frozenset) or origin in (list, tuple, set, frozenset) \
+            or _is_abc(origin, ("Sequence", "MutableSequence", "Iterable", "Collection")):
+        schema = {"type": "array"}
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            schema["minItems"] = schema["maxItems"] = len(args)
+            if len(set(map(repr, args))) == 1:
+                item = _schema(args[0], depth + 1)
+                if item:
+                    schema["items"] = item
+        elif args:
+            item = _schema(args[0], depth + 1)
+            if item:
+                schema["items"] = item
+        return schema
+    if annotation is dict or origin is dict or _is_abc(origin, ("Mapping", "MutableMapping")):
+        schema = {"type": "object"}
+        if len(args) == 2:
+            value = _schema(args[1], depth + 1)
+            if value:
+                schema["additionalProperties"] = value
+        return schema
+    if isinstance(annotation, type):
+        import enum
+        if issubclass(annotation, enum.Enum):
+            values = [m.value for m in annotation if _is_json(m.value)]
+            schema = {"enum": values}
+            kinds = {_json_type(v) for v in values}
+            if len(kinds) == 1 and None not in kinds:
+                schema["type"] = kinds.pop()
+            return schema
+        if typing.is_typeddict(annotation):
+            hints = _type_hints(annotation)
+            required = sorted(getattr(annotation, "__required_keys__", hints))
+            return {"type": "object",
+                    "properties": {k: _schema(v, depth + 1) for k, v in hints.items()},
+                    "required": [k for k in hints if k in required],
+                    "additionalProperties": False}
+        for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"),
+                           (str, "string"), (list, "array"), (tuple, "array"), (dict, "object")):
+            if issubclass(annotation, kind):
+                return {"type": name}
+    return {}                             # a class JSON cannot carry: anything
+
+
+def _is_union_type(annotation):
+    union_type = getattr(__import__("types"), "UnionType", None)   # int | None (3.10+)
+    return union_type is not None and isinstance(annotation, union_type)
+
+
+def _is_abc(origin, names):
+    return origin is not None and getattr(origin, "__module__", "") == "collections.abc" \
+        and getattr(origin, "__name__", "") in names
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return None
 
 
 def current_request():
@@ -366,6 +669,8 @@ class _Server:
                 self.cancel(params["id"], str(params.get("reason") or "cancelled"))
         elif method == "initialize" and has_id:
             self.initialize(rpc_id, params)
+        elif method == "describe" and has_id:
+            self.describe(rpc_id)
         elif method == "shutdown" and has_id:
             self.accepting = False
             thread = threading.Thread(target=self.finish_shutdown, args=(rpc_id,), daemon=True)
@@ -397,6 +702,16 @@ class _Server:
         self.send({"jsonrpc": "2.0", "id": rpc_id,
                    "result": {"protocol": PROTOCOL, "name": self.name,
                               "max_inflight": self.max_inflight}})
+
+    def describe(self, rpc_id):
+        try:
+            document = describe(self.name)
+        except Exception as exc:   # a bug in an annotation's translation: say so, stay up
+            _log("describe failed:\n" + traceback.format_exc())
+            self.send_error(rpc_id, TASK_FAILED, "describe failed: %s" % exc,
+                            {"type": type(exc).__name__, "retryable": False, "traceback": None})
+            return
+        self.send({"jsonrpc": "2.0", "id": rpc_id, "result": document})
 
     def submit(self, rpc_id, params):
         if not self.accepting:
@@ -569,11 +884,17 @@ def run(name=None, max_inflight=1, threads=None):
         _log("no task registered; decorate a function with @task")
         sys.exit(EX_USAGE)
     mode = os.environ.get("CELERITY_MODE") or "oneshot"
-    if mode not in ("oneshot", "persistent"):
-        _log("unknown CELERITY_MODE %r (expected oneshot or persistent)" % mode)
+    if mode not in ("oneshot", "persistent", "describe"):
+        _log("unknown CELERITY_MODE %r (expected oneshot, persistent or describe)" % mode)
         sys.exit(EX_USAGE)
     proto_in, out = _claim_stdio()
-    if mode == "oneshot":
+    if mode == "describe":
+        proto_in.read()   # {"method": "describe", "protocol": 1}: nothing in it to act on
+        out.write(json.dumps(describe(name)))
+        out.write("\n")
+        out.flush()
+        code = 0
+    elif mode == "oneshot":
         code = _oneshot(proto_in, out)
     else:
         inflight = max(1, int(max_inflight))

@@ -28,6 +28,11 @@ module.exports = { add };
 
 // Run as a plugin only when executed, so other plugins can reuse add() (tutorial_tasks.js).
 if (require.main === module) {
-  task('plugins.js_add', add, { params: ['x', 'y'] });
+  task('plugins.js_add', add, {
+    params: { x: 'number', y: 'number' },   // the argument schema answered to `describe`
+    returns: 'number',
+    queue: 'plugins',
+    doc: 'x + y as JS doubles; integers beyond 2^53 are refused.',
+  });
   run({ name: 'js_add' });
 }

@@ -12,8 +12,9 @@ milliseconds at most: a queued call's time limit counts from when the worker sen
 from celerity_plugin import task, run
 
 
-@task("plugins.py_quick_add")
-def add(x, y):
+@task("plugins.py_quick_add", queue="plugins", mode="persistent", processes=1)
+def add(x: float, y: float) -> float:
+    """x + y (exact for big integers)."""
     return x + y
 
 

@@ -2,10 +2,20 @@
 # celerity-check: --mode oneshot --task plugins.sh_upper --args ["hi"]
 # Celerity one-shot plugin in POSIX sh (+ awk, no jq, no Python).
 # Task plugins.sh_upper(text): returns its first positional argument upper-cased.
+# Asked to describe itself (CELERITY_MODE=describe), it prints a fixed document: its task,
+# queue and argument schema.
 #
 # awk finds "args" in the top-level request object and copies its first element if it is
 # a string, keeping the JSON escapes as they are; letters outside escapes are upper-cased
 # byte by byte in the C locale, so ASCII letters change and other characters pass through.
+
+if [ "${CELERITY_MODE:-}" = describe ]; then
+    cat >/dev/null    # the request: {"method": "describe", "protocol": 1}
+    cat <<'EOF'
+{"protocol": 1, "name": "sh_upper", "tasks": {"plugins.sh_upper": {"doc": "Upper-cases its argument (ASCII letters only).", "params": {"text": {"type": "string"}}, "returns": {"type": "string"}, "queue": "plugins", "mode": "oneshot"}}}
+EOF
+    exit 0
+fi
 
 if [ "${CELERITY_MODE:-oneshot}" != oneshot ]; then
     echo "sh_upper.sh only speaks one-shot mode (CELERITY_MODE=$CELERITY_MODE)" >&2

@@ -36,6 +36,19 @@ function factorial(n) {
   return n < 2 ? 1n : product(2, n);
 }
 
-task('plugins.js_tutorial_add', add, { params: ['x', 'y'] });
-task('plugins.js_factorial', factorial, { params: ['n'] });
+// params: the argument schemas answered to `describe` (a call with a string for n is refused
+// before it is queued); queue and time_limit: the policy suggested (tasks.yaml wins).
+task('plugins.js_tutorial_add', add, {
+  params: { x: 'number', y: 'number' },
+  returns: 'number',
+  queue: 'plugins',
+  doc: 'x + y as JS doubles; integers beyond 2^53 are refused.',
+});
+task('plugins.js_factorial', factorial, {
+  params: { n: { type: 'integer', minimum: 0, maximum: FACTORIAL_LIMIT } },
+  returns: 'integer',
+  queue: 'plugins',
+  time_limit: 120,
+  doc: 'n! exactly, for 0 <= n <= 1,000,000.',
+});
 run({ name: 'tutorial_tasks' });

@@ -13,6 +13,10 @@ The checks and limits follow the built-in handlers (add, factorial, mat_mul). No
 Python 3.11 turns a big int into decimal digits in quadratic time: factorial(100000)
 (456,574 digits) takes about 3 s to write, factorial(1000000) several minutes.
 numpy is imported by mat_mul only, so one-shot add and factorial start quickly.
+
+The type annotations are the tasks' argument schemas (answered to `describe`): a call with
+a string for n is refused before it is queued. The checks below stay for clients that do
+not validate, and for the limits a type cannot say.
 """
 import math
 
@@ -48,15 +52,17 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@task("plugins.add")
-def add(x, y):
+@task("plugins.add", queue="plugins")
+def add(x: float, y: float) -> float:
+    """x + y; exact for integers of any size."""
     if not (_is_number(x) and _is_number(y)):
         raise TypeError("add() needs two numbers, got %s and %s" % (_kind(x), _kind(y)))
     return x + y
 
 
-@task("plugins.factorial")
-def factorial(n):
+@task("plugins.factorial", queue="plugins", time_limit=120)
+def factorial(n: int) -> int:
+    """n! exactly, for 0 <= n <= 1,000,000."""
     if not _is_int(n):
         raise TypeError("factorial() needs an integer n, got %s" % _kind(n))
     if n < 0:
@@ -66,8 +72,9 @@ def factorial(n):
     return math.factorial(n)
 
 
-@task("plugins.mat_mul")
-def mat_mul(m, n):
+@task("plugins.mat_mul", queue="plugins", time_limit=120)
+def mat_mul(m: int, n: int) -> list[list[float]]:
+    """The m×m product of a random m×n and a random n×m matrix (uniform in [0, 1))."""
     if not (_is_int(m) and _is_int(n)):
         raise TypeError("mat_mul() needs integers m and n, got %s and %s" % (_kind(m), _kind(n)))
     if m < 1 or n < 1:

@@ -4,7 +4,9 @@
 #   # celerity-check: --task plugins.py_add --args [2,3] --slow-task plugins.py_sleep
 #   # celerity-check: none (why: e.g. a helper library, not a plugin)
 # The options are passed to `celerity plugin check` as they are (split at spaces, no quoting),
-# followed by the program: python3 FILE for .py, node FILE for .js, the file itself otherwise.
+# followed by the program: python3 FILE for .py, node FILE for .js, ruby FILE for .rb, sh FILE
+# for .sh, the executable compiled from FILE for .c (compiled first when older; the executable
+# itself is skipped), the file itself otherwise.
 # A file without such a line fails the run, so a new example cannot go unchecked. Plugins that
 # fail on purpose belong in Tests/Fixtures/plugins/, not here.
 set -euo pipefail
@@ -16,6 +18,7 @@ checked=0 skipped=0 failed=()
 for file in plugins/*; do
     [ -f "$file" ] || continue
     case $file in *.md) continue ;; esac
+    [ -f "$file.c" ] && continue   # a compiled C plugin: checked through its source, below
     line=$(grep -m 1 -o 'celerity-check:.*' "$file" || true)
     if [ -z "$line" ]; then
         echo "== $file: no 'celerity-check:' line (say how to check it, or 'none (why)')" >&2
@@ -31,6 +34,13 @@ for file in plugins/*; do
     case $file in
         *.py) program=(python3 "$file") ;;
         *.js) program=(node "$file") ;;
+        *.rb) program=(ruby "$file") ;;
+        *.sh) program=(sh "$file") ;;
+        *.c)  # the executable beside it (`celerity plugin new --lang c`), compiled when older
+            program=("${file%.c}")
+            if [ ! -x "${file%.c}" ] || [ "$file" -nt "${file%.c}" ]; then
+                cc -O2 -o "${file%.c}" "$file" || { failed+=("$file"); continue; }
+            fi ;;
         *) program=("$file") ;;
     esac
     echo "== $file: celerity plugin check ${opts[*]} -- ${program[*]}"

@@ -4,7 +4,8 @@
 #   apt: redis-server libhiredis-dev libopenblas-dev zlib1g-dev libbz2-dev (compressed
 #        bodies), libssl-dev (rediss://: TLS with OpenSSL 3) and openssl (the TLS tests make
 #        their certificates with it), chromium and chromium-driver (the dashboard's browser tests, headless), curl,
-#        nodejs when there is no `node`, python3 and python3-pip when they are missing;
+#        nodejs when there is no `node`, ruby when there is no `ruby` (the Ruby plugins),
+#        python3 and python3-pip when they are missing;
 #   pip: celery[redis]==5.7.0, flower==2.2.0 (Flower, for the monitoring tests), numpy and
 #        croniter (the cron tests' second oracle, beside Celery's crontab), selenium==4.51.0
 #        (drives Chromium through Debian's /usr/bin/chromedriver: Tests/Fixtures/browser/
@@ -47,6 +48,7 @@ else
     say "no dpkg here (not Debian?): install redis-server, hiredis, OpenBLAS, zlib, bzip2 and OpenSSL headers, the openssl CLI, chromium and its chromedriver yourself"
 fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)        # runs the Node plugins
+command -v ruby >/dev/null 2>&1 || missing+=(ruby)           # runs the Ruby plugins
 command -v curl >/dev/null 2>&1 || missing+=(curl)           # the dashboard tests' HTTP client
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)         # scripts/cluster.sh
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
