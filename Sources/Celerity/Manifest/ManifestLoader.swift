@@ -187,6 +187,8 @@ struct ManifestReader {
                              defaultTrackStarted: defaultTrackStarted, discovery: !m.pluginDirectories.isEmpty)
             if t.retries == -1 { t.retries = defaultRetries }
             t.discoveredFrom = from?.file
+            // `paramsDeclared` says tasks.yaml wrote the schema; one merged from the plugin is its own.
+            if from != nil && !keys(value).contains(where: { ["params", "varargs", "varkwargs"].contains($0) }) { t.paramsDeclared = false }
             specs.append(t)
         }
         // Tasks only the plugins name, in folder, file and plugin order.
@@ -201,6 +203,7 @@ struct ManifestReader {
                                         defaultTimeLimit: defaultTimeLimit, defaultTrackStarted: defaultTrackStarted)
                 if t.retries == -1 { t.retries = defaultRetries }
                 t.discoveredFrom = plugin.file
+                t.paramsDeclared = false
                 specs.append(t)
                 m.discovery.found.append(.init(task: name, file: plugin.file, argv: plugin.argv, directory: plugin.directory.path, overridden: []))
             } catch {
