@@ -166,7 +166,12 @@ final class ManifestReloader: Sendable {
     }
 
     private func run(_ why: String) {
-        state.withLock { $0.pending = false }
+        // What the files are as this load reads them: the watcher reloads again only for
+        // changes made after this point (not for the ones a SIGHUP reload takes in now).
+        let seen = state.withLock { s in
+            s.pending = false
+            return FileStamp.of(s.watched)
+        }
         logger.info("reloading the manifest", metadata: ["reason": .string(why)])
         let manifest: Manifest
         do {
@@ -175,10 +180,16 @@ final class ManifestReloader: Sendable {
             logger.error("reload failed: the manifest did not load; the tasks loaded before are still served", metadata: ["error": .string("\(error)")])
             return
         }
-        // Watch what the new manifest names (plugins added or removed), from its files' stamps now.
+        // Watch what the new manifest names (plugins added or removed).
         let watched = manifest.watchedFiles
         state.withLock { s in
-            if s.watched != watched { s.watched = watched; s.stamps = FileStamp.of(watched) }
+            if s.watched != watched {
+                s.watched = watched
+                s.stamps = FileStamp.of(watched)
+            } else {
+                s.stamps = seen
+            }
+            s.changedAt = nil
         }
         // Wait on this queue (not the cooperative pool) until the worker swapped the table and
         // its retired pools stopped: the next reload starts after this one.
