@@ -37,8 +37,21 @@ struct CheckCommand: AsyncParsableCommand {
                 if let r = t.rateLimit { policy += ", rate limit \(r.text)" + (r.burst > 1 ? " (burst \(r.burst))" : "") + " across all workers" }
                 if let c = t.maxConcurrency { policy += ", at most \(c) at once across all workers" }
                 if let u = t.unique { policy += ", unique (\(u))" }
-                print("  \(name) → queue \(t.queue), \(handler)\(policy)")
+                let origin = t.discoveredFrom.map { f in
+                    let over = m.discovery.found.first { $0.task == name }?.overridden ?? []
+                    return " [discovered in \(f)" + (over.isEmpty ? "" : "; tasks.yaml sets \(over.joined(separator: ", "))") + "]"
+                } ?? ""
+                print("  \(name) → queue \(t.queue), \(handler)\(policy)\(origin)")
             }
+            let d = m.discovery
+            for dir in d.directories {
+                let here = d.found.filter { $0.directory == dir.path }
+                print("  plugin folder \(dir.path): \(here.count) task\(here.count == 1 ? "" : "s") discovered (default queue \(dir.queue))")
+            }
+            if !d.directories.isEmpty {
+                print("  discovery: \(d.plugins) plugin\(d.plugins == 1 ? "" : "s") asked, \(d.cached) answer\(d.cached == 1 ? "" : "s") from the cache")
+            }
+            for p in d.problems { print("  warning: \(p)") }
             for w in m.workers { print("  worker group \(w.name): queues \(w.queues.joined(separator: ",")), concurrency \(w.concurrency)") }
             for name in m.workflows.keys.sorted() { print("  workflow \(name): \(m.workflows[name]!.summary)") }
             let now = Date()

@@ -30,6 +30,10 @@ public struct Manifest: Sendable {
     public var workflows: [String: WorkflowSpec] = [:]
     /// Periodic tasks (`schedules:`), in file order.
     public var schedules: [ScheduleEntry] = []
+    /// Folders of drop-in plugins (`plugin_dirs:`), asked to describe their tasks.
+    public var pluginDirectories: [PluginDirectory] = []
+    /// What discovery found in `pluginDirectories`, and the plugins it could not use.
+    public var discovery = DiscoveryReport()
 
     public init(path: String? = nil, baseDirectory: String = FileManager.default.currentDirectoryPath, broker: String? = nil,
                 resultBackend: ResultBackendConfig? = nil, tasks: [TaskSpec] = [], workers: [WorkerGroup] = []) {

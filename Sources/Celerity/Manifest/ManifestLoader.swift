@@ -7,7 +7,9 @@ extension Manifest {
     /// Every error names `file:line:column` and what is wrong: YAML syntax, unknown keys,
     /// wrong types, missing fields, unknown built-ins (when `builtins` is given), plugins
     /// that are missing or not executable.
-    public static func load(path: String, builtins: Set<String>? = nil) throws(ManifestError) -> Manifest {
+    /// With `discover` (the default), the plugins of `plugin_dirs` are run to describe themselves
+    /// (answers cached by file identity, see docs/plugins.md).
+    public static func load(path: String, builtins: Set<String>? = nil, discover: Bool = true) throws(ManifestError) -> Manifest {
         let url = URL(fileURLWithPath: path)
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw ManifestError(nil, "cannot read manifest '\(path)' (no such file or not readable)")
@@ -15,11 +17,12 @@ extension Manifest {
         guard let text = String(data: data, encoding: .utf8) else {
             throw ManifestError(path, "manifest is not UTF-8 text")
         }
-        return try parse(text, path: path, baseDirectory: url.deletingLastPathComponent().path, builtins: builtins)
+        return try parse(text, path: path, baseDirectory: url.deletingLastPathComponent().path, builtins: builtins, discover: discover)
     }
 
     /// Parses manifest text; `path` is only used in error locations.
-    public static func parse(_ text: String, path: String = "tasks.yaml", baseDirectory: String, builtins: Set<String>? = nil) throws(ManifestError) -> Manifest {
+    public static func parse(_ text: String, path: String = "tasks.yaml", baseDirectory: String, builtins: Set<String>? = nil,
+                             discover: Bool = true) throws(ManifestError) -> Manifest {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
             throw ManifestError(yamlLocation(path, e), "YAML syntax: \(yamlProblem(e))")
@@ -28,6 +31,7 @@ extension Manifest {
         }
         guard let root else { throw ManifestError(path, "manifest is empty") }
         var r = ManifestReader(path: path)
+        r.discover = discover
         return try r.manifest(root, baseDirectory: baseDirectory, builtins: builtins)
     }
 
@@ -55,6 +59,8 @@ extension Manifest {
 /// (Decodable would only give a coding path, and it silently ignores unknown keys.)
 struct ManifestReader {
     let path: String
+    /// Whether the plugins of `plugin_dirs` are asked to describe themselves.
+    var discover = true
 
     func loc(_ n: Node) -> String {
         n.mark.map { "\(path):\($0.line):\($0.column)" } ?? path
@@ -116,7 +122,8 @@ struct ManifestReader {
     mutating func manifest(_ root: Node, baseDirectory: String, builtins: Set<String>?) throws(ManifestError) -> Manifest {
         var m = Manifest(path: path, baseDirectory: baseDirectory)
         var tasksNode: Node?
-        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "broker_transport_options", "result_backend", "tasks", "workers", "defaults", "workflows", "schedules"]) {
+        var pluginDirsNode: Node?
+        for (key, _, value) in try mapping(root, "the manifest", allowed: ["broker", "broker_transport_options", "result_backend", "tasks", "workers", "defaults", "workflows", "schedules", "plugin_dirs"]) {
             switch key {
             case "broker": m.broker = try string(value, "broker")
             case "result_backend": m.resultBackend = try backend(value)
@@ -127,6 +134,9 @@ struct ManifestReader {
                     m.sentinelMasterName = try string(v, "broker_transport_options.master_name")
                 }
             case "tasks": tasksNode = value
+            case "plugin_dirs":
+                m.pluginDirectories = try pluginDirectories(value, baseDirectory: baseDirectory)
+                pluginDirsNode = value
             default: break
             }
         }
@@ -145,13 +155,57 @@ struct ManifestReader {
                 }
             }
         }
-        guard let tasksNode else { throw ManifestError(loc(root), "the manifest has no 'tasks' mapping") }
+        // With plugin_dirs, 'tasks' may be left out: every task can come from discovery.
+        guard tasksNode != nil || pluginDirsNode != nil else { throw ManifestError(loc(root), "the manifest has no 'tasks' mapping") }
+        let entries = try tasksNode.map { n throws(ManifestError) in try mapping(n, "tasks", allowed: []) } ?? []
+        let claims = discover && !m.pluginDirectories.isEmpty
+            ? try discoveredClaims(&m, entries: entries, dirsNode: pluginDirsNode!, baseDirectory: baseDirectory)
+            : DiscoveryClaims()
         var specs: [TaskSpec] = []
-        for (name, _, value) in try mapping(tasksNode, "tasks", allowed: []) {
-            var t = try task(name, value, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit,
-                             defaultTrackStarted: defaultTrackStarted)
+        for (name, _, value) in entries {
+            var node = value
+            var from: DiscoveredPlugin?
+            if let (plugin, entry) = claims[name]?.first(where: { self.describes($0.plugin, value, baseDirectory: baseDirectory) }) {
+                // The plugin's suggestion, checked on its own first, so that its mistakes are
+                // reported against the plugin; then tasks.yaml's keys win over it.
+                let suggested = suggestion(entry, plugin: plugin, withPlugin: handlerKeys(value).isEmpty)
+                do {
+                    _ = try ManifestReader(path: "\(plugin.file) (describe)").task(name, suggestion(entry, plugin: plugin, withPlugin: true),
+                                                                                  baseDirectory: baseDirectory, builtins: builtins,
+                                                                                  defaultTimeLimit: defaultTimeLimit, defaultTrackStarted: defaultTrackStarted)
+                    node = merged(value, over: suggested)
+                    from = plugin
+                    let mine = Set(keys(value))
+                    m.discovery.found.append(.init(task: name, file: plugin.file, argv: plugin.argv, directory: plugin.directory.path, overridden: keys(suggested).filter { mine.contains($0) && $0 != "plugin" }))
+                } catch {
+                    // tasks.yaml relies on the plugin for the handler: without it the task cannot run.
+                    if handlerKeys(value).isEmpty { throw fail(value, "task '\(name)': its plugin's description cannot be used: \(error.description)") }
+                    m.discovery.problems.append(.init(file: plugin.file, message: "what it suggests for task '\(name)' is ignored: \(error.description)"))
+                }
+            }
+            var t = try task(name, node, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit,
+                             defaultTrackStarted: defaultTrackStarted, discovery: !m.pluginDirectories.isEmpty)
             if t.retries == -1 { t.retries = defaultRetries }
+            t.discoveredFrom = from?.file
             specs.append(t)
+        }
+        // Tasks only the plugins name, in folder, file and plugin order.
+        let named = Set(entries.map(\.0))
+        var seenDiscovered = Set<String>()
+        for name in claims.order where !named.contains(name) && seenDiscovered.insert(name).inserted {
+            guard let list = claims[name] else { continue }
+            let (plugin, entry) = list[0]
+            let reader = ManifestReader(path: "\(plugin.file) (describe)")
+            do {
+                var t = try reader.task(name, suggestion(entry, plugin: plugin, withPlugin: true), baseDirectory: baseDirectory, builtins: builtins,
+                                        defaultTimeLimit: defaultTimeLimit, defaultTrackStarted: defaultTrackStarted)
+                if t.retries == -1 { t.retries = defaultRetries }
+                t.discoveredFrom = plugin.file
+                specs.append(t)
+                m.discovery.found.append(.init(task: name, file: plugin.file, argv: plugin.argv, directory: plugin.directory.path, overridden: []))
+            } catch {
+                m.discovery.problems.append(.init(file: plugin.file, message: "task '\(name)' not used: \(error.description)"))
+            }
         }
         m.tasks = Dictionary(specs.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
         m.taskOrder = specs.map(\.name)
@@ -206,7 +260,7 @@ struct ManifestReader {
     }
 
     func task(_ name: String, _ n: Node, baseDirectory: String, builtins: Set<String>?, defaultTimeLimit: Double?,
-              defaultTrackStarted: Bool) throws(ManifestError) -> TaskSpec {
+              defaultTrackStarted: Bool, discovery: Bool = false) throws(ManifestError) -> TaskSpec {
         let what = "task '\(name)'"
         var queue = "celery"
         var handler: HandlerSpec?
@@ -257,7 +311,10 @@ struct ManifestReader {
             guard rateLimit != nil else { throw fail(bn, "\(name).burst applies to a rate limit: add 'rate_limit: <n>/s' (or /m, /h) to \(what)") }
             rateLimit?.burst = b
         }
-        guard let h = handler else { throw fail(n, "\(what) is missing a handler: add 'builtin: <name>' or 'plugin: [program, args…]'") }
+        guard let h = handler else {
+            throw fail(n, "\(what) is missing a handler: add 'builtin: <name>' or 'plugin: [program, args…]'"
+                       + (discovery ? ", or put a plugin that describes it in one of plugin_dirs (see `celerity check`)" : ""))
+        }
         if case .builtin = h, let (k, kn, _) = pluginOptions.first {
             throw fail(kn, "'\(k)' applies to plugins only, but \(what) is a built-in")
         }
