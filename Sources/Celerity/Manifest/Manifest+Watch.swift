@@ -39,16 +39,32 @@ extension PluginSpec {
             var isDir: ObjCBool = false
             if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue, !out.contains(path) { out.append(path) }
         }
+        // The helper a script imports from its folder (plugins/celerity_plugin.py): a new
+        // helper changes what the plugin does as much as a new script.
+        for script in argv.count == 1 ? [executable] : Array(out.dropFirst()) {
+            let dir = URL(fileURLWithPath: script).deletingLastPathComponent()
+            let helpers = (try? FileManager.default.contentsOfDirectory(atPath: dir.path))?.filter { $0.hasPrefix("celerity_plugin.") }.sorted() ?? []
+            for h in helpers {
+                let path = dir.appendingPathComponent(h).path
+                if !out.contains(path) { out.append(path) }
+            }
+        }
         return out
     }
 }
 
 extension Manifest {
-    /// What `celerity worker --reload` polls: the manifest file and every plugin's program
-    /// and script files, sorted, without duplicates.
+    /// What `celerity worker --reload` polls: the manifest file, the `plugin_dirs` folders (a
+    /// file dropped in or removed changes the folder's mtime), and every plugin's program,
+    /// script and helper files (`PluginSpec.files`), sorted, without duplicates.
     public var watchedFiles: [String] {
         var seen = Set<String>()
         if let path { seen.insert(URL(fileURLWithPath: path).standardizedFileURL.path) }
+        for dir in discovery.directories { seen.insert(URL(fileURLWithPath: dir.absolutePath).standardizedFileURL.path) }
+        // Plugin files that did not describe themselves: fixed, they become tasks.
+        for problem in discovery.problems {
+            seen.insert(URL(fileURLWithPath: problem.file, relativeTo: URL(fileURLWithPath: baseDirectory, isDirectory: true)).standardizedFileURL.path)
+        }
         for name in taskOrder {
             if case let .plugin(p)? = tasks[name]?.handler { seen.formUnion(p.files) }
         }
