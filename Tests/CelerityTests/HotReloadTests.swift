@@ -294,6 +294,10 @@ extension Integration {
             // The last reload (the manifest as it was) restarted nothing.
             let last = out.split(separator: "\n").last { $0.contains("manifest reloaded") }.map(String.init) ?? ""
             #expect(last.contains("pools_started= ") && last.contains("pools_retired= "), "\(last)")
+            // Celery's `pool_restart` (remote control) reloads as SIGHUP does.
+            let replies = try await ControlClient(redis: try Redis(redis.url, label: "test")).broadcast("pool_restart", destination: ["\(q)@test"], timeout: 5)
+            #expect(replies.map(\.value) == [.object([JSONMember("ok", "reload started")])], "\(replies)")
+            try await waitReload(5)
             #expect(worker.isRunning)
             #expect(await worker.stop(grace: 20) == 0)
             print("hot reload under load: 10,000 calls, 4 reloads and a refused one in \(String(format: "%.1f", elapsed)) s; versions \(versions); NotRegistered \(notRegistered.count); rl.gone calls started after its file was removed, before the reload: \(fileGone)")
