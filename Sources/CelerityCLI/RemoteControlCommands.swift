@@ -76,7 +76,7 @@ struct RemoteCommandSpec: Sendable {
         .init("cancel_consumer", .control, args: [("queue", .string)], required: 1, signature: "<queue>", "Stop consuming a queue."),
         .init("pool_grow", .control, args: [("n", .int)], signature: "[N=1]", "Add pool processes."),
         .init("pool_shrink", .control, args: [("n", .int)], signature: "[N=1]", "Remove pool processes."),
-        .init("pool_restart", .control, "Restart the pool (Python workers)."),
+        .init("pool_restart", .control, "Celerity workers: reload the manifest and plugins (as SIGHUP); Python workers: restart the pool."),
         .init("autoscale", .control, args: [("max", .int), ("min", .int)], signature: "[max [min]]", "Set the autoscaler's bounds."),
         .init("rate_limit", .control, args: [("task_name", .string), ("rate_limit", .string)], required: 2,
               signature: "<task_name> <rate_limit (e.g. 5/s | 5/m | 5/h)>", "Set a task's rate limit."),

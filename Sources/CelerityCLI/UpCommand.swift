@@ -19,6 +19,7 @@ struct UpCommand: AsyncParsableCommand {
         nothing answers there, a private redis-server is started on that port first (no persistence;
         never for a TLS rediss:// broker) and stopped at the end. A worker or beat that exits on its own is restarted with backoff.
         SIGINT/SIGTERM stops every worker gracefully (they finish their tasks in flight), then Redis.
+        SIGHUP is passed on to every worker (each reloads the manifest); --reload starts them with --reload.
         """
     )
 
@@ -27,6 +28,9 @@ struct UpCommand: AsyncParsableCommand {
 
     @Flag(name: [.customShort("E"), .customLong("events")], help: "Start the workers with task events on (celerity worker -E; Flower, celery events).")
     var taskEvents = false
+
+    @Flag(name: .customLong("reload"), help: "Start the workers with --reload: each reloads the manifest when it or a plugin file changes.")
+    var reload = false
 
     @OptionGroup var connection: ConnectionOptions
 
@@ -45,7 +49,14 @@ struct UpCommand: AsyncParsableCommand {
             throw badInput(error)
         }
         if manifest.workers.isEmpty { throw fail("\(manifest.path ?? "manifest"): no 'workers' section: nothing to start", .badInput) }
-        let service = UpService(manifest: manifest, brokerString: brokerString, broker: broker, backend: backend, logLevel: logLevel, taskEvents: taskEvents, logger: logger)
+        let service = UpService(manifest: manifest, brokerString: brokerString, broker: broker, backend: backend, logLevel: logLevel, taskEvents: taskEvents,
+                                reload: reload, logger: logger)
+        // SIGHUP: every worker reloads (the beat reads its schedules at start; it is left alone).
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { service.forward(SIGHUP) }
+        hangup.resume()
+        defer { hangup.cancel() }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "celerity.lifecycle")))
         try await group.run()
@@ -62,14 +73,20 @@ final class UpService: Service, Sendable {
     let logLevel: LogLevelOption
     /// `-E`: the workers send task events.
     let taskEvents: Bool
+    /// `--reload`: so do the workers.
+    let reload: Bool
+    /// The worker processes running now, by group name.
+    let workerPIDs = Mutex<[String: pid_t]>([:])
     let logger: Logger
     let stopping = Mutex(false)
     let failure = Mutex<String?>(nil)
     /// Set after every worker has stopped: then the private Redis goes too.
     let redisStop = Mutex(false)
 
-    init(manifest: Manifest, brokerString: String, broker: RedisURL, backend: ResultBackendConfig, logLevel: LogLevelOption, taskEvents: Bool = false, logger: Logger) {
+    init(manifest: Manifest, brokerString: String, broker: RedisURL, backend: ResultBackendConfig, logLevel: LogLevelOption, taskEvents: Bool = false, reload: Bool = false,
+         logger: Logger) {
         self.manifest = manifest
+        self.reload = reload
         self.taskEvents = taskEvents
         self.brokerString = brokerString
         self.broker = broker
@@ -115,9 +132,11 @@ final class UpService: Service, Sendable {
                     var args = ["worker", "-Q", g.queues.joined(separator: ","), "-n", "\(g.name)@\(ProcessInfo.processInfo.hostName)",
                                 "-c", String(g.concurrency), "-l", logLevel.rawValue]
                     if taskEvents { args.append("-E") }
+                    if reload { args.append("--reload") }
                     if let path = manifest.path { args += ["--manifest", path] }
                     workers.addTask {
-                        await self.runChild(name: g.name, executable: exe, arguments: args, environment: environment, restart: true, stop: { self.isStopping })
+                        await self.runChild(name: g.name, executable: exe, arguments: args, environment: environment, restart: true, stop: { self.isStopping },
+                                            onStart: { pid in self.workerPIDs.withLock { $0[g.name] = pid } })
                     }
                 }
                 if !manifest.schedules.isEmpty {
@@ -168,7 +187,15 @@ final class UpService: Service, Sendable {
 
     /// Runs one child process with its output prefixed by `name`; restarts it with backoff when
     /// it exits on its own (if `restart`); on `stop()` sends SIGTERM, then SIGKILL after 60 s.
-    private func runChild(name: String, executable: String, arguments: [String], environment: [Environment.Key: String?] = [:], restart: Bool, stop: @escaping @Sendable () -> Bool) async {
+    /// Sends `signal` to every worker process running now.
+    func forward(_ signal: Int32) {
+        let pids = workerPIDs.withLock { $0 }
+        logger.info("passing \(signal == SIGHUP ? "SIGHUP" : "signal \(signal)") on to the workers", metadata: ["workers": .string(pids.keys.sorted().joined(separator: ","))])
+        for pid in pids.values where pid > 0 { _ = kill(pid, signal) }
+    }
+
+    private func runChild(name: String, executable: String, arguments: [String], environment: [Environment.Key: String?] = [:], restart: Bool,
+                          stop: @escaping @Sendable () -> Bool, onStart: @escaping @Sendable (pid_t) -> Void = { _ in }) async {
         var backoff = Backoff(first: 0.5, max: 30)
         while !stop() {
             let started = Date()
@@ -181,7 +208,8 @@ final class UpService: Service, Sendable {
                     output: .sequence,
                     error: .combinedWithOutput
                 ) { execution in
-                    try await withThrowingTaskGroup(of: Bool.self) { group in
+                    onStart(execution.processIdentifier.value)
+                    return try await withThrowingTaskGroup(of: Bool.self) { group in
                         group.addTask {
                             for try await line in execution.standardOutput.strings() {
                                 FileHandle.standardOutput.write(Data("[\(name)] \(line)\n".utf8))
@@ -201,6 +229,7 @@ final class UpService: Service, Sendable {
                         group.cancelAll()
                     }
                 }
+                onStart(0)   // gone: no signal for it until it runs again
                 if stop() { return }
                 logger.error("\(name) exited unexpectedly (\(result.terminationStatus)); restarting in \(backoff.current) s")
             } catch {

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import RedisClient
 import ServiceLifecycle
+import Synchronization
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,6 +17,9 @@ struct WorkerCommand: AsyncParsableCommand {
         Celery events: worker-online, worker-heartbeat (every 2 s) and worker-offline always; task events with -E.
         First SIGTERM or SIGINT: warm stop (no new tasks; those in flight get 30 s, then go back to the
         head of their queues); exit 0. A second one: cold stop (hand them back now).
+        SIGHUP (or `celery control pool_restart`): reload the manifest (with its plugins) without
+        stopping; --reload also does when the manifest or a plugin file changes (docs/plugins.md,
+        "Hot reload").
         """
     )
 
@@ -43,6 +47,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: [.customShort("B"), .customLong("beat")], help: "Also run a beat in this process (Celery's worker -B): the manifest's schedules are sent, exactly once per tick however many beats run.")
     var beat = false
 
+    @Flag(name: .customLong("reload"), help: "Reload the manifest when it or a plugin file changes (polled every second; as SIGHUP does).")
+    var reload = false
+
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
@@ -68,6 +75,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let node = hostname ?? "celerity@\(ProcessInfo.processInfo.hostName)"
         var config = WorkerConfiguration(node: node, queues: qs, concurrency: concurrency ?? ProcessInfo.processInfo.activeProcessorCount,
                                          broker: brokerURL, resultBackend: backend)
+        config.queuesFromManifest = queues == nil
         config.shutdownGrace = shutdownGrace
         config.prefetchMultiplier = prefetchMultiplier
         config.taskEvents = events || manifest.taskEvents
@@ -95,6 +103,19 @@ struct WorkerCommand: AsyncParsableCommand {
             return source
         }
         defer { signals.forEach { $0.cancel() } }
+        // Reloads: SIGHUP, `pool_restart`, and with --reload a change of a watched file.
+        let connection = self.connection
+        let reloader = ManifestReloader(worker: worker, logger: logger, watched: manifest.watchedFiles) {
+            try connection.loadManifest(required: true)!
+        }
+        worker.onReloadRequest { reloader.trigger("pool_restart") }
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { reloader.trigger("SIGHUP") }
+        hangup.resume()
+        defer { hangup.cancel() }
+        let watcher = reload ? reloader.watch() : nil
+        defer { watcher?.cancel() }
         do {
             try await group.run()
         } catch let e as WorkerError {
@@ -102,5 +123,110 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch let e as WorkerPermissionError {
             throw fail("worker \(node): \(e.message)", e.exitStatus)
         }
+    }
+}
+
+/// Loads the manifest again and hands it to the worker, one reload at a time, on a queue of
+/// its own (loading runs plugin processes for discovery: never on Swift's cooperative pool).
+/// Triggers that come while one is under way make one more reload after it, not one each.
+/// With `watch()`, polls the watched files every second (size, mtime, inode) and reloads once
+/// they have stayed the same for half a second after a change.
+final class ManifestReloader: Sendable {
+    let worker: Worker
+    let logger: Logger
+    let load: @Sendable () throws -> Manifest
+    private let queue = DispatchQueue(label: "celerity.reload")
+    private let state: Mutex<State>
+
+    private struct State {
+        var pending = false
+        var watched: [String]
+        var stamps: [String: FileStamp?]
+        /// When the stamps last changed and are still to be reloaded for.
+        var changedAt: Date?
+        var tick = 0
+    }
+
+    init(worker: Worker, logger: Logger, watched: [String], load: @escaping @Sendable () throws -> Manifest) {
+        self.worker = worker
+        self.logger = logger
+        self.load = load
+        state = Mutex(State(watched: watched, stamps: FileStamp.of(watched)))
+    }
+
+    /// Asks for a reload (`why` is logged).
+    func trigger(_ why: String) {
+        let queued = state.withLock { s -> Bool in
+            if s.pending { return false }
+            s.pending = true
+            return true
+        }
+        guard queued else { return }
+        queue.async { self.run(why) }
+    }
+
+    private func run(_ why: String) {
+        // What the files are as this load reads them: the watcher reloads again only for
+        // changes made after this point (not for the ones a SIGHUP reload takes in now).
+        let seen = state.withLock { s in
+            s.pending = false
+            return FileStamp.of(s.watched)
+        }
+        logger.info("reloading the manifest", metadata: ["reason": .string(why)])
+        let manifest: Manifest
+        do {
+            manifest = try load()
+        } catch {
+            logger.error("reload failed: the manifest did not load; the tasks loaded before are still served", metadata: ["error": .string("\(error)")])
+            return
+        }
+        // Watch what the new manifest names (plugins added or removed).
+        let watched = manifest.watchedFiles
+        state.withLock { s in
+            if s.watched != watched {
+                s.watched = watched
+                s.stamps = FileStamp.of(watched)
+            } else {
+                s.stamps = seen
+            }
+            s.changedAt = nil
+        }
+        // Wait on this queue (not the cooperative pool) until the worker swapped the table and
+        // its retired pools stopped: the next reload starts after this one.
+        let done = DispatchSemaphore(value: 0)
+        let worker = self.worker, logger = self.logger
+        Task {
+            do { try await worker.reload(manifest) } catch {
+                logger.error("reload refused; the tasks loaded before are still served", metadata: ["error": .string("\(error)")])
+            }
+            done.signal()
+        }
+        done.wait()
+    }
+
+    /// Polls the watched files every second from now on, until the timer returned is cancelled.
+    func watch() -> any DispatchSourceTimer {
+        let timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + .seconds(1), repeating: .milliseconds(500))
+        timer.setEventHandler { [self] in
+            let due = state.withLock { s -> Bool in
+                s.tick += 1
+                if let at = s.changedAt {
+                    // Debounce: reload once nothing changed for half a second.
+                    let now = FileStamp.of(s.watched)
+                    if now != s.stamps { s.stamps = now; s.changedAt = Date(); return false }
+                    if Date().timeIntervalSince(at) >= 0.5 { s.changedAt = nil; return true }
+                    return false
+                }
+                guard s.tick % 2 == 0 else { return false }   // every second while nothing changes
+                let now = FileStamp.of(s.watched)
+                if now != s.stamps { s.stamps = now; s.changedAt = Date() }
+                return false
+            }
+            if due { trigger("watched file changed") }
+        }
+        timer.resume()
+        logger.info("watching the manifest and plugin files for changes", metadata: ["files": .stringConvertible(state.withLock { $0.watched.count })])
+        return timer
     }
 }

@@ -35,7 +35,7 @@ struct StopWatchdogTests {
 
         var watchdog: StopWatchdog {
             StopWatchdog(broker: f.broker, stop: stop, isCold: { self.cold.load(ordering: .relaxed) },
-                         inFlight: { self.entries.withLock { $0 } }, pools: [], logger: StopWatchdogTests.logger)
+                         inFlight: { self.entries.withLock { $0 } }, pools: { [] }, logger: StopWatchdogTests.logger)
         }
         var all: [InFlight] { entries.withLock { $0 } }
         func queued() async throws -> Int { try await f.redis.call("LLEN", f.queue).int ?? -1 }

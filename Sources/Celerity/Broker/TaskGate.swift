@@ -36,7 +36,9 @@ public final class TaskGate: Sendable {
     }
     let control: Redis
     let processingKey: String
-    let policies: [String: Policy]
+    /// By task name; replaced when the worker reloads its manifest (`update`).
+    private let policyTable: Mutex<[String: Policy]>
+    var policies: [String: Policy] { policyTable.withLock { $0 } }
     /// Rates set at run time (`rate_limit`), per second (0: the task is not limited), and as
     /// written.
     private let overrides = Mutex<[String: (perSecond: Double, text: String)]>([:])
@@ -60,13 +62,27 @@ public final class TaskGate: Sendable {
     init(control: Redis, processingKey: String, manifest: Manifest, leaseSeconds: Int) {
         self.control = control
         self.processingKey = processingKey
+        let p = Self.policies(of: manifest)
+        policyTable = Mutex(p)
+        anyGated = Atomic(!p.isEmpty)
+        self.leaseSeconds = max(leaseSeconds, 2)
+    }
+
+    private static func policies(of manifest: Manifest) -> [String: Policy] {
         var p: [String: Policy] = [:]
         for (name, spec) in manifest.tasks where spec.rateLimit != nil || spec.maxConcurrency != nil {
             p[name] = Policy(rate: spec.rateLimit, cap: spec.maxConcurrency)
         }
-        policies = p
-        anyGated = Atomic(!p.isEmpty)
-        self.leaseSeconds = max(leaseSeconds, 2)
+        return p
+    }
+
+    /// The limits of a reloaded manifest apply to the messages admitted from now on. A place
+    /// held under a cap that is gone is still released (see `release`); messages parked or
+    /// waiting for a limit that is gone are sent back by `maintain`, as for a task removed.
+    func update(_ manifest: Manifest) {
+        let p = Self.policies(of: manifest)
+        policyTable.withLock { $0 = p }
+        recomputeGated()
     }
 
     /// Whether messages of `task` must ask the gate before they start.
@@ -77,14 +93,16 @@ public final class TaskGate: Sendable {
 
     private func gated(_ task: String) -> Bool {
         let o = overrides.withLock { $0[task]?.perSecond }
-        if let o { return o > 0 || policies[task]?.cap != nil }
-        return policies[task] != nil
+        return policyTable.withLock { p in
+            if let o { return o > 0 || p[task]?.cap != nil }
+            return p[task] != nil
+        }
     }
 
     /// The rate of `task` now as written (`100/s`), nil: none.
     func rateText(_ task: String) -> String? {
         if let o = overrides.withLock({ $0[task] }) { return o.perSecond > 0 ? o.text : nil }
-        return policies[task]?.rate?.text
+        return policyTable.withLock { $0[task]?.rate?.text }
     }
 
     private func recomputeGated() {
@@ -186,6 +204,7 @@ public final class TaskGate: Sendable {
     /// A refusal of any of them (an error reply) throws; those before it were decided.
     func admit(_ requests: [Request]) async throws -> [Verdict] {
         let members = requests.map { q in q.id + " " + String(UInt64.random(in: 0...UInt64.max), radix: 36) }
+        let policies = self.policies
         let calls = zip(requests, members).map { q, member -> (keys: [any RedisArgument], args: [any RedisArgument]) in
             let policy = policies[q.task]
             let rate = policy?.rate
@@ -262,7 +281,10 @@ public final class TaskGate: Sendable {
     /// A capped task is over (whatever its outcome), or will not run: frees the place it held
     /// (or the one handed over to it).
     func release(task: String, id: String) async throws {
-        guard let cap = policies[task]?.cap else { return }
+        // A cap removed by a reload while this call held a place under it: the place is
+        // freed all the same (and the waiters, if any, go back to their queue).
+        let held = leased.withLock { $0[task]?[id]?.isEmpty == false }
+        guard let cap = policies[task]?.cap ?? (held ? Int(Int32.max) : nil) else { return }
         let member = leased.withLock { l -> String in
             guard var members = l[task]?[id], let m = members.popLast() else { return "r:" + id }
             if members.isEmpty { l[task]?.removeValue(forKey: id) } else { l[task]?[id] = members }
@@ -315,6 +337,7 @@ public final class TaskGate: Sendable {
         discovered.withLock { $0 = Set(registered) }
         let waiting = registered
         var failure: (any Error)?
+        let policies = self.policies
         for task in Set(waiting).union(policies.compactMap { $0.value.cap != nil ? $0.key : nil }) {
             // No cap here (any more): every waiter goes back to its queue.
             let cap = policies[task]?.cap ?? Int(Int32.max)

@@ -46,6 +46,7 @@ extension Worker {
         case "cancel_consumer": return cancelConsumer(r)
         case "rate_limit": return await rateLimit(r)
         case "time_limit": return timeLimit(r)
+        case "pool_restart": return poolRestart()
         case "autoscale":
             return .object([JSONMember("error", .string("'\(r.method)' is not supported by Celerity workers yet"))])
         case "hello":

@@ -45,6 +45,13 @@ extension PersistentPlugin {
 
     private var isStopping: Bool { state.withLock { $0.stopping } }
 
+    /// No call is in flight in any of its processes, and none waits for one (a pool retired
+    /// by a reload is shut down once this holds).
+    var isIdle: Bool {
+        let (live, waiting) = state.withLock { (Array($0.live.values), !$0.waiters.isEmpty) }
+        return !waiting && live.allSatisfy { $0.load == 0 }
+    }
+
     /// Cold stop: no restarts, every process group SIGKILLed now (calls in flight fail).
     public func stopNow() {
         let live = state.withLock { s in

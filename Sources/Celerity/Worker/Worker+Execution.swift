@@ -36,7 +36,8 @@ extension Worker {
         }
         let log = TaskLog(base: logger, id: message.id, task: message.task)
         let spec: TaskSpec, handler: any TaskHandler
-        switch triage(message) {
+        let table = currentTable
+        switch triage(message, in: table) {
         case .expired:
             log.info("task expired before it ran: REVOKED")
             await releasePlaceIfCapped(message, log)
@@ -77,16 +78,36 @@ extension Worker {
             guard let place = await admit(raw, message, queue: queue, log) else { return }
             holdsPlace = place
         }
-        await start(raw, message, spec: spec, handler: handler, queue: queue, generation: generation, slots: slots, log)
+        await start(raw, message, spec: spec, handler: handler, table: table.generation, queue: queue, generation: generation, slots: slots, log)
         if holdsPlace { await releasePlace(message, log) }
     }
 
     /// The rest of `process`: an execution slot, the checks that may have changed while the
-    /// message waited, the run and its outcome.
-    func start(_ raw: [UInt8], _ message: TaskMessage, spec: TaskSpec, handler: any TaskHandler, queue: String, generation: Int,
+    /// message waited, the run and its outcome. `table`: the generation of the task table
+    /// `spec` and `handler` come from.
+    func start(_ raw: [UInt8], _ message: TaskMessage, spec: TaskSpec, handler: any TaskHandler, table: Int, queue: String, generation: Int,
                slots: Slots, _ log: TaskLog) async {
+        var (spec, handler) = (spec, handler)
         // Prefetched messages wait here for an execution slot (the worker's concurrency).
         _ = await slots.acquire()
+        // A reload while it waited: it runs with the handler in place now (it has not started).
+        if tableGeneration.load(ordering: .acquiring) != table, !MapTask.names.contains(message.task) {
+            switch triage(message, in: currentTable) {
+            case let .run(s, h):
+                (spec, handler) = (s, h)
+            case .unknown:
+                slots.release()
+                log.warning("task removed by a reload before it started: FAILURE NotRegistered")
+                await dispose(Outcome(result: .notRegistered, message: message, spec: nil), raw, queue: queue, log)
+                return
+            case .unavailable:
+                slots.release()
+                await dispose(Outcome(result: .handBack, message: message, spec: spec), raw, queue: queue, log)
+                return
+            case .expired, .parked, .revoked:
+                break   // checked below or when it ran before; it keeps what it had
+            }
+        }
         if isStopping {
             // Not started when the stop came: back to the head of its queue for another worker.
             slots.release()
@@ -136,7 +157,8 @@ extension Worker {
         }
         let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)
         let isPlugin = spec.handler.isPlugin
-        await runAndSettle(l, slots: slots) { try await self.run(handler, l.call, limit: limit, isPlugin: isPlugin) }
+        let runs = handler
+        await runAndSettle(l, slots: slots) { try await self.run(runs, l.call, limit: limit, isPlugin: isPlugin) }
     }
 
     /// Whether the Redis result backend holds a SUCCESS for `message` (false for any other
@@ -174,17 +196,18 @@ extension Worker {
         var runs: Bool { if case .run = self { return true } else { return false } }
     }
 
-    func triage(_ message: TaskMessage) -> Triage {
+    func triage(_ message: TaskMessage, in table: TaskTable? = nil) -> Triage {
         if let expires = message.expires, expires < Date() { return .expired }
         if let eta = message.eta, eta.timeIntervalSinceNow > 0.01 { return .parked(eta) }
         if revocations.contains(message.id) { return .revoked }
-        guard let spec = manifest.tasks[message.task], let handler = handlers[message.task] else {
+        let table = table ?? currentTable
+        guard let spec = table.manifest.tasks[message.task], let handler = table.handlers[message.task] else {
             // Celery's canvas tasks (`task.map`, `task.starmap`, `task.chunks`) run anywhere.
             guard MapTask.names.contains(message.task) else { return .unknown }
             return .run(TaskSpec(name: message.task, queue: message.queue, handler: .builtin(message.task)),
-                        MapTask(star: message.task == "celery.starmap", handlers: handlers, hardLimit: { [self] name in
-                            manifest.tasks[name].flatMap { limits(TaskMessage(id: "", task: name, queue: ""), $0).hard }
-                        }, params: { [self] name in manifest.tasks[name]?.params }))
+                        MapTask(star: message.task == "celery.starmap", handlers: table.handlers, hardLimit: { [self] name in
+                            table.manifest.tasks[name].flatMap { limits(TaskMessage(id: "", task: name, queue: ""), $0).hard }
+                        }, params: { name in table.manifest.tasks[name]?.params }))
         }
         if let pool = handler as? PersistentPlugin, pool.unavailability != nil { return .unavailable }
         return .run(spec, handler)

@@ -73,11 +73,11 @@ extension Worker {
         guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
         guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
-              let spec = manifest.tasks[message.task], spec.softTimeLimit == nil, !spec.trackStarted,
+              case let table = currentTable, let spec = table.manifest.tasks[message.task], spec.softTimeLimit == nil, !spec.trackStarted,
               // A changed time limit (remote control), a rate limit or a cap: the usual path.
               !runtime.hasTaskOverrides.load(ordering: .relaxed) || !runtime.overrides(message.task),
               admitted || !gate.isGated(message.task),
-              let body = handlers[message.task]?.inlineBody,
+              let body = table.handlers[message.task]?.inlineBody,
               !revocations.contains(message.id), lease.covers(generation)   // the lease last: it starts right after
         else { return .slow(message) }
         if logger.logLevel <= .debug { logger.debug("task started", metadata: ["task_id": .string(message.id), "task": .string(message.task)]) }

@@ -12,16 +12,28 @@ import Synchronization
 /// is requeued when a worker of the same name starts again.
 public final class Worker: Service, Sendable {
     public let config: WorkerConfiguration
-    public let manifest: Manifest
     public let logger: Logger
     let broker: WorkerBroker
     let results: any ResultBackend
     /// Batched result writes + acks (the hot path).
     let completer: Completer
-    let handlers: [String: any TaskHandler]
-    /// Persistent plugin process pools, supervised for the worker's lifetime.
-    let persistentPools: [PersistentPlugin]
-    let poolsByQueue: [String: [PersistentPlugin]]
+    /// The manifest, the handlers and the persistent pools now: replaced as a whole by
+    /// `reload` (Worker+Reload.swift). A call takes its handler from the table once, when it
+    /// starts, and keeps it. `manifest`, `handlers`, `persistentPools` and `poolsByQueue` read it.
+    let tableLock: Mutex<TaskTable>
+    /// The generation of the table now (bumped by each reload): lets a message that waited
+    /// for an execution slot see that its handler was replaced meanwhile, for one atomic load.
+    let tableGeneration: Atomic<Int>
+    let builtins: BuiltinRegistry
+    /// Reloads run one at a time, in order.
+    let reloading = AsyncLock()
+    /// Pools retired by a reload and not yet stopped (stopped at the worker's stop if still there).
+    let retiring = Mutex<[ObjectIdentifier: PersistentPlugin]>([:])
+    /// What `pool_restart` (remote control) calls: set by whoever can load the manifest again.
+    let reloadRequest = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Pools started by a reload, for `serve` to supervise.
+    let poolStarts: AsyncStream<PersistentPlugin>.Continuation
+    private let addedPools: AsyncStream<PersistentPlugin>
     /// When a stop was requested (nil while running).
     let stopRequested: StopFlag
     let stats = Mutex(Stats())
@@ -77,7 +89,6 @@ public final class Worker: Service, Sendable {
         self.config = config
         // Built-in tasks check the arguments their built-in declares (unless tasks.yaml says otherwise).
         let manifest = manifest.withBuiltinSchemas(builtins)
-        self.manifest = manifest
         self.logger = logger
         self.broker = WorkerBroker(url: config.broker, node: config.node)
         self.strays = StrayAudit(broker: broker, logger: logger)
@@ -111,45 +122,11 @@ public final class Worker: Service, Sendable {
         completer = Completer(processingKey: broker.processingKey, held: broker.held, brokers: lanes.map { Redis(url: config.broker, label: "complete-\($0)-\(config.node)") },
                               resultRedis: separateResults.map { r in lanes.map { Redis(url: r.url, label: "complete-results-\($0)-\(config.node)") } },
                               ttl: config.resultBackend.expires, stop: stop, logger: logger)
-        // A handler for every task of the manifest, not only those routed to the queues served
-        // here: as in Celery, a task runs on whichever consumed queue it arrives. Persistent
-        // plugins whose tasks are all routed elsewhere start their processes on the first call.
-        var hs: [String: any TaskHandler] = [:]
-        var pools: [PluginSpec: PersistentPlugin] = [:]
-        let all = manifest.taskOrder.compactMap { manifest.tasks[$0] }
-        let served = all.filter { config.queues.contains($0.queue) }
-        for spec in all {
-            switch spec.handler {
-            case let .builtin(b):
-                guard let h = builtins.handlers[b] else {
-                    // Routed elsewhere: NotRegistered here if it ever comes, as before.
-                    if !config.queues.contains(spec.queue) { continue }
-                    throw ManifestError(manifest.path, "task '\(spec.name)' names unknown built-in '\(b)' (known: \(builtins.names.sorted().joined(separator: ", ")))")
-                }
-                hs[spec.name] = h
-            case let .plugin(p):
-                switch p.mode {
-                case .oneshot:
-                    // Its limit comes with each call (`TaskCall.deadline`, from `limits`), so
-                    // that `time_limit` can change it at run time.
-                    hs[spec.name] = OneShotPlugin(spec: p, timeLimit: nil, logger: logger)
-                case let .persistent(options):
-                    // Tasks naming the same program and options share one pool of processes.
-                    if pools[p] == nil {
-                        let names = all.filter { $0.handler == .plugin(p) }.map(\.name)
-                        let onDemand = !served.contains { $0.handler == .plugin(p) }
-                        pools[p] = PersistentPlugin(spec: p, options: options, tasks: names, worker: config.node, queue: spec.queue,
-                                                    startsOnDemand: onDemand, logger: logger)
-                    }
-                    hs[spec.name] = pools[p]!
-                }
-            }
-        }
-        handlers = hs
-        persistentPools = Array(pools.values)
-        var byQueue: [String: [PersistentPlugin]] = [:]
-        for spec in served { if case let .plugin(p) = spec.handler, let pool = pools[p] { byQueue[spec.queue, default: []].append(pool) } }
-        poolsByQueue = byQueue
+        self.builtins = builtins
+        let t = try TaskTable.build(manifest: manifest, config: config, builtins: builtins, logger: logger, generation: 0, reusing: nil)
+        tableLock = Mutex(t.table)
+        tableGeneration = Atomic(0)
+        (addedPools, poolStarts) = AsyncStream.makeStream(of: PersistentPlugin.self)
     }
 
     /// Asks the worker to stop fetching and finish (what SIGTERM does through a ServiceGroup).
@@ -243,13 +220,20 @@ public final class Worker: Service, Sendable {
             background.addTask { await self.events.run() }
             background.addTask { await self.strays.run { self.isStopping } }
             let watchdog = StopWatchdog(broker: self.broker, stop: self.stopRequested, isCold: { self.isColdStop },
-                                        inFlight: { self.inflight.withLock { Array($0.values) } }, pools: self.persistentPools, logger: self.logger)
+                                        inFlight: { self.inflight.withLock { Array($0.values) } },
+                                        pools: { self.persistentPools + self.retiring.withLock { Array($0.values) } }, logger: self.logger)
             background.addTask { await watchdog.run() }
             // Celery's remote control (`celery inspect`, `celery control`, Flower, revoke from Python).
             let pidbox = Pidbox(url: self.config.broker, node: self.config.node, clock: self.controlClock, logger: self.logger) { await self.control($0) }
             background.addTask { await pidbox.run(isStopping: { self.isStopping }) }
             for pool in self.persistentPools {
                 background.addTask { await pool.supervise() }
+            }
+            // Pools started by a reload; the stream ends at the worker's stop.
+            background.addTask {
+                await withDiscardingTaskGroup { supervised in
+                    for await pool in self.addedPools { supervised.addTask { await pool.supervise() } }
+                }
             }
             await withDiscardingTaskGroup { fetchers in
                 for consumer in self.runtime.consumers { self.startFetchers(consumer, in: &fetchers) }
@@ -265,8 +249,11 @@ public final class Worker: Service, Sendable {
             }
             // Every task has finished: write what is left, then stop the flusher.
             self.completer.close()
-            // No task is in flight any more: plugin processes may go.
-            for pool in self.persistentPools { await pool.shutdown() }
+            // No task is in flight any more: plugin processes may go (those of pools retired
+            // by a reload and still draining too).
+            let pools = self.persistentPools + self.retiring.withLock { Array($0.values) }
+            for pool in pools { await pool.shutdown() }
+            self.poolStarts.finish()
             background.cancelAll()
         }
         do { try await broker.clearHeartbeat() } catch { logger.warning("could not remove heartbeat: \(error)") }
@@ -385,18 +372,17 @@ public final class Worker: Service, Sendable {
     /// Whether every task routed to `queue` is an inline built-in (see `TaskHandler.inlineBody`)
     /// run inline (not `track_started`).
     func isLight(_ queue: String) -> Bool {
-        everyTask(of: queue) { spec, handler in handler?.inlineBody != nil && !spec.trackStarted }
+        everyTask(of: queue, Self.lightTest)
     }
 
     /// Whether `queue` has tasks and `test` holds for the manifest entry and handler of each.
     private func everyTask(of queue: String, _ test: (TaskSpec, (any TaskHandler)?) -> Bool) -> Bool {
-        let tasks = manifest.tasks.values.filter { $0.queue == queue }
-        return !tasks.isEmpty && tasks.allSatisfy { test($0, handlers[$0.name]) }
+        currentTable.everyTask(of: queue, test)
     }
 
     /// Whether every task routed to `queue` runs in a persistent plugin.
     func isPersistentPluginQueue(_ queue: String) -> Bool {
-        everyTask(of: queue) { _, handler in handler is PersistentPlugin }
+        everyTask(of: queue, Self.persistentTest)
     }
 }
 

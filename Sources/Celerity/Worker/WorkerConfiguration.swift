@@ -7,6 +7,9 @@ public struct WorkerConfiguration: Sendable {
     /// across restarts of "the same" worker and unique among live workers.
     public var node: String
     public var queues: [String]
+    /// The queues are "every queue of the manifest" (no `-Q`): a reload consumes the queues
+    /// its manifest adds and stops consuming those it drops.
+    public var queuesFromManifest = false
     /// Tasks run at once (`-c`).
     public var concurrency: Int
     /// Messages fetched ahead of execution: up to `concurrency × prefetchMultiplier` are held

@@ -22,7 +22,7 @@ struct StopWatchdog: Sendable {
     /// The messages being run now.
     let inFlight: @Sendable () -> [InFlight]
     /// Stopped (`stopNow`) before anything is handed back.
-    let pools: [PersistentPlugin]
+    let pools: @Sendable () -> [PersistentPlugin]
     let logger: Logger
     var interval: Duration = .milliseconds(100)
 
@@ -49,7 +49,7 @@ struct StopWatchdog: Sendable {
     private func handBack(cold: Bool) async {
         let entries = inFlight()
         if entries.isEmpty { return }
-        for p in pools { p.stopNow() }
+        for p in pools() { p.stopNow() }
         logger.warning(cold ? "cold shutdown: handing tasks in flight back to their queues" : "shutdown grace period over: handing tasks in flight back to their queues",
                        metadata: ["count": .stringConvertible(entries.count)])
         for entry in entries {
