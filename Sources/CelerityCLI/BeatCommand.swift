@@ -131,7 +131,7 @@ extension ConnectionOptions {
     /// The manifest (required) and the broker URL it leads to; a bad one exits 2.
     func manifestAndBroker() throws -> (Manifest, RedisURL) {
         do {
-            let manifest = try loadManifest(required: true)!
+            let manifest = try await loadManifest(required: true)!
             return (manifest, try RedisURL(string: brokerURL(manifest)))
         } catch {
             throw badInput(error)

@@ -75,7 +75,7 @@ struct CallCommand: AsyncParsableCommand {
         let manifest: Manifest?
         let client: CelerityClient
         do {
-            manifest = try connection.loadManifest(required: false)
+            manifest = try await connection.loadManifest(required: false)
             let backend = try connection.backend(manifest)
             client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: backend, manifest: manifest)
         } catch {
@@ -215,7 +215,7 @@ struct ResultCommand: AsyncParsableCommand {
     func run() async throws {
         let client: CelerityClient
         do {
-            let manifest = try connection.loadManifest(required: false)
+            let manifest = try await connection.loadManifest(required: false)
             client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: try connection.backend(manifest), manifest: manifest)
         } catch {
             throw badInput(error)

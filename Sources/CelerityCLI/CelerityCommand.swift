@@ -53,7 +53,17 @@ struct ConnectionOptions: ParsableArguments {
         return FileManager.default.fileExists(atPath: "tasks.yaml") ? "tasks.yaml" : nil
     }
 
-    func loadManifest(required: Bool) throws -> Manifest? {
+    /// Loads the manifest on a Dispatch thread: discovery (`plugin_dirs`) may start plugin
+    /// processes and wait for their answers, which must not hold up Swift's cooperative pool.
+    func loadManifest(required: Bool) async throws -> Manifest? {
+        let options = self
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Manifest?, any Error>) in
+            DispatchQueue.global().async { c.resume(with: Result { try options.loadManifestNow(required: required) }) }
+        }
+    }
+
+    /// The same, on the calling thread (never Swift's cooperative pool).
+    func loadManifestNow(required: Bool) throws -> Manifest? {
         guard let path = manifestPath else {
             if required { throw ValidationError("no manifest: pass --manifest FILE, set CELERITY_MANIFEST, or run where tasks.yaml is") }
             return nil

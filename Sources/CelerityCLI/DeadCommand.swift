@@ -13,7 +13,7 @@ struct DeadCommand: AsyncParsableCommand {
     /// A bad manifest or URL exits 2.
     static func open(_ c: ConnectionOptions) throws -> DeadLetters {
         do {
-            let manifest = try c.loadManifest(required: false)
+            let manifest = try await c.loadManifest(required: false)
             return try DeadLetters(broker: c.brokerURL(manifest))
         } catch {
             throw badInput(error)
@@ -107,7 +107,7 @@ struct RevokeCommand: AsyncParsableCommand {
     func run() async throws {
         let client: CelerityClient
         do {
-            let manifest = try connection.loadManifest(required: false)
+            let manifest = try await connection.loadManifest(required: false)
             client = try CelerityClient(broker: connection.brokerURL(manifest), resultBackend: "none", manifest: manifest)
         } catch {
             throw badInput(error)

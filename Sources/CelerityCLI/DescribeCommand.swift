@@ -25,7 +25,7 @@ struct DescribeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let manifest: Manifest?
-        do { manifest = try connection.loadManifest(required: false) } catch { throw badInput(error) }
+        do { manifest = try await connection.loadManifest(required: false) } catch { throw badInput(error) }
         if ["celery.map", "celery.starmap"].contains(task) {
             let doc = task == "celery.map" ? "Celery's task.map(it): calls the named task once per item, in order." : "Celery's task.starmap(it) (and task.chunks): calls the named task with each item's arguments."
             if json {

@@ -38,7 +38,7 @@ struct EventsCommand: AsyncParsableCommand {
     func run() async throws {
         let receiver: EventReceiver, control: ControlClient
         do {
-            let manifest = try connection.loadManifest(required: false)
+            let manifest = try await connection.loadManifest(required: false)
             let url = connection.brokerURL(manifest)
             receiver = try EventReceiver(broker: url)
             control = try ControlClient(broker: url)

@@ -49,7 +49,7 @@ struct MapCommand: AsyncParsableCommand {
     func run() async throws {
         let client: CelerityClient
         do {
-            let manifest = try connection.loadManifest(required: false)
+            let manifest = try await connection.loadManifest(required: false)
             client = try CelerityClient(broker: RedisURL(string: connection.brokerURL(manifest)), backend: try connection.backend(manifest), manifest: manifest)
         } catch {
             throw badInput(error)

@@ -22,7 +22,7 @@ struct QueueCommand: AsyncParsableCommand {
     /// A bad manifest or URL exits 2.
     static func open(_ c: ConnectionOptions) throws -> QueuePause {
         do {
-            return try QueuePause(broker: c.brokerURL(c.loadManifest(required: false)))
+            return try await QueuePause(broker: c.brokerURL(c.loadManifest(required: false)))
         } catch {
             throw badInput(error)
         }

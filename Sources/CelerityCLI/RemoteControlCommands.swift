@@ -147,7 +147,7 @@ enum RemoteRun {
     static func run(_ spec: RemoteCommandSpec, arguments: [JSONMember], remote: RemoteOptions, connection: ConnectionOptions) async throws {
         let control: ControlClient
         do {
-            let manifest = try connection.loadManifest(required: false)
+            let manifest = try await connection.loadManifest(required: false)
             control = try ControlClient(broker: connection.brokerURL(manifest))
         } catch {
             throw badInput(error)

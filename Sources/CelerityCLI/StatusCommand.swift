@@ -64,7 +64,7 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         let inspector: Inspector, control: ControlClient
         do {
-            let manifest = try connection.loadManifest(required: false)
+            let manifest = try await connection.loadManifest(required: false)
             inspector = try Inspector(broker: connection.brokerURL(manifest), manifest: manifest)
             control = ControlClient(redis: Redis(url: inspector.redis.url, label: "status-ping"))
         } catch {

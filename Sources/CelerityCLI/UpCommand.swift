@@ -41,7 +41,7 @@ struct UpCommand: AsyncParsableCommand {
         let broker: RedisURL
         let backend: ResultBackendConfig
         do {
-            manifest = try connection.loadManifest(required: true)!
+            manifest = try await connection.loadManifest(required: true)!
             brokerString = connection.brokerURL(manifest)
             broker = try RedisURL(string: brokerString)
             backend = try connection.backend(manifest)

@@ -64,12 +64,13 @@ struct WorkerCommand: AsyncParsableCommand {
         let backend: ResultBackendConfig
         let brokerURL: RedisURL
         do {
-            manifest = try connection.loadManifest(required: true)!
+            manifest = try await connection.loadManifest(required: true)!
             backend = try connection.backend(manifest)
             brokerURL = try RedisURL(string: connection.brokerURL(manifest))
         } catch {
             throw badInput(error)
         }
+        logDiscovery(manifest, logger)
         let qs = queues.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? manifest.queues
         if qs.isEmpty { throw fail("no queues to consume: the manifest declares no tasks and -Q was not given", .badInput) }
         let node = hostname ?? "celerity@\(ProcessInfo.processInfo.hostName)"
@@ -106,7 +107,7 @@ struct WorkerCommand: AsyncParsableCommand {
         // Reloads: SIGHUP, `pool_restart`, and with --reload a change of a watched file.
         let connection = self.connection
         let reloader = ManifestReloader(worker: worker, logger: logger, watched: manifest.watchedFiles) {
-            try connection.loadManifest(required: true)!
+            try connection.loadManifestNow(required: true)!
         }
         worker.onReloadRequest { reloader.trigger("pool_restart") }
         signal(SIGHUP, SIG_IGN)
@@ -180,6 +181,7 @@ final class ManifestReloader: Sendable {
             logger.error("reload failed: the manifest did not load; the tasks loaded before are still served", metadata: ["error": .string("\(error)")])
             return
         }
+        logDiscovery(manifest, logger)
         // Watch what the new manifest names (plugins added or removed).
         let watched = manifest.watchedFiles
         state.withLock { s in
@@ -228,5 +230,17 @@ final class ManifestReloader: Sendable {
         timer.resume()
         logger.info("watching the manifest and plugin files for changes", metadata: ["files": .stringConvertible(state.withLock { $0.watched.count })])
         return timer
+    }
+}
+
+/// What discovery found (info) and the plugins it could not use (a warning each, with the reason).
+func logDiscovery(_ m: Manifest, _ logger: Logger) {
+    let d = m.discovery
+    guard !d.directories.isEmpty else { return }
+    logger.info("plugins discovered", metadata: [
+        "folders": .string(d.directories.map(\.path).joined(separator: ",")), "tasks": .stringConvertible(d.found.count),
+        "plugins_asked": .stringConvertible(d.plugins), "answers_from_cache": .stringConvertible(d.cached)])
+    for p in d.problems {
+        logger.warning("plugin not used", metadata: ["file": .string(p.file), "problem": .string(p.message)])
     }
 }
