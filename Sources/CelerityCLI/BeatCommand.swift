@@ -27,7 +27,7 @@ struct BeatCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logs.bootstrap(logLevel)
-        let (manifest, broker) = try connection.manifestAndBroker()
+        let (manifest, broker) = try await connection.manifestAndBroker()
         if manifest.schedules.isEmpty { throw fail("\(manifest.path ?? "manifest"): no 'schedules' section: nothing to send", .badInput) }
         let beat = BeatCommand.makeBeat(manifest, broker: broker, node: hostname, logger: logger)
         do {
@@ -70,7 +70,7 @@ struct ScheduleListCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let (manifest, broker) = try connection.manifestAndBroker()
+        let (manifest, broker) = try await connection.manifestAndBroker()
         let redis = Redis(url: broker, label: "schedule")
         let state: BeatStore.State
         do { state = try await BeatStore.read(manifest.schedules.map(\.name), on: redis) } catch {
@@ -113,7 +113,7 @@ struct ScheduleRunCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let (manifest, broker) = try connection.manifestAndBroker()
+        let (manifest, broker) = try await connection.manifestAndBroker()
         guard let e = manifest.schedules.first(where: { $0.name == name }) else {
             let known = manifest.schedules.map(\.name)
             throw fail("\(manifest.path ?? "manifest"): no schedule named '\(name)'" + (known.isEmpty ? " (it has no schedules)" : " (schedules: \(known.joined(separator: ", ")))"), .badInput)
@@ -129,7 +129,7 @@ struct ScheduleRunCommand: AsyncParsableCommand {
 
 extension ConnectionOptions {
     /// The manifest (required) and the broker URL it leads to; a bad one exits 2.
-    func manifestAndBroker() throws -> (Manifest, RedisURL) {
+    func manifestAndBroker() async throws -> (Manifest, RedisURL) {
         do {
             let manifest = try await loadManifest(required: true)!
             return (manifest, try RedisURL(string: brokerURL(manifest)))

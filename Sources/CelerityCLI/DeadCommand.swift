@@ -11,7 +11,7 @@ struct DeadCommand: AsyncParsableCommand {
     )
 
     /// A bad manifest or URL exits 2.
-    static func open(_ c: ConnectionOptions) throws -> DeadLetters {
+    static func open(_ c: ConnectionOptions) async throws -> DeadLetters {
         do {
             let manifest = try await c.loadManifest(required: false)
             return try DeadLetters(broker: c.brokerURL(manifest))
@@ -34,7 +34,7 @@ struct DeadCommand: AsyncParsableCommand {
         @Option(name: .long, help: "At most this many entries.") var limit: Int = 100
         @OptionGroup var connection: ConnectionOptions
         func run() async throws {
-            let dead = try DeadCommand.open(connection)
+            let dead = try await DeadCommand.open(connection)
             let entries = try await DeadCommand.talking { try await dead.list(queue: queue, limit: limit) }
             for e in entries {
                 let task = e.task.map { "\($0.name)[\($0.id)]" } ?? "(unreadable message)"
@@ -49,7 +49,7 @@ struct DeadCommand: AsyncParsableCommand {
         @Argument(help: "Entry id or task id.") var id: String
         @OptionGroup var connection: ConnectionOptions
         func run() async throws {
-            let dead = try DeadCommand.open(connection)
+            let dead = try await DeadCommand.open(connection)
             guard let e = try await DeadCommand.talking({ try await dead.entry(id) }) else { throw fail("no dead letter \(id)") }
             print(String(decoding: e.raw, as: UTF8.self))
         }
@@ -65,7 +65,7 @@ struct DeadCommand: AsyncParsableCommand {
             if ids.isEmpty && !all { throw ValidationError("name entry ids, or pass --all") }
         }
         func run() async throws {
-            let dead = try DeadCommand.open(connection)
+            let dead = try await DeadCommand.open(connection)
             let entries = try await DeadCommand.talking { try await dead.list(queue: queue) }
             let chosen = all ? entries : entries.filter { ids.contains($0.id) || ($0.task.map { ids.contains($0.id) } ?? false) }
             var n = 0
@@ -80,7 +80,7 @@ struct DeadCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Only entries of this queue.") var queue: String?
         @OptionGroup var connection: ConnectionOptions
         func run() async throws {
-            let dead = try DeadCommand.open(connection)
+            let dead = try await DeadCommand.open(connection)
             let n = try await DeadCommand.talking { try await dead.purge(queue: queue) }
             print("purged \(n)")
         }

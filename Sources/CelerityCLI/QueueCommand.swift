@@ -20,7 +20,7 @@ struct QueueCommand: AsyncParsableCommand {
     )
 
     /// A bad manifest or URL exits 2.
-    static func open(_ c: ConnectionOptions) throws -> QueuePause {
+    static func open(_ c: ConnectionOptions) async throws -> QueuePause {
         do {
             return try await QueuePause(broker: c.brokerURL(c.loadManifest(required: false)))
         } catch {
@@ -39,7 +39,7 @@ struct QueueCommand: AsyncParsableCommand {
 
     /// Pauses (or resumes) each queue named, saying what changed.
     static func set(_ names: [String], paused: Bool, _ connection: ConnectionOptions) async throws {
-        let pauses = try open(connection)
+        let pauses = try await open(connection)
         for name in names {
             if paused {
                 print(try await talking { try await pauses.pause(name) } ? "paused \(name)" : "\(name) was paused already")
@@ -69,7 +69,7 @@ struct QueueCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the paused queues, one a line (nothing when none is).")
         @OptionGroup var connection: ConnectionOptions
         func run() async throws {
-            let pauses = try QueueCommand.open(connection)
+            let pauses = try await QueueCommand.open(connection)
             for name in try await QueueCommand.talking({ try await pauses.paused() }) { print(name) }
         }
     }

@@ -72,6 +72,8 @@ public struct JSONSchema: Sendable, Hashable {
     public private(set) var summary: String?
     /// `false`: nothing is accepted.
     public private(set) var acceptsNothing = false
+    /// Set when `type` is the only constraint (the usual parameter): checked on its own.
+    private var typeOnly: JSONTypes?
 
     public struct Property: Sendable, Hashable {
         public var name: String
@@ -117,6 +119,7 @@ public struct JSONSchema: Sendable, Hashable {
             }
             var s = JSONSchema(json: .object([JSONMember("type", .string(name))]))
             s.types = t
+            s.typeOnly = t
             return s
         case let .bool(b):
             var s = JSONSchema(json: .bool(b))
@@ -230,6 +233,13 @@ public struct JSONSchema: Sendable, Hashable {
         if let lo = s.minLength, let hi = s.maxLength, lo > hi { throw SchemaError("\(path): minLength \(lo) is above maxLength \(hi)") }
         if let lo = s.minItems, let hi = s.maxItems, lo > hi { throw SchemaError("\(path): minItems \(lo) is above maxItems \(hi)") }
         s.json = .object(json)
+        if let t = s.types {
+            var bare = s
+            bare.types = nil
+            bare.defaultValue = nil
+            bare.summary = nil
+            if bare.isUnconstrained { s.typeOnly = t }
+        }
         return s
     }
 
@@ -244,6 +254,9 @@ public struct JSONSchema: Sendable, Hashable {
     /// The first problem with `v`, or nil when it passes: what is wrong, and the steps from
     /// `v` down to the bad value (innermost last). Nothing is allocated when it passes.
     func problem(_ v: JSONValue) -> (steps: [Step], message: String)? {
+        if let typeOnly {
+            return Self.matches(v, typeOnly) ? nil : ([], "expected \(typeOnly.names.joined(separator: " or ")), got \(Self.describe(v))")
+        }
         if acceptsNothing { return ([], "no value is allowed here, got \(Self.describe(v))") }
         if let types, !Self.matches(v, types) {
             return ([], "expected \(types.names.joined(separator: " or ")), got \(Self.describe(v))")
