@@ -44,7 +44,9 @@ extension Integration {
                 let dir = NSTemporaryDirectory() + "celerity-\(queue)"
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 manifest = dir + "/tasks.yaml"
-                try "tasks:\n  a.add: {queue: \(queue), builtin: add}\n".write(toFile: manifest, atomically: true, encoding: .utf8)
+                // params: null: the wrong call below must reach the worker (not be refused by the CLI),
+                // so that its FAILURE is written by the restricted worker user.
+                try "tasks:\n  a.add: {queue: \(queue), builtin: add, params: null}\n".write(toFile: manifest, atomically: true, encoding: .utf8)
             }
 
             /// Creates `name` with `rules` (Q replaced by the queue); returns its URL.
