@@ -229,8 +229,8 @@ extension Result where Success == JSONValue, Failure == DescribeError {
     }
 }
 
-/// Describe answers remembered by plugin file identity (device, inode, size, modification time of
-/// the script and of the language helper beside it), so that `celerity call` does not start every
+/// Describe answers remembered by plugin file identity (size, modification time and inode of the
+/// script and of the language helpers beside it), so that `celerity call` does not start every
 /// plugin each time. `$CELERITY_CACHE_DIR` (or `$XDG_CACHE_HOME/celerity`, `~/.cache/celerity`)
 /// holds `describe.json`; `CELERITY_CACHE_DIR=off` turns it off. Entries of files that changed are
 /// replaced, so it does not grow with edits.
@@ -263,22 +263,18 @@ final class DescribeCache: Sendable {
         return DescribeCache(path: path, entries: entries)
     }
 
-    /// "argv\u{1F}identity": the entry's name is the argv; its value remembers the identity.
+    /// "script\u{1F}argv\u{1E}identity": the entry's name is the script and argv; its value
+    /// remembers the identity: the `FileStamp` (size, mtime, inode, as `--reload` tells a change)
+    /// of the script and of the `celerity_plugin.*` helpers beside it.
     static func key(argv: [String], script: String) -> String {
         var ids = [identity(script)]
         let dir = (script as NSString).deletingLastPathComponent
-        for helper in ["celerity_plugin.py", "celerity_plugin.js", "celerity_plugin.rb"] {
-            let p = (dir as NSString).appendingPathComponent(helper)
-            if FileManager.default.fileExists(atPath: p) { ids.append(helper + "=" + identity(p)) }
-        }
+        let helpers = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.filter { $0.hasPrefix("celerity_plugin.") }.sorted() ?? []
+        for helper in helpers { ids.append(helper + "=" + identity((dir as NSString).appendingPathComponent(helper))) }
         return (script as NSString).standardizingPath + "\u{1F}" + argv.joined(separator: "\u{1F}") + "\u{1E}" + ids.joined(separator: ",")
     }
 
-    static func identity(_ path: String) -> String {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return "missing" }
-        return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
-    }
+    static func identity(_ path: String) -> String { FileStamp.of(path)?.description ?? "missing" }
 
     private static func split(_ key: String) -> (name: String, identity: String) {
         let parts = key.split(separator: "\u{1E}", maxSplits: 1, omittingEmptySubsequences: false)
