@@ -6,7 +6,7 @@ import CelerityBuiltins
 /// `plugin_dirs`: plugins found in a folder describe their tasks; tasks.yaml overrides them key by
 /// key; two plugins claiming one name is an error; a plugin that does not answer is reported.
 /// Real plugin processes (python3, sh) in a temporary folder.
-@Suite struct DiscoveryTests {
+@Suite struct DiscoveryTests: ManifestTesting {
     /// A temporary project: tasks.yaml beside a plugins/ folder.
     struct Project {
         let root: URL
@@ -20,9 +20,9 @@ import CelerityBuiltins
             try text.write(to: url, atomically: false, encoding: .utf8)
             if executable { try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: url.path) }
         }
-        func load(_ yaml: String) throws -> Manifest {
+        func load(_ yaml: String) async throws -> Manifest {
             try write("tasks.yaml", yaml)
-            return try Manifest.load(path: root.appendingPathComponent("tasks.yaml").path, builtins: Builtins.registry.names)
+            return try await DiscoveryTests.loadOffPool(root.appendingPathComponent("tasks.yaml").path, builtins: Builtins.registry.names)
         }
         func remove() { try? FileManager.default.removeItem(at: root) }
     }
@@ -41,11 +41,11 @@ import CelerityBuiltins
         """
     }
 
-    @Test func aPluginDroppedInAFolderIsATaskWithoutAnEntry() throws {
+    @Test func aPluginDroppedInAFolderIsATaskWithoutAnEntry() async throws {
         let p = try Project()
         defer { p.remove() }
         try p.write("plugins/greet.py", Self.describing(#"{"protocol": 1, "name": "greet", "tasks": {"plugins.greet": {"time_limit": 7, "retries": 2}}}"#))
-        let m = try p.load("plugin_dirs: [plugins]\n")
+        let m = try await p.load("plugin_dirs: [plugins]\n")
         let t = try #require(m.tasks["plugins.greet"])
         #expect(t.queue == "plugins")   // the folder's name: no queue suggested
         #expect(t.timeLimit == 7)
@@ -59,11 +59,11 @@ import CelerityBuiltins
         #expect(m.queues == ["plugins"])
     }
 
-    @Test func tasksYamlOverridesWhatThePluginSuggestsKeyByKey() throws {
+    @Test func tasksYamlOverridesWhatThePluginSuggestsKeyByKey() async throws {
         let p = try Project()
         defer { p.remove() }
         try p.write("plugins/quick.py", Self.describing(#"{"tasks": {"q.add": {"queue": "fast", "mode": "persistent", "processes": 3, "time_limit": 5}}}"#))
-        let m = try p.load("""
+        let m = try await p.load("""
             plugin_dirs: [plugins]
             defaults: {retries: 4}
             tasks:
@@ -82,26 +82,26 @@ import CelerityBuiltins
         #expect(m.discovery.found.first?.overridden.sorted() == ["queue", "time_limit"])
     }
 
-    @Test func aFolderCanNameTheQueueAndAPluginItsOwn() throws {
+    @Test func aFolderCanNameTheQueueAndAPluginItsOwn() async throws {
         let p = try Project()
         defer { p.remove() }
         try p.write("more/a.py", Self.describing(#"{"tasks": {"a": {}, "b": {"queue": "bq"}}}"#))
-        let m = try p.load("plugin_dirs: [{path: more, queue: work}]\n")
+        let m = try await p.load("plugin_dirs: [{path: more, queue: work}]\n")
         #expect(m.tasks["a"]?.queue == "work")
         #expect(m.tasks["b"]?.queue == "bq")
         #expect(m.taskOrder == ["a", "b"])
     }
 
-    @Test func twoPluginsClaimingOneNameIsAnErrorUnlessTasksYamlChooses() throws {
+    @Test func twoPluginsClaimingOneNameIsAnErrorUnlessTasksYamlChooses() async throws {
         let p = try Project()
         defer { p.remove() }
         try p.write("plugins/one.py", Self.describing(#"{"tasks": {"same": {"time_limit": 1}}}"#))
         try p.write("plugins/two.py", Self.describing(#"{"tasks": {"same": {"time_limit": 2}}}"#))
-        let e = #expect(throws: ManifestError.self) { try p.load("plugin_dirs: [plugins]\n") }
+        let e = await #expect(throws: ManifestError.self) { try await p.load("plugin_dirs: [plugins]\n") }
         #expect(e?.description.contains("task 'same' is described by 2 plugins: plugins/one.py and plugins/two.py") == true)
         #expect(e?.location?.hasSuffix("tasks.yaml:1:14") == true)
         // Naming the task with its own plugin decides; that plugin's suggestion applies.
-        let m = try p.load("""
+        let m = try await p.load("""
             plugin_dirs: [plugins]
             tasks:
               same: {plugin: [python3, plugins/two.py]}
@@ -110,7 +110,7 @@ import CelerityBuiltins
         #expect(m.tasks["same"]?.discoveredFrom == "plugins/two.py")
     }
 
-    @Test func pluginsThatDoNotAnswerAreReportedNotFatal() throws {
+    @Test func pluginsThatDoNotAnswerAreReportedNotFatal() async throws {
         let p = try Project()
         defer { p.remove() }
         try p.write("plugins/good.py", Self.describing(#"{"tasks": {"good": {}}}"#))
@@ -118,7 +118,7 @@ import CelerityBuiltins
         try p.write("plugins/crash.py", "import sys\nsys.stderr.write('boom: no describe here\\n')\nsys.exit(3)\n")
         try p.write("plugins/badkey.py", Self.describing(#"{"tasks": {"k": {"env": ["SECRET"]}}}"#))
         try p.write("plugins/badvalue.py", Self.describing(#"{"tasks": {"v": {"time_limit": "soon"}}}"#))
-        let m = try p.load("plugin_dirs: [plugins]\n")
+        let m = try await p.load("plugin_dirs: [plugins]\n")
         #expect(m.taskOrder == ["good"])
         let problems = Dictionary(uniqueKeysWithValues: m.discovery.problems.map { ($0.file, $0.message) })
         #expect(problems["plugins/silent.sh"]?.contains("no \"tasks\" object") == true)
@@ -129,7 +129,7 @@ import CelerityBuiltins
         #expect(problems["plugins/badvalue.py"]?.contains("time_limit must be a number") == true)
     }
 
-    @Test func helpersTestsAndPrivateFilesAreNotAsked() throws {
+    @Test func helpersTestsAndPrivateFilesAreNotAsked() async throws {
         let p = try Project()
         defer { p.remove() }
         let counter = p.root.appendingPathComponent("asked").path
@@ -140,53 +140,53 @@ import CelerityBuiltins
         try p.write("plugins/lib.py", "# celerity-check: none (a library)\n" + recording)
         try p.write("plugins/tests/test_x.py", recording)
         try p.write("plugins/tool", "#!/bin/sh\necho \"$0\" >> \(counter)\necho '{\"tasks\": {\"tool\": {}}}'\n", executable: true)
-        let m = try p.load("plugin_dirs: [plugins]\n")
+        let m = try await p.load("plugin_dirs: [plugins]\n")
         #expect(m.taskOrder == ["tool"])
         let asked = try String(contentsOfFile: counter, encoding: .utf8).split(separator: "\n")
         #expect(asked.count == 1 && asked.first?.hasSuffix("/plugins/tool") == true, "asked: \(asked)")
         if case let .plugin(spec) = m.tasks["tool"]?.handler { #expect(spec.argv == ["plugins/tool"]) }
     }
 
-    @Test func answersAreCachedByFileIdentity() throws {
+    @Test func answersAreCachedByFileIdentity() async throws {
         let p = try Project()
         defer { p.remove() }
         try p.write("plugins/v.py", Self.describing(#"{"tasks": {"v1": {}}}"#))
-        let first = try p.load("plugin_dirs: [plugins]\n")
+        let first = try await p.load("plugin_dirs: [plugins]\n")
         #expect(first.discovery.cached == 0)
         #expect(first.taskOrder == ["v1"])
-        let again = try p.load("plugin_dirs: [plugins]\n")
+        let again = try await p.load("plugin_dirs: [plugins]\n")
         #expect(again.discovery.cached == 1)
         #expect(again.taskOrder == ["v1"])
         // A changed file is asked again.
         try p.write("plugins/v.py", Self.describing(#"{"tasks": {"v2": {"time_limit": 3}}}"#))
-        let changed = try p.load("plugin_dirs: [plugins]\n")
+        let changed = try await p.load("plugin_dirs: [plugins]\n")
         #expect(changed.discovery.cached == 0)
         #expect(changed.taskOrder == ["v2"])
     }
 
-    @Test func aTaskWithoutHandlerNeedsAPluginThatDescribesIt() throws {
+    @Test func aTaskWithoutHandlerNeedsAPluginThatDescribesIt() async throws {
         let p = try Project()
         defer { p.remove() }
-        let e = #expect(throws: ManifestError.self) {
-            try p.load("plugin_dirs: [plugins]\ntasks:\n  ghost:\n    time_limit: 3\n")
+        let e = await #expect(throws: ManifestError.self) {
+            try await p.load("plugin_dirs: [plugins]\ntasks:\n  ghost:\n    time_limit: 3\n")
         }
         #expect(e?.description.contains("put a plugin that describes it in one of plugin_dirs") == true)
-        let missing = #expect(throws: ManifestError.self) { try p.load("plugin_dirs: [nowhere]\n") }
+        let missing = await #expect(throws: ManifestError.self) { try await p.load("plugin_dirs: [nowhere]\n") }
         #expect(missing?.description.contains("plugin folder 'nowhere' is not a directory") == true)
     }
 
-    @Test func describeValuesKeepTheirJSONTypes() throws {
+    @Test func describeValuesKeepTheirJSONTypes() async throws {
         // A JSON string "10" must not turn into a number on its way through YAML nodes.
         let p = try Project()
         defer { p.remove() }
         try p.write("plugins/q.py", Self.describing(#"{"tasks": {"t": {"queue": "10", "ignore_result": true, "rate_limit": "5/s"}}}"#))
-        let m = try p.load("plugin_dirs: [plugins]\n")
+        let m = try await p.load("plugin_dirs: [plugins]\n")
         #expect(m.tasks["t"]?.queue == "10")
         #expect(m.tasks["t"]?.storeResult == false)
         #expect(m.tasks["t"]?.rateLimit?.perSecond == 5)
     }
 
-    @Test func describeDocumentShapeErrorsSayWhat() throws {
+    @Test func describeDocumentShapeErrorsSayWhat() async throws {
         #expect(throws: DescribeError.self) { try PluginDescription.parse(.array([])) }
         let e1 = #expect(throws: DescribeError.self) { try PluginDescription.parse(["tasks": ["x": 3]]) }
         #expect(e1?.message == "tasks.x must be an object (its queue, params, policy), got a number")

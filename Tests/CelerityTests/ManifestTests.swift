@@ -6,9 +6,9 @@ import CelerityBuiltins
 @Suite struct ManifestTests: ManifestTesting {
     // MARK: the repository's tasks.yaml
 
-    @Test func repositoryManifestRoutesTutorialTasksToTheirQueues() throws {
+    @Test func repositoryManifestRoutesTutorialTasksToTheirQueues() async throws {
         let path = Self.packageRoot.appendingPathComponent("tasks.yaml").path
-        let manifest = try Manifest.load(path: path, builtins: Builtins.registry.names)
+        let manifest = try await Self.loadOffPool(path, builtins: Builtins.registry.names)
 
         #expect(manifest.path == path)
         #expect(manifest.broker == "redis://localhost:6379/0")
@@ -33,9 +33,9 @@ import CelerityBuiltins
         #expect(Array(manifest.queues.prefix(3)) == ["add", "factorial", "mat_mul"])
     }
 
-    @Test func repositoryManifestResolvesPluginTasks() throws {
+    @Test func repositoryManifestResolvesPluginTasks() async throws {
         let path = Self.packageRoot.appendingPathComponent("tasks.yaml").path
-        let manifest = try Manifest.load(path: path, builtins: Builtins.registry.names)
+        let manifest = try await Self.loadOffPool(path, builtins: Builtins.registry.names)
 
         let plugins = manifest.taskOrder.compactMap { name in pluginSpec(manifest.tasks[name]).map { (name, $0) } }
         #expect(!plugins.isEmpty)
@@ -61,9 +61,9 @@ import CelerityBuiltins
         #expect(resolved(upper.executable) == resolved(Self.packageRoot.appendingPathComponent("plugins/sh_upper.sh").path))
     }
 
-    @Test func repositoryManifestDeclaresFourWorkerGroups() throws {
+    @Test func repositoryManifestDeclaresFourWorkerGroups() async throws {
         let path = Self.packageRoot.appendingPathComponent("tasks.yaml").path
-        let manifest = try Manifest.load(path: path, builtins: Builtins.registry.names)
+        let manifest = try await Self.loadOffPool(path, builtins: Builtins.registry.names)
         #expect(manifest.workers == [
             WorkerGroup(name: "add", queues: ["add"], concurrency: 4),
             WorkerGroup(name: "factorial", queues: ["factorial"], concurrency: 2),

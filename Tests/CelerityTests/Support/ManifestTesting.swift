@@ -7,6 +7,14 @@ import Testing
 protocol ManifestTesting {}
 
 extension ManifestTesting {
+    /// Loads a manifest on a Dispatch thread: discovery (`plugin_dirs`) starts plugin processes
+    /// and waits for them, which must not hold up Swift's cooperative pool (other tests' timing).
+    static func loadOffPool(_ path: String, builtins: Set<String>? = nil) async throws -> Manifest {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Manifest, any Error>) in
+            DispatchQueue.global().async { c.resume(with: Result { try Manifest.load(path: path, builtins: builtins) }) }
+        }
+    }
+
     /// The package root, where the repository's tasks.yaml is.
     static var packageRoot: URL { URL(fileURLWithPath: Paths.root, isDirectory: true) }
 
