@@ -24,6 +24,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process and its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(r):
+    info = r.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
 def envelope(task_id, i):
     body = base64.b64encode(json.dumps([[i, i], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()).decode()
     headers = {"lang": "py", "task": "add_module.tasks.add", "id": task_id, "shadow": None, "eta": None, "expires": None,
@@ -86,11 +98,16 @@ def main():
                 while not r.exists(f"celerity:worker:{name}"):
                     time.sleep(0.02)
                 base = r.dbsize()
+                c0 = (cpu_seconds(w.pid), redis_cpu(r))
                 t0 = time.time()
                 src.copy("ab:src", "add", destination_db=0)
                 while r.dbsize() < base + args.tasks:
                     time.sleep(0.005)
                 drain = args.tasks / (time.time() - t0)
+                # CPU per task (µs), worker and Redis: steadier than the rate on a host whose
+                # speed swings (steal), and it says which side pays.
+                cpu = {"worker_us": 1e6 * (cpu_seconds(w.pid) - c0[0]) / args.tasks,
+                       "redis_us": 1e6 * (redis_cpu(r) - c0[1]) / args.tasks}
                 r.delete(*[k for k in r.scan_iter("celery-task-meta-*", count=10000)] or ["none"])
                 out = {}
                 for mode, n in () if args.drain_only else (("e2e", args.e2e), ("latency", args.latency)):
@@ -100,10 +117,11 @@ def main():
                 w.send_signal(signal.SIGTERM)
                 w.wait(timeout=60)
                 if args.drain_only:
-                    runs[label].append({"drain": drain})
-                    print(f"round {rnd} {label}: drain {drain:6.0f}/s", flush=True)
+                    runs[label].append({"drain": drain, **cpu})
+                    print(f"round {rnd} {label}: drain {drain:6.0f}/s  cpu/task worker {cpu['worker_us']:.2f} µs"
+                          f"  redis {cpu['redis_us']:.2f} µs", flush=True)
                     continue
-                run = {"drain": drain, "e2e": out["e2e"], "latency": out["latency"]}
+                run = {"drain": drain, "e2e": out["e2e"], "latency": out["latency"], **cpu}
                 runs[label].append(run)
                 print(f"round {rnd} {label}: drain {drain:6.0f}/s  e2e {out['e2e']['per_second']:6.0f}/s  "
                       f"latency p50 {out['latency']['p50_ms']:.3f} ms  p99 {out['latency']['p99_ms']:.3f} ms", flush=True)
@@ -122,6 +140,13 @@ def main():
         if args.drain_only:
             a, b = (statistics.median([x["drain"] for x in runs[k]]) for k in ("A", "B"))
             print(f"B / A drain (medians): {100 * b / a:.1f}%")
+            pairs = [100 * y["drain"] / x["drain"] for x, y in zip(runs["A"], runs["B"])]
+            print(f"B / A drain per round (A and B run back to back): {', '.join(f'{p:.1f}%' for p in pairs)}; "
+                  f"median {statistics.median(pairs):.1f}%")
+        for label in ("A", "B"):
+            w, rd = ([x[k] for x in runs[label]] for k in ("worker_us", "redis_us"))
+            print(f"{label} CPU per task (medians): worker {statistics.median(w):.2f} µs, Redis {statistics.median(rd):.2f} µs, "
+                  f"both {statistics.median([x + y for x, y in zip(w, rd)]):.2f} µs")
     finally:
         srv.kill()
         srv.wait()

@@ -115,6 +115,13 @@ enum Pages {
 
     static func short(unix: Double?) -> String { unix.map { short(Date(timeIntervalSince1970: $0)) } ?? "–" }
 
+    /// To the millisecond (a task's timeline: received, started and finished are often within one second).
+    static func precise(unix: Double?) -> String {
+        guard let unix else { return "–" }
+        let s = CeleryDate.format(Date(timeIntervalSince1970: unix))
+        return s.count >= 23 ? String(s.prefix(23)).replacingOccurrences(of: "T", with: " ") : s
+    }
+
     // MARK: Overview
 
     static func overview(_ s: Inspector.Snapshot, minutes: [ClusterState.Minute], recent: [JSONValue], csrf: String, broker: String) -> String {
@@ -262,10 +269,13 @@ enum Pages {
             for key in ["root_id", "parent_id"] {
                 if let v = first[key]?.stringValue, v != t.id { h += "<tr><th>\(key)</th><td><a href=\"/tasks/\(url(v))\">\(esc(v))</a></td></tr>" }
             }
-            h += "</table><h2>Timeline</h2><table><tr><th>Started</th><th>Finished</th><th>State</th><th>Worker</th><th>Exception</th></tr>"
+            h += "</table><h2>Timeline</h2><table><tr><th>Received</th><th>Started</th><th>Finished</th><th>State</th><th>Worker</th><th>Exception</th></tr>"
             for r in timeline {
                 let at = r["at"]?.doubleValue ?? 0, rt = r["runtime"]?.doubleValue
-                h += "<tr><td>\(short(unix: rt.map { at - $0 }))</td><td>\(short(unix: at))</td>"
+                let started = rt.map { at - $0 }
+                // A tiny built-in runs where it was fetched: received when it started.
+                let received = r["received"]?.doubleValue ?? started
+                h += "<tr><td>\(precise(unix: received))</td><td>\(precise(unix: started))</td><td>\(precise(unix: at))</td>"
                 h += "<td>\(esc(r["state"]?.stringValue ?? ""))</td><td>\(esc(r["worker"]?.stringValue ?? ""))</td><td><code>\(esc(r["exception"]?.stringValue ?? ""))</code></td></tr>"
             }
             h += "</table>"

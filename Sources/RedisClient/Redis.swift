@@ -66,6 +66,12 @@ public final class Redis: @unchecked Sendable {
         return try await run { c throws(RedisError) in try c.pipelineErrors(commands) }
     }
 
+    /// `pipelineErrors` for commands already written in RESP (`RESPBatch`).
+    public func pipelineErrors(_ batch: RESPBatch) async throws -> [String] {
+        if batch.isEmpty { return [] }
+        return try await run { c throws(RedisError) in try c.pipelineErrors(batch) }
+    }
+
     /// Sends a blocking command (BLMOVE, BRPOP, ...) whose own timeout is `seconds`; the
     /// socket timeout is raised above it for this call.
     public func blocking(_ command: RedisCommand, timeout seconds: Double) async throws -> RedisReply {

@@ -131,8 +131,21 @@ final class RedisConnection {
     /// writes whose answers are "OK" or counts nobody reads (results and acks).
     func pipelineErrors(_ commands: [RedisCommand]) throws(RedisError) -> [String] {
         try appendAll(commands)
+        return try readErrors(commands.count)
+    }
+
+    /// `pipelineErrors` for commands already written in RESP.
+    func pipelineErrors(_ batch: RESPBatch) throws(RedisError) -> [String] {
+        guard !batch.isEmpty else { return [] }
+        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        try appendFormatted(batch.bytes)
+        return try readErrors(batch.count)
+    }
+
+    /// Reads `count` replies; returns the messages of the errors among them.
+    private func readErrors(_ count: Int) throws(RedisError) -> [String] {
         var errors: [String] = []
-        for _ in commands {
+        for _ in 0..<count {
             let error = try withNextReply { r -> String? in
                 func text(_ r: UnsafeMutablePointer<redisReply>) -> String? {
                     r.pointee.type == REDIS_REPLY_ERROR ? String(decoding: RedisConnection.bytes(r.pointee.str, r.pointee.len), as: UTF8.self) : nil
@@ -176,6 +189,11 @@ final class RedisConnection {
                 out.append(13); out.append(10)
             }
         }
+        try appendFormatted(out)
+    }
+
+    /// Queues bytes already in RESP, as they are.
+    private func appendFormatted(_ out: [UInt8]) throws(RedisError) {
         guard let context else { tls!.append(out); return }
         let rc: Int32 = out.withUnsafeBufferPointer { b in
             b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { redisAppendFormattedCommand(context, $0, b.count) }

@@ -89,6 +89,35 @@ extension Integration {
             }
         }
 
+        /// A task that waited for a slot shows when it was received, apart from when it
+        /// started: four calls of sleep(1) on a worker with two slots and a prefetch of eight;
+        /// at least one is fetched with the first two and waits ~1 s for a slot.
+        @Test func theTimelineShowsWhenATaskWasReceived() async throws {
+            try await DashboardCluster.with(extraTasks: "  nap:\n    queue: add\n    builtin: sleep\n") { c in
+                let client = try c.client()
+                let calls = try await client.sendMany((0..<4).map { _ in client.message("nap", args: [1.0], options: .init(queue: "add")) })
+                for call in calls { _ = try await call.get(timeout: .seconds(20)) }
+                var waits: [Double] = []
+                var seen: [String] = []
+                let recorded = try await eventually(seconds: 10) {
+                    waits = []
+                    seen = []
+                    for call in calls {
+                        let detail = try await c.get("/api/tasks/\(call.id)").json()
+                        guard let r = detail["timeline"]?.arrayValue?.first, let received = r["received"]?.doubleValue,
+                              let at = r["at"]?.doubleValue, let rt = r["runtime"]?.doubleValue else { return false }
+                        seen.append(r.serialized())
+                        waits.append(at - rt - received)
+                    }
+                    return true
+                }
+                #expect(recorded, "\(waits) \(seen)")
+                #expect(waits.count == 4 && waits.allSatisfy { $0 >= 0 && $0 < 10 } && (waits.max() ?? 0) >= 0.8, "\(waits) \(seen)")
+                let page = try await c.get("/tasks/\(calls[3].id)")
+                #expect(page.text.contains("<th>Received</th><th>Started</th><th>Finished</th>"), "\(page.text.suffix(2000))")
+            }
+        }
+
         /// Dead letters made by the worker (poison pills recovered from a dead worker's list,
         /// unreadable messages): listed, retried back onto their queues (and answered when a
         /// worker consumes the queue), deleted by id and by filter; never without the CSRF token.

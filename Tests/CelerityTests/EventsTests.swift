@@ -170,11 +170,15 @@ struct EventsTests {
         var pipelines = 0
         var rest = events[...]
         var all: [JSONValue] = []
+        var batch = RESPBatch()
         while !rest.isEmpty {
-            let (commands, used) = wire.pipeline(rest)
+            batch.removeAll()
+            let used = wire.pipeline(rest, into: &batch)
             #expect(used > 0)
             rest = rest.dropFirst(used)
             pipelines += 1
+            let commands = try #require(batch.commands)
+            #expect(commands.count == batch.count)
             for c in commands {
                 let env = try JSONValue(parsing: c.arguments[2])
                 #expect(c.arguments[2].count < 32 * 1024)
@@ -202,6 +206,45 @@ struct EventsTests {
             total += try #require(Self.body(env).arrayValue).count
         }
         #expect(total == 40)
+    }
+
+    /// base64 as Foundation writes it, for every length of a 3-byte group's remainders.
+    @Test func base64MatchesFoundation() {
+        var bytes: [UInt8] = []
+        for n in 0..<300 {
+            var out: [UInt8] = [7]
+            Base64.append(bytes, to: &out)
+            #expect(Array(out.dropFirst()) == Array(Data(bytes).base64EncodedString().utf8), "length \(n)")
+            bytes.append(UInt8(truncatingIfNeeded: n &* 151 &+ 17))
+        }
+    }
+
+    /// The history's LPUSH and LTRIM, in RESP: one record per end (none for a message handed
+    /// back), `received` only for a message that has it, the trim at the capacity.
+    @Test func historyRecordsAreWrittenInOnePushAndTrimmed() throws {
+        var waited = TaskMessage(id: "w-1", task: "t.sleep", args: [.int(1)], kwargs: [], queue: "q")
+        waited.receivedAt = 1000.25
+        let quick = TaskMessage(id: "q-1", task: "t.add", args: [.int(1), .int(2)], kwargs: [], queue: "q")
+        let wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")
+        let events: [PendingEvent] = [
+            .finished(Outcome(result: .success(.int(1)), message: waited, spec: nil, runtime: .seconds(1)), retried: false, announce: false, clock: 1, at: 1002),
+            .finished(Outcome(result: .handBack, message: quick, spec: nil), retried: false, announce: false, clock: 2, at: 1002),
+            .finishedBatch([(Outcome(result: .success(.int(3)), message: quick, spec: nil, runtime: .microseconds(5)), .complete(nil))], clock: 5, at: 1003),
+            .started(id: "x", clock: 6, at: 1003),
+        ]
+        var batch = RESPBatch()
+        wire.history(events, capacity: 500, into: &batch)
+        let commands = try #require(batch.commands)
+        #expect(commands.map { String(decoding: $0.arguments[0], as: UTF8.self) } == ["LPUSH", "LTRIM"])
+        #expect(commands[1].arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) } == [Keys.history, "0", "499"])
+        let records = try commands[0].arguments.dropFirst(2).map { try JSONValue(parsing: $0) }
+        #expect(records.count == 2)
+        #expect(records[0]["id"]?.stringValue == "w-1" && records[0]["received"]?.doubleValue == 1000.25 && records[0]["runtime"]?.doubleValue == 1)
+        #expect(records[1]["id"]?.stringValue == "q-1" && records[1]["received"] == nil && records[1]["args"]?.stringValue == "[1, 2]")
+        #expect(wire.historyRecords(events).count == 2)
+        var none = RESPBatch()
+        wire.history([.started(id: "x", clock: 1, at: 1)], capacity: 500, into: &none)
+        #expect(none.isEmpty)
     }
 
     /// An event envelope's body, parsed: base64 of the JSON text.

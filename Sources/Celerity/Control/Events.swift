@@ -188,16 +188,20 @@ public final class EventDispatcher: Sendable {
         let taskEvents = isEnabled
         var rest = events[...]
         var reachable = true
+        // One buffer for the flush's pipelines, one after the other (sent, then rewritten).
+        var out = RESPBatch(capacity: w.pipelineCapacity)
         while !rest.isEmpty {
-            let (commands, used) = w.pipeline(rest, taskEvents: taskEvents)
+            out.removeAll()
+            let used = w.pipeline(rest, taskEvents: taskEvents, into: &out)
             rest = rest.dropFirst(used)
             // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
-            guard await publish(commands, events: events.count) else { reachable = false; break }
+            guard await publish(out, events: events.count) else { reachable = false; break }
         }
         rest = []
         if history > 0 && reachable {
-            let commands = w.historyCommands(events, capacity: history)
-            if !commands.isEmpty { _ = await publish(commands, events: events.count) }
+            out.removeAll()
+            w.history(events, capacity: history, into: &out)
+            _ = await publish(out, events: events.count)
         }
         events.removeAll(keepingCapacity: true)
         pending.withLock { $0.spare = events }
@@ -206,7 +210,8 @@ public final class EventDispatcher: Sendable {
 
     /// One pipeline of PUBLISHes (about `EventWire.maxPipelineBytes`); false if Redis could
     /// not be reached.
-    private func publish(_ commands: [RedisCommand], events: Int) async -> Bool {
+    private func publish(_ commands: RESPBatch, events: Int) async -> Bool {
+        guard !commands.isEmpty else { return true }
         do {
             let errors = try await redis.pipelineErrors(commands)
             if let first = errors.first {

@@ -17,6 +17,9 @@ extension PendingEvent {
 /// value, no traceback, reprs cut at 120 characters); the result backend has the rest.
 ///
 /// `{"id", "task", "state", "worker", "queue", "at", "runtime", "retries", "args"}`, with
+/// `received` (when the worker fetched it: written for tasks on the usual path, which may wait
+/// there for a slot, their eta or a rate limit; a tiny built-in run where it was fetched
+/// starts when it is received),
 /// `root_id` (when not the task itself), `parent_id`, `kwargs` (when not empty) and
 /// `exception` (FAILURE, RETRY: the exception's repr; REVOKED: revoked, terminated or
 /// expired) only when they say something: `state` is Celery's (SUCCESS, FAILURE, RETRY,
@@ -26,40 +29,68 @@ extension EventWire {
     static let historyChunk = 2000
     static let historyReprSize = 120
 
-    /// The LPUSH and LTRIM commands writing the outcomes among `events` (none if there are none).
-    func historyCommands(_ events: [PendingEvent], capacity: Int) -> [RedisCommand] {
-        var records: [[UInt8]] = []
-        var commands: [RedisCommand] = []
+    /// Writes the LPUSH and LTRIM commands of the outcomes among `events` into `out` (RESP;
+    /// nothing if there are none). The records are written one after the other into one
+    /// buffer, then each goes into the LPUSH as an argument: no array per record.
+    func history(_ events: [PendingEvent], capacity: Int, into out: inout RESPBatch) {
+        var records: [UInt8] = []
+        var ends: [Int] = []
+        records.reserveCapacity(256 * min(events.count, Self.historyChunk))
+        var pushed = false
         func push() {
-            guard !records.isEmpty else { return }
-            commands.append(RedisCommand([Self.lpushName, Self.historyKey] + records))
+            guard !ends.isEmpty else { return }
+            out.command(arguments: 2 + ends.count)
+            out.argument("LPUSH")
+            out.argument(Self.historyKey)
+            var from = 0
+            records.withUnsafeBufferPointer { r in
+                for end in ends {
+                    out.bulkHeader(end - from)
+                    out.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: r[from..<end]))
+                    out.endBulk()
+                    from = end
+                }
+            }
             records.removeAll(keepingCapacity: true)
+            ends.removeAll(keepingCapacity: true)
+            pushed = true
         }
         for event in events {
             switch event {
             case let .finished(outcome, retried, _, _, at):
                 withUnsafePointer(to: outcome) { o in
-                    if let r = historyRecord(o, retried: retried, at: at) { records.append(r) }
+                    if historyRecord(o, retried: retried, at: at, into: &records) { ends.append(records.count) }
                 }
             case let .finishedBatch(outcomes, _, at):
                 Outcome.forEachInPlace(outcomes) { o, d in
-                    if let r = historyRecord(o, retried: d.pointee.isRetry, at: at) { records.append(r) }
+                    if historyRecord(o, retried: d.pointee.isRetry, at: at, into: &records) { ends.append(records.count) }
                 }
             default: continue
             }
-            if records.count >= Self.historyChunk { push() }
+            if ends.count >= Self.historyChunk { push() }
         }
         push()
-        guard !commands.isEmpty else { return [] }
-        commands.append(RedisCommand("LTRIM", Keys.history, 0, capacity - 1))
-        return commands
+        guard pushed else { return }
+        out.command(arguments: 4)
+        out.argument("LTRIM")
+        out.argument(Self.historyKey)
+        out.argument(Array("0".utf8))
+        out.argument(Array(String(capacity - 1).utf8))
     }
 
-    private static let lpushName: [UInt8] = Array("LPUSH".utf8)
+    /// The records `history` writes, each alone (for tests).
+    func historyRecords(_ events: [PendingEvent]) -> [[UInt8]] {
+        var batch = RESPBatch()
+        history(events, capacity: Int.max, into: &batch)
+        return (batch.commands ?? []).filter { $0.arguments.first == Array("LPUSH".utf8) }.flatMap { $0.arguments.dropFirst(2) }
+    }
+
     private static let historyKey: [UInt8] = Array(Keys.history.utf8)
 
     /// One record; nil for an outcome that is not an end (a message handed back to its queue).
-    func historyRecord(_ o: UnsafePointer<Outcome>, retried: Bool, at: Double) -> [UInt8]? {
+    /// Appends one record to `out`; false (nothing written) for an outcome that is not an end
+    /// (a message handed back to its queue).
+    func historyRecord(_ o: UnsafePointer<Outcome>, retried: Bool, at: Double, into out: inout [UInt8]) -> Bool {
         let state: StaticString
         switch o.pointee.result {
         case .success: state = "SUCCESS"
@@ -67,10 +98,8 @@ extension EventWire {
         case .notRegistered: state = "FAILURE"
         case .revoked: state = "REVOKED"
         case .refused: state = "REJECTED"
-        case .handBack: return nil
+        case .handBack: return false
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(256)
         out.append(contentsOf: #"{"id":"#.utf8)
         JSONValue.writeString(o.pointee.message.id, into: &out)
         string("task", o.pointee.message.task, into: &out)
@@ -84,6 +113,10 @@ extension EventWire {
         Self.writeSeconds(at, into: &out)
         name("runtime", into: &out)
         if let r = o.pointee.runtime { Self.writeSeconds(r, into: &out) } else { out.append(contentsOf: "null".utf8) }
+        if let received = o.pointee.message.receivedAt {
+            name("received", into: &out)
+            Self.writeSeconds(received, into: &out)
+        }
         name("retries", into: &out)
         Self.writeInt(o.pointee.message.retries, into: &out)
         // Only what differs from the usual: a root that is not the task itself, a parent,
@@ -112,6 +145,6 @@ extension EventWire {
             JSONValue.writeString(f.terminationSignal != nil ? "terminated" : (f.message == "expired" ? "expired" : "revoked"), into: &out)
         }
         out.append(ASCII.closeBrace)
-        return out
+        return true
     }
 }

@@ -33,6 +33,9 @@ public struct TaskMessage: Sendable {
     /// The Redis key of a unique task (`celerity_unique_key` header, `UniqueSpec.redisKey`):
     /// the worker deletes it, if it still holds this task's id, when the task is done.
     public var uniqueKey: String?
+    /// When this worker fetched it (unix seconds), for the task history, if it did not run at
+    /// once (nil: it ran where it was fetched, or was not fetched here). Not on the wire.
+    public var receivedAt: Double?
 
     public init(id: String = FastUUID.string(), task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [],
                 queue: String, priority: Int = 0, eta: Date? = nil, expires: Date? = nil, replyTo: String? = nil,

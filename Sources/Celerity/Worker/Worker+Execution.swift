@@ -10,10 +10,15 @@ extension Worker {
     /// `decoded`: the message as the fast read found it (no unknown headers; `retry` reads
     /// the full message again), or nil to decode it here.
     /// `admitted`: the gate's verdict when the batch asked it already (`work`).
-    func process(_ raw: [UInt8], queue: String, generation: Int, slots: Slots, decoded: TaskMessage? = nil, admitted: TaskGate.Verdict? = nil) async {
+    /// `receivedAt`: when its batch was fetched (for the task history).
+    func process(_ raw: [UInt8], queue: String, generation: Int, slots: Slots, decoded: TaskMessage? = nil, admitted: TaskGate.Verdict? = nil,
+                 receivedAt: Double? = nil) async {
         let message: TaskMessage
         do throws(ProtocolError) {
-            if let decoded { message = decoded } else { message = try TaskMessage.decode(raw) }
+            var m: TaskMessage
+            if let decoded { m = decoded } else { m = try TaskMessage.decode(raw) }
+            m.receivedAt = receivedAt
+            message = m
         } catch {
             if let (refusedCall, failure) = error.refused {
                 // A body it will not decode, of a call it can name: FAILURE for the client
@@ -150,9 +155,11 @@ extension Worker {
         if let body = handler.inlineBody, soft == nil {
             // A tiny built-in: run here, no thread hop, nothing to interrupt.
             let call = taskCall(message, queue: queue)
+            let began = ContinuousClock.now
             let outcome = Result<JSONValue, any Error> { try body(call) }
+            let runtime = .now - began
             slots.release()
-            await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: nil)
+            await settle(outcome, message, raw, spec: spec, queue: queue, log, runtime: runtime)
             return
         }
         let l = launch(message, raw, spec: spec, handler: handler, queue: queue, log, limit: limit, soft: soft)

@@ -189,6 +189,8 @@ extension Worker {
             // Messages under a rate limit or a cap: the batch asks the gate in one round trip.
             var gated: [(raw: [UInt8], message: TaskMessage)] = []
             let on = events.wantsOutcomes   // once per batch: task events or the history
+            // When the batch came (the history's "received"), for what does not run at once.
+            let receivedAt = events.history > 0 ? EventDispatcher.now() : nil
             for raw in messages {
                 switch quickRun(raw, queue: queue, generation: generation) {
                 case let .done(item, outcome, disposal):
@@ -200,11 +202,11 @@ extension Worker {
                     gated.append((raw, decoded))
                 case let .slow(decoded) where messages.count == 1 && !inFetchLoop:
                     // A lone message (a quiet queue): run it in this task, one hand-off less.
-                    await process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded)
+                    await process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded, receivedAt: receivedAt)
                     prefetch.release()
                 case let .slow(decoded):
                     running.addTask {
-                        await self.process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded)
+                        await self.process(raw, queue: queue, generation: generation, slots: slots, decoded: decoded, receivedAt: receivedAt)
                         prefetch.release()
                     }
                 }
@@ -231,7 +233,7 @@ extension Worker {
                         }
                     }
                     running.addTask {
-                        await self.process(raw, queue: queue, generation: generation, slots: slots, decoded: message, admitted: verdict)
+                        await self.process(raw, queue: queue, generation: generation, slots: slots, decoded: message, admitted: verdict, receivedAt: receivedAt)
                         prefetch.release()
                     }
                 }
