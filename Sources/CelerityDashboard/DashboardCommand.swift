@@ -66,7 +66,9 @@ struct DashboardCommand: AsyncParsableCommand {
         let path = manifest ?? env["CELERITY_MANIFEST"] ?? (FileManager.default.fileExists(atPath: "tasks.yaml") ? "tasks.yaml" : nil)
         var loaded: Manifest?
         if let path {
-            do { loaded = try Manifest.load(path: path) } catch {
+            // For looking, not running: plugin programs need not be here, and none is started
+            // (no plugin_dirs discovery; the queues of live workers come from their heartbeats).
+            do { loaded = try Manifest.load(path: path, discover: false, checkPrograms: false) } catch {
                 FileHandle.standardError.write(Data("celerity dashboard: \(path): \(error)\n".utf8))
                 throw ExitCode(2)
             }
