@@ -33,7 +33,7 @@ struct DashboardCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Port (default 5566).", valueName: "n"))
     var port = 5566
 
-    @Option(name: .long, help: ArgumentHelp("Path of the manifest (default ./tasks.yaml when it exists).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("Path of the manifest (default ./tasks.yaml when it exists); its plugin programs need not be on this machine.", valueName: "file"))
     var manifest: String?
 
     @Option(name: .long, help: ArgumentHelp("Broker URL (default: $CELERITY_BROKER_URL, the manifest's, redis://localhost:6379/0).", valueName: "url"))

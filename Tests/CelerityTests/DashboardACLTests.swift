@@ -117,6 +117,14 @@ extension Integration {
             }
         }
 
+        /// ACLTests writes the worker's, client's and operator's rules out; they are the doc's.
+        @Test func theRulesOfACLTestsAreTheDocs() throws {
+            func words(_ rules: String) -> [String] { rules.split(whereSeparator: \.isWhitespace).map(String.init) }
+            for (user, rules) in [("celerity-worker", ACLTests.workerACL), ("celerity-client", ACLTests.clientACL), ("celerity-operator", ACLTests.operatorACL)] {
+                #expect(words(try SecurityDoc.acl(user)) == words(rules), "\(user): docs/security.md and ACLTests differ")
+            }
+        }
+
         @Test func theDocsDashboardUserServesEveryPageAndAction() async throws {
             let c = try await Cluster(dashboardUser: "celerity-dashboard")
             do {
