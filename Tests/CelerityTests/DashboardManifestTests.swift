@@ -37,6 +37,7 @@ extension Integration {
         plugin_dirs: [{path: /opt/celerity-nowhere/plugins, queue: dropped}]
         tasks:
           listed.one: {queue: listed, time_limit: 30}
+          queue.theirs: {time_limit: 10}
         schedules:
           hourly: {task: described.only, every: 1h}
         workflows:
@@ -68,7 +69,8 @@ extension Integration {
                 #expect(error.description.contains("plugin folder") && error.description.contains("not a directory"), "\(error)")
             }
             let d = try Manifest.load(path: drops, checkPrograms: false)
-            #expect(d.queues == ["listed"] && d.tasks["listed.one"]?.timeLimit == 30)
+            // queue.theirs: its queue is its plugin's, unknown here (not "celery"): left out.
+            #expect(d.queues == ["listed"] && d.tasks["listed.one"]?.timeLimit == 30 && d.tasks["queue.theirs"] == nil)
             #expect(d.schedules.map(\.task) == ["described.only"] && d.workflows["both"] != nil)
             #expect(d.discovery.plugins == 0)
 
@@ -79,6 +81,7 @@ extension Integration {
                 ("tasks:\n  a.add: {queue: adds, plugin: [/nowhere/x], retries: -1}\n", "retries must be ≥ 0"),
                 ("tasks:\n  a.add: {queue: adds, plugin: [/nowhere/x], colour: blue}\n", "unknown key 'colour'"),
                 ("tasks:\n  a.add: {queue: adds}\n", "missing a handler"),
+                ("plugin_dirs: [p]\ntasks:\n  a.add: {time_limit: never}\n", "time_limit must be a number"),
             ] {
                 let bad = try Self.write(text)
                 do {

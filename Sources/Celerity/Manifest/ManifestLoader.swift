@@ -16,7 +16,8 @@ extension Manifest {
     /// discovery, whatever `discover` says). Syntax, types, keys, schedules and workflows are
     /// checked as always. Without discovery a task may rely on `plugin_dirs` for its handler, or
     /// exist only there: such a task keeps what tasks.yaml says of it, with a plugin handler
-    /// whose `argv` is empty, and schedules and workflows may name tasks not in `tasks:`.
+    /// whose `argv` is empty (left out when tasks.yaml gives it no queue: the plugin's is not
+    /// known), and schedules and workflows may name tasks not in `tasks:`.
     /// A plugin's `executable` is its program resolved when found here, else as written.
     public static func load(path: String, builtins: Set<String>? = nil, discover: Bool = true,
                             checkPrograms: Bool = true) throws(ManifestError) -> Manifest {
@@ -205,6 +206,8 @@ struct ManifestReader {
             }
             var t = try task(name, node, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit,
                              defaultTrackStarted: defaultTrackStarted, discovery: !m.pluginDirectories.isEmpty)
+            // Checked, but left out when its queue is the plugin's, not asked here (checkFiles).
+            if undescribedTasks && handlerKeys(value).isEmpty && !keys(value).contains("queue") { continue }
             if t.retries == -1 { t.retries = defaultRetries }
             t.discoveredFrom = from?.file
             // `paramsDeclared` says tasks.yaml wrote the schema; one merged from the plugin is its own.
