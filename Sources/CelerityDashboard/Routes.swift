@@ -190,7 +190,8 @@ enum Routes {
         return router
     }
 
-    /// A page read from Redis, or the error page (503) when Redis cannot be read.
+    /// A page read from Redis, or the error page when it cannot be (503; 403 when Redis refuses
+    /// the dashboard's ACL user, as `failure` says).
     static func page(csrf: String, broker: String, _ render: () async throws -> String) async -> Response {
         do { return html(try await render()) } catch {
             let (status, message) = failure(error) ?? (.serviceUnavailable, "\(error)")

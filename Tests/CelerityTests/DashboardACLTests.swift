@@ -41,11 +41,21 @@ extension Integration {
             let csrf: String
             let client: CelerityClient
             let adminURL: String
+            /// The default user, on the broker's database.
+            let admin: Redis
 
-            /// `dashboardUser`: the name of the doc's block for the dashboard.
-            init(dashboardUser: String) async throws {
+            /// `dashboardUser`: the name of the doc's block for the dashboard. `db`: the broker's
+            /// database; other than 0, the rules are changed as the doc says (`+select`, and the
+            /// database in the channels' names).
+            init(dashboardUser: String, db: Int = 0) async throws {
                 s = try await ACLTests.Setup()
-                adminURL = "redis://:\(ACLTests.Setup.adminPassword)@127.0.0.1:\(s.redis.port)/0"
+                adminURL = "redis://:\(ACLTests.Setup.adminPassword)@127.0.0.1:\(s.redis.port)/\(db)"
+                func rules(_ user: String) throws -> String {
+                    let r = try SecurityDoc.acl(user)
+                    return db == 0 ? r : r.replacingOccurrences(of: "&/0.", with: "&/\(db).") + " +select"
+                }
+                func onDB(_ url: String) -> String { String(url.dropLast(2)) + "/\(db)" }
+                admin = try Redis(adminURL, label: "admin-db")
                 // A manifest of the queue's task and a schedule (read by /schedules, not fired: no beat).
                 manifest = (s.manifest as NSString).deletingLastPathComponent + "/dashboard.yaml"
                 try """
@@ -55,8 +65,8 @@ extension Integration {
                 schedules:
                   hourly: {task: a.add, every: 1h, args: [1, 1]}
                 """.write(toFile: manifest, atomically: true, encoding: .utf8)
-                let workerURL = try await s.user("celerity-worker", try SecurityDoc.acl("celerity-worker"))
-                let dashboardURL = try await s.user(dashboardUser, try SecurityDoc.acl(dashboardUser))
+                let workerURL = onDB(try await s.user("celerity-worker", try rules("celerity-worker")))
+                let dashboardURL = onDB(try await s.user(dashboardUser, try rules(dashboardUser)))
                 node = "w-\(UUID().uuidString.prefix(6))@dash-acl"
                 worker = try s.worker(workerURL, backend: workerURL, node: node)
                 try await ACLTests.waitReady(worker)
@@ -80,8 +90,8 @@ extension Integration {
             func poisonPill(_ args: [JSONValue]) async throws -> TaskMessage {
                 let m = client.message("a.add", args: args)
                 let ghost = "ghost-\(UUID().uuidString.prefix(6))@dash-acl"
-                try await s.admin.call("LPUSH", Keys.processing(ghost), try #require(TaskMessage.markRedelivered(m.encode(), count: 3)))
-                try await s.admin.call("SADD", Keys.workers, ghost)
+                try await admin.call("LPUSH", Keys.processing(ghost), try #require(TaskMessage.markRedelivered(m.encode(), count: 3)))
+                try await admin.call("SADD", Keys.workers, ghost)
                 return m
             }
 
@@ -106,7 +116,7 @@ extension Integration {
                 #expect(metrics.value("celerity_worker_up", ["worker": node]) == 1, "\(metrics.text)")
                 #expect(metrics.value("celerity_queue_consumers", ["queue": s.queue]) == 1, "\(metrics.text)")
                 #expect(metrics.value("celerity_queue_messages", ["queue": idle]) == 2, "\(metrics.text)")
-                #expect(try await s.admin.call("HEXISTS", "celerity:queue-head", idle).int == 1)
+                #expect(try await admin.call("HEXISTS", "celerity:queue-head", idle).int == 1)
             }
 
             func stop() async {
@@ -125,8 +135,9 @@ extension Integration {
             }
         }
 
-        @Test func theDocsDashboardUserServesEveryPageAndAction() async throws {
-            let c = try await Cluster(dashboardUser: "celerity-dashboard")
+        @Test(arguments: [0, 5])
+        func theDocsDashboardUserServesEveryPageAndAction(db: Int) async throws {
+            let c = try await Cluster(dashboardUser: "celerity-dashboard", db: db)
             do {
                 let done = try await c.client.send("a.add", args: [2, 3])
                 #expect(try await done.get(timeout: .seconds(20)) == .number("5"))
@@ -151,21 +162,21 @@ extension Integration {
                 #expect(try await AsyncResult(id: toRetry.id, client: c.client).get(timeout: .seconds(15)) == .number("42"))
                 let deleted = try await c.post("/api/dead/delete", #"{"ids":["\#(toDelete.id)"]}"#)
                 #expect(deleted.status == 200 && (try? deleted.json()["deleted"]) == .int(1), "\(deleted.status) \(deleted.text)")
-                #expect(try await c.s.admin.call("LLEN", Keys.deadLetters).int == 0)
+                #expect(try await c.admin.call("LLEN", Keys.deadLetters).int == 0)
 
                 // Revoke, and revoke with terminate.
                 let revoked = try await c.post("/api/tasks/\(later.id)/revoke", #"{"terminate":false}"#)
                 #expect(revoked.status == 200, "\(revoked.text)")
-                #expect(try await c.s.admin.call("ZSCORE", Keys.revoked, later.id).string != nil)
+                #expect(try await c.admin.call("ZSCORE", Keys.revoked, later.id).string != nil)
                 let terminated = try await c.post("/api/tasks/\(stopped.id)/revoke", #"{"terminate":true}"#)
                 #expect(terminated.status == 200, "\(terminated.text)")
-                #expect(try await c.s.admin.call("ZSCORE", Keys.revokedTerminate, stopped.id).string != nil)
+                #expect(try await c.admin.call("ZSCORE", Keys.revokedTerminate, stopped.id).string != nil)
 
                 // Pause: the worker stops fetching; what is sent waits, and a purge takes it.
                 let paused = try await c.post("/api/queues/\(c.s.queue)/pause")
                 #expect(paused.status == 200 && (try? paused.json()["changed"]) == .bool(true), "\(paused.text)")
                 #expect(try await eventually(seconds: 5) {
-                    try await c.s.admin.call("GET", Keys.heartbeat(c.node)).bytes.map { try JSONValue(parsing: $0)["paused"] == [.string(c.s.queue)] } ?? false
+                    try await c.admin.call("GET", Keys.heartbeat(c.node)).bytes.map { try JSONValue(parsing: $0)["paused"] == [.string(c.s.queue)] } ?? false
                 }, "\(c.worker.output.suffix(2000))")
                 for i in 0..<3 { _ = try await c.client.send("a.add", args: [.int(i), 1]) }
                 _ = try await c.client.send("a.add", args: [9, 9], options: .init(priority: 9))
@@ -173,13 +184,13 @@ extension Integration {
                 #expect(purged.status == 200 && (try? purged.json()["purged"]) == .int(4), "\(purged.text)")
                 let resumed = try await c.post("/api/queues/\(c.s.queue)/resume")
                 #expect(resumed.status == 200 && (try? resumed.json()["changed"]) == .bool(true), "\(resumed.text)")
-                #expect(try await c.s.admin.call("SCARD", Keys.paused).int == 0)
+                #expect(try await c.admin.call("SCARD", Keys.paused).int == 0)
                 #expect(try await c.client.send("a.add", args: [7, 7]).get(timeout: .seconds(20)) == .number("14"))
                 // The idle queue purged: the next overview drops its note (HDEL).
                 let idle = try await c.post("/api/queues/\(c.idle)/purge")
                 #expect(idle.status == 200 && (try? idle.json()["purged"]) == .int(2), "\(idle.text)")
                 #expect(try await c.get("/api/overview").status == 200)
-                #expect(try await c.s.admin.call("HEXISTS", "celerity:queue-head", c.idle).int == 0)
+                #expect(try await c.admin.call("HEXISTS", "celerity:queue-head", c.idle).int == 0)
 
                 // Shutdown: the worker stops cleanly.
                 let shutdown = try await c.post("/api/workers/\(c.node)/shutdown")
@@ -206,7 +217,7 @@ extension Integration {
                 #expect(try await done.get(timeout: .seconds(20)) == .number("5"))
                 let later = try await c.client.send("a.add", args: [1, 1], options: .init(countdown: 300))
                 let pill = try await c.poisonPill([20, 22])
-                #expect(try await eventually(seconds: 15) { try await c.s.admin.call("LLEN", Keys.deadLetters).int == 1 }, "\(c.worker.output.suffix(2000))")
+                #expect(try await eventually(seconds: 15) { try await c.admin.call("LLEN", Keys.deadLetters).int == 1 }, "\(c.worker.output.suffix(2000))")
                 #expect(try await eventually(seconds: 10) { try await c.get("/api/tasks?id=\(done.id)").json()["tasks"]?.arrayValue?.count == 1 })
                 try await c.readEverything(task: done.id)
 
@@ -224,10 +235,10 @@ extension Integration {
                     #expect(message.contains("Redis refused the dashboard's user: NOPERM") && message.contains("docs/security.md"), "\(path): \(r.text)")
                 }
                 // Nothing changed: the dead letter, no revocation, not paused, the worker running.
-                #expect(try await c.s.admin.call("LLEN", Keys.deadLetters).int == 1)
-                #expect(try await c.s.admin.call("ZSCORE", Keys.revoked, later.id) == .null)
-                #expect(try await c.s.admin.call("SCARD", Keys.paused).int == 0)
-                #expect(try await c.s.admin.call("LLEN", c.idle).int == 2)
+                #expect(try await c.admin.call("LLEN", Keys.deadLetters).int == 1)
+                #expect(try await c.admin.call("ZSCORE", Keys.revoked, later.id) == .null)
+                #expect(try await c.admin.call("SCARD", Keys.paused).int == 0)
+                #expect(try await c.admin.call("LLEN", c.idle).int == 2)
                 try await Task.sleep(for: .seconds(1))
                 #expect(c.worker.isRunning && !c.worker.output.contains("shutdown requested"), "\(c.worker.output.suffix(2000))")
                 // The button's message on the page: the refusal, not "[object Object]".
