@@ -191,8 +191,10 @@ struct ClusterState: Sendable {
     /// Empties every priority list of `queue` (as `celery purge`); returns how many messages went.
     func purge(_ queue: String) async throws -> Int {
         let keys = Keys.priorityQueues(queue)
-        let r = try await redis.pipeline([RedisCommand("MULTI")] + keys.map { RedisCommand("LLEN", $0) }
-                                         + [RedisCommand("DEL", arguments: keys), RedisCommand("EXEC")])
+        let commands = [RedisCommand("MULTI")] + keys.map { RedisCommand("LLEN", $0) } + [RedisCommand("DEL", arguments: keys), RedisCommand("EXEC")]
+        let r = try await redis.pipeline(commands)
+        // A command refused when queued (an ACL without DEL on the queue) aborts the EXEC: name it.
+        for (reply, command) in zip(r.dropLast(), commands) { _ = try reply.throwingError(naming: command) }
         guard let exec = try r.last?.throwingError().array else { return 0 }
         return exec.prefix(keys.count).reduce(0) { $0 + ($1.int ?? 0) }
     }

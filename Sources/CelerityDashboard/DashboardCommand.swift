@@ -33,7 +33,7 @@ struct DashboardCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Port (default 5566).", valueName: "n"))
     var port = 5566
 
-    @Option(name: .long, help: ArgumentHelp("Path of the manifest (default ./tasks.yaml when it exists).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("Path of the manifest (default ./tasks.yaml when it exists); its plugin programs need not be on this machine.", valueName: "file"))
     var manifest: String?
 
     @Option(name: .long, help: ArgumentHelp("Broker URL (default: $CELERITY_BROKER_URL, the manifest's, redis://localhost:6379/0).", valueName: "url"))
@@ -66,7 +66,9 @@ struct DashboardCommand: AsyncParsableCommand {
         let path = manifest ?? env["CELERITY_MANIFEST"] ?? (FileManager.default.fileExists(atPath: "tasks.yaml") ? "tasks.yaml" : nil)
         var loaded: Manifest?
         if let path {
-            do { loaded = try Manifest.load(path: path) } catch {
+            // For looking, not running: plugin programs need not be here, and none is started
+            // (no plugin_dirs discovery; the queues of live workers come from their heartbeats).
+            do { loaded = try Manifest.load(path: path, discover: false, checkPrograms: false) } catch {
                 FileHandle.standardError.write(Data("celerity dashboard: \(path): \(error)\n".utf8))
                 throw ExitCode(2)
             }

@@ -74,7 +74,7 @@ enum Pages {
       try{
         const r=await fetch(b.dataset.post,{method:'POST',headers:{'X-CSRF-Token':csrf,'Content-Type':'application/json'},body:b.dataset.body||'{}'});
         const j=await r.json().catch(()=>({}));
-        toast(r.ok?(j.message||'done'):('failed: '+(j.error||r.status)));
+        toast(r.ok?(j.message||'done'):('failed: '+((j.error&&j.error.message)||j.error||r.status)));
         if(r.ok)setTimeout(()=>location.reload(),600);else b.disabled=false;
       }catch(e){toast('failed: '+e);b.disabled=false}
     });

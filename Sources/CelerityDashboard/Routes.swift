@@ -190,10 +190,12 @@ enum Routes {
         return router
     }
 
-    /// A page read from Redis, or the error page (503) when Redis cannot be read.
+    /// A page read from Redis, or the error page when it cannot be (503; 403 when Redis refuses
+    /// the dashboard's ACL user, as `failure` says).
     static func page(csrf: String, broker: String, _ render: () async throws -> String) async -> Response {
         do { return html(try await render()) } catch {
-            return html(Pages.error("\(error)", csrf: csrf, broker: broker), status: .serviceUnavailable)
+            let (status, message) = failure(error) ?? (.serviceUnavailable, "\(error)")
+            return html(Pages.error(message, csrf: csrf, broker: broker), status: status)
         }
     }
 
@@ -206,13 +208,25 @@ enum Routes {
         Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(bytes: v.serializedBytes())))
     }
 
-    /// Runs a Redis read or action; a Redis failure becomes 503 with its message (no password
-    /// in it: URLs are printed redacted).
+    /// Runs a Redis read or action; a Redis failure becomes an answer with its message (no
+    /// password in it: URLs are printed redacted), as `failure` says.
     @discardableResult
     static func guarded<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        do { return try await body() } catch let e as RedisError {
-            throw HTTPError(.serviceUnavailable, message: "Redis: \(e)")
+        do { return try await body() } catch {
+            guard let (status, message) = failure(error) else { throw error }
+            throw HTTPError(status, message: message)
         }
+    }
+
+    /// The answer to a Redis failure (also inside a `ClientError`): 403 when Redis refused the
+    /// dashboard's user (an ACL without the rule: a read-only dashboard's actions), naming
+    /// what is missing; 503 for anything else (Redis down, unreachable). Nil: not from Redis.
+    static func failure(_ error: any Error) -> (HTTPResponse.Status, String)? {
+        let redis: RedisError
+        if let e = error as? RedisError { redis = e } else if let e = error as? ClientError, let cause = e.cause { redis = cause } else { return nil }
+        // A wrong password (authentication) is not this: nothing works then, 503 as when Redis is down.
+        guard redis.code == .server && RedisError.isPermissionMessage(redis.message) else { return (.serviceUnavailable, "Redis: \(redis)") }
+        return (.forbidden, "Redis refused the dashboard's user: \(redis.message) (its ACL lacks a rule this needs: see docs/security.md, \"The dashboard\")")
     }
 }
 

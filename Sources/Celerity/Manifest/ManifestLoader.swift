@@ -9,7 +9,18 @@ extension Manifest {
     /// that are missing or not executable.
     /// With `discover` (the default), the plugins of `plugin_dirs` are run to describe themselves
     /// (answers cached by file identity, see docs/plugins.md).
-    public static func load(path: String, builtins: Set<String>? = nil, discover: Bool = true) throws(ManifestError) -> Manifest {
+    ///
+    /// `checkPrograms: false` reads the manifest for looking at a cluster, not for running
+    /// tasks (the dashboard): plugin programs, their scripts, `cwd` folders and `plugin_dirs`
+    /// folders need not exist on this machine, and the plugins are never started (no
+    /// discovery, whatever `discover` says). Syntax, types, keys, schedules and workflows are
+    /// checked as always. Without discovery a task may rely on `plugin_dirs` for its handler, or
+    /// exist only there: such a task keeps what tasks.yaml says of it, with a plugin handler
+    /// whose `argv` is empty (left out when tasks.yaml gives it no queue: the plugin's is not
+    /// known), and schedules and workflows may name tasks not in `tasks:`.
+    /// A plugin's `executable` is its program resolved when found here, else as written.
+    public static func load(path: String, builtins: Set<String>? = nil, discover: Bool = true,
+                            checkPrograms: Bool = true) throws(ManifestError) -> Manifest {
         let url = URL(fileURLWithPath: path)
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw ManifestError(nil, "cannot read manifest '\(path)' (no such file or not readable)")
@@ -17,12 +28,14 @@ extension Manifest {
         guard let text = String(data: data, encoding: .utf8) else {
             throw ManifestError(path, "manifest is not UTF-8 text")
         }
-        return try parse(text, path: path, baseDirectory: url.deletingLastPathComponent().path, builtins: builtins, discover: discover)
+        return try parse(text, path: path, baseDirectory: url.deletingLastPathComponent().path, builtins: builtins, discover: discover,
+                         checkPrograms: checkPrograms)
     }
 
-    /// Parses manifest text; `path` is only used in error locations.
+    /// Parses manifest text; `path` is only used in error locations. `discover`, `checkPrograms`:
+    /// as for `load`.
     public static func parse(_ text: String, path: String = "tasks.yaml", baseDirectory: String, builtins: Set<String>? = nil,
-                             discover: Bool = true) throws(ManifestError) -> Manifest {
+                             discover: Bool = true, checkPrograms: Bool = true) throws(ManifestError) -> Manifest {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
             throw ManifestError(yamlLocation(path, e), "YAML syntax: \(yamlProblem(e))")
@@ -31,7 +44,8 @@ extension Manifest {
         }
         guard let root else { throw ManifestError(path, "manifest is empty") }
         var r = ManifestReader(path: path)
-        r.discover = discover
+        r.discover = discover && checkPrograms
+        r.checkFiles = checkPrograms
         return try r.manifest(root, baseDirectory: baseDirectory, builtins: builtins)
     }
 
@@ -61,6 +75,12 @@ struct ManifestReader {
     let path: String
     /// Whether the plugins of `plugin_dirs` are asked to describe themselves.
     var discover = true
+    /// Whether plugin programs, scripts, `cwd` and `plugin_dirs` folders must exist here
+    /// (`Manifest.load(checkPrograms:)`). Without, tasks left to `plugin_dirs` are tolerated.
+    var checkFiles = true
+    /// Set while reading a manifest with `plugin_dirs` that are not asked (`checkFiles`
+    /// false): schedules and workflows may name tasks only a plugin there describes.
+    var undescribedTasks = false
 
     func loc(_ n: Node) -> String {
         n.mark.map { "\(path):\($0.line):\($0.column)" } ?? path
@@ -155,6 +175,7 @@ struct ManifestReader {
                 }
             }
         }
+        undescribedTasks = !checkFiles && !m.pluginDirectories.isEmpty
         // With plugin_dirs, 'tasks' may be left out: every task can come from discovery.
         guard tasksNode != nil || pluginDirsNode != nil else { throw ManifestError(loc(root), "the manifest has no 'tasks' mapping") }
         let entries = try tasksNode.map { n throws(ManifestError) in try mapping(n, "tasks", allowed: []) } ?? []
@@ -185,6 +206,8 @@ struct ManifestReader {
             }
             var t = try task(name, node, baseDirectory: baseDirectory, builtins: builtins, defaultTimeLimit: defaultTimeLimit,
                              defaultTrackStarted: defaultTrackStarted, discovery: !m.pluginDirectories.isEmpty)
+            // Checked, but left out when its queue is the plugin's, not asked here (checkFiles).
+            if undescribedTasks && handlerKeys(value).isEmpty && !keys(value).contains("queue") { continue }
             if t.retries == -1 { t.retries = defaultRetries }
             t.discoveredFrom = from?.file
             // `paramsDeclared` says tasks.yaml wrote the schema; one merged from the plugin is its own.
@@ -316,6 +339,24 @@ struct ManifestReader {
             guard rateLimit != nil else { throw fail(bn, "\(name).burst applies to a rate limit: add 'rate_limit: <n>/s' (or /m, /h) to \(what)") }
             rateLimit?.burst = b
         }
+        /// The task with its handler and everything but the handler's options.
+        func made(_ h: HandlerSpec) throws(ManifestError) -> TaskSpec {
+            var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
+            t.retries = retries
+            t.softTimeLimit = softLimit
+            t.retryBackoff = backoff
+            t.retryBackoffMax = max(backoffMax, backoff)
+            t.trackStarted = trackStarted
+            t.rateLimit = rateLimit
+            t.maxConcurrency = maxConcurrency
+            t.unique = unique
+            try argumentSchema(&t, schemaKeys)
+            return t
+        }
+        if handler == nil && discovery && !checkFiles {
+            // Its handler comes from a plugin of plugin_dirs, not asked here (see checkFiles).
+            return try made(.plugin(PluginSpec(argv: [], executable: "", workingDirectory: baseDirectory)))
+        }
         guard let h = handler else {
             throw fail(n, "\(what) is missing a handler: add 'builtin: <name>' or 'plugin: [program, args…]'"
                        + (discovery ? ", or put a plugin that describes it in one of plugin_dirs (see `celerity check`)" : ""))
@@ -339,7 +380,7 @@ struct ManifestReader {
                     let c = try string(v, "\(name).cwd")
                     spec.workingDirectory = c.hasPrefix("/") ? c : (baseDirectory as NSString).appendingPathComponent(c)
                     var isDir: ObjCBool = false
-                    if !FileManager.default.fileExists(atPath: spec.workingDirectory, isDirectory: &isDir) || !isDir.boolValue {
+                    if checkFiles && (!FileManager.default.fileExists(atPath: spec.workingDirectory, isDirectory: &isDir) || !isDir.boolValue) {
                         throw fail(v, "\(name).cwd '\(c)' is not a directory")
                     }
                 case "grace_period": spec.gracePeriod = try number(v, "\(name).grace_period")
@@ -379,6 +420,13 @@ struct ManifestReader {
                 resolved = Executables.find(program)
             }
             var isDirectory: ObjCBool = false
+            if !checkFiles {
+                // Looking only: the program need not be here (argv as written; resolved when it is).
+                argv[0] = program
+                spec.argv = argv
+                spec.executable = resolved.flatMap { Executables.isExecutableFile($0) ? $0 : nil } ?? program
+                return try made(.plugin(spec))
+            }
             guard let exe = resolved, FileManager.default.fileExists(atPath: exe, isDirectory: &isDirectory) else {
                 throw fail(pluginNode, "plugin program '\(program)' of \(what) not found" + (program.contains("/") ? " (relative paths are resolved against \(spec.workingDirectory))" : " on PATH"))
             }
@@ -399,29 +447,9 @@ struct ManifestReader {
             argv[0] = program
             spec.argv = argv
             spec.executable = exe
-            var t = TaskSpec(name: name, queue: queue, handler: .plugin(spec), timeLimit: timeLimit, storeResult: storeResult)
-            t.retries = retries
-            t.softTimeLimit = softLimit
-            t.retryBackoff = backoff
-            t.retryBackoffMax = max(backoffMax, backoff)
-            t.trackStarted = trackStarted
-            t.rateLimit = rateLimit
-            t.maxConcurrency = maxConcurrency
-            t.unique = unique
-            try argumentSchema(&t, schemaKeys)
-            return t
+            return try made(.plugin(spec))
         }
-        var t = TaskSpec(name: name, queue: queue, handler: h, timeLimit: timeLimit, storeResult: storeResult)
-        t.retries = retries
-        t.softTimeLimit = softLimit
-        t.retryBackoff = backoff
-        t.retryBackoffMax = max(backoffMax, backoff)
-        t.trackStarted = trackStarted
-        t.rateLimit = rateLimit
-        t.maxConcurrency = maxConcurrency
-        t.unique = unique
-        try argumentSchema(&t, schemaKeys)
-        return t
+        return try made(h)
     }
 
     /// A rate in Celery's words: `100/s`, `10/m`, `5/h`, or a number (per second); > 0.

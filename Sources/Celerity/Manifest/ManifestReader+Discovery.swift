@@ -36,7 +36,7 @@ extension ManifestReader {
             if p.isEmpty { throw fail(item, "an item of plugin_dirs is empty") }
             let absolute = ((p.hasPrefix("/") ? p : (baseDirectory as NSString).appendingPathComponent(p)) as NSString).standardizingPath
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDir), isDir.boolValue else {
+            guard !checkFiles || (FileManager.default.fileExists(atPath: absolute, isDirectory: &isDir) && isDir.boolValue) else {
                 throw fail(item, "plugin folder '\(p)' is not a directory (looked at \(absolute))")
             }
             if out.contains(where: { $0.absolutePath == absolute }) { throw fail(item, "plugin folder '\(p)' is listed twice in plugin_dirs") }

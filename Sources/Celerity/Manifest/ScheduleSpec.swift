@@ -97,7 +97,7 @@ extension ManifestReader {
             default: break
             }
         }
-        if tasks[task] == nil && !sawQueue {
+        if tasks[task] == nil && !sawQueue && !undescribedTasks {
             throw fail(taskNode, "\(what) names task '\(task)', which is not under tasks: give the schedule a 'queue' (a Python worker may serve it)")
         }
         if let s = entry.start, let e = entry.end, e < s, let (_, en) = field("end") {

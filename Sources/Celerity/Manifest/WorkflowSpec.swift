@@ -134,6 +134,7 @@ extension ManifestReader {
     /// number of arguments gets that many.
     func check(_ name: String, args: Int, receives: Int?, immutable: Bool, _ n: Node, _ what: String, tasks: [String: TaskSpec]) throws(ManifestError) {
         guard let spec = tasks[name] else {
+            if undescribedTasks { return }
             throw fail(n, "\(what) names unknown task '\(name)' (not under tasks:)")
         }
         guard case let .builtin(b) = spec.handler, let arity = builtinArity[b], let receives else { return }

@@ -135,7 +135,7 @@ def check_overview(driver, args):
 
 
 def retry_dead(driver, args):
-    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, WebDriverException
+    from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     url = load(driver, args.url, "/dead")
     selector = f"#dead tr[data-dead={css_string(args.id)}]"
@@ -167,7 +167,8 @@ def retry_dead(driver, args):
                 toast = text_of(shown)
                 if toast.startswith("failed"):
                     raise Failure(f"{url}: Retry of {args.id!r} ({posted}) failed: {toast}")
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, NoSuchElementException):
+            # The row's page is gone, or the new one is still loading (every page has a #toast).
             reloaded = True
             break
         except WebDriverException as e:
