@@ -41,6 +41,8 @@ public final class EventDispatcher: Sendable {
     private let pending = Mutex(Pending())
     private let wire: Mutex<EventWire>
     private let alarm: DutyAlarm?
+    /// Where the flusher writes (a thread at nice 10: `BackgroundWriter`).
+    private let writer: BackgroundWriter
     private let lastWarning = Mutex<ContinuousClock.Instant?>(nil)
 
     struct Pending {
@@ -69,8 +71,11 @@ public final class EventDispatcher: Sendable {
         self.flushInterval = flushInterval
         self.maxPending = maxPending
         self.alarm = alarm
+        writer = BackgroundWriter(name: "celerity-events")
         wire = Mutex(EventWire(node: node, pid: Int(getpid()), channelPrefix: Self.channelPrefix(db: url.db)))
     }
+
+    deinit { writer.stop() }
 
     /// kombu's fanout channel of the `celeryev` exchange on a Redis database: `/<db>.celeryev/`.
     static func channelPrefix(db: Int) -> String { "/\(db).celeryev/" }
@@ -186,25 +191,35 @@ public final class EventDispatcher: Sendable {
         }
         // Task events as they are now: outcomes queued for the history alone write none.
         let taskEvents = isEnabled
-        var rest = events[...]
+        let history = history
+        // The writing happens on the writer's thread (lower priority), one pipeline at a time:
+        // written there, sent from here, then the next.
+        let held = Held(events)
+        events = []
+        var start = 0
         var reachable = true
-        // One buffer for the flush's pipelines, one after the other (sent, then rewritten).
-        var out = RESPBatch(capacity: w.pipelineCapacity)
-        while !rest.isEmpty {
-            out.removeAll()
-            let used = w.pipeline(rest, taskEvents: taskEvents, into: &out)
-            rest = rest.dropFirst(used)
+        while start < count {
+            let from = start
+            let (batch, used) = await writer.run {
+                var out = RESPBatch(capacity: w.pipelineCapacity)
+                let used = w.pipeline(held.events[from...], taskEvents: taskEvents, into: &out)
+                return (out, used)
+            }
+            start += used
             // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
-            guard await publish(out, events: events.count) else { reachable = false; break }
+            guard await publish(batch, events: count) else { reachable = false; break }
         }
-        rest = []
         if history > 0 && reachable {
-            out.removeAll()
-            w.history(events, capacity: history, into: &out)
-            _ = await publish(out, events: events.count)
+            let batch = await writer.run {
+                var out = RESPBatch()
+                w.history(held.events, capacity: history, into: &out)
+                return out
+            }
+            _ = await publish(batch, events: count)
         }
-        events.removeAll(keepingCapacity: true)
-        pending.withLock { $0.spare = events }
+        // Emptied there too (the outcomes' releases), and kept as the next flush's buffer.
+        let emptied = await writer.run { held.empty() }
+        pending.withLock { $0.spare = emptied }
         return count
     }
 
@@ -235,7 +250,21 @@ public final class EventDispatcher: Sendable {
         send(type, fields: fields)
         pending.withLock { $0.closed = true }
         await flush()
+        writer.stop()
         await redis.close()
+    }
+
+    /// A flush's events, handed from job to job on the writer's thread (one job at a time).
+    private final class Held: @unchecked Sendable {
+        private(set) var events: [PendingEvent]
+        init(_ events: [PendingEvent]) { self.events = events }
+        /// Empties the array in place (its only reference) and hands it back, capacity kept.
+        func empty() -> [PendingEvent] {
+            events.removeAll(keepingCapacity: true)
+            let e = events
+            events = []
+            return e
+        }
     }
 
     private func warn(_ message: String, _ metadata: Logger.Metadata) {
