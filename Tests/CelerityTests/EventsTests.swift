@@ -208,6 +208,25 @@ struct EventsTests {
         #expect(total == 40)
     }
 
+    /// The bound on what waits to be published counts a batch's outcomes one by one (a batch
+    /// of inline runs is one entry but may hold hundreds of outcomes).
+    @Test func theBoundOnQueuedEventsCountsEachOutcomeOfABatch() throws {
+        let d = EventDispatcher(url: try RedisURL(string: "redis://127.0.0.1:1/0"), node: "w@h", enabled: true,
+                                logger: Logger(label: "test"), maxPending: 10)
+        func batch(_ n: Int) -> [(Outcome, Disposal)] {
+            (0..<n).map { i in (Outcome(result: .success(.int(i)), message: TaskMessage(id: "id-\(i)", task: "t", queue: "q"), spec: nil), .complete(nil)) }
+        }
+        d.finished(announcing: batch(8))
+        #expect(d.queued.held == 8 && d.queued.dropped == 0)
+        d.finished(announcing: batch(3))
+        #expect(d.queued.held == 8 && d.queued.dropped == 3)
+        d.started("x")
+        d.started("y")
+        #expect(d.queued.held == 10)
+        d.started("z")
+        #expect(d.queued.held == 10 && d.queued.dropped == 4)
+    }
+
     /// base64 as Foundation writes it, for every length of a 3-byte group's remainders.
     @Test func base64MatchesFoundation() {
         var bytes: [UInt8] = []

@@ -33,7 +33,9 @@ public final class EventDispatcher: Sendable {
     let redis: Redis
     let logger: Logger
     let flushInterval: Duration
-    /// Events held at most while Redis is away; newer ones are dropped (and counted).
+    /// Events (a batch's outcomes counted one by one) held at most: while Redis is away, or
+    /// while the writer's thread (nice 10) gets no CPU on a machine with none to spare; newer
+    /// ones are dropped (counted, and warned of).
     let maxPending: Int
     /// How many outcomes `celerity:history` keeps (0: no history). Outcomes are queued for
     /// it as for task events, and the flusher writes both from the same queue.
@@ -52,6 +54,8 @@ public final class EventDispatcher: Sendable {
         /// ~1 MB, is fresh pages to fault in on every flush).
         var spare: [PendingEvent] = []
         var dropped = 0
+        /// The outcomes and events in `events` (a batch counts its outcomes).
+        var held = 0
         var closed = false
     }
 
@@ -137,13 +141,20 @@ public final class EventDispatcher: Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// What waits to be published (a batch's outcomes counted one by one), and what was dropped
+    /// since the last flush.
+    var queued: (held: Int, dropped: Int) { pending.withLock { ($0.held, $0.dropped) } }
+
     private func enqueue(_ event: PendingEvent) {
         pending.withLock { p in
             guard !p.closed else { return }
-            if p.events.count >= maxPending {
-                p.dropped += 1
+            let n: Int
+            if case let .finishedBatch(batch, _, _) = event { n = batch.count } else { n = 1 }
+            if p.held + n > maxPending {
+                p.dropped += n
                 return
             }
+            p.held += n
             p.events.append(event)
         }
     }
@@ -179,6 +190,7 @@ public final class EventDispatcher: Sendable {
         let dropped = pending.withLock { p -> Int in
             swap(&events, &p.events)
             swap(&p.events, &p.spare)
+            p.held = 0
             defer { p.dropped = 0 }
             return p.dropped
         }
