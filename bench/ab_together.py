@@ -18,20 +18,14 @@ port) each side uses and which queue is filled first.
 
 Prints each round and the median of B / A.
 """
-import argparse, os, signal, socket, statistics, subprocess, sys, tempfile, time, uuid
+import argparse, os, signal, statistics, subprocess, sys, tempfile, time, uuid
 
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab import envelope, host_ticks  # noqa: E402
+from ab import envelope, free_port, host_ticks  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_redis(port):
