@@ -107,20 +107,20 @@ enum Pages {
     static func date(_ d: Date?) -> String { d.map(short) ?? "–" }
 
     /// `2026-12-03 06:14:56` (UTC, to the second): what a table shows; the API has the full time.
-    static func short(_ d: Date) -> String {
+    /// `2026-12-03 15:04:05`; with `millis`, `2026-12-03 15:04:05.123`.
+    static func short(_ d: Date) -> String { short(d, millis: false) }
+
+    static func short(_ d: Date, millis: Bool) -> String {
         let s = CeleryDate.format(d)
-        guard s.count >= 19 else { return s }
-        return String(s.prefix(19)).replacingOccurrences(of: "T", with: " ")
+        let n = millis ? 23 : 19
+        guard s.count >= n else { return s }
+        return String(s.prefix(n)).replacingOccurrences(of: "T", with: " ")
     }
 
     static func short(unix: Double?) -> String { unix.map { short(Date(timeIntervalSince1970: $0)) } ?? "–" }
 
     /// To the millisecond (a task's timeline: received, started and finished are often within one second).
-    static func precise(unix: Double?) -> String {
-        guard let unix else { return "–" }
-        let s = CeleryDate.format(Date(timeIntervalSince1970: unix))
-        return s.count >= 23 ? String(s.prefix(23)).replacingOccurrences(of: "T", with: " ") : s
-    }
+    static func precise(unix: Double?) -> String { unix.map { short(Date(timeIntervalSince1970: $0), millis: true) } ?? "–" }
 
     // MARK: Overview
 

@@ -33,9 +33,8 @@ public final class EventDispatcher: Sendable {
     let redis: Redis
     let logger: Logger
     let flushInterval: Duration
-    /// Events (a batch's outcomes counted one by one) held at most: while Redis is away, or
-    /// while the writer's thread (nice 10) gets no CPU on a machine with none to spare; newer
-    /// ones are dropped (counted, and warned of).
+    /// Events (a batch's outcomes counted one by one) held at most, while Redis is away;
+    /// newer ones are dropped (counted, and warned of).
     let maxPending: Int
     /// How many outcomes `celerity:history` keeps (0: no history). Outcomes are queued for
     /// it as for task events, and the flusher writes both from the same queue.
@@ -210,10 +209,10 @@ public final class EventDispatcher: Sendable {
         let taskEvents = isEnabled
         let history = history
         // The writing happens on the writer's thread (lower priority), one pipeline at a time:
-        // written there, sent from here, then the next. A flush that finds the writer far
-        // behind (more than `maxLag` outcomes waited: a machine with no CPU to spare, for
-        // longer than a burst) writes here, at the worker's priority: events trail a busy
-        // worker by a bounded amount, and are never dropped for want of CPU.
+        // written there, sent from here, then the next. A piece of writing that finds more
+        // than `maxLag` outcomes waiting (a machine with no CPU to spare for longer than a
+        // burst) is done here, at the worker's priority: events trail a busy worker by a
+        // bounded amount, and are never dropped for want of CPU.
         let held = Held(events)
         events = []
         let writer = self.writer
