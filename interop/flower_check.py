@@ -367,6 +367,16 @@ try:
     except Fail as e:
         print("FAIL flower-start: %s" % e, flush=True)
         sys.exit(2)
+    # /healthcheck answers before Flower's event consumer has subscribed: events published
+    # before that are lost to it (Redis PUBLISH keeps nothing), so a task sent at once may
+    # never show. A worker on the dashboard (/workers?json=1 is built from events, heartbeats
+    # every 2 s) proves the subscription is in place.
+    try:
+        wait_until("%s's events in Flower" % node,
+                   lambda: any(r["hostname"] == node for r in get_json("/workers?json=1")["data"]), 20)
+    except Fail as e:
+        print("FAIL flower-events: %s" % e, flush=True)
+        sys.exit(2)
     for name, fn in selected:
         started = time.time()
         try:
