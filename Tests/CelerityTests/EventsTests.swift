@@ -245,14 +245,19 @@ struct EventsTests {
         waited.receivedAt = 1000.25
         let quick = TaskMessage(id: "q-1", task: "t.add", args: [.int(1), .int(2)], kwargs: [], queue: "q")
         let wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")
-        let events: [PendingEvent] = [
-            .finished(Outcome(result: .success(.int(1)), message: waited, spec: nil, runtime: .seconds(1)), retried: false, announce: false, clock: 1, at: 1002),
-            .finished(Outcome(result: .handBack, message: quick, spec: nil), retried: false, announce: false, clock: 2, at: 1002),
-            .finishedBatch([(Outcome(result: .success(.int(3)), message: quick, spec: nil, runtime: .microseconds(5)), .complete(nil))], clock: 5, at: 1003),
-            .started(id: "x", clock: 6, at: 1003),
-        ]
+        // As the dispatcher keeps them: each outcome's record written into a buffer of its
+        // own (one outcome, or a batch), then appended to what waits for the flush.
+        func buffer(_ outcomes: [Outcome]) -> HistoryBuffer {
+            var h = HistoryBuffer()
+            for o in outcomes { withUnsafePointer(to: o) { h.append($0, retried: false, at: 1002, wire: wire) } }
+            return h
+        }
+        var h = buffer([Outcome(result: .success(.int(1)), message: waited, spec: nil, runtime: .seconds(1))])
+        h.append(buffer([Outcome(result: .handBack, message: quick, spec: nil)]))   // no record
+        h.append(buffer([Outcome(result: .success(.int(3)), message: quick, spec: nil, runtime: .microseconds(5))]))
+        #expect(h.count == 2)
         var batch = RESPBatch()
-        wire.history(events, capacity: 500, into: &batch)
+        h.commands(capacity: 500, into: &batch)
         let commands = try #require(batch.commands)
         #expect(commands.map { String(decoding: $0.arguments[0], as: UTF8.self) } == ["LPUSH", "LTRIM"])
         #expect(commands[1].arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) } == [Keys.history, "0", "499"])
@@ -260,9 +265,25 @@ struct EventsTests {
         #expect(records.count == 2)
         #expect(records[0]["id"]?.stringValue == "w-1" && records[0]["received"]?.doubleValue == 1000.25 && records[0]["runtime"]?.doubleValue == 1)
         #expect(records[1]["id"]?.stringValue == "q-1" && records[1]["received"] == nil && records[1]["args"]?.stringValue == "[1, 2]")
-        #expect(wire.historyRecords(events).count == 2)
+        #expect(try h.records.map { try JSONValue(parsing: $0) } == records)
+        // More records than the history keeps: only the newest are pushed.
+        var one = RESPBatch()
+        h.commands(capacity: 1, into: &one)
+        let trimmed = try #require(one.commands)
+        #expect(try trimmed[0].arguments.dropFirst(2).map { try JSONValue(parsing: $0)["id"]?.stringValue } == ["q-1"])
+        #expect(trimmed[1].arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) } == [Keys.history, "0", "0"])
+        // Chunks of `historyChunk` records per LPUSH, in order.
+        var many = HistoryBuffer()
+        for i in 0..<(HistoryBuffer.historyChunk + 5) {
+            many.append(buffer([Outcome(result: .success(.int(i)), message: TaskMessage(id: "m-\(i)", task: "t.add", args: [], kwargs: [], queue: "q"), spec: nil)]))
+        }
+        var chunked = RESPBatch()
+        many.commands(capacity: 100_000, into: &chunked)
+        let pushes = try #require(chunked.commands).filter { $0.arguments[0] == Array("LPUSH".utf8) }
+        #expect(pushes.map { $0.arguments.count - 2 } == [HistoryBuffer.historyChunk, 5])
+        #expect(try pushes.last?.arguments.last.map { try JSONValue(parsing: $0)["id"]?.stringValue } == "m-\(HistoryBuffer.historyChunk + 4)")
         var none = RESPBatch()
-        wire.history([.started(id: "x", clock: 1, at: 1)], capacity: 500, into: &none)
+        HistoryBuffer().commands(capacity: 500, into: &none)
         #expect(none.isEmpty)
     }
 

@@ -36,9 +36,11 @@ public final class EventDispatcher: Sendable {
     /// Events (a batch's outcomes counted one by one) held at most, while Redis is away;
     /// newer ones are dropped (counted, and warned of).
     let maxPending: Int
-    /// How many outcomes `celerity:history` keeps (0: no history). Outcomes are queued for
-    /// it as for task events, and the flusher writes both from the same queue.
+    /// How many outcomes `celerity:history` keeps (0: no history). Each outcome's record is
+    /// written when it is recorded (`HistoryBuffer`), and the flusher pushes them.
     let history: Int
+    /// Writes the history's records (its node does not change; the time zone is not in them).
+    private let recordWire: EventWire
     private let pending = Mutex(Pending())
     private let wire: Mutex<EventWire>
     private let alarm: DutyAlarm?
@@ -61,6 +63,10 @@ public final class EventDispatcher: Sendable {
         var dropped = 0
         /// The outcomes and events in `events` (a batch counts its outcomes).
         var held = 0
+        /// History records written since the last flush, and the buffer of the flush before.
+        var history = HistoryBuffer()
+        var spareHistory = HistoryBuffer()
+        var droppedRecords = 0
         var closed = false
     }
 
@@ -81,7 +87,9 @@ public final class EventDispatcher: Sendable {
         self.maxPending = maxPending
         self.alarm = alarm
         writer = BackgroundWriter(name: "celerity-events")
-        wire = Mutex(EventWire(node: node, pid: Int(getpid()), channelPrefix: Self.channelPrefix(db: url.db)))
+        let wire = EventWire(node: node, pid: Int(getpid()), channelPrefix: Self.channelPrefix(db: url.db))
+        self.wire = Mutex(wire)
+        recordWire = wire
     }
 
     deinit { writer.stop() }
@@ -124,17 +132,45 @@ public final class EventDispatcher: Sendable {
         enqueue(.started(id: id, clock: tick(), at: Self.now()))
     }
 
-    /// The event of an outcome (`Worker.record`); `announce`: `task-received` and
-    /// `task-started` first (it ran where it was fetched). Callers check `isEnabled`.
+    /// The event of an outcome (`Worker.record`), when task events are on; `announce`:
+    /// `task-received` and `task-started` first (it ran where it was fetched). Its history
+    /// record, when there is a history. Callers check `wantsOutcomes`.
     func finished(_ outcome: Outcome, retried: Bool, announce: Bool) {
-        enqueue(.finished(outcome, retried: retried, announce: announce, clock: tick(announce ? 3 : 1), at: Self.now()))
+        let at = Self.now()
+        if history > 0 {
+            var records = HistoryBuffer()
+            withUnsafePointer(to: outcome) { records.append($0, retried: retried, at: at, wire: recordWire) }
+            keep(records)
+        }
+        if isEnabled { enqueue(.finished(outcome, retried: retried, announce: announce, clock: tick(announce ? 3 : 1), at: at)) }
     }
 
     /// `finished(_:retried:announce: true)` for a batch of inline runs: the batch is queued
-    /// as it is (one reference, one lock, one clock reservation). Callers check `isEnabled`.
+    /// as it is (one reference, one lock, one clock reservation), and its records written
+    /// together. Callers check `wantsOutcomes`.
     func finished(announcing batch: [(Outcome, Disposal)]) {
         guard !batch.isEmpty else { return }
-        enqueue(.finishedBatch(batch, clock: tick(3 * batch.count), at: Self.now()))
+        let at = Self.now()
+        if history > 0 {
+            var records = HistoryBuffer()
+            Outcome.forEachInPlace(batch) { o, d in records.append(o, retried: d.pointee.isRetry, at: at, wire: recordWire) }
+            keep(records)
+        }
+        if isEnabled { enqueue(.finishedBatch(batch, clock: tick(3 * batch.count), at: at)) }
+    }
+
+    /// Adds records to what the next flush pushes (at most `maxPending` wait: newer ones are
+    /// dropped while Redis is away, counted and warned of).
+    private func keep(_ records: HistoryBuffer) {
+        guard !records.isEmpty else { return }
+        pending.withLock { p in
+            guard !p.closed else { return }
+            if p.history.count + records.count > maxPending {
+                p.droppedRecords += records.count
+                return
+            }
+            p.history.append(records)
+        }
     }
 
     /// Takes `n` clock values; returns the last.
@@ -192,22 +228,28 @@ public final class EventDispatcher: Sendable {
     /// `flush()`; returns how many entries it took (a batch of inline runs is one).
     private func publishQueued() async -> Int {
         var events: [PendingEvent] = []
-        let (dropped, outcomes) = pending.withLock { p -> (Int, Int) in
+        var records = HistoryBuffer()
+        let (dropped, droppedRecords, outcomes) = pending.withLock { p -> (Int, Int, Int) in
             swap(&events, &p.events)
             swap(&p.events, &p.spare)
-            defer { p.dropped = 0; p.held = 0 }
-            return (p.dropped, p.held)
+            swap(&records, &p.history)
+            swap(&p.history, &p.spareHistory)
+            defer { p.dropped = 0; p.held = 0; p.droppedRecords = 0 }
+            return (p.dropped, p.droppedRecords, p.held)
         }
         if dropped > 0 { warn("events dropped: more than \(maxPending) waited to be published", ["dropped": .stringConvertible(dropped)]) }
-        guard !events.isEmpty else { return 0 }
+        if droppedRecords > 0 { warn("history records dropped: more than \(maxPending) waited to be written", ["dropped": .stringConvertible(droppedRecords)]) }
+        let pushed = await pushHistory(records)
+        records.removeAll()
+        pending.withLock { $0.spareHistory = records }
+        guard !events.isEmpty else { return pushed }
         let count = events.count
         let w = wire.withLock { w in
             w.refreshOffset()
             return w
         }
-        // Task events as they are now: outcomes queued for the history alone write none.
+        // Task events as they are now (switched off since they were queued: none written).
         let taskEvents = isEnabled
-        let history = history
         // The writing happens on the writer's thread (lower priority), one pipeline at a time:
         // written there, sent from here, then the next. A piece of writing that finds more
         // than `maxLag` outcomes waiting (a machine with no CPU to spare for longer than a
@@ -226,7 +268,6 @@ public final class EventDispatcher: Sendable {
             return behind ? body() : await writer.run(body)
         }
         var start = 0
-        var reachable = true
         while start < count {
             let from = start
             let (batch, used) = await write {
@@ -236,38 +277,40 @@ public final class EventDispatcher: Sendable {
             }
             start += used
             // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
-            guard await publish(batch, events: count) else { reachable = false; break }
-        }
-        if history > 0 && reachable {
-            let batch = await write {
-                var out = RESPBatch()
-                w.history(held.events, capacity: history, into: &out)
-                return out
-            }
-            _ = await publish(batch, events: count)
+            guard await publish(batch, events: count) else { break }
         }
         // Emptied there too (the outcomes' releases), and kept as the next flush's buffer.
         let emptied = await write { held.empty() }
         pending.withLock { $0.spare = emptied }
-        return count
+        return count + pushed
+    }
+
+    /// Pushes the history records of a flush (the newest `history` of them) and trims the
+    /// list; returns how many records there were.
+    private func pushHistory(_ records: HistoryBuffer) async -> Int {
+        guard !records.isEmpty else { return 0 }
+        var batch = RESPBatch(capacity: records.bytes.count + 16 * records.count + 256)
+        records.commands(capacity: history, into: &batch)
+        _ = await publish(batch, events: records.count, what: "history records")
+        return records.count
     }
 
     /// One pipeline of PUBLISHes (about `EventWire.maxPipelineBytes`); false if Redis could
     /// not be reached.
-    private func publish(_ commands: RESPBatch, events: Int) async -> Bool {
+    private func publish(_ commands: RESPBatch, events: Int, what: String = "events") async -> Bool {
         guard !commands.isEmpty else { return true }
         do {
             let errors = try await redis.pipelineErrors(commands)
             if let first = errors.first {
                 let e = RedisError(.server, first)
                 if alarm?.permissionDenied("events", e, logger: logger) != true {
-                    warn("events not published", ["error": .string(first), "messages": .stringConvertible(errors.count)])
+                    warn("\(what) not published", ["error": .string(first), "commands": .stringConvertible(errors.count)])
                 }
             }
             return true
         } catch {
             if alarm?.permissionDenied("events", error, logger: logger) != true {
-                warn("events not published; dropped", ["error": .string("\(error)"), "events": .stringConvertible(events)])
+                warn("\(what) not published; dropped", ["error": .string("\(error)"), "count": .stringConvertible(events)])
             }
             return false
         }
