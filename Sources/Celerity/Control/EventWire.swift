@@ -1,8 +1,8 @@
 import Foundation
 import RedisClient
 
-/// An event waiting in the dispatcher's buffer: what the worker's hot paths hand over (a few
-/// references and numbers); its JSON is written by the flusher (`EventWire`).
+/// An event as the dispatcher is given it. Worker events wait as they are for the flusher;
+/// task events are written as JSON at once (`EventWire.render`, into a `TaskEventBuffer`).
 enum PendingEvent: Sendable {
     /// Any event, with its fields (worker events; task events from elsewhere).
     case plain(type: String, clock: Int, at: Double, fields: [JSONMember])
@@ -89,17 +89,32 @@ struct EventWire {
     }
 
     /// The PUBLISH commands for `events`, in order: task events batched, worker events alone
-    /// (for tests: `pipeline` writes them in RESP).
+    /// (for tests: the dispatcher renders task events as they come, and `pipeline` writes them
+    /// in RESP).
     func commands(_ events: [PendingEvent]) -> [RedisCommand] {
         var out: [RedisCommand] = []
-        var rest = events[...]
+        var tasks = TaskEventBuffer()
         var batch = RESPBatch()
-        while !rest.isEmpty {
-            batch.removeAll()
-            let used = pipeline(rest, into: &batch)
-            out += batch.commands ?? []
-            rest = rest.dropFirst(used)
+        func flushTasks() {
+            var from = 0
+            while from < tasks.count {
+                batch.removeAll()
+                from += pipeline(tasks, from: from, into: &batch)
+                out += batch.commands ?? []
+            }
+            tasks.removeAll()
         }
+        for event in events {
+            if case let .plain(type, clock, at, fields) = event, event.isWorkerEvent {
+                flushTasks()
+                batch.removeAll()
+                appendWorkerEvent(type, clock, at, fields, into: &batch)
+                out += batch.commands ?? []
+            } else {
+                render(event, into: &tasks)
+            }
+        }
+        flushTasks()
         return out
     }
 
@@ -107,68 +122,90 @@ struct EventWire {
     /// envelope that may end it.
     var pipelineCapacity: Int { maxPipelineBytes + Base64.encodedCount(maxBatchBytes + 4096) + 1024 }
 
-    /// Writes the PUBLISH commands of the first events of `events` into `out` (RESP), about
-    /// `maxPipelineBytes` of them; returns how many events they hold. A flush writes a
-    /// pipeline, sends it, then writes the next: only one pipeline's envelopes are alive at a
-    /// time (all of a busy flush's, megabytes, made glibc give back and fault in fresh heap
-    /// pages each flush).
-    func pipeline(_ events: ArraySlice<PendingEvent>, taskEvents: Bool = true, into out: inout RESPBatch) -> Int {
+    /// Writes the JSON of a task event into `buffer` as one group (an outcome announced:
+    /// its received, started and outcome events). Worker events are not task events: nothing.
+    func render(_ event: PendingEvent, into buffer: inout TaskEventBuffer) {
+        switch event {
+        case let .plain(type, clock, at, fields):
+            guard type.hasPrefix("task-") else { return }
+            buffer.group { writePlain(type, clock, at, fields, into: &$0) }
+        case let .received(message, clock, at, alsoStarted):
+            withUnsafePointer(to: message) { renderReceived($0, alsoStarted: alsoStarted, clock: clock, at: at, into: &buffer) }
+        case let .started(id, clock, at):
+            buffer.group { writeStarted(id, clock: clock, at: at, into: &$0) }
+        case let .finished(outcome, retried, announce, clock, at):
+            withUnsafePointer(to: outcome) { renderOutcome($0, retried: retried, announce: announce, clock: clock, at: at, into: &buffer) }
+        case let .finishedBatch(outcomes, last, at):
+            renderBatch(outcomes, last: last, at: at, into: &buffer)
+        }
+    }
+
+    /// `task-received`, and `task-started` after it when `alsoStarted` (`clock`: the last).
+    func renderReceived(_ m: UnsafePointer<TaskMessage>, alsoStarted: Bool, clock: Int, at: Double, into buffer: inout TaskEventBuffer) {
+        buffer.group { out in
+            writeReceived(m, clock: alsoStarted ? clock - 1 : clock, at: at, into: &out)
+            if alsoStarted {
+                out.append(ASCII.comma)
+                writeStarted(m.pointee.id, clock: clock, at: at, into: &out)
+            }
+        }
+    }
+
+    /// The event of an outcome; `announce`: its `task-received` and `task-started` first.
+    func renderOutcome(_ o: UnsafePointer<Outcome>, retried: Bool, announce: Bool, clock: Int, at: Double, into buffer: inout TaskEventBuffer) {
+        buffer.group { writeOutcome(o, retried: retried, announce: announce, clock: clock, at: at, into: &$0) }
+    }
+
+    /// Each outcome of a batch of inline runs announced (three clock values each; `last`: the
+    /// batch's last), a group per outcome. In place (`Outcome.forEachInPlace`): a copy of each
+    /// outcome cost ~3% of the worker's CPU.
+    func renderBatch(_ outcomes: [(Outcome, Disposal)], last: Int, at: Double, into buffer: inout TaskEventBuffer) {
+        var clock = last - 3 * outcomes.count
+        Outcome.forEachInPlace(outcomes) { outcome, disposal in
+            clock += 3
+            renderOutcome(outcome, retried: disposal.pointee.isRetry, announce: true, clock: clock, at: at, into: &buffer)
+        }
+    }
+
+    /// Writes the PUBLISH of a worker event (`worker-heartbeat`: alone, on its routing key).
+    func appendWorkerEvent(_ type: String, _ clock: Int, _ at: Double, _ fields: [JSONMember], into out: inout RESPBatch) {
+        var body: [UInt8] = []
+        writePlain(type, clock, at, fields, into: &body)
+        appendPublish(body, routingKey: type.replacingOccurrences(of: "-", with: "."), into: &out)
+    }
+
+    /// Writes the PUBLISH commands of the task events of `buffer` from its group `from` into
+    /// `out` (RESP): `task.multi` messages of about `maxBatchBytes` of JSON each (a message
+    /// ends between two groups), about `maxPipelineBytes` of them; returns how many groups
+    /// they hold. A flush writes a pipeline, sends it, then writes the next: only one
+    /// pipeline's envelopes are alive at a time (all of a busy flush's, megabytes, made glibc
+    /// give back and fault in fresh heap pages each flush).
+    func pipeline(_ buffer: TaskEventBuffer, from: Int, into out: inout RESPBatch) -> Int {
         let start = out.bytes.count
-        var batch: [UInt8] = []
-        batch.reserveCapacity(maxBatchBytes + 2048)
-        func flushBatch() {
-            guard !batch.isEmpty else { return }
-            batch.append(ASCII.closeBracket)
-            appendPublish(batch, routingKey: Self.taskMulti, into: &out)
-            batch.removeAll(keepingCapacity: true)
-        }
-        func startTaskEvent() {
-            batch.append(batch.isEmpty ? ASCII.openBracket : ASCII.comma)
-        }
-        var used = 0
-        for event in events {
-            if !taskEvents, !event.isWorkerEvent {
-                used += 1
-                continue
-            }
-            switch event {
-            case let .plain(type, clock, at, fields) where !type.hasPrefix("task-"):
-                var body: [UInt8] = []
-                writePlain(type, clock, at, fields, into: &body)
-                appendPublish(body, routingKey: type.replacingOccurrences(of: "-", with: "."), into: &out)
-            case let .plain(type, clock, at, fields):
-                startTaskEvent()
-                writePlain(type, clock, at, fields, into: &batch)
-            case let .received(message, clock, at, alsoStarted):
-                startTaskEvent()
-                withUnsafePointer(to: message) { writeReceived($0, clock: alsoStarted ? clock - 1 : clock, at: at, into: &batch) }
-                if alsoStarted {
-                    batch.append(ASCII.comma)
-                    writeStarted(message.id, clock: clock, at: at, into: &batch)
-                }
-            case let .started(id, clock, at):
-                startTaskEvent()
-                writeStarted(id, clock: clock, at: at, into: &batch)
-            case let .finished(outcome, retried, announce, clock, at):
-                startTaskEvent()
-                withUnsafePointer(to: outcome) { writeOutcome($0, retried: retried, announce: announce, clock: clock, at: at, into: &batch) }
-            case let .finishedBatch(outcomes, last, at):
-                var clock = last - 3 * outcomes.count
-                // In place (`Outcome.forEachInPlace`): a copy of each outcome cost ~3% of the
-                // worker's CPU.
-                Outcome.forEachInPlace(outcomes) { outcome, disposal in
-                    clock += 3
-                    startTaskEvent()
-                    writeOutcome(outcome, retried: disposal.pointee.isRetry, announce: true, clock: clock, at: at, into: &batch)
-                    if batch.count >= maxBatchBytes { flushBatch() }
+        var body: [UInt8] = []
+        body.reserveCapacity(maxBatchBytes + 4096)
+        var i = from
+        buffer.bytes.withUnsafeBufferPointer { bytes in
+            var begin = i == 0 ? 0 : buffer.ends[i - 1]
+            while i < buffer.count {
+                let end = buffer.ends[i]
+                body.append(body.isEmpty ? ASCII.openBracket : ASCII.comma)
+                body.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[begin..<end]))
+                begin = end
+                i += 1
+                if body.count >= maxBatchBytes {
+                    body.append(ASCII.closeBracket)
+                    appendPublish(body, routingKey: Self.taskMulti, into: &out)
+                    body.removeAll(keepingCapacity: true)
+                    if out.bytes.count - start >= maxPipelineBytes { break }
                 }
             }
-            used += 1
-            if batch.count >= maxBatchBytes { flushBatch() }
-            if out.bytes.count - start >= maxPipelineBytes { break }
         }
-        flushBatch()
-        return used
+        if !body.isEmpty {
+            body.append(ASCII.closeBracket)
+            appendPublish(body, routingKey: Self.taskMulti, into: &out)
+        }
+        return i - from
     }
 
     // MARK: Bodies
@@ -462,5 +499,46 @@ enum Base64 {
                 }
             }
         }
+    }
+}
+
+/// Task events written as JSON, waiting to be published: groups one after the other, each an
+/// event's object or an outcome's objects (received, started, its end) separated by commas; a
+/// `task.multi` message's body is groups joined by commas, in brackets. The worker writes an
+/// event here when it happens (`EventDispatcher`), so the flusher holds no outcome, message or
+/// result: holding them until a flush ~25 ms later and freeing them on another thread cost a
+/// draining worker more than writing the JSON where the outcome was (measured with `-E`).
+struct TaskEventBuffer: Sendable {
+    private(set) var bytes: [UInt8] = []
+    /// Where each group ends.
+    private(set) var ends: [Int] = []
+
+    var count: Int { ends.count }
+    var isEmpty: Bool { ends.isEmpty }
+
+    /// Appends a group: what `write` appends.
+    mutating func group(_ write: (inout [UInt8]) -> Void) {
+        let before = bytes.count
+        write(&bytes)
+        if bytes.count > before { ends.append(bytes.count) }
+    }
+
+    /// Appends another buffer's groups after this one's.
+    mutating func append(_ other: TaskEventBuffer) {
+        let base = bytes.count
+        bytes.append(contentsOf: other.bytes)
+        ends.reserveCapacity(ends.count + other.ends.count)
+        for end in other.ends { ends.append(base + end) }
+    }
+
+    mutating func reserve(bytes n: Int, groups: Int) {
+        bytes.reserveCapacity(n)
+        ends.reserveCapacity(groups)
+    }
+
+    /// Empties it, its capacity kept.
+    mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        ends.removeAll(keepingCapacity: true)
     }
 }

@@ -13,12 +13,14 @@ import Synchronization
 /// `enable_events` (`enable()` / `disable()`).
 ///
 /// Threads: `send` and the worker's task hooks run wherever the worker is (the fetchers' and
-/// plugins' reader threads, the cooperative pool): they take a clock value and append a few
-/// references to a buffer under a mutex, never touching Redis. The flusher (`run`, a child task
-/// of the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
-/// while there are events), writes each event's JSON and kombu envelope (`EventWire`) and
-/// PUBLISHes them in pipelines of ~96 KiB, one written and sent after the other, on the
-/// dispatcher's own connection, whose hiredis I/O blocks that connection's thread only.
+/// plugins' reader threads, the cooperative pool): they take a clock value and write the
+/// event's JSON into a buffer (`TaskEventBuffer`; a batch's outside the mutex, then appended),
+/// never touching Redis and holding nothing of the task. The flusher (`run`, a child task of
+/// the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
+/// while there are events), writes kombu's envelopes around it (`EventWire`, base64, on a
+/// thread at nice 10) and PUBLISHes them in pipelines of ~96 KiB, one written and sent after
+/// the other, on the dispatcher's own connection, whose hiredis I/O blocks that connection's
+/// thread only.
 /// Task events go out gathered as `task.multi` (a JSON array, as a Python worker with -E sends
 /// them); worker events one per message. With task events off, the worker's cost per message
 /// is one relaxed atomic load (`isEnabled`).
@@ -41,27 +43,30 @@ public final class EventDispatcher: Sendable {
     let history: Int
     /// Writes the history's records (its node does not change; the time zone is not in them).
     private let recordWire: EventWire
-    private let pending = Mutex(Pending())
-    private let wire: Mutex<EventWire>
+    private let pending: Mutex<Pending>
     private let alarm: DutyAlarm?
-    /// Where the flusher writes (a thread at nice 10: `BackgroundWriter`).
+    /// Where the flusher writes envelopes (a thread at nice 10: `BackgroundWriter`).
     private let writer: BackgroundWriter
-    /// How far (outcomes and events waiting) the writer may trail before a flush writes at
-    /// the worker's priority: ~0.2 s of a drain of tiny tasks at 30,000/s. The outcomes it
-    /// holds meanwhile are memory (~4 KB each with their messages): 20,000 took a draining
-    /// worker with `-E` from 66 MB to 146 MB; 5,000 keeps it near 66 MB.
+    /// How far (events waiting; an outcome announced counts once) the writer may trail before
+    /// a flush writes at the worker's priority: ~0.2 s of a drain of tiny tasks at 30,000/s,
+    /// ~4 MB of JSON waiting.
     let maxLag = 5_000
     private let lastBehind = Atomic<Bool>(false)
     private let lastWarning = Mutex<ContinuousClock.Instant?>(nil)
 
     struct Pending {
+        /// Writes the events (its time zone offset re-read at each flush).
+        var wire: EventWire
+        /// Worker events, as they were sent.
         var events: [PendingEvent] = []
-        /// The buffer of the flush before, emptied with its capacity kept: the next `events`.
-        /// Two buffers taking turns, never a fresh one (a fresh array of a busy flush's events,
+        /// Task events, written.
+        var tasks = TaskEventBuffer()
+        /// The buffer of the flush before, emptied with its capacity kept: the next `tasks`.
+        /// Two buffers taking turns, never a fresh one (a fresh buffer of a busy flush's events,
         /// ~1 MB, is fresh pages to fault in on every flush).
-        var spare: [PendingEvent] = []
+        var spareTasks = TaskEventBuffer()
         var dropped = 0
-        /// The outcomes and events in `events` (a batch counts its outcomes).
+        /// The events in `events` and `tasks` (an outcome's received, started and end: one).
         var held = 0
         /// History records written since the last flush, and the buffer of the flush before.
         var history = HistoryBuffer()
@@ -88,7 +93,7 @@ public final class EventDispatcher: Sendable {
         self.alarm = alarm
         writer = BackgroundWriter(name: "celerity-events")
         let wire = EventWire(node: node, pid: Int(getpid()), channelPrefix: Self.channelPrefix(db: url.db))
-        self.wire = Mutex(wire)
+        pending = Mutex(Pending(wire: wire))
         recordWire = wire
     }
 
@@ -117,59 +122,102 @@ public final class EventDispatcher: Sendable {
     /// pid, clock, timestamp, type); never blocks. A `task-*` event is dropped while task
     /// events are off. It goes out within `flushInterval` (or at `flush()`).
     public func send(_ type: String, fields: [JSONMember]) {
-        if type.hasPrefix("task-") && !isEnabled { return }
-        enqueue(.plain(type: type, clock: tick(), at: Self.now(), fields: fields))
+        if type.hasPrefix("task-") {
+            guard isEnabled else { return }
+            let clock = tick(), at = Self.now()
+            write(1) { w, tasks in w.render(.plain(type: type, clock: clock, at: at, fields: fields), into: &tasks) }
+        } else {
+            enqueue(.plain(type: type, clock: tick(), at: Self.now(), fields: fields))
+        }
     }
 
     /// `task-received` for a message taken for running (before its eta, before a slot);
     /// `alsoStarted`: it starts at once, and `task-started` follows. Callers check `isEnabled`.
     func received(_ message: TaskMessage, alsoStarted: Bool = false) {
-        enqueue(.received(message, clock: tick(alsoStarted ? 2 : 1), at: Self.now(), alsoStarted: alsoStarted))
+        let clock = tick(alsoStarted ? 2 : 1), at = Self.now()
+        withUnsafePointer(to: message) { m in
+            write(1) { w, tasks in w.renderReceived(m, alsoStarted: alsoStarted, clock: clock, at: at, into: &tasks) }
+        }
     }
 
     /// `task-started` on the usual path. Callers check `isEnabled`.
     func started(_ id: String) {
-        enqueue(.started(id: id, clock: tick(), at: Self.now()))
+        let clock = tick(), at = Self.now()
+        write(1) { w, tasks in tasks.group { w.writeStarted(id, clock: clock, at: at, into: &$0) } }
     }
 
     /// The event of an outcome (`Worker.record`), when task events are on; `announce`:
     /// `task-received` and `task-started` first (it ran where it was fetched). Its history
-    /// record, when there is a history. Callers check `wantsOutcomes`.
+    /// record, when there is a history. Written under the mutex (one outcome: ~1 µs).
+    /// Callers check `wantsOutcomes`.
     func finished(_ outcome: Outcome, retried: Bool, announce: Bool) {
         let at = Self.now()
-        if history > 0 {
-            var records = HistoryBuffer()
-            withUnsafePointer(to: outcome) { records.append($0, retried: retried, at: at, wire: recordWire) }
-            keep(records)
+        let events = isEnabled
+        let clock = events ? tick(announce ? 3 : 1) : 0
+        let history = history, maxPending = maxPending
+        withUnsafePointer(to: outcome) { o in
+            pending.withLock { p in
+                guard !p.closed else { return }
+                if history > 0 {
+                    if p.history.count < maxPending { p.history.append(o, retried: retried, at: at, wire: p.wire) } else { p.droppedRecords += 1 }
+                }
+                guard events else { return }
+                if p.held < maxPending {
+                    p.held += 1
+                    p.wire.renderOutcome(o, retried: retried, announce: announce, clock: clock, at: at, into: &p.tasks)
+                } else {
+                    p.dropped += 1
+                }
+            }
         }
-        if isEnabled { enqueue(.finished(outcome, retried: retried, announce: announce, clock: tick(announce ? 3 : 1), at: at)) }
     }
 
-    /// `finished(_:retried:announce: true)` for a batch of inline runs: the batch is queued
-    /// as it is (one reference, one lock, one clock reservation), and its records written
-    /// together. Callers check `wantsOutcomes`.
+    /// `finished(_:retried:announce: true)` for a batch of inline runs: its events and its
+    /// records are written outside the mutex (one clock reservation), then appended under it.
+    /// Callers check `wantsOutcomes`.
     func finished(announcing batch: [(Outcome, Disposal)]) {
         guard !batch.isEmpty else { return }
         let at = Self.now()
+        var records = HistoryBuffer()
         if history > 0 {
-            var records = HistoryBuffer()
             Outcome.forEachInPlace(batch) { o, d in records.append(o, retried: d.pointee.isRetry, at: at, wire: recordWire) }
-            keep(records)
         }
-        if isEnabled { enqueue(.finishedBatch(batch, clock: tick(3 * batch.count), at: at)) }
-    }
-
-    /// Adds records to what the next flush pushes (at most `maxPending` wait: newer ones are
-    /// dropped while Redis is away, counted and warned of).
-    private func keep(_ records: HistoryBuffer) {
-        guard !records.isEmpty else { return }
+        var tasks = TaskEventBuffer()
+        if isEnabled {
+            let last = tick(3 * batch.count)
+            let w = pending.withLock { $0.wire }
+            tasks.reserve(bytes: 800 * batch.count, groups: batch.count)
+            w.renderBatch(batch, last: last, at: at, into: &tasks)
+        }
+        let maxPending = maxPending
         pending.withLock { p in
             guard !p.closed else { return }
-            if p.history.count + records.count > maxPending {
-                p.droppedRecords += records.count
+            if !records.isEmpty {
+                if p.history.count + records.count <= maxPending { p.history.append(records) } else { p.droppedRecords += records.count }
+            }
+            if !tasks.isEmpty {
+                if p.held + tasks.count <= maxPending {
+                    p.held += tasks.count
+                    p.tasks.append(tasks)
+                } else {
+                    p.dropped += tasks.count
+                }
+            }
+        }
+    }
+
+    /// Writes `n` task events under the mutex (unless more than `maxPending` wait: dropped,
+    /// counted and warned of).
+    private func write(_ n: Int, _ body: (EventWire, inout TaskEventBuffer) -> Void) {
+        let maxPending = maxPending
+        pending.withLock { p in
+            guard !p.closed else { return }
+            if p.held + n > maxPending {
+                p.dropped += n
                 return
             }
-            p.history.append(records)
+            p.held += n
+            body(p.wire, &p.tasks)
         }
     }
 
@@ -186,16 +234,15 @@ public final class EventDispatcher: Sendable {
     /// since the last flush.
     var queued: (held: Int, dropped: Int) { pending.withLock { ($0.held, $0.dropped) } }
 
+    /// Queues a worker event (few: one every 2 s).
     private func enqueue(_ event: PendingEvent) {
         pending.withLock { p in
             guard !p.closed else { return }
-            let n: Int
-            if case let .finishedBatch(batch, _, _) = event { n = batch.count } else { n = 1 }
-            if p.held + n > maxPending {
-                p.dropped += n
+            if p.held + 1 > maxPending {
+                p.dropped += 1
                 return
             }
-            p.held += n
+            p.held += 1
             p.events.append(event)
         }
     }
@@ -228,61 +275,61 @@ public final class EventDispatcher: Sendable {
     /// `flush()`; returns how many entries it took (a batch of inline runs is one).
     private func publishQueued() async -> Int {
         var events: [PendingEvent] = []
+        var tasks = TaskEventBuffer()
         var records = HistoryBuffer()
-        let (dropped, droppedRecords, outcomes) = pending.withLock { p -> (Int, Int, Int) in
+        let (dropped, droppedRecords, waited, w) = pending.withLock { p -> (Int, Int, Int, EventWire) in
             swap(&events, &p.events)
-            swap(&p.events, &p.spare)
+            swap(&tasks, &p.tasks)
+            swap(&p.tasks, &p.spareTasks)
             swap(&records, &p.history)
             swap(&p.history, &p.spareHistory)
+            p.wire.refreshOffset()
             defer { p.dropped = 0; p.held = 0; p.droppedRecords = 0 }
-            return (p.dropped, p.droppedRecords, p.held)
+            return (p.dropped, p.droppedRecords, p.held, p.wire)
         }
         if dropped > 0 { warn("events dropped: more than \(maxPending) waited to be published", ["dropped": .stringConvertible(dropped)]) }
         if droppedRecords > 0 { warn("history records dropped: more than \(maxPending) waited to be written", ["dropped": .stringConvertible(droppedRecords)]) }
         let pushed = await pushHistory(records)
         records.removeAll()
         pending.withLock { $0.spareHistory = records }
-        guard !events.isEmpty else { return pushed }
-        let count = events.count
-        let w = wire.withLock { w in
-            w.refreshOffset()
-            return w
+        // Worker events (a heartbeat every 2 s): each alone, here.
+        if !events.isEmpty {
+            var batch = RESPBatch()
+            for case let .plain(type, clock, at, fields) in events { w.appendWorkerEvent(type, clock, at, fields, into: &batch) }
+            _ = await publish(batch, events: events.count)
         }
-        // Task events as they are now (switched off since they were queued: none written).
-        let taskEvents = isEnabled
-        // The writing happens on the writer's thread (lower priority), one pipeline at a time:
-        // written there, sent from here, then the next. A piece of writing that finds more
-        // than `maxLag` outcomes waiting (a machine with no CPU to spare for longer than a
-        // burst) is done here, at the worker's priority: events trail a busy worker by a
-        // bounded amount, and are never dropped for want of CPU.
-        let held = Held(events)
-        events = []
-        let writer = self.writer
-        // Asked before each piece of writing: this flush's outcomes, and what waits for the next.
-        func write<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-            let waiting = outcomes + queued.held
-            let behind = waiting > maxLag
-            if behind != lastBehind.exchange(behind, ordering: .relaxed) {
-                logger.debug("event writer \(behind ? "behind: writing at the worker's priority" : "caught up: writing at nice 10")", metadata: ["outcomes": .stringConvertible(waiting)])
+        let count = tasks.count
+        if count > 0 {
+            // The envelopes (base64) are written on the writer's thread (lower priority), one
+            // pipeline at a time: written there, sent from here, then the next. A pipeline
+            // that finds more than `maxLag` events waiting (a machine with no CPU to spare for
+            // longer than a burst) is written here, at the worker's priority: events trail a
+            // busy worker by a bounded amount, and are never dropped for want of CPU.
+            let writer = self.writer
+            let written = tasks
+            var start = 0
+            while start < count {
+                let from = start
+                let body: @Sendable () -> (RESPBatch, Int) = {
+                    var out = RESPBatch(capacity: w.pipelineCapacity)
+                    let used = w.pipeline(written, from: from, into: &out)
+                    return (out, used)
+                }
+                // Asked before each pipeline: this flush's events, and what waits for the next.
+                let waiting = waited + queued.held
+                let behind = waiting > maxLag
+                if behind != lastBehind.exchange(behind, ordering: .relaxed) {
+                    logger.debug("event writer \(behind ? "behind: writing at the worker's priority" : "caught up: writing at nice 10")", metadata: ["events": .stringConvertible(waiting)])
+                }
+                let (batch, used) = behind ? body() : await writer.run(body)
+                start += used
+                // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
+                guard await publish(batch, events: count) else { break }
             }
-            return behind ? body() : await writer.run(body)
         }
-        var start = 0
-        while start < count {
-            let from = start
-            let (batch, used) = await write {
-                var out = RESPBatch(capacity: w.pipelineCapacity)
-                let used = w.pipeline(held.events[from...], taskEvents: taskEvents, into: &out)
-                return (out, used)
-            }
-            start += used
-            // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
-            guard await publish(batch, events: count) else { break }
-        }
-        // Emptied there too (the outcomes' releases), and kept as the next flush's buffer.
-        let emptied = await write { held.empty() }
-        pending.withLock { $0.spare = emptied }
-        return count + pushed
+        tasks.removeAll()
+        pending.withLock { $0.spareTasks = tasks }
+        return events.count + count + pushed
     }
 
     /// Pushes the history records of a flush (the newest `history` of them) and trims the
@@ -324,19 +371,6 @@ public final class EventDispatcher: Sendable {
         await flush()
         writer.stop()
         await redis.close()
-    }
-
-    /// A flush's events, handed from job to job on the writer's thread (one job at a time).
-    private final class Held: @unchecked Sendable {
-        private(set) var events: [PendingEvent]
-        init(_ events: [PendingEvent]) { self.events = events }
-        /// Empties the array in place (its only reference) and hands it back, capacity kept.
-        func empty() -> [PendingEvent] {
-            events.removeAll(keepingCapacity: true)
-            let e = events
-            events = []
-            return e
-        }
     }
 
     private func warn(_ message: String, _ metadata: Logger.Metadata) {
