@@ -4,11 +4,10 @@ import Glibc
 #endif
 
 /// A thread of its own, at a lower priority than the worker's (nice 10), where the event
-/// flusher writes events and history records (JSON, base64, RESP) and frees the outcomes it
-/// held. The worker's threads and Redis take the CPU before it whenever they are ready to run:
-/// on a busy machine the events wait for spare CPU (they are flushed a little later) instead
-/// of delaying the tasks' fetches, stores and acks. With `-E` on a drain of tiny tasks, the
-/// writing is ~10% of the worker's CPU.
+/// flusher writes the envelopes of task events (base64, RESP) around the JSON the worker wrote.
+/// The worker's threads and Redis take the CPU before it whenever they are ready to run: on a
+/// busy machine the envelopes wait for spare CPU (events are flushed a little later) instead
+/// of delaying the tasks' fetches, stores and acks.
 ///
 /// Why not a DispatchQueue: libdispatch's QoS does not set a thread's nice value on Linux, and
 /// its pool threads are shared. Linux keeps the nice value per thread (setpriority(2) with
