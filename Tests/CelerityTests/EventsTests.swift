@@ -2,6 +2,7 @@
 import Foundation
 import Logging
 import RedisClient
+import Synchronization
 import Testing
 
 /// Celery's events as Celerity writes them (Control/): Python reprs, base64, the bodies and
@@ -301,6 +302,39 @@ struct EventsTests {
 }
 
 extension Integration {
+    /// The dispatcher on a real Redis, seen by a PSUBSCRIBE: an outcome's three task events
+    /// and the worker events of the same flush, `worker-offline` last (a task event after it
+    /// would make Flower count the worker alive again).
+    @Suite(.timeLimit(.minutes(1)))
+    struct EventOrderTests {
+        @Test func theLastFlushEndsWithWorkerOffline() async throws {
+            let redis = try await sharedRedis.value
+            let url = try RedisURL(string: redis.url(db: 0))
+            let node = "order-\(UUID().uuidString.prefix(8))@test"
+            let seen = Mutex<[String]>([])
+            let sub = RedisPubSub(url: url, onMessage: { _, payload in
+                guard let env = try? JSONValue(parsing: payload), env["headers"]?["hostname"]?.stringValue == node,
+                      let b64 = env["body"]?.stringValue, let raw = Data(base64Encoded: b64),
+                      let body = try? JSONValue(parsing: Array(raw)) else { return }
+                let events = body.arrayValue ?? [body]
+                seen.withLock { $0 += events.compactMap { $0["type"]?.stringValue } }
+            })
+            defer { sub.shutdown() }
+            try await sub.psubscribe(["/0.celeryev/*"])
+            let d = EventDispatcher(url: url, node: node, enabled: true, logger: Logger(label: "test"))
+            d.send("worker-online", fields: [])
+            let message = TaskMessage(id: "order-1", task: "t.add", args: [.int(1), .int(2)], kwargs: [], queue: "q")
+            d.finished(Outcome(result: .success(.int(3)), message: message, spec: nil, runtime: .microseconds(5)), retried: false, announce: true)
+            await d.close(last: "worker-offline", fields: [])
+            let deadline = ContinuousClock.now + .seconds(10)
+            while seen.withLock({ $0.count }) < 5 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            let types = seen.withLock { $0 }
+            #expect(Set(types) == ["worker-online", "task-received", "task-started", "task-succeeded", "worker-offline"], "\(types)")
+            #expect(types.count == 5 && types.last == "worker-offline", "\(types)")
+            #expect(Array(types.prefix(3)) == ["task-received", "task-started", "task-succeeded"], "\(types)")
+        }
+    }
+
     /// Celerity workers seen by the real Python tools: a Celery EventReceiver, `celery events
     /// --dump`, and Flower 2.2 (its event-based views; its worker list needs remote control).
     @Suite(.timeLimit(.minutes(4)))

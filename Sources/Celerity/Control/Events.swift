@@ -292,12 +292,6 @@ public final class EventDispatcher: Sendable {
         let pushed = await pushHistory(records)
         records.removeAll()
         pending.withLock { $0.spareHistory = records }
-        // Worker events (a heartbeat every 2 s): each alone, here.
-        if !events.isEmpty {
-            var batch = RESPBatch()
-            for case let .plain(type, clock, at, fields) in events { w.appendWorkerEvent(type, clock, at, fields, into: &batch) }
-            _ = await publish(batch, events: events.count)
-        }
         let count = tasks.count
         if count > 0 {
             // The envelopes (base64) are written on the writer's thread (lower priority), one
@@ -326,6 +320,14 @@ public final class EventDispatcher: Sendable {
                 // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
                 guard await publish(batch, events: count) else { break }
             }
+        }
+        // Worker events (a heartbeat every 2 s), each alone, after the task events: the last
+        // flush's `worker-offline` is the last message (a task event after it would make
+        // Flower and Celery's state count the worker alive again).
+        if !events.isEmpty {
+            var batch = RESPBatch()
+            for case let .plain(type, clock, at, fields) in events { w.appendWorkerEvent(type, clock, at, fields, into: &batch) }
+            _ = await publish(batch, events: events.count)
         }
         tasks.removeAll()
         pending.withLock { $0.spareTasks = tasks }
