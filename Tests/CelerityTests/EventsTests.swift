@@ -302,37 +302,68 @@ struct EventsTests {
 }
 
 extension Integration {
-    /// The dispatcher on a real Redis, seen by a PSUBSCRIBE: an outcome's three task events
-    /// and the worker events of the same flush, `worker-offline` last (a task event after it
-    /// would make Flower count the worker alive again).
+    /// The dispatcher on a real Redis, seen by a PSUBSCRIBE: worker events and an outcome's
+    /// three task events of one flush arrive in the order they happened (the clocks' order),
+    /// `worker-offline` last (a task event after it would make Flower count the worker alive
+    /// again). Then events of two threads at once: the clocks arrive in increasing order.
     @Suite(.timeLimit(.minutes(1)))
     struct EventOrderTests {
         @Test func theLastFlushEndsWithWorkerOffline() async throws {
             let redis = try await sharedRedis.value
             let url = try RedisURL(string: redis.url(db: 0))
-            let node = "order-\(UUID().uuidString.prefix(8))@test"
-            let seen = Mutex<[String]>([])
+            let tag = UUID().uuidString.prefix(8)
+            let (one, two) = ("order-\(tag)@test", "order2-\(tag)@test")
+            let seen = Mutex<[String: [(type: String, clock: Int)]]>([:])
             let sub = RedisPubSub(url: url, onMessage: { _, payload in
-                guard let env = try? JSONValue(parsing: payload), env["headers"]?["hostname"]?.stringValue == node,
+                guard let env = try? JSONValue(parsing: payload), let node = env["headers"]?["hostname"]?.stringValue,
+                      node == one || node == two,
                       let b64 = env["body"]?.stringValue, let raw = Data(base64Encoded: b64),
                       let body = try? JSONValue(parsing: Array(raw)) else { return }
                 let events = body.arrayValue ?? [body]
-                seen.withLock { $0 += events.compactMap { $0["type"]?.stringValue } }
+                seen.withLock { $0[node, default: []] += events.compactMap { e in e["type"]?.stringValue.map { ($0, e["clock"]?.intValue ?? -1) } } }
             })
             defer { sub.shutdown() }
             try await sub.psubscribe(["/0.celeryev/*"])
-            let d = EventDispatcher(url: url, node: node, enabled: true, logger: Logger(label: "test"))
+            func outcome(_ i: Int) -> Outcome {
+                Outcome(result: .success(.int(i)), message: TaskMessage(id: "order-\(i)", task: "t.add", args: [.int(i)], kwargs: [], queue: "q"),
+                        spec: nil, runtime: .microseconds(5))
+            }
+            // One flush: online, an outcome announced, offline.
+            let d = EventDispatcher(url: url, node: one, enabled: true, logger: Logger(label: "test"))
             d.send("worker-online", fields: [])
-            let message = TaskMessage(id: "order-1", task: "t.add", args: [.int(1), .int(2)], kwargs: [], queue: "q")
-            d.finished(Outcome(result: .success(.int(3)), message: message, spec: nil, runtime: .microseconds(5)), retried: false, announce: true)
+            d.finished(outcome(1), retried: false, announce: true)
             await d.close(last: "worker-offline", fields: [])
-            let deadline = ContinuousClock.now + .seconds(10)
-            while seen.withLock({ $0.count }) < 5 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-            let types = seen.withLock { $0 }
-            #expect(Set(types) == ["worker-online", "task-received", "task-started", "task-succeeded", "worker-offline"], "\(types)")
-            #expect(types.count == 5 && types.last == "worker-offline", "\(types)")
-            #expect(Array(types.prefix(3)) == ["task-received", "task-started", "task-succeeded"], "\(types)")
-        }
+            // Four threads at once (batches, single events, worker events), flushed as they go.
+            let d2 = EventDispatcher(url: url, node: two, enabled: true, logger: Logger(label: "test"))
+            let flusher = Task { await d2.run() }
+            await withTaskGroup(of: Void.self) { g in
+                for t in 0..<4 {
+                    g.addTask {
+                        for i in 0..<300 {
+                            switch (t + i) % 4 {
+                            case 0: d2.finished(announcing: (0..<5).map { (outcome($0), Disposal.complete(nil)) })   // 15 events
+                            case 1: d2.started("s-\(i)")
+                            case 2: d2.finished(outcome(i), retried: false, announce: false)
+                            default: d2.send("worker-heartbeat", fields: [])
+                            }
+                        }
+                    }
+                }
+            }
+            flusher.cancel()
+            await d2.close(last: "worker-offline", fields: [])
+            let expected = 4 * 75 * (15 + 1 + 1 + 1) + 1
+            let deadline = ContinuousClock.now + .seconds(15)
+            while seen.withLock({ ($0[one]?.count ?? 0) < 5 || ($0[two]?.count ?? 0) < expected }) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let first = seen.withLock { $0[one] ?? [] }
+            #expect(first.map(\.type) == ["worker-online", "task-received", "task-started", "task-succeeded", "worker-offline"])
+            let clocks = seen.withLock { ($0[two] ?? []).map(\.clock) }
+            #expect(clocks.count == expected)
+            #expect(clocks == Array(1...expected), "clocks out of order: first at \(clocks.indices.dropFirst().first { clocks[$0 - 1] >= clocks[$0] } ?? -1)")
+            #expect(seen.withLock { $0[two]?.last?.type } == "worker-offline")
+    }
     }
 
     /// Celerity workers seen by the real Python tools: a Celery EventReceiver, `celery events

@@ -174,20 +174,22 @@ struct EventWire {
         appendPublish(body, routingKey: type.replacingOccurrences(of: "-", with: "."), into: &out)
     }
 
-    /// Writes the PUBLISH commands of the task events of `buffer` from its group `from` into
+    /// Writes the PUBLISH commands of the task events of `buffer` from its group `from` (up to
+    /// group `limit`, or all) into
     /// `out` (RESP): `task.multi` messages of about `maxBatchBytes` of JSON each (a message
     /// ends between two groups), about `maxPipelineBytes` of them; returns how many groups
     /// they hold. A flush writes a pipeline, sends it, then writes the next: only one
     /// pipeline's envelopes are alive at a time (all of a busy flush's, megabytes, made glibc
     /// give back and fault in fresh heap pages each flush).
-    func pipeline(_ buffer: TaskEventBuffer, from: Int, into out: inout RESPBatch) -> Int {
+    func pipeline(_ buffer: TaskEventBuffer, from: Int, to limit: Int? = nil, into out: inout RESPBatch) -> Int {
+        let limit = min(limit ?? buffer.count, buffer.count)
         let start = out.bytes.count
         var body: [UInt8] = []
         body.reserveCapacity(maxBatchBytes + 4096)
         var i = from
         buffer.bytes.withUnsafeBufferPointer { bytes in
             var begin = i == 0 ? 0 : buffer.ends[i - 1]
-            while i < buffer.count {
+            while i < limit {
                 let end = buffer.ends[i]
                 body.append(body.isEmpty ? ASCII.openBracket : ASCII.comma)
                 body.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[begin..<end]))

@@ -14,7 +14,8 @@ import Synchronization
 ///
 /// Threads: `send` and the worker's task hooks run wherever the worker is (the fetchers' and
 /// plugins' reader threads, the cooperative pool): they take a clock value and write the
-/// event's JSON into a buffer (`TaskEventBuffer`; a batch's outside the mutex, then appended),
+/// event's JSON into a buffer (`TaskEventBuffer`), clocks taken under its mutex (the buffer
+/// keeps their order),
 /// never touching Redis and holding nothing of the task. The flusher (`run`, a child task of
 /// the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
 /// while there are events), writes kombu's envelopes around it (`EventWire`, base64, on a
@@ -57,8 +58,9 @@ public final class EventDispatcher: Sendable {
     struct Pending {
         /// Writes the events (its time zone offset re-read at each flush).
         var wire: EventWire
-        /// Worker events, as they were sent.
-        var events: [PendingEvent] = []
+        /// Worker events, as they were sent, each with the number of task event groups written
+        /// before it (the flusher publishes them in that order: the clocks' order).
+        var events: [(PendingEvent, before: Int)] = []
         /// Task events, written.
         var tasks = TaskEventBuffer()
         /// The buffer of the flush before, emptied with its capacity kept: the next `tasks`.
@@ -124,26 +126,26 @@ public final class EventDispatcher: Sendable {
     public func send(_ type: String, fields: [JSONMember]) {
         if type.hasPrefix("task-") {
             guard isEnabled else { return }
-            let clock = tick(), at = Self.now()
-            write(1) { w, tasks in w.render(.plain(type: type, clock: clock, at: at, fields: fields), into: &tasks) }
+            let at = Self.now()
+            write(1, clocks: 1) { w, clock, tasks in w.render(.plain(type: type, clock: clock, at: at, fields: fields), into: &tasks) }
         } else {
-            enqueue(.plain(type: type, clock: tick(), at: Self.now(), fields: fields))
+            enqueue(type: type, fields: fields)
         }
     }
 
     /// `task-received` for a message taken for running (before its eta, before a slot);
     /// `alsoStarted`: it starts at once, and `task-started` follows. Callers check `isEnabled`.
     func received(_ message: TaskMessage, alsoStarted: Bool = false) {
-        let clock = tick(alsoStarted ? 2 : 1), at = Self.now()
+        let at = Self.now()
         withUnsafePointer(to: message) { m in
-            write(1) { w, tasks in w.renderReceived(m, alsoStarted: alsoStarted, clock: clock, at: at, into: &tasks) }
+            write(1, clocks: alsoStarted ? 2 : 1) { w, clock, tasks in w.renderReceived(m, alsoStarted: alsoStarted, clock: clock, at: at, into: &tasks) }
         }
     }
 
     /// `task-started` on the usual path. Callers check `isEnabled`.
     func started(_ id: String) {
-        let clock = tick(), at = Self.now()
-        write(1) { w, tasks in tasks.group { w.writeStarted(id, clock: clock, at: at, into: &$0) } }
+        let at = Self.now()
+        write(1, clocks: 1) { w, clock, tasks in tasks.group { w.writeStarted(id, clock: clock, at: at, into: &$0) } }
     }
 
     /// The event of an outcome (`Worker.record`), when task events are on; `announce`:
@@ -153,7 +155,6 @@ public final class EventDispatcher: Sendable {
     func finished(_ outcome: Outcome, retried: Bool, announce: Bool) {
         let at = Self.now()
         let events = isEnabled
-        let clock = events ? tick(announce ? 3 : 1) : 0
         let history = history, maxPending = maxPending
         withUnsafePointer(to: outcome) { o in
             pending.withLock { p in
@@ -164,7 +165,7 @@ public final class EventDispatcher: Sendable {
                 guard events else { return }
                 if p.held < maxPending {
                     p.held += 1
-                    p.wire.renderOutcome(o, retried: retried, announce: announce, clock: clock, at: at, into: &p.tasks)
+                    p.wire.renderOutcome(o, retried: retried, announce: announce, clock: tick(announce ? 3 : 1), at: at, into: &p.tasks)
                 } else {
                     p.dropped += 1
                 }
@@ -172,8 +173,9 @@ public final class EventDispatcher: Sendable {
         }
     }
 
-    /// `finished(_:retried:announce: true)` for a batch of inline runs: its events and its
-    /// records are written outside the mutex (one clock reservation), then appended under it.
+    /// `finished(_:retried:announce: true)` for a batch of inline runs: its records are
+    /// written outside the mutex, then appended under it; its events under the mutex (one
+    /// clock reservation), so that the buffer keeps the clocks' order.
     /// Callers check `wantsOutcomes`.
     func finished(announcing batch: [(Outcome, Disposal)]) {
         guard !batch.isEmpty else { return }
@@ -182,33 +184,27 @@ public final class EventDispatcher: Sendable {
         if history > 0 {
             Outcome.forEachInPlace(batch) { o, d in records.append(o, retried: d.pointee.isRetry, at: at, wire: recordWire) }
         }
-        var tasks = TaskEventBuffer()
-        if isEnabled {
-            let last = tick(3 * batch.count)
-            let w = pending.withLock { $0.wire }
-            tasks.reserve(bytes: 800 * batch.count, groups: batch.count)
-            w.renderBatch(batch, last: last, at: at, into: &tasks)
-        }
+        let events = isEnabled
         let maxPending = maxPending
         pending.withLock { p in
             guard !p.closed else { return }
             if !records.isEmpty {
                 if p.history.count + records.count <= maxPending { p.history.append(records) } else { p.droppedRecords += records.count }
             }
-            if !tasks.isEmpty {
-                if p.held + tasks.count <= maxPending {
-                    p.held += tasks.count
-                    p.tasks.append(tasks)
-                } else {
-                    p.dropped += tasks.count
-                }
+            guard events else { return }
+            if p.held + batch.count <= maxPending {
+                p.held += batch.count
+                p.wire.renderBatch(batch, last: tick(3 * batch.count), at: at, into: &p.tasks)
+            } else {
+                p.dropped += batch.count
             }
         }
     }
 
     /// Writes `n` task events under the mutex (unless more than `maxPending` wait: dropped,
-    /// counted and warned of).
-    private func write(_ n: Int, _ body: (EventWire, inout TaskEventBuffer) -> Void) {
+    /// counted and warned of), taking `clocks` clock values there (`body` gets the last):
+    /// the buffer, and so the messages, keep the clocks' order, as Celery's receivers expect.
+    private func write(_ n: Int, clocks: Int, _ body: (EventWire, Int, inout TaskEventBuffer) -> Void) {
         let maxPending = maxPending
         pending.withLock { p in
             guard !p.closed else { return }
@@ -217,7 +213,7 @@ public final class EventDispatcher: Sendable {
                 return
             }
             p.held += n
-            body(p.wire, &p.tasks)
+            body(p.wire, tick(clocks), &p.tasks)
         }
     }
 
@@ -234,8 +230,9 @@ public final class EventDispatcher: Sendable {
     /// since the last flush.
     var queued: (held: Int, dropped: Int) { pending.withLock { ($0.held, $0.dropped) } }
 
-    /// Queues a worker event (few: one every 2 s).
-    private func enqueue(_ event: PendingEvent) {
+    /// Queues a worker event (few: one every 2 s), its clock taken under the mutex.
+    private func enqueue(type: String, fields: [JSONMember]) {
+        let at = Self.now()
         pending.withLock { p in
             guard !p.closed else { return }
             if p.held + 1 > maxPending {
@@ -243,7 +240,7 @@ public final class EventDispatcher: Sendable {
                 return
             }
             p.held += 1
-            p.events.append(event)
+            p.events.append((.plain(type: type, clock: tick(), at: at, fields: fields), before: p.tasks.count))
         }
     }
 
@@ -274,7 +271,7 @@ public final class EventDispatcher: Sendable {
 
     /// `flush()`; returns how many entries it took (a batch of inline runs is one).
     private func publishQueued() async -> Int {
-        var events: [PendingEvent] = []
+        var events: [(PendingEvent, before: Int)] = []
         var tasks = TaskEventBuffer()
         var records = HistoryBuffer()
         let (dropped, droppedRecords, waited, w) = pending.withLock { p -> (Int, Int, Int, EventWire) in
@@ -293,23 +290,27 @@ public final class EventDispatcher: Sendable {
         records.removeAll()
         pending.withLock { $0.spareHistory = records }
         let count = tasks.count
-        if count > 0 {
-            // The envelopes (base64) are written on the writer's thread (lower priority), one
-            // pipeline at a time: written there, sent from here, then the next. A pipeline
-            // that finds more than `maxLag` events waiting (a machine with no CPU to spare for
-            // longer than a burst) is written here, at the worker's priority: events trail a
-            // busy worker by a bounded amount, and are never dropped for want of CPU.
-            let writer = self.writer
-            let written = tasks
-            var start = 0
-            while start < count {
+        // Task events in pipelines, each worker event where it came (after the task events
+        // written before it): the clocks' order, and the last flush's worker-offline last.
+        do {   // `written` ends with this block: `tasks` is then emptied in place, its capacity kept
+        let writer = self.writer
+        let written = tasks
+        var start = 0
+        var reachable = true
+        func publishTasks(upTo limit: Int) async {
+            while reachable && start < limit {
                 let from = start
                 let body: @Sendable () -> (RESPBatch, Int) = {
                     var out = RESPBatch(capacity: w.pipelineCapacity)
-                    let used = w.pipeline(written, from: from, into: &out)
+                    let used = w.pipeline(written, from: from, to: limit, into: &out)
                     return (out, used)
                 }
-                // Asked before each pipeline: this flush's events, and what waits for the next.
+                // The envelopes (base64) are written on the writer's thread (lower priority),
+                // one pipeline at a time: written there, sent from here, then the next. A
+                // pipeline that finds more than `maxLag` events waiting (a machine with no CPU
+                // to spare for longer than a burst) is written here, at the worker's priority:
+                // events trail a busy worker by a bounded amount, and are never dropped for
+                // want of CPU.
                 let waiting = waited + queued.held
                 let behind = waiting > maxLag
                 if behind != lastBehind.exchange(behind, ordering: .relaxed) {
@@ -318,16 +319,17 @@ public final class EventDispatcher: Sendable {
                 let (batch, used) = behind ? body() : await writer.run(body)
                 start += used
                 // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
-                guard await publish(batch, events: count) else { break }
+                reachable = await publish(batch, events: count)
             }
         }
-        // Worker events (a heartbeat every 2 s), each alone, after the task events: the last
-        // flush's `worker-offline` is the last message (a task event after it would make
-        // Flower and Celery's state count the worker alive again).
-        if !events.isEmpty {
+        for (event, before) in events {
+            await publishTasks(upTo: before)
+            guard case let .plain(type, clock, at, fields) = event else { continue }
             var batch = RESPBatch()
-            for case let .plain(type, clock, at, fields) in events { w.appendWorkerEvent(type, clock, at, fields, into: &batch) }
-            _ = await publish(batch, events: events.count)
+            w.appendWorkerEvent(type, clock, at, fields, into: &batch)
+            _ = await publish(batch, events: 1)
+        }
+        await publishTasks(upTo: count)
         }
         tasks.removeAll()
         pending.withLock { $0.spareTasks = tasks }
