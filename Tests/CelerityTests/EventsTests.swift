@@ -351,6 +351,7 @@ extension Integration {
                 }
             }
             flusher.cancel()
+            await flusher.value   // as a worker stops: its flusher ends before the last flush
             await d2.close(last: "worker-offline", fields: [])
             let expected = 4 * 75 * (15 + 1 + 1 + 1) + 1
             let deadline = ContinuousClock.now + .seconds(15)
