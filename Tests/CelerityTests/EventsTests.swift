@@ -168,9 +168,9 @@ struct EventsTests {
         let events: [PendingEvent] = [.finishedBatch(Array(outcomes[..<25]), clock: 75, at: 10),
                                       .started(id: "other", clock: 76, at: 10),
                                       .finishedBatch(Array(outcomes[25...]), clock: 151, at: 11)]
-        // As the dispatcher writes them: each event's JSON when it happens, a group per
+        // As the dispatcher writes them: each event's JSON when it happens, a record per
         // outcome (its received, started and end); then the flusher's pipelines.
-        var written = TaskEventBuffer()
+        var written = RecordBuffer()
         for e in events { wire.render(e, into: &written) }
         #expect(written.count == 51)
         var pipelines = 0
@@ -253,17 +253,17 @@ struct EventsTests {
         let wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")
         // As the dispatcher keeps them: each outcome's record written into a buffer of its
         // own (one outcome, or a batch), then appended to what waits for the flush.
-        func buffer(_ outcomes: [Outcome]) -> HistoryBuffer {
-            var h = HistoryBuffer()
-            for o in outcomes { withUnsafePointer(to: o) { h.append($0, retried: false, at: 1002, wire: wire) } }
+        func buffer(_ outcomes: [Outcome]) -> RecordBuffer {
+            var h = RecordBuffer()
+            for o in outcomes { withUnsafePointer(to: o) { wire.appendHistoryRecord($0, retried: false, at: 1002, to: &h) } }
             return h
         }
         var h = buffer([Outcome(result: .success(.int(1)), message: waited, spec: nil, runtime: .seconds(1))])
-        h.append(buffer([Outcome(result: .handBack, message: quick, spec: nil)]))   // no record
-        h.append(buffer([Outcome(result: .success(.int(3)), message: quick, spec: nil, runtime: .microseconds(5))]))
+        h.append(contentsOf: buffer([Outcome(result: .handBack, message: quick, spec: nil)]))   // no record
+        h.append(contentsOf: buffer([Outcome(result: .success(.int(3)), message: quick, spec: nil, runtime: .microseconds(5))]))
         #expect(h.count == 2)
         var batch = RESPBatch()
-        h.commands(capacity: 500, into: &batch)
+        EventWire.historyCommands(h, capacity: 500, into: &batch)
         let commands = try #require(batch.commands)
         #expect(commands.map { String(decoding: $0.arguments[0], as: UTF8.self) } == ["LPUSH", "LTRIM"])
         #expect(commands[1].arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) } == [Keys.history, "0", "499"])
@@ -274,22 +274,22 @@ struct EventsTests {
         #expect(try h.records.map { try JSONValue(parsing: $0) } == records)
         // More records than the history keeps: only the newest are pushed.
         var one = RESPBatch()
-        h.commands(capacity: 1, into: &one)
+        EventWire.historyCommands(h, capacity: 1, into: &one)
         let trimmed = try #require(one.commands)
         #expect(try trimmed[0].arguments.dropFirst(2).map { try JSONValue(parsing: $0)["id"]?.stringValue } == ["q-1"])
         #expect(trimmed[1].arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) } == [Keys.history, "0", "0"])
         // Chunks of `historyChunk` records per LPUSH, in order.
-        var many = HistoryBuffer()
-        for i in 0..<(HistoryBuffer.historyChunk + 5) {
-            many.append(buffer([Outcome(result: .success(.int(i)), message: TaskMessage(id: "m-\(i)", task: "t.add", args: [], kwargs: [], queue: "q"), spec: nil)]))
+        var many = RecordBuffer()
+        for i in 0..<(EventWire.historyChunk + 5) {
+            many.append(contentsOf: buffer([Outcome(result: .success(.int(i)), message: TaskMessage(id: "m-\(i)", task: "t.add", args: [], kwargs: [], queue: "q"), spec: nil)]))
         }
         var chunked = RESPBatch()
-        many.commands(capacity: 100_000, into: &chunked)
+        EventWire.historyCommands(many, capacity: 100_000, into: &chunked)
         let pushes = try #require(chunked.commands).filter { $0.arguments[0] == Array("LPUSH".utf8) }
-        #expect(pushes.map { $0.arguments.count - 2 } == [HistoryBuffer.historyChunk, 5])
-        #expect(try pushes.last?.arguments.last.map { try JSONValue(parsing: $0)["id"]?.stringValue } == "m-\(HistoryBuffer.historyChunk + 4)")
+        #expect(pushes.map { $0.arguments.count - 2 } == [EventWire.historyChunk, 5])
+        #expect(try pushes.last?.arguments.last.map { try JSONValue(parsing: $0)["id"]?.stringValue } == "m-\(EventWire.historyChunk + 4)")
         var none = RESPBatch()
-        HistoryBuffer().commands(capacity: 500, into: &none)
+        EventWire.historyCommands(RecordBuffer(), capacity: 500, into: &none)
         #expect(none.isEmpty)
     }
 

@@ -1,23 +1,13 @@
 import Foundation
 import RedisClient
 
-/// An event as the dispatcher is given it. Worker events wait as they are for the flusher;
-/// task events are written as JSON at once (`EventWire.render`, into a `TaskEventBuffer`).
-enum PendingEvent: Sendable {
-    /// Any event, with its fields (worker events; task events from elsewhere).
-    case plain(type: String, clock: Int, at: Double, fields: [JSONMember])
-    /// `task-received` for a message taken for running, and `task-started` with it when it
-    /// starts at once (a persistent plugin's call sent where it arrived).
-    case received(TaskMessage, clock: Int, at: Double, alsoStarted: Bool)
-    /// `task-started` on the usual path (after an execution slot).
-    case started(id: String, clock: Int, at: Double)
-    /// The outcome's event (`Worker.record`); `announce`: preceded by `task-received` and
-    /// `task-started` (a tiny built-in run where it was fetched: `clock` is the last of three).
-    case finished(Outcome, retried: Bool, announce: Bool, clock: Int, at: Double)
-    /// `finished(announce: true)` for each outcome of a batch of inline runs, handed over as
-    /// the batch itself (one reference, not a copy of each outcome); `clock`: the last of
-    /// 3 per outcome, the first outcome's first.
-    case finishedBatch([(Outcome, Disposal)], clock: Int, at: Double)
+/// A worker event (`worker-online`, `-heartbeat`, `-offline`) waiting for the flusher as it
+/// was sent (few: one every 2 s). Task events are written as JSON at once, into a `RecordBuffer`.
+struct WorkerEvent: Sendable {
+    let type: String
+    let clock: Int
+    let at: Double
+    let fields: [JSONMember]
 }
 
 /// Writes events as Celery's dispatcher sends them (celery/events/dispatcher.py, kombu's Redis
@@ -88,61 +78,13 @@ struct EventWire {
         prefix = p
     }
 
-    /// The PUBLISH commands for `events`, in order: task events batched, worker events alone
-    /// (for tests: the dispatcher renders task events as they come, and `pipeline` writes them
-    /// in RESP).
-    func commands(_ events: [PendingEvent]) -> [RedisCommand] {
-        var out: [RedisCommand] = []
-        var tasks = TaskEventBuffer()
-        var batch = RESPBatch()
-        func flushTasks() {
-            var from = 0
-            while from < tasks.count {
-                batch.removeAll()
-                from += pipeline(tasks, from: from, into: &batch)
-                out += batch.commands ?? []
-            }
-            tasks.removeAll()
-        }
-        for event in events {
-            if case let .plain(type, clock, at, fields) = event, event.isWorkerEvent {
-                flushTasks()
-                batch.removeAll()
-                appendWorkerEvent(type, clock, at, fields, into: &batch)
-                out += batch.commands ?? []
-            } else {
-                render(event, into: &tasks)
-            }
-        }
-        flushTasks()
-        return out
-    }
-
     /// What a pipeline's buffer is given at first: `maxPipelineBytes` and the largest
     /// envelope that may end it.
     var pipelineCapacity: Int { maxPipelineBytes + Base64.encodedCount(maxBatchBytes + 4096) + 1024 }
 
-    /// Writes the JSON of a task event into `buffer` as one group (an outcome announced:
-    /// its received, started and outcome events). Worker events are not task events: nothing.
-    func render(_ event: PendingEvent, into buffer: inout TaskEventBuffer) {
-        switch event {
-        case let .plain(type, clock, at, fields):
-            guard type.hasPrefix("task-") else { return }
-            buffer.group { writePlain(type, clock, at, fields, into: &$0) }
-        case let .received(message, clock, at, alsoStarted):
-            withUnsafePointer(to: message) { renderReceived($0, alsoStarted: alsoStarted, clock: clock, at: at, into: &buffer) }
-        case let .started(id, clock, at):
-            buffer.group { writeStarted(id, clock: clock, at: at, into: &$0) }
-        case let .finished(outcome, retried, announce, clock, at):
-            withUnsafePointer(to: outcome) { renderOutcome($0, retried: retried, announce: announce, clock: clock, at: at, into: &buffer) }
-        case let .finishedBatch(outcomes, last, at):
-            renderBatch(outcomes, last: last, at: at, into: &buffer)
-        }
-    }
-
     /// `task-received`, and `task-started` after it when `alsoStarted` (`clock`: the last).
-    func renderReceived(_ m: UnsafePointer<TaskMessage>, alsoStarted: Bool, clock: Int, at: Double, into buffer: inout TaskEventBuffer) {
-        buffer.group { out in
+    func renderReceived(_ m: UnsafePointer<TaskMessage>, alsoStarted: Bool, clock: Int, at: Double, into buffer: inout RecordBuffer) {
+        buffer.append { out in
             writeReceived(m, clock: alsoStarted ? clock - 1 : clock, at: at, into: &out)
             if alsoStarted {
                 out.append(ASCII.comma)
@@ -152,14 +94,14 @@ struct EventWire {
     }
 
     /// The event of an outcome; `announce`: its `task-received` and `task-started` first.
-    func renderOutcome(_ o: UnsafePointer<Outcome>, retried: Bool, announce: Bool, clock: Int, at: Double, into buffer: inout TaskEventBuffer) {
-        buffer.group { writeOutcome(o, retried: retried, announce: announce, clock: clock, at: at, into: &$0) }
+    func renderOutcome(_ o: UnsafePointer<Outcome>, retried: Bool, announce: Bool, clock: Int, at: Double, into buffer: inout RecordBuffer) {
+        buffer.append { writeOutcome(o, retried: retried, announce: announce, clock: clock, at: at, into: &$0) }
     }
 
     /// Each outcome of a batch of inline runs announced (three clock values each; `last`: the
-    /// batch's last), a group per outcome. In place (`Outcome.forEachInPlace`): a copy of each
+    /// batch's last), a record per outcome. In place (`Outcome.forEachInPlace`): a copy of each
     /// outcome cost ~3% of the worker's CPU.
-    func renderBatch(_ outcomes: [(Outcome, Disposal)], last: Int, at: Double, into buffer: inout TaskEventBuffer) {
+    func renderBatch(_ outcomes: [(Outcome, Disposal)], last: Int, at: Double, into buffer: inout RecordBuffer) {
         var clock = last - 3 * outcomes.count
         Outcome.forEachInPlace(outcomes) { outcome, disposal in
             clock += 3
@@ -168,27 +110,27 @@ struct EventWire {
     }
 
     /// Writes the PUBLISH of a worker event (`worker-heartbeat`: alone, on its routing key).
-    func appendWorkerEvent(_ type: String, _ clock: Int, _ at: Double, _ fields: [JSONMember], into out: inout RESPBatch) {
+    func appendWorkerEvent(_ event: WorkerEvent, into out: inout RESPBatch) {
         var body: [UInt8] = []
-        writePlain(type, clock, at, fields, into: &body)
-        appendPublish(body, routingKey: type.replacingOccurrences(of: "-", with: "."), into: &out)
+        writePlain(event.type, event.clock, event.at, event.fields, into: &body)
+        appendPublish(body, routingKey: event.type.replacingOccurrences(of: "-", with: "."), into: &out)
     }
 
-    /// Writes the PUBLISH commands of the task events of `buffer` from its group `from` (up to
-    /// group `limit`, or all) into
-    /// `out` (RESP): `task.multi` messages of about `maxBatchBytes` of JSON each (a message
-    /// ends between two groups), about `maxPipelineBytes` of them; returns how many groups
+    /// Writes the PUBLISH commands of the task events of `buffer` from its record `from` (up to
+    /// record `limit`, or all) into `out` (RESP): `task.multi` messages of about
+    /// `maxBatchBytes` of JSON each (a message ends between two records), about
+    /// `maxPipelineBytes` of them; returns how many records
     /// they hold. A flush writes a pipeline, sends it, then writes the next: only one
     /// pipeline's envelopes are alive at a time (all of a busy flush's, megabytes, made glibc
     /// give back and fault in fresh heap pages each flush).
-    func pipeline(_ buffer: TaskEventBuffer, from: Int, to limit: Int? = nil, into out: inout RESPBatch) -> Int {
+    func pipeline(_ buffer: RecordBuffer, from: Int, to limit: Int? = nil, into out: inout RESPBatch) -> Int {
         let limit = min(limit ?? buffer.count, buffer.count)
         let start = out.bytes.count
         var body: [UInt8] = []
         body.reserveCapacity(maxBatchBytes + 4096)
         var i = from
         buffer.bytes.withUnsafeBufferPointer { bytes in
-            var begin = i == 0 ? 0 : buffer.ends[i - 1]
+            var begin = buffer.start(of: i)
             while i < limit {
                 let end = buffer.ends[i]
                 body.append(body.isEmpty ? ASCII.openBracket : ASCII.comma)
@@ -501,46 +443,5 @@ enum Base64 {
                 }
             }
         }
-    }
-}
-
-/// Task events written as JSON, waiting to be published: groups one after the other, each an
-/// event's object or an outcome's objects (received, started, its end) separated by commas; a
-/// `task.multi` message's body is groups joined by commas, in brackets. The worker writes an
-/// event here when it happens (`EventDispatcher`), so the flusher holds no outcome, message or
-/// result: holding them until a flush ~25 ms later and freeing them on another thread cost a
-/// draining worker more than writing the JSON where the outcome was (measured with `-E`).
-struct TaskEventBuffer: Sendable {
-    private(set) var bytes: [UInt8] = []
-    /// Where each group ends.
-    private(set) var ends: [Int] = []
-
-    var count: Int { ends.count }
-    var isEmpty: Bool { ends.isEmpty }
-
-    /// Appends a group: what `write` appends.
-    mutating func group(_ write: (inout [UInt8]) -> Void) {
-        let before = bytes.count
-        write(&bytes)
-        if bytes.count > before { ends.append(bytes.count) }
-    }
-
-    /// Appends another buffer's groups after this one's.
-    mutating func append(_ other: TaskEventBuffer) {
-        let base = bytes.count
-        bytes.append(contentsOf: other.bytes)
-        ends.reserveCapacity(ends.count + other.ends.count)
-        for end in other.ends { ends.append(base + end) }
-    }
-
-    mutating func reserve(bytes n: Int, groups: Int) {
-        bytes.reserveCapacity(n)
-        ends.reserveCapacity(groups)
-    }
-
-    /// Empties it, its capacity kept.
-    mutating func removeAll() {
-        bytes.removeAll(keepingCapacity: true)
-        ends.removeAll(keepingCapacity: true)
     }
 }

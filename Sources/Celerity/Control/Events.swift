@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// Threads: `send` and the worker's task hooks run wherever the worker is (the fetchers' and
 /// plugins' reader threads, the cooperative pool): they take a clock value and write the
-/// event's JSON into a buffer (`TaskEventBuffer`), clocks taken under its mutex (the buffer
+/// event's JSON into a buffer (`RecordBuffer`), clocks taken under its mutex (the buffer
 /// keeps their order),
 /// never touching Redis and holding nothing of the task. The flusher (`run`, a child task of
 /// the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
@@ -40,9 +40,10 @@ public final class EventDispatcher: Sendable {
     /// newer ones are dropped (counted, and warned of).
     let maxPending: Int
     /// How many outcomes `celerity:history` keeps (0: no history). Each outcome's record is
-    /// written when it is recorded (`HistoryBuffer`), and the flusher pushes them.
+    /// written when it is recorded (a `RecordBuffer`), and the flusher pushes them.
     let history: Int
-    /// Writes the history's records (its node does not change; the time zone is not in them).
+    /// Writes the history's records, under the mutex or outside it (its node does not change;
+    /// the time zone, which `Pending.wire` re-reads, is not in them).
     private let recordWire: EventWire
     private let pending: Mutex<Pending>
     private let alarm: DutyAlarm?
@@ -58,21 +59,21 @@ public final class EventDispatcher: Sendable {
     struct Pending {
         /// Writes the events (its time zone offset re-read at each flush).
         var wire: EventWire
-        /// Worker events, as they were sent, each with the number of task event groups written
+        /// Worker events, as they were sent, each with the number of task event records written
         /// before it (the flusher publishes them in that order: the clocks' order).
-        var events: [(PendingEvent, before: Int)] = []
+        var events: [(WorkerEvent, before: Int)] = []
         /// Task events, written.
-        var tasks = TaskEventBuffer()
+        var tasks = RecordBuffer()
         /// The buffer of the flush before, emptied with its capacity kept: the next `tasks`.
         /// Two buffers taking turns, never a fresh one (a fresh buffer of a busy flush's events,
         /// ~1 MB, is fresh pages to fault in on every flush).
-        var spareTasks = TaskEventBuffer()
+        var spareTasks = RecordBuffer()
         var dropped = 0
         /// The events in `events` and `tasks` (an outcome's received, started and end: one).
         var held = 0
         /// History records written since the last flush, and the buffer of the flush before.
-        var history = HistoryBuffer()
-        var spareHistory = HistoryBuffer()
+        var history = RecordBuffer()
+        var spareHistory = RecordBuffer()
         var droppedRecords = 0
         var closed = false
     }
@@ -127,7 +128,7 @@ public final class EventDispatcher: Sendable {
         if type.hasPrefix("task-") {
             guard isEnabled else { return }
             let at = Self.now()
-            write(1, clocks: 1) { w, clock, tasks in w.render(.plain(type: type, clock: clock, at: at, fields: fields), into: &tasks) }
+            write(1, clocks: 1) { w, clock, tasks in tasks.append { w.writePlain(type, clock, at, fields, into: &$0) } }
         } else {
             enqueue(type: type, fields: fields)
         }
@@ -145,7 +146,7 @@ public final class EventDispatcher: Sendable {
     /// `task-started` on the usual path. Callers check `isEnabled`.
     func started(_ id: String) {
         let at = Self.now()
-        write(1, clocks: 1) { w, clock, tasks in tasks.group { w.writeStarted(id, clock: clock, at: at, into: &$0) } }
+        write(1, clocks: 1) { w, clock, tasks in tasks.append { w.writeStarted(id, clock: clock, at: at, into: &$0) } }
     }
 
     /// The event of an outcome (`Worker.record`), when task events are on; `announce`:
@@ -160,7 +161,7 @@ public final class EventDispatcher: Sendable {
             pending.withLock { p in
                 guard !p.closed else { return }
                 if history > 0 {
-                    if p.history.count < maxPending { p.history.append(o, retried: retried, at: at, wire: p.wire) } else { p.droppedRecords += 1 }
+                    if p.history.count < maxPending { recordWire.appendHistoryRecord(o, retried: retried, at: at, to: &p.history) } else { p.droppedRecords += 1 }
                 }
                 guard events else { return }
                 if p.held < maxPending {
@@ -180,16 +181,16 @@ public final class EventDispatcher: Sendable {
     func finished(announcing batch: [(Outcome, Disposal)]) {
         guard !batch.isEmpty else { return }
         let at = Self.now()
-        var records = HistoryBuffer()
+        var records = RecordBuffer()
         if history > 0 {
-            Outcome.forEachInPlace(batch) { o, d in records.append(o, retried: d.pointee.isRetry, at: at, wire: recordWire) }
+            Outcome.forEachInPlace(batch) { o, d in recordWire.appendHistoryRecord(o, retried: d.pointee.isRetry, at: at, to: &records) }
         }
         let events = isEnabled
         let maxPending = maxPending
         pending.withLock { p in
             guard !p.closed else { return }
             if !records.isEmpty {
-                if p.history.count + records.count <= maxPending { p.history.append(records) } else { p.droppedRecords += records.count }
+                if p.history.count + records.count <= maxPending { p.history.append(contentsOf: records) } else { p.droppedRecords += records.count }
             }
             guard events else { return }
             if p.held + batch.count <= maxPending {
@@ -204,7 +205,7 @@ public final class EventDispatcher: Sendable {
     /// Writes `n` task events under the mutex (unless more than `maxPending` wait: dropped,
     /// counted and warned of), taking `clocks` clock values there (`body` gets the last):
     /// the buffer, and so the messages, keep the clocks' order, as Celery's receivers expect.
-    private func write(_ n: Int, clocks: Int, _ body: (EventWire, Int, inout TaskEventBuffer) -> Void) {
+    private func write(_ n: Int, clocks: Int, _ body: (EventWire, Int, inout RecordBuffer) -> Void) {
         let maxPending = maxPending
         pending.withLock { p in
             guard !p.closed else { return }
@@ -240,7 +241,7 @@ public final class EventDispatcher: Sendable {
                 return
             }
             p.held += 1
-            p.events.append((.plain(type: type, clock: tick(), at: at, fields: fields), before: p.tasks.count))
+            p.events.append((WorkerEvent(type: type, clock: tick(), at: at, fields: fields), before: p.tasks.count))
         }
     }
 
@@ -271,9 +272,9 @@ public final class EventDispatcher: Sendable {
 
     /// `flush()`; returns how many entries it took (a batch of inline runs is one).
     private func publishQueued() async -> Int {
-        var events: [(PendingEvent, before: Int)] = []
-        var tasks = TaskEventBuffer()
-        var records = HistoryBuffer()
+        var events: [(WorkerEvent, before: Int)] = []
+        var tasks = RecordBuffer()
+        var records = RecordBuffer()
         let (dropped, droppedRecords, waited, w) = pending.withLock { p -> (Int, Int, Int, EventWire) in
             swap(&events, &p.events)
             swap(&tasks, &p.tasks)
@@ -324,9 +325,8 @@ public final class EventDispatcher: Sendable {
         }
         for (event, before) in events {
             await publishTasks(upTo: before)
-            guard case let .plain(type, clock, at, fields) = event else { continue }
             var batch = RESPBatch()
-            w.appendWorkerEvent(type, clock, at, fields, into: &batch)
+            w.appendWorkerEvent(event, into: &batch)
             _ = await publish(batch, events: 1)
         }
         await publishTasks(upTo: count)
@@ -338,10 +338,10 @@ public final class EventDispatcher: Sendable {
 
     /// Pushes the history records of a flush (the newest `history` of them) and trims the
     /// list; returns how many records there were.
-    private func pushHistory(_ records: HistoryBuffer) async -> Int {
+    private func pushHistory(_ records: RecordBuffer) async -> Int {
         guard !records.isEmpty else { return 0 }
         var batch = RESPBatch(capacity: records.bytes.count + 16 * records.count + 256)
-        records.commands(capacity: history, into: &batch)
+        EventWire.historyCommands(records, capacity: history, into: &batch)
         _ = await publish(batch, events: records.count, what: "history records")
         return records.count
     }

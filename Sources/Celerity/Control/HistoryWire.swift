@@ -1,17 +1,9 @@
 import Foundation
 import RedisClient
 
-extension PendingEvent {
-    /// A worker event (`worker-online`, `-heartbeat`, `-offline`): sent with task events off too.
-    var isWorkerEvent: Bool {
-        if case let .plain(type, _, _, _) = self { return !type.hasPrefix("task-") }
-        return false
-    }
-}
-
 /// The task history (`celerity:history`): one JSON record per outcome, written where the
 /// outcome is recorded (`EventDispatcher.finished`, right after its store and ack) into a
-/// `HistoryBuffer`, and pushed by the event flusher as one LPUSH of up to `historyChunk`
+/// `RecordBuffer`, and pushed by the event flusher as one LPUSH of up to `historyChunk`
 /// records and one LTRIM per flush. A record is written at once rather than later from the
 /// outcome: holding each outcome (its message, args, result) until a flush ~25–100 ms later,
 /// and freeing it on another thread, cost a draining worker more than writing the record
@@ -30,48 +22,25 @@ extension PendingEvent {
 /// expired) only when they say something: `state` is Celery's (SUCCESS, FAILURE, RETRY,
 /// REVOKED, REJECTED); `at` the end (unix seconds); `runtime` seconds or null. A task's
 /// value is not repeated here: the result backend has it.
-struct HistoryBuffer: Sendable {
+extension EventWire {
     static let historyChunk = 2000
-    /// The records one after the other (no array per record), and where each ends.
-    private(set) var bytes: [UInt8] = []
-    private(set) var ends: [Int] = []
+    static let historyReprSize = 120
+    private static let historyKey: [UInt8] = Array(Keys.history.utf8)
 
-    var count: Int { ends.count }
-    var isEmpty: Bool { ends.isEmpty }
-
-    /// Appends the record of an outcome (nothing for a message handed back to its queue).
-    mutating func append(_ o: UnsafePointer<Outcome>, retried: Bool, at: Double, wire: EventWire) {
-        if wire.historyRecord(o, retried: retried, at: at, into: &bytes) { ends.append(bytes.count) }
-    }
-
-    /// Appends another buffer's records after this one's.
-    mutating func append(_ other: HistoryBuffer) {
-        let base = bytes.count
-        bytes.append(contentsOf: other.bytes)
-        ends.reserveCapacity(ends.count + other.ends.count)
-        for end in other.ends { ends.append(base + end) }
-    }
-
-    /// Empties it, its capacity kept.
-    mutating func removeAll() {
-        bytes.removeAll(keepingCapacity: true)
-        ends.removeAll(keepingCapacity: true)
-    }
-
-    /// Writes the LPUSH and LTRIM commands of the newest `capacity` records into `out`
-    /// (RESP; nothing if there are none): the newest ends at the list's head.
-    func commands(capacity: Int, into out: inout RESPBatch) {
-        guard !ends.isEmpty, capacity > 0 else { return }
-        let first = max(0, ends.count - capacity)
-        bytes.withUnsafeBufferPointer { r in
+    /// Writes the LPUSH and LTRIM commands of the newest `capacity` records of `records` into
+    /// `out` (RESP; nothing if there are none): the newest ends at the list's head.
+    static func historyCommands(_ records: RecordBuffer, capacity: Int, into out: inout RESPBatch) {
+        guard !records.isEmpty, capacity > 0 else { return }
+        let first = max(0, records.count - capacity)
+        records.bytes.withUnsafeBufferPointer { r in
             var i = first
-            while i < ends.count {
-                let n = min(Self.historyChunk, ends.count - i)
+            while i < records.count {
+                let n = min(historyChunk, records.count - i)
                 out.command(arguments: 2 + n)
                 out.argument("LPUSH")
-                out.argument(Self.historyKey)
-                var from = i == 0 ? 0 : ends[i - 1]
-                for end in ends[i..<(i + n)] {
+                out.argument(historyKey)
+                var from = records.start(of: i)
+                for end in records.ends[i..<(i + n)] {
                     out.bulkHeader(end - from)
                     out.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: r[from..<end]))
                     out.endBulk()
@@ -82,29 +51,19 @@ struct HistoryBuffer: Sendable {
         }
         out.command(arguments: 4)
         out.argument("LTRIM")
-        out.argument(Self.historyKey)
+        out.argument(historyKey)
         out.argument(Array("0".utf8))
         out.argument(Array(String(capacity - 1).utf8))
     }
 
-    /// Each record alone (for tests).
-    var records: [[UInt8]] {
-        var from = 0
-        return ends.map { end in
-            defer { from = end }
-            return Array(bytes[from..<end])
-        }
+    /// Appends the record of an outcome to `records` (nothing for a message handed back to
+    /// its queue: not an end).
+    func appendHistoryRecord(_ o: UnsafePointer<Outcome>, retried: Bool, at: Double, to records: inout RecordBuffer) {
+        records.append { writeHistoryRecord(o, retried: retried, at: at, into: &$0) }
     }
 
-    private static let historyKey: [UInt8] = Array(Keys.history.utf8)
-}
-
-extension EventWire {
-    static let historyReprSize = 120
-
-    /// Appends one record to `out`; false (nothing written) for an outcome that is not an end
-    /// (a message handed back to its queue).
-    func historyRecord(_ o: UnsafePointer<Outcome>, retried: Bool, at: Double, into out: inout [UInt8]) -> Bool {
+    /// Writes one record into `out` (nothing for a message handed back to its queue).
+    private func writeHistoryRecord(_ o: UnsafePointer<Outcome>, retried: Bool, at: Double, into out: inout [UInt8]) {
         let state: StaticString
         switch o.pointee.result {
         case .success: state = "SUCCESS"
@@ -112,7 +71,7 @@ extension EventWire {
         case .notRegistered: state = "FAILURE"
         case .revoked: state = "REVOKED"
         case .refused: state = "REJECTED"
-        case .handBack: return false
+        case .handBack: return
         }
         out.append(contentsOf: #"{"id":"#.utf8)
         JSONValue.writeString(o.pointee.message.id, into: &out)
@@ -159,6 +118,5 @@ extension EventWire {
             JSONValue.writeString(f.terminationSignal != nil ? "terminated" : (f.message == "expired" ? "expired" : "revoked"), into: &out)
         }
         out.append(ASCII.closeBrace)
-        return true
     }
 }

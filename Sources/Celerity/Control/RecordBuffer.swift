@@ -1,0 +1,42 @@
+/// JSON records one after the other in one byte array, and where each ends (no array per
+/// record), waiting for the event flusher. The dispatcher writes two kinds here where they
+/// happen, so that the flusher holds no outcome, message or result (holding them until a flush
+/// ~25–100 ms later and freeing them on another thread cost a draining worker more than
+/// writing the JSON where the outcome was; measured with `-E` and with the history on):
+/// - task events (`EventWire.render…`): a record per event, or per outcome announced (its
+///   received, started and end events, separated by commas); `EventWire.pipeline` joins them
+///   into `task.multi` messages;
+/// - history records (`EventWire.appendHistoryRecord`), one per outcome;
+///   `EventWire.historyCommands` pushes them.
+struct RecordBuffer: Sendable {
+    private(set) var bytes: [UInt8] = []
+    /// Where each record ends.
+    private(set) var ends: [Int] = []
+
+    var count: Int { ends.count }
+    var isEmpty: Bool { ends.isEmpty }
+
+    /// Appends a record: what `write` appends (nothing, if it appends nothing).
+    mutating func append(_ write: (inout [UInt8]) -> Void) {
+        let before = bytes.count
+        write(&bytes)
+        if bytes.count > before { ends.append(bytes.count) }
+    }
+
+    /// Appends another buffer's records after this one's.
+    mutating func append(contentsOf other: RecordBuffer) {
+        let base = bytes.count
+        bytes.append(contentsOf: other.bytes)
+        ends.reserveCapacity(ends.count + other.ends.count)
+        for end in other.ends { ends.append(base + end) }
+    }
+
+    /// Where record `i` begins.
+    func start(of i: Int) -> Int { i == 0 ? 0 : ends[i - 1] }
+
+    /// Empties it, its capacity kept.
+    mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        ends.removeAll(keepingCapacity: true)
+    }
+}
