@@ -173,6 +173,11 @@ struct EventsTests {
         var written = RecordBuffer()
         for e in events { wire.render(e, into: &written) }
         #expect(written.count == 51)
+        // Each record whole (received, started, its end), with its clocks.
+        let records = try written.records.map { try JSONValue(parsing: [ASCII.openBracket] + $0 + [ASCII.closeBracket]) }
+        #expect(records.map { $0.arrayValue?.count } == Array(repeating: 3, count: 25) + [1] + Array(repeating: 3, count: 25))
+        #expect(records[3].arrayValue?.compactMap { $0["clock"]?.intValue } == [10, 11, 12])
+        #expect(records[50].arrayValue?.compactMap { $0["clock"]?.intValue } == [149, 150, 151] && records[50].arrayValue?[2]["uuid"]?.stringValue == "id-49")
         var pipelines = 0
         var from = 0
         var all: [JSONValue] = []

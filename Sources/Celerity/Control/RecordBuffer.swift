@@ -27,7 +27,8 @@ struct RecordBuffer: Sendable {
     mutating func append(contentsOf other: RecordBuffer) {
         let base = bytes.count
         bytes.append(contentsOf: other.bytes)
-        ends.reserveCapacity(ends.count + other.ends.count)
+        // No `ends.reserveCapacity` here: an Array's reserveCapacity allocates exactly what is
+        // asked (no geometric growth), so one per batch copied all of `ends` every time.
         for end in other.ends { ends.append(base + end) }
     }
 
