@@ -742,14 +742,19 @@ class _Server:
             call.cancel_reason = reason
             if call.state == "queued":      # never started: answer now, executor skips it
                 call.state = "done"
-                del self.calls[_key(rpc_id)]
-                self.lock.notify_all()
                 answer_now = True
             else:
                 answer_now = False
                 interrupt = call is self.main_call and self.can_signal
         if answer_now:
-            self.send_cancelled(call)
+            try:
+                self.send_cancelled(call)
+            finally:
+                # Out of `calls` once answered: a shutdown is answered after it.
+                with self.lock:
+                    if self.calls.get(_key(rpc_id)) is call:
+                        del self.calls[_key(rpc_id)]
+                    self.lock.notify_all()
         elif interrupt:
             # The handler runs in the main thread and raises Cancelled only while the
             # task's own code is running (see _execute).

@@ -748,14 +748,19 @@ class _Server:
             call.cancel_reason = reason
             if call.state == "queued":      # never started: answer now, executor skips it
                 call.state = "done"
-                del self.calls[_key(rpc_id)]
-                self.lock.notify_all()
                 answer_now = True
             else:
                 answer_now = False
                 interrupt = call is self.main_call and self.can_signal
         if answer_now:
-            self.send_cancelled(call)
+            try:
+                self.send_cancelled(call)
+            finally:
+                # Out of `calls` once answered: a shutdown is answered after it.
+                with self.lock:
+                    if self.calls.get(_key(rpc_id)) is call:
+                        del self.calls[_key(rpc_id)]
+                    self.lock.notify_all()
         elif interrupt:
             # The handler runs in the main thread and raises Cancelled only while the
             # task's own code is running (see _execute).
@@ -2215,6 +2220,9 @@ module CelerityPlugin
       @pending = Queue.new
       @accepting = true
       @shutdown_threads = []
+      # Answers decided (their calls out of @calls) but not written yet: a shutdown is
+      # answered after them, or the worker could see it before a call's answer.
+      @answering = 0
     end
 
     def send(obj)
@@ -2341,15 +2349,26 @@ module CelerityPlugin
 
         c.cancel_reason = reason
         @calls.delete(key)
+        @answering += 1
         c.thread.raise(Cancelled, reason) if c.state == :running && c.thread
         c.state = :done if c.state == :queued
-        @idle.broadcast
         c
       end
       return if call.nil?
 
-      send_error(rpc_id, CANCELLED, "cancelled (#{reason})",
-                 { 'type' => 'Cancelled', 'reason' => reason, 'retryable' => false, 'traceback' => nil })
+      begin
+        send_error(rpc_id, CANCELLED, "cancelled (#{reason})",
+                   { 'type' => 'Cancelled', 'reason' => reason, 'retryable' => false, 'traceback' => nil })
+      ensure
+        answer_written
+      end
+    end
+
+    def answer_written
+      @lock.synchronize do
+        @answering -= 1
+        @idle.broadcast
+      end
     end
 
     def cancel_all(reason)
@@ -2358,7 +2377,7 @@ module CelerityPlugin
     end
 
     def finish_shutdown(rpc_id)
-      @lock.synchronize { @idle.wait(@lock) until @calls.empty? }
+      @lock.synchronize { @idle.wait(@lock) until @calls.empty? && @answering.zero? }
       send({ 'jsonrpc' => '2.0', 'id' => rpc_id, 'result' => {} })
     end
 
@@ -2392,29 +2411,35 @@ module CelerityPlugin
         call.thread = nil
         key = JSON.generate(call.rpc_id)
         mine = @calls[key].equal?(call)
-        @calls.delete(key) if mine
-        @idle.broadcast
+        if mine
+          @calls.delete(key)
+          @answering += 1
+        end
         mine
       end
-      discard_stale_cancel
-      return unless answer # already answered as cancelled
+      begin
+        discard_stale_cancel
+        return unless answer # already answered as cancelled
 
-      if outcome[0] == :ok
-        begin
-          line = CelerityPlugin.dumps({ 'jsonrpc' => '2.0', 'id' => call.rpc_id, 'result' => outcome[1] })
-        rescue StandardError => e
-          send_error(call.rpc_id, TASK_FAILED, "the task's result is not JSON: #{e.message}",
-                     { 'type' => e.class.name, 'retryable' => false, 'traceback' => nil })
-          return
+        if outcome[0] == :ok
+          begin
+            line = CelerityPlugin.dumps({ 'jsonrpc' => '2.0', 'id' => call.rpc_id, 'result' => outcome[1] })
+          rescue StandardError => e
+            send_error(call.rpc_id, TASK_FAILED, "the task's result is not JSON: #{e.message}",
+                       { 'type' => e.class.name, 'retryable' => false, 'traceback' => nil })
+            return
+          end
+          @write_lock.synchronize do
+            @out.write(line, "\n")
+            @out.flush
+          end
+        else
+          info = outcome[1]
+          send_error(call.rpc_id, TASK_FAILED, info['message'],
+                     { 'type' => info['type'], 'retryable' => info['retryable'], 'traceback' => info['traceback'] })
         end
-        @write_lock.synchronize do
-          @out.write(line, "\n")
-          @out.flush
-        end
-      else
-        info = outcome[1]
-        send_error(call.rpc_id, TASK_FAILED, info['message'],
-                   { 'type' => info['type'], 'retryable' => info['retryable'], 'traceback' => info['traceback'] })
+      ensure
+        answer_written if answer
       end
     rescue Errno::EPIPE, IOError
       exit!(0)
