@@ -34,12 +34,19 @@ final class TLSStream {
     private var timeout: Double
     /// The URL as printed in errors (no password).
     private let name: String
+    /// No client certificate given, and no reply read yet: a connection lost then is most
+    /// likely the server refusing this client after the handshake (TLS 1.3 sends its
+    /// "certificate required" alert after the client's Finished, and a reset can overtake
+    /// the alert), which the error then says.
+    private let withoutClientCert: Bool
+    private var replied = false
 
     /// Connects, runs the TLS handshake and checks the server's certificate as `options` ask.
     init(host: String, port: Int, options: TLSOptions, name: String, connectTimeout: Double, commandTimeout: Double) throws(RedisError) {
         _ = TLSStream.ignoreSIGPIPE
         self.name = name
         self.timeout = commandTimeout
+        self.withoutClientCert = options.certFile == nil
         let ctx = try TLSStream.context(options, name: name)
         var fdToClose: Int32 = -1
         var sslToFree: OpaquePointer?
@@ -149,6 +156,7 @@ final class TLSStream {
             ERR_clear_error()
             let n = input.withUnsafeMutableBytes { b in SSL_read(ssl, b.baseAddress!, Int32(b.count)) }
             if n > 0 {
+                replied = true
                 input.withUnsafeBytes { b in
                     _ = b.withMemoryRebound(to: CChar.self) { redisReaderFeed(reader, $0.baseAddress!, Int(n)) }
                 }
@@ -163,19 +171,22 @@ final class TLSStream {
     /// After an SSL call that did not complete: waits for the socket when OpenSSL wants it
     /// (a time-out throws `.timeout`); any other outcome throws.
     private func waitOrThrow(_ err: Int32, _ rc: Int32, doing what: String) throws(RedisError) {
+        let e = errno
         if err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE {
             if TLSStream.wait(fd, write: err == SSL_ERROR_WANT_WRITE, seconds: timeout) { return }
             throw RedisError(.timeout, "no reply from \(name) within \(timeout) s")
         }
-        if err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && errno == 0) {
-            throw RedisError(.connection, "connection to \(name) lost: Server closed the connection")
+        let refused = !replied && withoutClientCert
+            ? " (right after the TLS handshake, before any reply: if the server wants a client certificate, tls-auth-clients, give ssl_certfile and ssl_keyfile)" : ""
+        if err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && e == 0) {
+            throw RedisError(.connection, "connection to \(name) lost: Server closed the connection\(refused)")
         }
         if err == SSL_ERROR_SYSCALL {
-            throw RedisError(.connection, "connection to \(name) lost: \(String(cString: strerror(errno)))")
+            throw RedisError(.connection, "connection to \(name) lost: \(String(cString: strerror(e)))\(refused)")
         }
         let why = TLSStream.errors()
         if why.contains("unexpected eof") {
-            throw RedisError(.connection, "connection to \(name) lost: Server closed the connection")
+            throw RedisError(.connection, "connection to \(name) lost: Server closed the connection\(refused)")
         }
         throw RedisError(.connection, "TLS error on \(name) (\(what) the server): \(why)\(TLSStream.hint(why))")
     }
