@@ -241,6 +241,20 @@ public struct RedisSession {
         commands.isEmpty ? [] : try connection.pipelineErrors(commands)
     }
 
+    /// `Redis.pipelineErrors` for commands already written in RESP.
+    public func pipelineErrors(_ batch: RESPBatch) throws(RedisError) -> [String] {
+        try connection.pipelineErrors(batch)
+    }
+
+    /// Writes commands already in RESP without waiting for their replies; `readErrors` reads
+    /// them (as many as the batches held), in order. Several batches can be in flight.
+    public func write(_ batch: RESPBatch) throws(RedisError) { try connection.write(batch) }
+
+    /// Reads `count` replies of what `write` sent; returns the error replies' messages.
+    public func readErrors(_ count: Int) throws(RedisError) -> [String] {
+        count == 0 ? [] : try connection.readErrors(count)
+    }
+
     /// A blocking command whose own timeout is `seconds` (the socket timeout is raised above it).
     public func blocking(_ command: RedisCommand, timeout seconds: Double) throws(RedisError) -> RedisReply {
         connection.setTimeout(seconds + 5)

@@ -1,5 +1,8 @@
 import CHiredis
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One blocking hiredis connection. Not thread-safe: `Redis` confines each instance to a
 /// serial dispatch queue of its own, so blocking reads never run on Swift's cooperative pool.
@@ -142,8 +145,44 @@ final class RedisConnection {
         return try readErrors(batch.count)
     }
 
+    /// Writes commands already in RESP to the socket now, without reading their replies
+    /// (`readErrors` reads them later), straight from `batch` (no copy into hiredis's output
+    /// buffer). For a writer of many large batches (the event flusher): they go out one after
+    /// the other while Redis works through them, with one wait for the replies instead of one
+    /// per batch (measured with -E: a wait per ~96 KiB pipeline was ~9 context switches per
+    /// flush, and the copy a memmove of every byte).
+    func write(_ batch: RESPBatch) throws(RedisError) {
+        guard !batch.isEmpty else { return }
+        guard !isBroken else { throw RedisError(.connection, "connection to \(url) is closed") }
+        guard let context else {
+            tls!.append(batch.bytes)
+            return try tlsIO { t throws(RedisError) in try t.flush() }
+        }
+        try flushOutput()   // anything hiredis still holds goes first
+        let fd = context.pointee.fd
+        let failure: Int32? = batch.bytes.withUnsafeBytes { b -> Int32? in
+            var offset = 0
+            while offset < b.count {
+                let n = Glibc.write(fd, b.baseAddress! + offset, b.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                offset += n
+            }
+            return nil
+        }
+        if let failure {
+            isBroken = true
+            if failure == EAGAIN || failure == EWOULDBLOCK {
+                throw RedisError(.timeout, "\(url) took no more bytes within \(currentTimeout) s")
+            }
+            throw RedisError(.connection, "connection to \(url) is broken (\(String(cString: strerror(failure))))")
+        }
+    }
+
     /// Reads `count` replies; returns the messages of the errors among them.
-    private func readErrors(_ count: Int) throws(RedisError) -> [String] {
+    func readErrors(_ count: Int) throws(RedisError) -> [String] {
         var errors: [String] = []
         for _ in 0..<count {
             let error = try withNextReply { r -> String? in

@@ -26,7 +26,7 @@ extension EventWire {
         case let .received(message, clock, at, alsoStarted):
             withUnsafePointer(to: message) { renderReceived($0, alsoStarted: alsoStarted, clock: clock, at: at, into: &buffer) }
         case let .started(id, clock, at):
-            buffer.append { writeStarted(id, clock: clock, at: at, into: &$0) }
+            renderStarted(id, clock: clock, at: at, into: &buffer)
         case let .finished(outcome, retried, announce, clock, at):
             withUnsafePointer(to: outcome) { renderOutcome($0, retried: retried, announce: announce, clock: clock, at: at, into: &buffer) }
         case let .finishedBatch(outcomes, last, at):

@@ -67,6 +67,75 @@ struct EventsTests {
         #expect(text { EventWire.writeSeconds(Duration.seconds(3), into: &$0) } == "3.0")
     }
 
+    /// The cursor that writes task events writes what the array writers write: JSON strings
+    /// (every escape), integers, seconds; and stops at the room it was given.
+    @Test func cursorWritesAsTheArrayWritersDo() throws {
+        func cursor(_ room: Int, _ write: (inout ByteCursor) -> Void) -> String {
+            var buffer = RecordBuffer()
+            buffer.append(upTo: room, write)
+            return String(decoding: buffer.bytes, as: UTF8.self)
+        }
+        func array(_ write: (inout [UInt8]) -> Void) -> String {
+            var out: [UInt8] = []
+            write(&out)
+            return String(decoding: out, as: UTF8.self)
+        }
+        let strings = ["", "plain", #"a"b\c"#, "tab\tnl\ncr\rbs\u{8}ff\u{c}", "\u{1}\u{1f}\u{7f}", "héllo ✓ 𝄞", String(repeating: "\"", count: 300),
+                       "ends with \\", "\u{0}"]
+        for s in strings {
+            #expect(cursor(ByteCursor.bound(s)) { $0.putJSONString(s) } == array { JSONValue.writeString(s, into: &$0) }, "\(s.debugDescription)")
+        }
+        for n in [0, 7, -5, 1234567890123, Int.max, Int.min + 1] {
+            #expect(cursor(20) { $0.putInt(n) } == array { EventWire.writeInt(n, into: &$0) })
+        }
+        for s in [1001.75, 1764700000.0, 1764700000.000123, 0.000001, -1.5, 2e13] {
+            #expect(cursor(40) { $0.putSeconds(s) } == array { EventWire.writeSeconds(s, into: &$0) }, "\(s)")
+        }
+        for d in [Duration.milliseconds(250), .nanoseconds(12345), .seconds(3), .zero, .seconds(86400 * 365)] {
+            #expect(cursor(40) { $0.putSeconds(d) } == array { EventWire.writeSeconds(d, into: &$0) }, "\(d)")
+        }
+        // Reprs: written as PythonRepr writes them, cut where it cuts.
+        let values: [JSONValue] = [.null, .bool(true), .bool(false), .int(-42), .number(String(repeating: "9", count: 2000)), .double(2.5),
+                                   .string("it's"), .array([.int(1), .string("x")]), .object([])]
+        for v in values {
+            let repr = ReprText(v)
+            #expect(cursor(repr.bound) { repr.put(into: &$0) } == array { PythonRepr.writeJSONString(v, into: &$0) }, "\(v)")
+        }
+        // Records: one per append, nothing for an empty one.
+        var buffer = RecordBuffer()
+        buffer.append(upTo: 8) { $0.put("[1]") }
+        buffer.append(upTo: 8) { _ in }
+        buffer.append(upTo: 5000) { $0.put(Array(repeating: UInt8(ascii: "x"), count: 5000)) }
+        #expect(buffer.count == 2 && buffer.ends == [3, 5003])
+    }
+
+    /// A message's `argsrepr` and `kwargsrepr` headers are what its `task-received` shows, as
+    /// from a Python worker (a sender may mask secrets there); ours when it has none.
+    @Test func receivedCarriesTheSendersReprs() throws {
+        // Ours, as a Python client writes them.
+        let message = TaskMessage(id: "id-1", task: "t.login", args: [.string("bob"), .string("hunter2")], queue: "q")
+        let headers = try JSONValue(parsing: message.encode())["headers"]
+        #expect(headers?["argsrepr"]?.stringValue == "('bob', 'hunter2')" && headers?["kwargsrepr"]?.stringValue == "{}")
+        #expect(TaskMessage.repr(.array([.int(1)])) == "(1,)" && TaskMessage.repr(.array([])) == "()")
+        #expect(TaskMessage.repr(.object([JSONMember("k", .string("v"))])) == "{'k': 'v'}")
+        // A Python client's message: its headers as sent.
+        let python = Array(CeleryCapture.message.utf8)
+        let fast = try #require(TaskMessage.decodeForRun(python, reprs: true))
+        #expect(fast.argsRepr == "(2, 3)" && fast.kwargsRepr == "{}")
+        #expect(TaskMessage.decodeForRun(python)?.argsRepr == nil)
+        #expect(try TaskMessage.decode(python).argsRepr == "(2, 3)")
+        let wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")
+        var shown = fast
+        shown.argsRepr = #"('bob', '***') "quoted" \ "#
+        shown.kwargsRepr = nil
+        shown.kwargs = [JSONMember("k", .string("v"))]
+        var buffer = RecordBuffer()
+        wire.render(.received(shown, clock: 1, at: 1, alsoStarted: false), into: &buffer)
+        let event = try JSONValue(parsing: buffer.bytes)
+        #expect(event["type"]?.stringValue == "task-received")
+        #expect(event["args"]?.stringValue == #"('bob', '***') "quoted" \ "# && event["kwargs"]?.stringValue == "{'k': 'v'}")
+    }
+
     @Test func utcOffsetIsHoursWestOfUTC() throws {
         let utc = EventWire.utcOffsetHours(TimeZone(identifier: "UTC")!)
         #expect(utc == 0 && utc.sign == .plus, "\(utc)")   // 0.0, not -0.0

@@ -32,6 +32,37 @@ struct RedisClientTests {
         #expect(try await r.call("LINDEX", key, 499).string == "499")
     }
 
+    /// Batches written without waiting (the event flusher's way): several in flight, large
+    /// ones too, then their replies read in order, the error replies returned.
+    @Test func batchesWrittenAheadOfTheirReplies() async throws {
+        let server = try await sharedRedis.value
+        let r = try Redis(server.url)
+        let key = "ahead-\(UUID().uuidString)"
+        let big = [UInt8](repeating: UInt8(ascii: "x"), count: 3 << 20)   // more than a socket buffer
+        let errors = try await r.withSession { s throws(RedisError) -> [String] in
+            var sent = 0
+            for i in 0..<50 {
+                var batch = RESPBatch()
+                batch.command(arguments: 3)
+                batch.argument("RPUSH")
+                batch.argument(Array(key.utf8))
+                batch.argument(i == 20 ? big : Array(String(i).utf8))
+                if i == 30 {   // a command Redis refuses
+                    batch.command(arguments: 2)
+                    batch.argument("INCR")
+                    batch.argument(Array(key.utf8))
+                }
+                try s.write(batch)
+                sent += batch.count
+            }
+            return try s.readErrors(sent)
+        }
+        #expect(errors.count == 1 && errors[0].hasPrefix("WRONGTYPE"), "\(errors)")
+        #expect(try await r.call("LLEN", key) == .integer(50))
+        #expect(try await r.call("LINDEX", key, 49).string == "49")
+        #expect(try await r.call("STRLEN", "no-\(key)") == .integer(0))   // the connection is still in step
+    }
+
     @Test func authenticatesAsAnACLUserAndSelectsTheDatabase() async throws {
         let server = try await sharedRedis.value
         let admin = try Redis(server.url)

@@ -4,7 +4,8 @@ import Glibc
 #endif
 
 /// A thread of its own, at a lower priority than the worker's (nice 10), where the event
-/// flusher writes the envelopes of task events (base64, RESP) around the JSON the worker wrote.
+/// flusher writes the envelopes of task events (base64, RESP) around the JSON the worker wrote,
+/// and sends them (blocking I/O: this thread is not in Swift's cooperative pool).
 /// The worker's threads and Redis take the CPU before it whenever they are ready to run: on a
 /// busy machine the envelopes wait for spare CPU (events are flushed a little later) instead
 /// of delaying the tasks' fetches, stores and acks.
@@ -26,20 +27,19 @@ final class BackgroundWriter: @unchecked Sendable {
         self.nice = nice
     }
 
-    /// Runs `body` on the writer's thread (started at the first call) and returns its value.
-    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
-            submit { c.resume(returning: body()) }
+    /// Runs `body` on the writer's thread (started at the first call) and returns its value;
+    /// nil, without running it, once the writer is stopped.
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
+        await withCheckedContinuation { (c: CheckedContinuation<T?, Never>) in
+            if !submit({ c.resume(returning: body()) }) { c.resume(returning: nil) }
         }
     }
 
-    private func submit(_ job: @escaping @Sendable () -> Void) {
+    /// Queues `job`; false if the writer is stopped.
+    private func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
         condition.lock()
-        if stopped {
-            condition.unlock()
-            job()   // after stop (a last flush): on the caller's thread
-            return
-        }
+        defer { condition.unlock() }
+        if stopped { return false }
         jobs.append(job)
         if !started {
             started = true
@@ -48,7 +48,7 @@ final class BackgroundWriter: @unchecked Sendable {
             thread.start()
         }
         condition.signal()
-        condition.unlock()
+        return true
     }
 
     private func loop() {
@@ -71,7 +71,7 @@ final class BackgroundWriter: @unchecked Sendable {
         }
     }
 
-    /// Ends the thread once the jobs given so far are done; later jobs run on their caller's thread.
+    /// Ends the thread once the jobs given so far are done; later ones are refused (`run`: nil).
     func stop() {
         condition.lock()
         stopped = true

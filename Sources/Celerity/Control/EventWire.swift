@@ -84,18 +84,44 @@ struct EventWire {
 
     /// `task-received`, and `task-started` after it when `alsoStarted` (`clock`: the last).
     func renderReceived(_ m: UnsafePointer<TaskMessage>, alsoStarted: Bool, clock: Int, at: Double, into buffer: inout RecordBuffer) {
-        buffer.append { out in
-            writeReceived(m, clock: alsoStarted ? clock - 1 : clock, at: at, into: &out)
+        let parts = ReceivedParts(m)
+        let bound = receivedRoom(m, parts) + (alsoStarted ? startedRoom(m.pointee.id) : 0)
+        buffer.append(upTo: bound) { c in
+            putReceived(m, parts, clock: alsoStarted ? clock - 1 : clock, at: at, into: &c)
             if alsoStarted {
-                out.append(ASCII.comma)
-                writeStarted(m.pointee.id, clock: clock, at: at, into: &out)
+                c.put(ASCII.comma)
+                putStarted(m.pointee.id, clock: clock, at: at, into: &c)
             }
         }
     }
 
-    /// The event of an outcome; `announce`: its `task-received` and `task-started` first.
+    /// `task-started` on the usual path.
+    func renderStarted(_ id: String, clock: Int, at: Double, into buffer: inout RecordBuffer) {
+        buffer.append(upTo: startedRoom(id)) { putStarted(id, clock: clock, at: at, into: &$0) }
+    }
+
+    /// The event of an outcome; `announce`: its `task-received` and `task-started` first
+    /// (`clock` is the last of three), timed when it began (`at` less its runtime).
     func renderOutcome(_ o: UnsafePointer<Outcome>, retried: Bool, announce: Bool, clock: Int, at: Double, into buffer: inout RecordBuffer) {
-        buffer.append { writeOutcome(o, retried: retried, announce: announce, clock: clock, at: at, into: &$0) }
+        let end = FinishedParts(o, retried: retried)
+        var bound = finishedRoom(o, end)
+        var received: ReceivedParts?
+        if announce {
+            let m = o.pointer(to: \.message)!
+            let parts = ReceivedParts(m)
+            received = parts
+            bound += receivedRoom(m, parts) + startedRoom(m.pointee.id)
+        }
+        buffer.append(upTo: bound) { c in
+            if let received {
+                let began = at - (o.pointee.runtime.map(Self.seconds) ?? 0)
+                putReceived(o.pointer(to: \.message)!, received, clock: clock - 2, at: began, into: &c)
+                c.put(ASCII.comma)
+                putStarted(o.pointee.message.id, clock: clock - 1, at: began, into: &c)
+                c.put(ASCII.comma)
+            }
+            putFinished(o, end, clock: clock, at: at, into: &c)
+        }
     }
 
     /// Each outcome of a batch of inline runs announced (three clock values each; `last`: the
@@ -154,31 +180,9 @@ struct EventWire {
 
     // MARK: Bodies
 
-    /// The event of an outcome; `announce`: its `task-received` and `task-started` first
-    /// (`clock` is the last of three), timed when it began (`at` less its runtime).
-    private func writeOutcome(_ outcome: UnsafePointer<Outcome>, retried: Bool, announce: Bool, clock: Int, at: Double, into batch: inout [UInt8]) {
-        if announce {
-            let began = at - (outcome.pointee.runtime.map(Self.seconds) ?? 0)
-            writeReceived(outcome.pointer(to: \.message)!, clock: clock - 2, at: began, into: &batch)
-            batch.append(ASCII.comma)
-            writeStarted(outcome.pointee.message.id, clock: clock - 1, at: began, into: &batch)
-            batch.append(ASCII.comma)
-        }
-        writeFinished(outcome, retried: retried, clock: clock, at: at, into: &batch)
-    }
-
     private func open(_ clock: Int, into out: inout [UInt8]) {
         out.append(contentsOf: prefix)
         Self.writeInt(clock, into: &out)
-    }
-
-    private func close(_ type: StaticString, _ at: Double, into out: inout [UInt8]) {
-        out.append(contentsOf: #","timestamp":"#.utf8)
-        Self.writeSeconds(at, into: &out)
-        out.append(contentsOf: #","type":""#.utf8)
-        type.withUTF8Buffer { out.append(contentsOf: $0) }
-        out.append(ASCII.quote)
-        out.append(ASCII.closeBrace)
     }
 
     private func close(_ type: String, _ at: Double, into out: inout [UInt8]) {
@@ -270,12 +274,6 @@ struct EventWire {
         if let v { JSONValue.writeString(v, into: &out) } else { out.append(contentsOf: "null".utf8) }
     }
 
-    /// `k` and the Python repr of `v`, as a JSON string.
-    private func string(_ k: StaticString, _ v: JSONValue, into out: inout [UInt8]) {
-        name(k, into: &out)
-        PythonRepr.writeJSONString(v, into: &out)
-    }
-
     func writePlain(_ type: String, _ clock: Int, _ at: Double, _ fields: [JSONMember], into out: inout [UInt8]) {
         open(clock, into: &out)
         for f in fields {
@@ -285,71 +283,153 @@ struct EventWire {
         close(type, at, into: &out)
     }
 
-    /// Celery's `task-received` (celery/worker/strategy.py): name, args and kwargs as repr
-    /// strings, root_id, parent_id, retries, eta and expires (ISO 8601 or null).
-    func writeReceived(_ m: UnsafePointer<TaskMessage>, clock: Int, at: Double, into out: inout [UInt8]) {
-        open(clock, into: &out)
-        string("uuid", m.pointee.id, into: &out)
-        string("name", m.pointee.task, into: &out)
-        name("args", into: &out)
-        PythonRepr.writeJSONString(.array(m.pointee.args), into: &out)
-        name("kwargs", into: &out)
-        if m.pointee.kwargs.isEmpty { out.append(contentsOf: #""{}""#.utf8) } else { PythonRepr.writeJSONString(.object(m.pointee.kwargs), into: &out) }
-        string("root_id", m.pointee.rootID, into: &out)
-        string("parent_id", m.pointee.parentID, into: &out)
-        name("retries", into: &out)
-        Self.writeInt(m.pointee.retries, into: &out)
-        string("eta", m.pointee.eta.map(CeleryDate.format), into: &out)
-        string("expires", m.pointee.expires.map(CeleryDate.format), into: &out)
-        close("task-received" as StaticString, at, into: &out)
+    // MARK: Task events, through a cursor
+
+    /// The room an event takes besides its prefix and its strings: keys, punctuation,
+    /// numbers (clock, retries, runtime, timestamp: 40 bytes each at most), type, nulls.
+    private static let eventRoom = 512
+
+    /// What a `task-received` holds besides the message's ids: its reprs and dates, made (and
+    /// measured) before it is written.
+    struct ReceivedParts {
+        let args: ReprText
+        let kwargs: ReprText
+        let eta: String?
+        let expires: String?
+
+        init(_ m: UnsafePointer<TaskMessage>) {
+            args = m.pointee.argsRepr.map(ReprText.escaped) ?? ReprText(.array(m.pointee.args))
+            kwargs = m.pointee.kwargsRepr.map(ReprText.escaped) ?? (m.pointee.kwargs.isEmpty ? .literal(#""{}""#) : ReprText(.object(m.pointee.kwargs)))
+            eta = m.pointee.eta.map(CeleryDate.format)
+            expires = m.pointee.expires.map(CeleryDate.format)
+        }
     }
 
-    func writeStarted(_ id: String, clock: Int, at: Double, into out: inout [UInt8]) {
-        open(clock, into: &out)
-        string("uuid", id, into: &out)
-        close("task-started" as StaticString, at, into: &out)
+    private func receivedRoom(_ m: UnsafePointer<TaskMessage>, _ parts: ReceivedParts) -> Int {
+        prefix.count + Self.eventRoom + ByteCursor.bound(m.pointee.id) + ByteCursor.bound(m.pointee.task)
+            + parts.args.bound + parts.kwargs.bound + Self.bound(m.pointee.rootID) + Self.bound(m.pointee.parentID)
+            + Self.bound(parts.eta) + Self.bound(parts.expires)
+    }
+
+    private func startedRoom(_ id: String) -> Int { prefix.count + Self.eventRoom + ByteCursor.bound(id) }
+
+    private static func bound(_ s: String?) -> Int { s.map(ByteCursor.bound) ?? 4 }
+
+    private func putOpen(_ clock: Int, into c: inout ByteCursor) {
+        c.put(prefix)
+        c.putInt(clock)
+    }
+
+    /// `,"timestamp":<at>,"type":"<type>"}`
+    private func putClose(_ type: StaticString, _ at: Double, into c: inout ByteCursor) {
+        c.put(#","timestamp":"#)
+        c.putSeconds(at)
+        c.put(#","type":""#)
+        c.put(type)
+        c.put(#""}"#)
+    }
+
+    private static func putOptional(_ s: String?, into c: inout ByteCursor) {
+        if let s { c.putJSONString(s) } else { c.put("null") }
+    }
+
+    /// Celery's `task-received` (celery/worker/strategy.py): name, args and kwargs as repr
+    /// strings (the message's `argsrepr` and `kwargsrepr` headers, as a Python worker sends
+    /// them; ours when it has none), root_id, parent_id, retries, eta and expires (ISO 8601 or null).
+    private func putReceived(_ m: UnsafePointer<TaskMessage>, _ parts: ReceivedParts, clock: Int, at: Double, into c: inout ByteCursor) {
+        putOpen(clock, into: &c)
+        c.put(#","uuid":"#)
+        c.putJSONString(m.pointee.id)
+        c.put(#","name":"#)
+        c.putJSONString(m.pointee.task)
+        c.put(#","args":"#)
+        parts.args.put(into: &c)
+        c.put(#","kwargs":"#)
+        parts.kwargs.put(into: &c)
+        c.put(#","root_id":"#)
+        Self.putOptional(m.pointee.rootID, into: &c)
+        c.put(#","parent_id":"#)
+        Self.putOptional(m.pointee.parentID, into: &c)
+        c.put(#","retries":"#)
+        c.putInt(m.pointee.retries)
+        c.put(#","eta":"#)
+        Self.putOptional(parts.eta, into: &c)
+        c.put(#","expires":"#)
+        Self.putOptional(parts.expires, into: &c)
+        putClose("task-received", at, into: &c)
+    }
+
+    private func putStarted(_ id: String, clock: Int, at: Double, into c: inout ByteCursor) {
+        putOpen(clock, into: &c)
+        c.put(#","uuid":"#)
+        c.putJSONString(id)
+        putClose("task-started", at, into: &c)
+    }
+
+    /// What the event of an outcome holds besides its id, made (and measured) before it is written.
+    enum FinishedParts {
+        case succeeded(ReprText)
+        case failed(exception: String, traceback: String?, retried: Bool)
+        case revoked(signal: Int32?, expired: Bool)
+        case rejected(requeue: Bool)
+
+        init(_ o: UnsafePointer<Outcome>, retried: Bool) {
+            switch o.pointee.result {
+            case let .success(value): self = .succeeded(ReprText(value))
+            case let .failure(f):
+                self = .failed(exception: PythonRepr.exception(type: f.type, message: f.message), traceback: f.traceback ?? "", retried: retried)
+            case .notRegistered:
+                // As Celery's consumer reports an unknown task (celery/worker/consumer/consumer.py).
+                self = .failed(exception: PythonRepr.exception(type: "NotRegistered", message: o.pointee.message.task), traceback: nil, retried: false)
+            case let .revoked(f): self = .revoked(signal: f.terminationSignal, expired: f.message == "expired")
+            case .handBack: self = .rejected(requeue: true)
+            case .refused: self = .rejected(requeue: false)
+            }
+        }
+
+        var bound: Int {
+            switch self {
+            case let .succeeded(repr): repr.bound
+            case let .failed(exception, traceback, _): ByteCursor.bound(exception) + (traceback.map(ByteCursor.bound) ?? 0)
+            case .revoked, .rejected: 0
+            }
+        }
+    }
+
+    private func finishedRoom(_ o: UnsafePointer<Outcome>, _ parts: FinishedParts) -> Int {
+        prefix.count + Self.eventRoom + ByteCursor.bound(o.pointee.message.id) + parts.bound
     }
 
     /// The event of an outcome: succeeded (result repr, runtime), failed or retried
     /// (exception repr, traceback), revoked (terminated, signum, expired), rejected (requeue).
-    func writeFinished(_ o: UnsafePointer<Outcome>, retried: Bool, clock: Int, at: Double, into out: inout [UInt8]) {
-        open(clock, into: &out)
-        string("uuid", o.pointee.message.id, into: &out)
-        let type: String
-        switch o.pointee.result {
-        case let .success(value):
-            string("result", value, into: &out)
-            name("runtime", into: &out)
-            Self.writeSeconds(o.pointee.runtime ?? .zero, into: &out)
-            close("task-succeeded" as StaticString, at, into: &out)
-            return
-        case let .failure(f):
-            type = retried ? "task-retried" : "task-failed"
-            string("exception", PythonRepr.exception(type: f.type, message: f.message), into: &out)
-            string("traceback", f.traceback ?? "", into: &out)
-        case .notRegistered:
-            // As Celery's consumer reports an unknown task (celery/worker/consumer/consumer.py).
-            type = "task-failed"
-            string("exception", PythonRepr.exception(type: "NotRegistered", message: o.pointee.message.task), into: &out)
-        case let .revoked(f):
-            type = "task-revoked"
-            let signal = f.terminationSignal
-            name("terminated", into: &out)
-            out.append(contentsOf: (signal != nil ? "true" : "false").utf8)
-            name("signum", into: &out)
-            out.append(contentsOf: (signal.map { String($0) } ?? "null").utf8)
-            name("expired", into: &out)
-            out.append(contentsOf: (f.message == "expired" ? "true" : "false").utf8)
-        case .handBack:
-            type = "task-rejected"
-            name("requeue", into: &out)
-            out.append(contentsOf: "true".utf8)
-        case .refused:
-            type = "task-rejected"
-            name("requeue", into: &out)
-            out.append(contentsOf: "false".utf8)
+    private func putFinished(_ o: UnsafePointer<Outcome>, _ parts: FinishedParts, clock: Int, at: Double, into c: inout ByteCursor) {
+        putOpen(clock, into: &c)
+        c.put(#","uuid":"#)
+        c.putJSONString(o.pointee.message.id)
+        switch parts {
+        case let .succeeded(repr):
+            c.put(#","result":"#)
+            repr.put(into: &c)
+            c.put(#","runtime":"#)
+            c.putSeconds(o.pointee.runtime ?? .zero)
+            putClose("task-succeeded", at, into: &c)
+        case let .failed(exception, traceback, retried):
+            c.put(#","exception":"#)
+            c.putJSONString(exception)
+            if let traceback {
+                c.put(#","traceback":"#)
+                c.putJSONString(traceback)
+            }
+            putClose(retried ? "task-retried" : "task-failed", at, into: &c)
+        case let .revoked(signal, expired):
+            c.put(signal != nil ? #","terminated":true,"signum":"# : #","terminated":false,"signum":"#)
+            if let signal { c.putInt(Int(signal)) } else { c.put("null") }
+            c.put(expired ? #","expired":true"# : #","expired":false"#)
+            putClose("task-revoked", at, into: &c)
+        case let .rejected(requeue):
+            c.put(requeue ? #","requeue":true"# : #","requeue":false"#)
+            putClose("task-rejected", at, into: &c)
         }
-        close(type, at, into: &out)
     }
 
     static func seconds(_ d: Duration) -> Double {

@@ -18,10 +18,10 @@ import Synchronization
 /// keeps their order),
 /// never touching Redis and holding nothing of the task. The flusher (`run`, a child task of
 /// the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
-/// while there are events), writes kombu's envelopes around it (`EventWire`, base64, on a
-/// thread at nice 10) and PUBLISHes them in pipelines of ~96 KiB, one written and sent after
-/// the other, on the dispatcher's own connection, whose hiredis I/O blocks that connection's
-/// thread only.
+/// while there are events), and hands it to a thread of its own at nice 10 (`BackgroundWriter`),
+/// which writes kombu's envelopes around it (`EventWire`, base64) and PUBLISHes them on the
+/// dispatcher's own connection, in pipelines of ~96 KiB sent one after the other, their replies
+/// read at the end (`send`): one hand-off per flush, its blocking I/O on that thread only.
 /// Task events go out gathered as `task.multi` (a JSON array, as a Python worker with -E sends
 /// them); worker events one per message. With task events off, the worker's cost per message
 /// is one relaxed atomic load (`isEnabled`).
@@ -146,7 +146,7 @@ public final class EventDispatcher: Sendable {
     /// `task-started` on the usual path. Callers check `isEnabled`.
     func started(_ id: String) {
         let at = Self.now()
-        write(1, clocks: 1) { w, clock, tasks in tasks.append { w.writeStarted(id, clock: clock, at: at, into: &$0) } }
+        write(1, clocks: 1) { w, clock, tasks in w.renderStarted(id, clock: clock, at: at, into: &tasks) }
     }
 
     /// The event of an outcome (`Worker.record`), when task events are on; `announce`:
@@ -291,45 +291,31 @@ public final class EventDispatcher: Sendable {
         records.removeAll()
         pending.withLock { $0.spareHistory = records }
         let count = tasks.count
-        // Task events in pipelines, each worker event where it came (after the task events
-        // written before it): the clocks' order, and the last flush's worker-offline last.
-        do {   // `written` ends with this block: `tasks` is then emptied in place, its capacity kept
-        let writer = self.writer
-        let written = tasks
-        var start = 0
-        var reachable = true
-        func publishTasks(upTo limit: Int) async {
-            while reachable && start < limit {
-                let from = start
-                let body: @Sendable () -> (RESPBatch, Int) = {
-                    var out = RESPBatch(capacity: w.pipelineCapacity)
-                    let used = w.pipeline(written, from: from, to: limit, into: &out)
-                    return (out, used)
-                }
-                // The envelopes (base64) are written on the writer's thread (lower priority),
-                // one pipeline at a time: written there, sent from here, then the next. A
-                // pipeline that finds more than `maxLag` events waiting (a machine with no CPU
-                // to spare for longer than a burst) is written here, at the worker's priority:
-                // events trail a busy worker by a bounded amount, and are never dropped for
-                // want of CPU.
-                let waiting = waited + queued.held
-                let behind = waiting > maxLag
-                if behind != lastBehind.exchange(behind, ordering: .relaxed) {
-                    logger.debug("event writer \(behind ? "behind: writing at the worker's priority" : "caught up: writing at nice 10")", metadata: ["events": .stringConvertible(waiting)])
-                }
-                let (batch, used) = behind ? body() : await writer.run(body)
-                start += used
-                // Redis away: the rest of this flush is dropped too, without a wait for each pipeline.
-                reachable = await publish(batch, events: count)
+        if count > 0 || !events.isEmpty {
+            // The envelopes (base64) are written, and sent, on the writer's thread (lower
+            // priority), the whole flush in one hand-off: its pipelines go out one after the
+            // other while Redis works through them. A flush that finds more than `maxLag`
+            // events waiting (a machine with no CPU to spare for longer than a burst) runs on
+            // the connection's own thread, at the worker's priority: events trail a busy worker
+            // by a bounded amount, and are never dropped for want of CPU.
+            let waiting = waited + queued.held
+            let behind = waiting > maxLag
+            if behind != lastBehind.exchange(behind, ordering: .relaxed) {
+                logger.debug("event writer \(behind ? "behind: writing at the worker's priority" : "caught up: writing at nice 10")", metadata: ["events": .stringConvertible(waiting)])
             }
-        }
-        for (event, before) in events {
-            await publishTasks(upTo: before)
-            var batch = RESPBatch()
-            w.appendWorkerEvent(event, into: &batch)
-            _ = await publish(batch, events: 1)
-        }
-        await publishTasks(upTo: count)
+            let written = tasks, workerEvents = events, redis = self.redis
+            let job: @Sendable (RedisSession) throws(RedisError) -> [String] = { s throws(RedisError) in
+                try Self.send(written, workerEvents, wire: w, on: s)
+            }
+            let sent: Result<[String], any Error>
+            if !behind, let done = await writer.run({ () -> Result<[String], any Error> in
+                do throws(RedisError) { return .success(try redis.withSessionNow(job)) } catch { return .failure(error) }
+            }) {
+                sent = done
+            } else {   // behind, or the writer stopped (after the last flush)
+                do { sent = .success(try await redis.withSession(job)) } catch { sent = .failure(error) }
+            }
+            report(sent, events: count + events.count)
         }
         tasks.removeAll()
         pending.withLock { $0.spareTasks = tasks }
@@ -346,26 +332,67 @@ public final class EventDispatcher: Sendable {
         return records.count
     }
 
-    /// One pipeline of PUBLISHes (about `EventWire.maxPipelineBytes`); false if Redis could
-    /// not be reached.
+    /// A batch of commands (the history's); false if Redis could not be reached.
     private func publish(_ commands: RESPBatch, events: Int, what: String = "events") async -> Bool {
         guard !commands.isEmpty else { return true }
         do {
-            let errors = try await redis.pipelineErrors(commands)
+            report(.success(try await redis.pipelineErrors(commands)), events: events, what: what)
+            return true
+        } catch {
+            report(.failure(error), events: events, what: what)
+            return false
+        }
+    }
+
+    /// Warns of what Redis refused (an error reply: a refused PUBLISH, the duty alarm's error)
+    /// or of a flush it could not take (dropped), at most every 30 s.
+    private func report(_ sent: Result<[String], any Error>, events: Int, what: String = "events") {
+        switch sent {
+        case let .success(errors):
             if let first = errors.first {
                 let e = RedisError(.server, first)
                 if alarm?.permissionDenied("events", e, logger: logger) != true {
                     warn("\(what) not published", ["error": .string(first), "commands": .stringConvertible(errors.count)])
                 }
             }
-            return true
-        } catch {
+        case let .failure(error):
             if alarm?.permissionDenied("events", error, logger: logger) != true {
                 warn("\(what) not published; dropped", ["error": .string("\(error)"), "count": .stringConvertible(events)])
             }
-            return false
         }
     }
+
+    /// Writes the PUBLISHes of a flush and sends them on `session`, in order: the task events
+    /// in pipelines of about `EventWire.maxPipelineBytes` (one buffer, reused), each worker
+    /// event after the task events written before it (the clocks' order, and the last flush's
+    /// worker-offline last). Each pipeline goes out as soon as it is written; replies are read
+    /// every `replyWindow` commands and at the end. Returns the error replies.
+    static func send(_ tasks: RecordBuffer, _ events: [(WorkerEvent, before: Int)], wire w: EventWire, on s: RedisSession) throws(RedisError) -> [String] {
+        var out = RESPBatch(capacity: w.pipelineCapacity)
+        var errors: [String] = []
+        var unread = 0, start = 0, next = 0
+        while start < tasks.count || next < events.count {
+            if next < events.count && events[next].before <= start {
+                w.appendWorkerEvent(events[next].0, into: &out)
+                next += 1
+            } else {
+                start += w.pipeline(tasks, from: start, to: next < events.count ? events[next].before : tasks.count, into: &out)
+            }
+            try s.write(out)
+            unread += out.count
+            out.removeAll()
+            if unread >= replyWindow {
+                errors += try s.readErrors(unread)
+                unread = 0
+            }
+        }
+        errors += try s.readErrors(unread)
+        return errors
+    }
+
+    /// Commands sent before their replies are read: ~100 pipelines of ~96 KiB; their replies
+    /// (`:0` or `:1` each, a few KiB) wait in the socket's buffer meanwhile.
+    static let replyWindow = 1000
 
     /// Sends `type` (a last event: `worker-offline`) and publishes everything queued; then
     /// takes no more events.

@@ -18,6 +18,20 @@ enum PythonRepr {
     /// `repr(list(args))`, as a Python worker shows a message's positional arguments.
     static func args(_ args: [JSONValue]) -> String { of(.array(args)) }
 
+    /// `repr(tuple(items))`: `(1, 'a')`, `(1,)`, `()`.
+    static func tuple(_ items: [JSONValue], maxSize: Int = maxSize) -> String {
+        var out: [UInt8] = [UInt8(ascii: "(")]
+        out.reserveCapacity(16)
+        for (i, item) in items.enumerated() {
+            if i > 0 { out.append(contentsOf: ", ".utf8) }
+            write(item, into: &out, budget: maxSize)
+            if out.count > maxSize { break }
+        }
+        if items.count == 1 { out.append(ASCII.comma) }
+        out.append(UInt8(ascii: ")"))
+        return cut(out, maxSize)
+    }
+
     /// `repr(kwargs)`.
     static func kwargs(_ kwargs: [JSONMember]) -> String { of(.object(kwargs)) }
 
@@ -109,11 +123,18 @@ enum PythonRepr {
         }
     }
 
+    /// Whether `writeNumber` writes this number as it is (an integer, any size).
+    static func isInteger(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { b in
+            !b.contains { $0 == ASCII.dot || $0 == ASCII.lowerE || $0 == ASCII.upperE || $0 == UInt8(ascii: "N") || $0 == UInt8(ascii: "I") }
+        }
+    }
+
     /// Integers as written (any size); floats as Python prints them (`1e10` is `10000000000.0`,
     /// `NaN` is `nan`): Swift's shortest round-trip form is Python's for finite doubles.
     static func writeNumber(_ text: String, into out: inout [UInt8]) {
-        let isFloat = text.utf8.contains { $0 == ASCII.dot || $0 == ASCII.lowerE || $0 == ASCII.upperE || $0 == UInt8(ascii: "N") || $0 == UInt8(ascii: "I") }
-        guard isFloat else {
+        guard !isInteger(text) else {
             out.append(contentsOf: text.utf8)
             return
         }
@@ -158,5 +179,55 @@ enum PythonRepr {
 
     private static func hexDigit(_ v: UInt32) -> UInt8 {
         UInt8(truncatingIfNeeded: v < 10 ? 0x30 + v : 0x57 + v)
+    }
+}
+
+/// A repr field of a task event (args, kwargs, result) as a JSON string, chosen and measured
+/// before the event is written through a `ByteCursor`: the usual ones (a message's `argsrepr`
+/// header, an integer, None) without a byte array in between.
+enum ReprText {
+    /// Text to escape into a JSON string (a header's `argsrepr`, as the sender wrote it).
+    case escaped(String)
+    /// An integer's digits, written between quotes as they are (nothing to escape).
+    case integer(String)
+    /// A JSON string literal, quotes included (`"None"`, `"{}"`).
+    case literal(StaticString)
+    /// `PythonRepr.writeJSONString`'s bytes, quotes included.
+    case written([UInt8])
+
+    /// `repr(value)`, cut at `PythonRepr.maxSize`.
+    init(_ value: JSONValue) {
+        switch value {
+        case .null: self = .literal(#""None""#)
+        case let .bool(b): self = .literal(b ? #""True""# : #""False""#)
+        case let .number(text) where text.utf8.count <= PythonRepr.maxSize && PythonRepr.isInteger(text): self = .integer(text)
+        default:
+            var out: [UInt8] = []
+            PythonRepr.writeJSONString(value, into: &out)
+            self = .written(out)
+        }
+    }
+
+    /// The most bytes `put` writes.
+    var bound: Int {
+        switch self {
+        case let .escaped(s): ByteCursor.bound(s)
+        case let .integer(s): s.utf8.count + 2
+        case let .literal(s): s.utf8CodeUnitCount
+        case let .written(b): b.count
+        }
+    }
+
+    func put(into c: inout ByteCursor) {
+        switch self {
+        case let .escaped(s): c.putJSONString(s)
+        case let .integer(s):
+            c.put(ASCII.quote)
+            var s = s
+            s.withUTF8 { c.put($0) }
+            c.put(ASCII.quote)
+        case let .literal(s): c.put(s)
+        case let .written(b): c.put(b)
+        }
     }
 }

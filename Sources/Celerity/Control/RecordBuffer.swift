@@ -12,6 +12,8 @@ struct RecordBuffer: Sendable {
     private(set) var bytes: [UInt8] = []
     /// Where each record ends.
     private(set) var ends: [Int] = []
+    /// Where `append(upTo:_:)` writes a record before it is copied in (kept, grown as needed).
+    private var scratch: [UInt8] = []
 
     var count: Int { ends.count }
     var isEmpty: Bool { ends.isEmpty }
@@ -21,6 +23,20 @@ struct RecordBuffer: Sendable {
         let before = bytes.count
         write(&bytes)
         if bytes.count > before { ends.append(bytes.count) }
+    }
+
+    /// Appends a record that `write` writes through a cursor, in at most `bound` bytes (a
+    /// write past them stops the process: measure generously).
+    mutating func append(upTo bound: Int, _ write: (inout ByteCursor) -> Void) {
+        if scratch.count < bound { scratch = [UInt8](repeating: 0, count: max(bound, 2 * scratch.count, 4096)) }
+        let used = scratch.withUnsafeMutableBufferPointer { room in
+            var cursor = ByteCursor(room)
+            write(&cursor)
+            return cursor.count
+        }
+        guard used > 0 else { return }
+        scratch.withUnsafeBufferPointer { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<used])) }
+        ends.append(bytes.count)
     }
 
     /// Appends another buffer's records after this one's.

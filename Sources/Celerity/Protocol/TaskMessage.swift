@@ -36,6 +36,11 @@ public struct TaskMessage: Sendable {
     /// When this worker fetched it (unix seconds), for the task history, if it did not run at
     /// once (nil: it ran where it was fetched, or was not fetched here). Not on the wire.
     public var receivedAt: Double?
+    /// The sender's `argsrepr` and `kwargsrepr` headers (Python's `saferepr` of the arguments,
+    /// or what the caller chose to show instead): what a Python worker's `task-received`
+    /// carries. Kept in `headers` too; the fast read takes them only when asked (task events on).
+    public var argsRepr: String?
+    public var kwargsRepr: String?
 
     public init(id: String = FastUUID.string(), task: String, args: [JSONValue] = [], kwargs: [JSONMember] = [],
                 queue: String, priority: Int = 0, eta: Date? = nil, expires: Date? = nil, replyTo: String? = nil,
@@ -71,8 +76,10 @@ public struct TaskMessage: Sendable {
     /// that must be re-sent (retry) is decoded again with `decode`. Returns nil whenever the
     /// message needs more than that (eta, expiry, compression, anything unusual) or is
     /// malformed: `decode` then says why.
-    static func decodeForRun(_ raw: [UInt8]) -> TaskMessage? {
+    /// `reprs`: read the `argsrepr` and `kwargsrepr` headers too (for task events).
+    static func decodeForRun(_ raw: [UInt8], reprs: Bool = false) -> TaskMessage? {
         var task: String?, id: String?, rootID: String?, parentID: String?, groupID: String?, groupIndex: Int?
+        var argsRepr: String?, kwargsRepr: String?
         var retries = 0, ignoreResult = false, usual = true
         var hard: Double?, soft: Double?
         var replyTo: String?, correlationID: String?, priority = 0, base64 = false, routingKey = ""
@@ -102,6 +109,8 @@ public struct TaskMessage: Sendable {
                             // Handed back after a worker died or stalled: the full decode keeps
                             // the header, for the stored-result check in `Worker.start`.
                             else if k.is("celerity_redeliveries") { usual = false }
+                            else if reprs && k.is("argsrepr") { argsRepr = try r.value().stringValue }
+                            else if reprs && k.is("kwargsrepr") { kwargsRepr = try r.value().stringValue }
                         }
                     } else if key.is("properties") {
                         try r.object { (k, r) throws(JSONError) in
@@ -151,6 +160,8 @@ public struct TaskMessage: Sendable {
         m.correlationID = correlationID ?? id
         m.priority = priority
         m.uniqueKey = uniqueKey
+        m.argsRepr = argsRepr
+        m.kwargsRepr = kwargsRepr
         return m
     }
 
@@ -243,6 +254,8 @@ public struct TaskMessage: Sendable {
         }
         m.headers = headers.filter { !knownHeaders.contains($0.key) }
         m.uniqueKey = h["celerity_unique_key"]?.stringValue
+        m.argsRepr = h["argsrepr"]?.stringValue
+        m.kwargsRepr = h["kwargsrepr"]?.stringValue
         return m
     }
 
@@ -319,11 +332,12 @@ public struct TaskMessage: Sendable {
         return out
     }
 
-    /// A short Python-like repr for `argsrepr`/`kwargsrepr` (monitoring only), at most 1024 chars.
+    /// `argsrepr` / `kwargsrepr` as a Python client writes them (`saferepr`): the arguments as
+    /// a tuple (`(2, 'a')`, `(1,)`), keyword arguments as a dict, at most 1024 characters.
+    /// Monitors show them (a worker's `task-received` carries them as they are).
     static func repr(_ v: JSONValue) -> String {
-        var s = v.serialized()
-        if case let .array(items) = v { s = "(" + items.map { $0.serialized() }.joined(separator: ", ") + (items.count == 1 ? ",)" : ")") }
-        return s.count > 1024 ? String(s.prefix(1021)) + "..." : s
+        guard case let .array(items) = v else { return PythonRepr.of(v) }
+        return PythonRepr.tuple(items)
     }
 
     /// `gen<pid>@<host>`, as Python clients write `origin`.

@@ -70,7 +70,7 @@ extension Worker {
     /// histogram of the heartbeat (the dashboard's metrics) show it.
     /// `admitted`: the gate let it go already (a rate limit that did not hold it back).
     func quickRun(_ raw: [UInt8], queue: String, generation: Int, admitted: Bool = false) -> QuickRun {
-        guard let message = TaskMessage.decodeForRun(raw) else { return .slow(nil) }
+        guard let message = TaskMessage.decodeForRun(raw, reprs: events.isEnabled) else { return .slow(nil) }
         guard !isStopping, message.eta == nil, message.expires == nil,
               message.softTimeLimit == nil || message.softTimeLimit == 0,
               case let table = currentTable, let spec = table.manifest.tasks[message.task], spec.softTimeLimit == nil, !spec.trackStarted,
