@@ -163,7 +163,8 @@ final class RedisConnection {
         let failure: Int32? = batch.bytes.withUnsafeBytes { b -> Int32? in
             var offset = 0
             while offset < b.count {
-                let n = Glibc.write(fd, b.baseAddress! + offset, b.count - offset)
+                // send(2), not write(2): a closed peer is EPIPE here, never SIGPIPE for the process.
+                let n = Glibc.send(fd, b.baseAddress! + offset, b.count - offset, Int32(MSG_NOSIGNAL))
                 if n < 0 {
                     if errno == EINTR { continue }
                     return errno

@@ -96,7 +96,7 @@ struct EventsTests {
         }
         // Reprs: written as PythonRepr writes them, cut where it cuts.
         let values: [JSONValue] = [.null, .bool(true), .bool(false), .int(-42), .number(String(repeating: "9", count: 2000)), .double(2.5),
-                                   .string("it's"), .array([.int(1), .string("x")]), .object([])]
+                                   .string("it's"), .array([.int(1), .string("x")]), .object([]), .number(#"1"2\3"#)]
         for v in values {
             let repr = ReprText(v)
             #expect(cursor(repr.bound) { repr.put(into: &$0) } == array { PythonRepr.writeJSONString(v, into: &$0) }, "\(v)")
@@ -124,6 +124,17 @@ struct EventsTests {
         #expect(fast.argsRepr == "(2, 3)" && fast.kwargsRepr == "{}")
         #expect(TaskMessage.decodeForRun(python)?.argsRepr == nil)
         #expect(try TaskMessage.decode(python).argsRepr == "(2, 3)")
+        // Sent again (a retry): what the sender showed stays, a masked value too.
+        var masked = try TaskMessage.decode(python)
+        masked.argsRepr = "('***',)"
+        let resent = try JSONValue(parsing: masked.encode())["headers"]
+        #expect(resent?["argsrepr"]?.stringValue == "('***',)" && resent?["kwargsrepr"]?.stringValue == "{}")
+        // A header repr is cut as a repr is (a sender that is not Celery may write megabytes).
+        var long = TaskMessage(task: "t", args: [], queue: "q")
+        long.argsRepr = String(repeating: "é", count: 3000)
+        let clipped = try #require(TaskMessage.decodeForRun(long.encode(), reprs: true)?.argsRepr)
+        #expect(clipped.utf8.count <= PythonRepr.maxSize && clipped.hasSuffix("...") && clipped.hasPrefix("éé"))
+        #expect(try TaskMessage.decode(long.encode()).argsRepr == clipped)
         let wire = EventWire(node: "w@h", pid: 1, channelPrefix: "/0.celeryev/")
         var shown = fast
         shown.argsRepr = #"('bob', '***') "quoted" \ "#

@@ -33,10 +33,7 @@ struct ByteCursor {
 
     /// A literal (its bytes as compiled).
     @inline(__always) mutating func put(_ text: StaticString) {
-        let n = text.utf8CodeUnitCount
-        room(n)
-        p.update(from: text.utf8Start, count: n)
-        p += n
+        text.withUTF8Buffer { put($0) }
     }
 
     mutating func put(_ bytes: UnsafeBufferPointer<UInt8>) {

@@ -304,18 +304,26 @@ public final class EventDispatcher: Sendable {
                 logger.debug("event writer \(behind ? "behind: writing at the worker's priority" : "caught up: writing at nice 10")", metadata: ["events": .stringConvertible(waiting)])
             }
             let written = tasks, workerEvents = events, redis = self.redis
-            let job: @Sendable (RedisSession) throws(RedisError) -> [String] = { s throws(RedisError) in
-                try Self.send(written, workerEvents, wire: w, on: s)
-            }
-            let sent: Result<[String], any Error>
-            if !behind, let done = await writer.run({ () -> Result<[String], any Error> in
-                do throws(RedisError) { return .success(try redis.withSessionNow(job)) } catch { return .failure(error) }
+            let job: @Sendable (RedisSession) -> Sent = { s in Self.send(written, workerEvents, wire: w, on: s) }
+            var sent: Sent
+            if !behind, let done = await writer.run({ () -> Sent in
+                do throws(RedisError) { return try redis.withSessionNow(job) } catch { return Sent(failure: error) }
             }) {
                 sent = done
             } else {   // behind, or the writer stopped (after the last flush)
-                do { sent = .success(try await redis.withSession(job)) } catch { sent = .failure(error) }
+                do { sent = try await redis.withSession(job) } catch { sent = Sent(failure: error) }
             }
-            report(sent, events: count + events.count)
+            if !sent.errors.isEmpty { report(.success(sent.errors), events: count) }
+            if let failure = sent.failure {
+                report(.failure(failure), events: count - sent.tasks)
+                // The worker events not sent (a heartbeat; the last flush's worker-offline): each
+                // on its own, on a fresh connection if Redis takes one, as they always went.
+                for (event, _) in workerEvents.dropFirst(sent.workerEvents) {
+                    var batch = RESPBatch()
+                    w.appendWorkerEvent(event, into: &batch)
+                    _ = await publish(batch, events: 1)
+                }
+            }
         }
         tasks.removeAll()
         pending.withLock { $0.spareTasks = tasks }
@@ -362,32 +370,47 @@ public final class EventDispatcher: Sendable {
         }
     }
 
+    /// What `send` did: the error replies Redis gave, and, if the connection failed, the error
+    /// and how many task event records and worker events had been written before it.
+    struct Sent: Sendable {
+        var errors: [String] = []
+        var failure: (any Error)?
+        var tasks = 0
+        var workerEvents = 0
+    }
+
     /// Writes the PUBLISHes of a flush and sends them on `session`, in order: the task events
     /// in pipelines of about `EventWire.maxPipelineBytes` (one buffer, reused), each worker
     /// event after the task events written before it (the clocks' order, and the last flush's
     /// worker-offline last). Each pipeline goes out as soon as it is written; replies are read
-    /// every `replyWindow` commands and at the end. Returns the error replies.
-    static func send(_ tasks: RecordBuffer, _ events: [(WorkerEvent, before: Int)], wire w: EventWire, on s: RedisSession) throws(RedisError) -> [String] {
+    /// every `replyWindow` commands and at the end. A failed connection ends it (`Sent.failure`;
+    /// the connection is then broken and dropped: no reply is left unread on one in use).
+    static func send(_ tasks: RecordBuffer, _ events: [(WorkerEvent, before: Int)], wire w: EventWire, on s: RedisSession) -> Sent {
+        var sent = Sent()
         var out = RESPBatch(capacity: w.pipelineCapacity)
-        var errors: [String] = []
         var unread = 0, start = 0, next = 0
-        while start < tasks.count || next < events.count {
-            if next < events.count && events[next].before <= start {
-                w.appendWorkerEvent(events[next].0, into: &out)
-                next += 1
-            } else {
-                start += w.pipeline(tasks, from: start, to: next < events.count ? events[next].before : tasks.count, into: &out)
+        do throws(RedisError) {
+            while start < tasks.count || next < events.count {
+                if next < events.count && min(events[next].before, tasks.count) <= start {
+                    w.appendWorkerEvent(events[next].0, into: &out)
+                    next += 1
+                } else {
+                    start += w.pipeline(tasks, from: start, to: next < events.count ? events[next].before : tasks.count, into: &out)
+                }
+                try s.write(out)
+                (sent.tasks, sent.workerEvents) = (start, next)
+                unread += out.count
+                out.removeAll()
+                if unread >= replyWindow {
+                    sent.errors += try s.readErrors(unread)
+                    unread = 0
+                }
             }
-            try s.write(out)
-            unread += out.count
-            out.removeAll()
-            if unread >= replyWindow {
-                errors += try s.readErrors(unread)
-                unread = 0
-            }
+            sent.errors += try s.readErrors(unread)
+        } catch {
+            sent.failure = error
         }
-        errors += try s.readErrors(unread)
-        return errors
+        return sent
     }
 
     /// Commands sent before their replies are read: ~100 pipelines of ~96 KiB; their replies

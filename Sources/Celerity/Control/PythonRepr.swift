@@ -86,6 +86,11 @@ enum PythonRepr {
         out.append(ASCII.quote)
     }
 
+    /// `text` cut as a repr is (at most `maxSize` bytes, "..." at the end): a repr a sender wrote.
+    static func clip(_ text: String) -> String {
+        text.utf8.count <= maxSize ? text : cut(Array(text.utf8), maxSize)
+    }
+
     private static func cut(_ out: [UInt8], _ maxSize: Int) -> String {
         if out.count <= maxSize { return String(decoding: out, as: UTF8.self) }
         // Cut on a character boundary (never inside a UTF-8 sequence).
@@ -200,12 +205,18 @@ enum ReprText {
         switch value {
         case .null: self = .literal(#""None""#)
         case let .bool(b): self = .literal(b ? #""True""# : #""False""#)
-        case let .number(text) where text.utf8.count <= PythonRepr.maxSize && PythonRepr.isInteger(text): self = .integer(text)
+        case let .number(text) where text.utf8.count <= PythonRepr.maxSize && Self.isDigits(text): self = .integer(text)
         default:
             var out: [UInt8] = []
             PythonRepr.writeJSONString(value, into: &out)
             self = .written(out)
         }
+    }
+
+    /// Only `-` and digits (an integer's text: nothing in it to escape).
+    private static func isDigits(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { b in !b.isEmpty && b.allSatisfy { $0 == ASCII.minus || ($0 >= ASCII.zero && $0 <= ASCII.zero + 9) } }
     }
 
     /// The most bytes `put` writes.

@@ -34,10 +34,15 @@ struct RecordBuffer: Sendable {
             write(&cursor)
             return cursor.count
         }
-        guard used > 0 else { return }
-        scratch.withUnsafeBufferPointer { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<used])) }
-        ends.append(bytes.count)
+        if used > 0 {
+            scratch.withUnsafeBufferPointer { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<used])) }
+            ends.append(bytes.count)
+        }
+        if scratch.count > Self.keptScratch { scratch = [] }   // a rare huge record: not kept
     }
+
+    /// The scratch room kept between records (a task's events take ~2 KiB of room).
+    static let keptScratch = 64 * 1024
 
     /// Appends another buffer's records after this one's.
     mutating func append(contentsOf other: RecordBuffer) {

@@ -37,8 +37,10 @@ public struct TaskMessage: Sendable {
     /// once (nil: it ran where it was fetched, or was not fetched here). Not on the wire.
     public var receivedAt: Double?
     /// The sender's `argsrepr` and `kwargsrepr` headers (Python's `saferepr` of the arguments,
-    /// or what the caller chose to show instead): what a Python worker's `task-received`
-    /// carries. Kept in `headers` too; the fast read takes them only when asked (task events on).
+    /// or what the caller chose to show instead), cut at 1024 bytes: what a Python worker's
+    /// `task-received` carries. The fast read takes them only when asked (task events on).
+    /// `encode` writes them when set (a retry shows what the sender showed), else reprs of
+    /// `args` and `kwargs`: set them to nil when changing the arguments of a decoded message.
     public var argsRepr: String?
     public var kwargsRepr: String?
 
@@ -109,8 +111,8 @@ public struct TaskMessage: Sendable {
                             // Handed back after a worker died or stalled: the full decode keeps
                             // the header, for the stored-result check in `Worker.start`.
                             else if k.is("celerity_redeliveries") { usual = false }
-                            else if reprs && k.is("argsrepr") { argsRepr = try r.value().stringValue }
-                            else if reprs && k.is("kwargsrepr") { kwargsRepr = try r.value().stringValue }
+                            else if reprs && k.is("argsrepr") { argsRepr = try r.value().stringValue.map(PythonRepr.clip) }
+                            else if reprs && k.is("kwargsrepr") { kwargsRepr = try r.value().stringValue.map(PythonRepr.clip) }
                         }
                     } else if key.is("properties") {
                         try r.object { (k, r) throws(JSONError) in
@@ -254,8 +256,8 @@ public struct TaskMessage: Sendable {
         }
         m.headers = headers.filter { !knownHeaders.contains($0.key) }
         m.uniqueKey = h["celerity_unique_key"]?.stringValue
-        m.argsRepr = h["argsrepr"]?.stringValue
-        m.kwargsRepr = h["kwargsrepr"]?.stringValue
+        m.argsRepr = h["argsrepr"]?.stringValue.map(PythonRepr.clip)
+        m.kwargsRepr = h["kwargsrepr"]?.stringValue.map(PythonRepr.clip)
         return m
     }
 
@@ -314,8 +316,8 @@ public struct TaskMessage: Sendable {
         raw(#","timelimit":["#); num(hardTimeLimit); out.append(ASCII.comma); num(softTimeLimit)
         raw(#"],"root_id":"#); str(rootID ?? id)
         raw(#","parent_id":"#); optStr(parentID)
-        raw(#","argsrepr":"#); str(TaskMessage.repr(.array(args)))
-        raw(#","kwargsrepr":"#); str(TaskMessage.repr(.object(kwargs)))
+        raw(#","argsrepr":"#); str(argsRepr ?? TaskMessage.repr(.array(args)))
+        raw(#","kwargsrepr":"#); str(kwargsRepr ?? TaskMessage.repr(.object(kwargs)))
         raw(#","origin":"#); str(origin ?? TaskMessage.defaultOrigin)
         raw(#","ignore_result":"#); raw(ignoreResult ? "true" : "false")
         raw(#","replaced_task_nesting":0,"stamped_headers":null,"stamps":{}"#)
