@@ -359,6 +359,11 @@ class Bench(ProcessOwner):
         rows = [("g. drain, Celerity worker, events off (tasks/s)", "%.0f" % off, "-", self.span(rates["off"])),
                 ("g. drain, Celerity worker -E, events on (tasks/s)", "%.0f" % on, "-", self.span(rates["on"])),
                 ("g. events on / off, Celerity (target ≥ 90%)", "%.1f%%" % (100 * on / off), "-", "")]
+        # The rounds' own ratios (each round's two drains run back to back, in alternating
+        # order): what the host's slower and faster minutes do not shift, unlike the medians'.
+        pairs = [100 * y / x for x, y in zip(rates["off"], rates["on"])]
+        rows.append(("g. on / off per round (median of the rounds' ratios)", "%.1f%%" % statistics.median(pairs), "-",
+                     "%.1f–%.1f%%" % (min(pairs), max(pairs))))
         self.events_rates = rates
         if a.events_celery:
             cel = {}
