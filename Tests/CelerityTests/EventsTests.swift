@@ -237,6 +237,45 @@ struct EventsTests {
     /// A batch of inline runs: each outcome gets received, started and its outcome's event,
     /// with three clock values of its own, in order; and a flush's pipelines hold every event
     /// once, in order, in messages that end between two outcomes.
+    /// A batch's successes are kept compact and written out by the flusher: the very bytes an
+    /// outcome announced on its own gets, whatever its fields hold.
+    @Test func compactRecordsWriteTheSameJSON() throws {
+        var messages: [TaskMessage] = []
+        var m = TaskMessage(id: "id-1", task: "t.add", args: [.int(1), .string("a\"b")], queue: "q")
+        messages.append(m)
+        m.parentID = "parent-\u{1}"
+        m.rootID = nil
+        m.argsRepr = #"('sécret', "\")"#
+        m.kwargsRepr = "{}"
+        m.kwargs = [JSONMember("k", .null)]
+        m.retries = 3
+        messages.append(m)
+        m.argsRepr = ""
+        m.kwargsRepr = nil
+        messages.append(m)
+        let results: [JSONValue] = [.int(7), .number(String(repeating: "8", count: 3000)), .string("x\ny"), .null, .bool(true),
+                                    .double(0.5), .array([.int(1)]), .object([JSONMember("a", .string("é"))])]
+        let wire = EventWire(node: "w@h\"", pid: 42, channelPrefix: "/0.celeryev/")
+        var n = 0
+        for message in messages {
+            for (k, result) in results.enumerated() {
+                let outcome = Outcome(result: .success(result), message: message, spec: nil, runtime: k == 0 ? nil : .nanoseconds(1234567 * k))
+                var alone = RecordBuffer(), batch = RecordBuffer()
+                wire.render(.finished(outcome, retried: false, announce: true, clock: 1000 + n, at: 1764700000.25 + Double(k)), into: &alone)
+                wire.render(.finishedBatch([(outcome, .complete(nil))], clock: 1000 + n, at: 1764700000.25 + Double(k)), into: &batch)
+                #expect(batch.bytes.first == EventWire.compactMark)
+                #expect(wire.json(of: batch, record: 0) == alone.bytes,
+                        "\(String(decoding: wire.json(of: batch, record: 0), as: UTF8.self))\n\(String(decoding: alone.bytes, as: UTF8.self))")
+                n += 1
+            }
+        }
+        // Not kept compact: what is not a success, or has an eta.
+        var failed = RecordBuffer()
+        wire.render(.finishedBatch([(Outcome(result: .failure(TaskFailure(type: "E", message: "m")), message: messages[0], spec: nil), .complete(nil))],
+                                   clock: 5, at: 1), into: &failed)
+        #expect(failed.bytes.first == ASCII.openBrace)
+    }
+
     @Test func aBatchOfInlineRunsIsAnnouncedPerTaskAndPipelinesKeepTheOrder() throws {
         let outcomes: [(Outcome, Disposal)] = (0..<50).map { i in
             (Outcome(result: .success(.int(i)), message: TaskMessage(id: "id-\(i)", task: "t.add", args: [.int(i)], kwargs: [], queue: "q"),
@@ -254,7 +293,7 @@ struct EventsTests {
         for e in events { wire.render(e, into: &written) }
         #expect(written.count == 51)
         // Each record whole (received, started, its end), with its clocks.
-        let records = try written.records.map { try JSONValue(parsing: [ASCII.openBracket] + $0 + [ASCII.closeBracket]) }
+        let records = try (0..<written.count).map { try JSONValue(parsing: [ASCII.openBracket] + wire.json(of: written, record: $0) + [ASCII.closeBracket]) }
         #expect(records.map { $0.arrayValue?.count } == Array(repeating: 3, count: 25) + [1] + Array(repeating: 3, count: 25))
         #expect(records[3].arrayValue?.compactMap { $0["clock"]?.intValue } == [10, 11, 12])
         #expect(records[50].arrayValue?.compactMap { $0["clock"]?.intValue } == [149, 150, 151] && records[50].arrayValue?[2]["uuid"]?.stringValue == "id-49")

@@ -47,6 +47,22 @@ struct ByteCursor {
         bytes.withUnsafeBufferPointer { put($0) }
     }
 
+    /// A word as it is in memory (8 bytes): a compact record's number.
+    @inline(__always) mutating func putWord(_ v: UInt64) {
+        room(8)
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: UInt64.self)
+        p += 8
+    }
+
+    /// A compact record's field: its kind, its length (4 bytes), its bytes.
+    mutating func putField(_ kind: UInt8, _ bytes: UnsafeBufferPointer<UInt8>) {
+        room(5)
+        p.initialize(to: kind)
+        UnsafeMutableRawPointer(p + 1).storeBytes(of: UInt32(bytes.count), as: UInt32.self)
+        p += 5
+        put(bytes)
+    }
+
     /// A decimal integer (at most 20 bytes).
     mutating func putInt(_ n: Int) {
         room(20)
@@ -164,5 +180,30 @@ struct ByteCursor {
         }
         p.initialize(to: ASCII.quote)
         p += 1
+    }
+}
+
+/// Reads what `ByteCursor.putWord` and `putField` wrote (a compact record), in order.
+struct ByteReader {
+    private let bytes: UnsafeRawBufferPointer
+    private var at = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    mutating func word() -> UInt64 {
+        precondition(at + 8 <= bytes.count, "ByteReader: a compact record ends early")
+        defer { at += 8 }
+        return bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)
+    }
+
+    mutating func int() -> Int { Int(truncatingIfNeeded: word()) }
+
+    mutating func field() -> (kind: UInt8, bytes: UnsafeBufferPointer<UInt8>) {
+        precondition(at + 5 <= bytes.count, "ByteReader: a compact record ends early")
+        let kind = bytes[at]
+        let n = Int(bytes.loadUnaligned(fromByteOffset: at + 1, as: UInt32.self))
+        precondition(at + 5 + n <= bytes.count, "ByteReader: a compact record ends early")
+        defer { at += 5 + n }
+        return (kind, UnsafeBufferPointer(start: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + at + 5, count: n))
     }
 }

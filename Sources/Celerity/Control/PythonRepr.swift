@@ -229,6 +229,16 @@ enum ReprText {
         }
     }
 
+    /// Into a compact record (`EventWire.putCompact` writes it out as `put` would).
+    func putField(into c: inout ByteCursor) {
+        switch self {
+        case let .escaped(s): EventWire.putField(EventWire.Field.escape, s, into: &c)
+        case let .integer(s): EventWire.putField(EventWire.Field.quote, s, into: &c)
+        case let .literal(s): s.withUTF8Buffer { c.putField(EventWire.Field.json, $0) }
+        case let .written(b): b.withUnsafeBufferPointer { c.putField(EventWire.Field.json, $0) }
+        }
+    }
+
     func put(into c: inout ByteCursor) {
         switch self {
         case let .escaped(s): c.putJSONString(s)
