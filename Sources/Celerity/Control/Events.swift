@@ -14,12 +14,14 @@ import Synchronization
 ///
 /// Threads: `send` and the worker's task hooks run wherever the worker is (the fetchers' and
 /// plugins' reader threads, the cooperative pool): they take a clock value and write the
-/// event's JSON into a buffer (`RecordBuffer`), clocks taken under its mutex (the buffer
-/// keeps their order),
-/// never touching Redis and holding nothing of the task. The flusher (`run`, a child task of
+/// event's JSON into a buffer (`RecordBuffer`), or, for a batch's announced successes, a
+/// compact record of its fields that the flusher writes out (`EventWire.renderBatch`), clocks
+/// taken under its mutex (the buffer keeps their order), never touching Redis and holding
+/// nothing of the task. The flusher (`run`, a child task of
 /// the worker's background group) takes the buffer every `flushInterval` (`busyInterval`
 /// while there are events), and hands it to a thread of its own at nice 10 (`BackgroundWriter`),
-/// which writes kombu's envelopes around it (`EventWire`, base64) and PUBLISHes them on the
+/// which writes the compact records out and kombu's envelopes around them (`EventWire`,
+/// base64) and PUBLISHes them on the
 /// dispatcher's own connection, in pipelines of ~96 KiB sent one after the other, their replies
 /// read at the end (`send`): one hand-off per flush, its blocking I/O on that thread only.
 /// Task events go out gathered as `task.multi` (a JSON array, as a Python worker with -E sends

@@ -4,8 +4,9 @@
 /// ~25–100 ms later and freeing them on another thread cost a draining worker more than
 /// writing the JSON where the outcome was; measured with `-E` and with the history on):
 /// - task events (`EventWire.render…`): a record per event, or per outcome announced (its
-///   received, started and end events, separated by commas); `EventWire.pipeline` joins them
-///   into `task.multi` messages;
+///   received, started and end events, separated by commas), or, for a batch's announced
+///   successes, a compact record of their fields (`EventWire.compactMark` first);
+///   `EventWire.pipeline` writes those out and joins the records into `task.multi` messages;
 /// - history records (`EventWire.appendHistoryRecord`), one per outcome;
 ///   `EventWire.historyCommands` pushes them.
 struct RecordBuffer: Sendable {
