@@ -142,16 +142,19 @@ struct ByteCursor {
         p += 1
         let n = utf8.count
         var run = 0, i = 0
+        /// Copies the bytes since the last escape, up to `i`.
+        func copyRun(_ p: inout UnsafeMutablePointer<UInt8>) {
+            guard run < i else { return }
+            p.update(from: utf8.baseAddress! + run, count: i - run)
+            p += i - run
+        }
         while i < n {
             let c = utf8[i]
             if c >= 0x20 && c != ASCII.quote && c != ASCII.backslash {
                 i += 1
                 continue
             }
-            if run < i {
-                p.update(from: utf8.baseAddress! + run, count: i - run)
-                p += i - run
-            }
+            copyRun(&p)
             p.initialize(to: ASCII.backslash)
             p += 1
             switch c {
@@ -174,10 +177,7 @@ struct ByteCursor {
             i += 1
             run = i
         }
-        if run < n {
-            p.update(from: utf8.baseAddress! + run, count: n - run)
-            p += n - run
-        }
+        copyRun(&p)
         p.initialize(to: ASCII.quote)
         p += 1
     }

@@ -221,18 +221,11 @@ struct EventWire {
         let id = r.field(), task = r.field(), args = r.field(), kwargs = r.field(), root = r.field(), parent = r.field(), result = r.field()
         let began = at - Self.seconds(runtime)
         putOpen(clock - 2, into: &c)
-        c.put(#","uuid":"#)
-        Self.putJSON(id, into: &c)
-        c.put(#","name":"#)
-        Self.putJSON(task, into: &c)
-        c.put(#","args":"#)
-        Self.putJSON(args, into: &c)
-        c.put(#","kwargs":"#)
-        Self.putJSON(kwargs, into: &c)
-        c.put(#","root_id":"#)
-        Self.putJSON(root, into: &c)
-        c.put(#","parent_id":"#)
-        Self.putJSON(parent, into: &c)
+        for (key, field) in [(#","uuid":"# as StaticString, id), (#","name":"#, task), (#","args":"#, args), (#","kwargs":"#, kwargs),
+                             (#","root_id":"#, root), (#","parent_id":"#, parent)] {
+            c.put(key)
+            Self.putJSON(field, into: &c)
+        }
         c.put(#","retries":"#)
         c.putInt(retries)
         c.put(#","eta":null,"expires":null"#)
